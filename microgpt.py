@@ -1,0 +1,280 @@
+"""
+microgpt.py: train and sample a GPT built from single numbers, in plain Python.
+
+A re-creation of Karpathy's microgpt: a scalar autograd (`Value`), a one-layer GPT
+made of lists of `Value`s, Adam, and sampling. Standard library only, so this one
+file can be copied anywhere. `python microgpt.py` with an `input.txt` beside it
+(one document a line, e.g. makemore's names.txt) trains the reference run and
+prints samples. With seed 42 it prints the reference's numbers exactly.
+
+As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` documents
+as token lists ([BOS] + ids + [BOS]), and call `model.sample(...)`.
+"""
+import math
+import random
+
+# The reference hyperparameters; every one can be overridden by keyword.
+n_layer = 1        # depth: number of transformer blocks
+n_embd = 16        # width: embedding dimension
+block_size = 16    # longest context (the longest name is 15 characters)
+n_head = 4         # attention heads; head_dim = n_embd // n_head
+learning_rate, beta1, beta2, eps_adam = 0.01, 0.85, 0.99, 1e-8
+init_std = 0.08    # weights start as gauss(0, init_std)
+
+
+# ---------------------------------------------------------------------------
+# Autograd: a scalar that remembers how it was made, to apply the chain rule.
+# Each op states only its forward value and its local gradients (d out / d child);
+# the chain rule lives once, in backward().
+class Value:
+    __slots__ = ('data', 'grad', '_children', '_local_grads')  # many small nodes: save memory
+
+    def __init__(self, data, children=(), local_grads=()):
+        self.data = data                 # value, set in the forward pass
+        self.grad = 0                    # d loss / d self, accumulated by backward()
+        self._children = children        # the nodes this one was computed from
+        self._local_grads = local_grads  # d self / d child, one per child
+
+    def __add__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data + other.data, (self, other), (1, 1))
+
+    def __mul__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data * other.data, (self, other), (other.data, self.data))
+
+    def __pow__(self, k):  # k is a plain number
+        return Value(self.data ** k, (self,), (k * self.data ** (k - 1),))
+
+    def exp(self):
+        e = math.exp(self.data)
+        return Value(e, (self,), (e,))
+
+    def log(self):
+        return Value(math.log(self.data), (self,), (1 / self.data,))
+
+    def relu(self):
+        return Value(max(0, self.data), (self,), (float(self.data > 0),))
+
+    def __neg__(self): return self * -1
+    def __radd__(self, other): return self + other
+    def __sub__(self, other): return self + (-other)
+    def __rsub__(self, other): return other + (-self)
+    def __rmul__(self, other): return self * other
+    def __truediv__(self, other): return self * other ** -1
+    def __rtruediv__(self, other): return other * self ** -1
+    def __repr__(self): return f"Value(data={self.data}, grad={self.grad})"
+
+    def backward(self):
+        """Add d self / d node to every node's .grad, by the chain rule.
+
+        Gradients accumulate (+=): a node used twice gets both contributions, and
+        calling backward() again adds again. Leaves (the weights) must be zeroed
+        before the next pass; the optimizer does that after each update.
+        """
+        # Topological order, children before parents, by an explicit stack: a deep
+        # graph would overflow Python's recursion limit with the recursive version.
+        topo, visited, stack = [], set(), [(self, False)]
+        while stack:
+            v, children_done = stack.pop()
+            if children_done:
+                topo.append(v)
+            elif v not in visited:
+                visited.add(v)
+                stack.append((v, True))
+                stack.extend((c, False) for c in v._children if c not in visited)
+        self.grad = 1
+        for v in reversed(topo):
+            for child, local_grad in zip(v._children, v._local_grads):
+                child.grad += local_grad * v.grad
+
+
+def dot(a, b):
+    """sum(a[i] * b[i]) as one node: the same value as summing Value products left to
+    right, with a fraction of the nodes. It is what makes training fast in pure Python."""
+    s = 0
+    for ai, bi in zip(a, b):  # an explicit loop: sum() of floats rounds differently in 3.12+
+        s += ai.data * bi.data
+    return Value(s, (*a, *b), (*(bi.data for bi in b), *(ai.data for ai in a)))
+
+
+# ---------------------------------------------------------------------------
+# The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU.
+def linear(x, w):
+    return [dot(wo, x) for wo in w]  # [nout, nin] @ [nin] -> [nout]
+
+def softmax(logits):
+    max_val = max(val.data for val in logits)  # subtracting the max keeps exp() finite
+    exps = [(val - max_val).exp() for val in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+def rmsnorm(x):
+    ms = dot(x, x) / len(x)
+    scale = (ms + 1e-5) ** -0.5
+    return [xi * scale for xi in x]
+
+
+class GPT:
+    """The weights (`state_dict`, by the reference's names) and the forward pass."""
+
+    def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
+                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True):
+        if n_embd % n_head:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
+                           block_size=block_size, tie_lm_head=tie_lm_head,
+                           input_rmsnorm=input_rmsnorm)
+        self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
+        self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
+        # The order of the draws is part of the model: it is what makes a seed reproducible.
+        matrix = lambda nout, nin: [[Value(rng.gauss(0, init_std)) for _ in range(nin)]
+                                    for _ in range(nout)]
+        sd = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd)}
+        if not tie_lm_head:
+            sd['lm_head'] = matrix(vocab_size, n_embd)
+        for i in range(n_layer):
+            sd[f'layer{i}.attn_wq'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.attn_wk'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.attn_wv'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
+            sd[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
+        self.state_dict = sd
+        self.params = [p for mat in sd.values() for row in mat for p in row]
+
+    def __call__(self, token_id, pos_id, keys, values):
+        """Logits for the token after `token_id` at position `pos_id`. keys/values hold,
+        per layer, the k and v vectors of the earlier positions; this call appends its own."""
+        sd, hd = self.state_dict, self.n_embd // self.n_head
+        x = [t + p for t, p in zip(sd['wte'][token_id], sd['wpe'][pos_id])]
+        if self.input_rmsnorm:
+            x = rmsnorm(x)  # not redundant: the residual stream carries x un-normalised
+        for li in range(self.n_layer):
+            # 1) multi-head causal self-attention: this position attends to itself and the past
+            x_residual = x
+            x = rmsnorm(x)
+            q = linear(x, sd[f'layer{li}.attn_wq'])
+            keys[li].append(linear(x, sd[f'layer{li}.attn_wk']))
+            values[li].append(linear(x, sd[f'layer{li}.attn_wv']))
+            x_attn = []
+            for h in range(self.n_head):
+                hs = slice(h * hd, (h + 1) * hd)
+                attn_logits = [dot(q[hs], k[hs]) / hd ** 0.5 for k in keys[li]]
+                attn_weights = softmax(attn_logits)
+                v_h = [v[hs] for v in values[li]]
+                x_attn.extend(dot(attn_weights, [v[j] for v in v_h]) for j in range(hd))
+            x = linear(x_attn, sd[f'layer{li}.attn_wo'])
+            x = [a + b for a, b in zip(x, x_residual)]
+            # 2) MLP: widen 4x, ReLU, narrow back
+            x_residual = x
+            x = rmsnorm(x)
+            x = [xi.relu() for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
+            x = linear(x, sd[f'layer{li}.mlp_fc2'])
+            x = [a + b for a, b in zip(x, x_residual)]
+        return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])
+
+    def loss(self, tokens):
+        """Mean cross-entropy of predicting tokens[1:] from what precedes them, over the
+        first block_size positions of one document ([BOS] + ids + [BOS])."""
+        n = min(self.block_size, len(tokens) - 1)
+        keys, values = [[] for _ in range(self.n_layer)], [[] for _ in range(self.n_layer)]
+        losses = []
+        for pos_id in range(n):
+            probs = softmax(self(tokens[pos_id], pos_id, keys, values))
+            losses.append(-probs[tokens[pos_id + 1]].log())
+        return (1 / n) * sum(losses)
+
+    def sample(self, rng, bos, temperature=0.5, prompt=()):
+        """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
+        The draws come from `rng`, one `rng.choices` per token, as the reference draws."""
+        keys, values = [[] for _ in range(self.n_layer)], [[] for _ in range(self.n_layer)]
+        tokens, out = [bos, *prompt], []
+        for pos_id in range(self.block_size):
+            logits = self(tokens[pos_id], pos_id, keys, values)
+            if pos_id + 1 < len(tokens):
+                continue  # still reading the prompt
+            probs = softmax([l / temperature for l in logits])
+            token_id = rng.choices(range(self.vocab_size), weights=[p.data for p in probs])[0]
+            if token_id == bos:
+                break
+            tokens.append(token_id)
+            out.append(token_id)
+        return out
+
+    def weights(self):
+        """{name: rows of floats}, a plain copy of the state_dict."""
+        return {name: [[p.data for p in row] for row in mat] for name, mat in self.state_dict.items()}
+
+    def load_weights(self, weights):
+        """Set every weight from {name: rows of floats} of the same shapes."""
+        for name, mat in self.state_dict.items():
+            for row, new_row in zip(mat, weights[name], strict=True):
+                for p, w in zip(row, new_row, strict=True):
+                    p.data = float(w)
+
+
+# ---------------------------------------------------------------------------
+# Adam, with bias correction; the learning rate is given per step (it decays).
+class Adam:
+    def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam):
+        self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
+        self.m = [0.0] * len(params)  # first moment: running mean of gradients
+        self.v = [0.0] * len(params)  # second moment: running mean of squared gradients
+        self.t = 0                    # updates done, for the bias correction
+
+    def step(self, lr):
+        """Update every parameter from its .grad, then zero the .grad for the next pass."""
+        self.t += 1
+        b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
+        for i, p in enumerate(self.params):
+            m[i] = b1 * m[i] + (1 - b1) * p.grad
+            v[i] = b2 * v[i] + (1 - b2) * p.grad ** 2
+            m_hat = m[i] / (1 - b1 ** self.t)
+            v_hat = v[i] / (1 - b2 ** self.t)
+            p.data -= lr * m_hat / (v_hat ** 0.5 + self.eps)
+            p.grad = 0
+
+
+# ---------------------------------------------------------------------------
+# Training: one document per step, the learning rate decaying linearly to zero.
+def train(model, docs, num_steps, lr=learning_rate, adam=None, start_step=0):
+    """Train on docs[step % len(docs)] at each step; yield (step, loss, n_tokens) after
+    each update, step counting from 1. Pass `adam` and `start_step` to resume a run."""
+    adam = adam or Adam(model.params)
+    for step in range(start_step, num_steps):
+        tokens = docs[step % len(docs)]
+        loss = model.loss(tokens)
+        loss.backward()
+        adam.step(lr * (1 - step / num_steps))
+        yield step + 1, loss.data, min(model.block_size, len(tokens) - 1)
+
+
+# ---------------------------------------------------------------------------
+# Alone: the reference run on input.txt, as the original script does it.
+def main(path='input.txt', seed=42, num_steps=1000, num_samples=20, temperature=0.5):
+    try:
+        with open(path, encoding='utf-8') as f:
+            docs = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise SystemExit(f"error: cannot read {path} ({e.strerror}); put one document a line "
+                         "there, e.g. https://raw.githubusercontent.com/karpathy/makemore/"
+                         "988aa59e4d8fefa526d06f3b453ad116258398d4/names.txt")
+    rng = random.Random(seed)  # one generator: the shuffle, then the weights, then the samples
+    rng.shuffle(docs)
+    uchars = sorted(set(''.join(docs)))  # the characters become token ids 0..n-1
+    BOS = len(uchars)                    # and one more id marks a document's start and end
+    print(f"num docs: {len(docs)}\nvocab size: {len(uchars) + 1}")
+    model = GPT(len(uchars) + 1, rng)
+    print(f"num params: {len(model.params)}")
+    token_docs = [[BOS] + [uchars.index(ch) for ch in doc] + [BOS] for doc in docs]
+    for step, loss, _ in train(model, token_docs, num_steps):
+        print(f"step {step:4d} / {num_steps:4d} | loss {loss:.4f}")
+    print("--- inference (new, hallucinated names) ---")
+    for i in range(num_samples):
+        sample = model.sample(rng, BOS, temperature)
+        print(f"sample {i + 1:2d}: {''.join(uchars[t] for t in sample)}")
+
+
+if __name__ == '__main__':
+    main()
