@@ -250,6 +250,11 @@ def train(model, docs, num_steps, lr=learning_rate, adam=None, start_step=0):
         yield step + 1, loss.data, min(model.block_size, len(tokens) - 1)
 
 
+def evaluate(model, docs):
+    """Mean over docs of each document's mean cross-entropy; no update."""
+    return sum(model.loss(tokens).data for tokens in docs) / len(docs)
+
+
 # ---------------------------------------------------------------------------
 # Alone: the reference run on input.txt, as the original script does it.
 def main(path='input.txt', seed=42, num_steps=1000, num_samples=20, temperature=0.5):
