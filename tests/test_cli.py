@@ -1,0 +1,203 @@
+"""cli.py: train and sample end to end in a temporary folder, run records, checkpoints,
+and the one-line errors a user can cause."""
+import csv
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cli
+import data
+import microgpt
+from conftest import ROOT
+
+DOCS = ['anna', 'bob', 'carla', 'dan', 'eve', 'fay', 'gil', 'hal', 'ida', 'jo', 'kai', 'lu']
+
+
+@pytest.fixture
+def small(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'input.txt').write_text('\n'.join(DOCS) + '\n')
+    return tmp_path
+
+
+def run(*args, cwd=None):
+    """cli.py in a subprocess, as a user runs it: (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, str(ROOT / 'cli.py'), *args], cwd=cwd,
+                       capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def train_small(out, *extra):
+    options = {'--steps': '12', '--samples': '3', '--n-embd': '8', '--n-head': '2', '--out': str(out)}
+    options.update(zip(extra[::2], extra[1::2]))
+    return cli.main(['train', *(x for kv in options.items() for x in kv)])
+
+
+# ---------------------------------------------------------------------------
+# train
+def test_train_writes_a_complete_run_record(small, capsys):
+    assert train_small(small / 'run') == 0
+    printed = capsys.readouterr().out
+    assert 'step    1 /   12 | loss ' in printed and 'step   12 /   12 | loss ' in printed
+    run = small / 'run'
+    assert sorted(p.name for p in run.iterdir()) == [
+        'checkpoint.json', 'config.json', 'losses.csv', 'metrics.json', 'samples.txt']
+    config = json.loads((run / 'config.json').read_text())
+    assert config['seed'] == 42 and config['n_embd'] == 8 and config['mode'] == 'scalar'
+    assert config['data_sha256'] == data.sha256_of('input.txt')
+    metrics = json.loads((run / 'metrics.json').read_text())
+    for key in ('final_loss', 'mean_loss_last_n', 'last_n', 'val_loss', 'steps_per_s',
+                'tokens_per_s', 'train_time_s'):
+        assert metrics[key] is not None, key
+    env = metrics['environment']
+    for key in ('seed', 'mode', 'backend', 'commit', 'python', 'numpy', 'numba', 'cpu', 'cores',
+                'start_time'):
+        assert env[key] not in (None, ''), key
+    rows = list(csv.DictReader(open(run / 'losses.csv')))
+    assert [int(r['step']) for r in rows] == list(range(1, 13))
+    assert float(rows[-1]['loss']) == metrics['final_loss']  # full precision
+    assert metrics['mean_loss_last_n'] == pytest.approx(
+        sum(float(r['loss']) for r in rows) / 12)
+    samples = (run / 'samples.txt').read_text().splitlines()
+    assert len(samples) == 3 and all(f": {s}" in printed for s in samples)
+
+
+def test_train_losses_are_those_of_the_library_run(small, capsys):
+    train_small(small / 'run', '--seed', '3')
+    rows = list(csv.DictReader(open(small / 'run' / 'losses.csv')))
+    tok = data.Tokenizer.from_docs(DOCS)
+    rng = random.Random(3)
+    train_docs, _ = data.split_docs(DOCS, rng, 0.1)
+    model = microgpt.GPT(tok.vocab_size, rng, n_embd=8, n_head=2)
+    expected = [loss for _, loss, _ in
+                microgpt.train(model, [tok.frame(d, 16) for d in train_docs], 12)]
+    assert [float(r['loss']) for r in rows] == expected
+
+
+def test_train_refuses_to_overwrite_a_run_record(small, capsys):
+    assert train_small(small / 'run') == 0
+    before = (small / 'run' / 'metrics.json').read_text()
+    assert train_small(small / 'run') == 1
+    assert 'already holds a run record' in capsys.readouterr().err
+    assert (small / 'run' / 'metrics.json').read_text() == before
+
+
+def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_record(small, capsys):
+    assert train_small(small / 'run', '--lr', '1000', '--steps', '200') == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: training diverged at step') and err.count('\n') == 1
+    metrics = json.loads((small / 'run' / 'metrics.json').read_text())
+    assert metrics['status'] == 'diverged' and metrics['steps'] < 200
+    assert not (small / 'run' / 'checkpoint.json').exists()
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints and sample
+def test_checkpoint_reload_gives_identical_weights_and_logits(small, capsys):
+    train_small(small / 'run')
+    config, chars, weights, _ = cli.load_checkpoint(small / 'run' / 'checkpoint.json')
+    model = cli.build_model(dict(config, mode='scalar'), config['vocab_size'], random.Random(0))
+    model.load_weights(weights)
+    # the same run again, in memory: its weights and logits must match the file exactly
+    tok = data.Tokenizer.from_docs(DOCS)
+    rng = random.Random(42)
+    train_docs, _ = data.split_docs(DOCS, rng, 0.1)
+    ref = microgpt.GPT(tok.vocab_size, rng, n_embd=8, n_head=2)
+    list(microgpt.train(ref, [tok.frame(d, 16) for d in train_docs], 12))
+    assert model.weights() == ref.weights()
+    keys = lambda: ([[]], [[]])
+    assert [v.data for v in model(0, 0, *keys())] == [v.data for v in ref(0, 0, *keys())]
+
+
+def test_sample_without_a_seed_repeats_the_samples_train_printed(small, capsys):
+    train_small(small / 'run')
+    trained = (small / 'run' / 'samples.txt').read_text().splitlines()
+    capsys.readouterr()
+    assert cli.main(['sample', '--checkpoint', str(small / 'run' / 'checkpoint.json'),
+                     '--num', '3']) == 0
+    printed = [line.split(': ', 1)[1] if ': ' in line else '' for line in
+               capsys.readouterr().out.splitlines()]
+    assert printed == trained
+
+
+def test_sample_with_a_prompt_continues_it(small, capsys):
+    train_small(small / 'run')
+    capsys.readouterr()
+    cli.main(['sample', '--checkpoint', str(small / 'run' / 'checkpoint.json'), '--num', '5',
+              '--prompt', 'ka', '--seed', '1'])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and all(line.split(': ', 1)[1].startswith('ka') for line in lines)
+
+
+@pytest.mark.parametrize('mangle, message', [
+    (lambda c: c.update(format='something else'), 'does not say it is one'),
+    (lambda c: c.update(version=99), 'version 99'),
+    (lambda c: c['config'].update(n_embd=12), 'has shape'),
+    (lambda c: c['config'].update(n_head=3), 'not divisible'),
+    (lambda c: c.update(vocab='ab'), 'vocabulary'),
+    (lambda c: c['weights'].pop('wpe'), 'weights should be exactly'),
+    (lambda c: c['weights']['wte'].update(float64='!!!'), 'weight wte is malformed'),
+])
+def test_a_malformed_or_mismatched_checkpoint_is_a_clear_error(small, capsys, mangle, message):
+    train_small(small / 'run')
+    path = small / 'run' / 'checkpoint.json'
+    ckpt = json.loads(path.read_text())
+    mangle(ckpt)
+    path.write_text(json.dumps(ckpt))
+    capsys.readouterr()
+    assert cli.main(['sample', '--checkpoint', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1
+
+
+def test_checkpoint_floats_are_exact_on_reload(tmp_path):
+    model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
+    for p in model.params[:3]:
+        p.data = [np.nextafter(1.0, 2.0), 1e-310, -3.0e300][model.params.index(p)]
+    cli.save_checkpoint(tmp_path / 'c.json', model, 'abc', 0)
+    _, _, weights, _ = cli.load_checkpoint(tmp_path / 'c.json')
+    assert {k: v.tolist() for k, v in weights.items()} == model.weights()
+
+
+# ---------------------------------------------------------------------------
+# What a user can get wrong: one line on stderr, exit 1, nothing written
+@pytest.mark.parametrize('args, message', [
+    (['train', '--steps', '-5'], '--steps must be >= 1'),
+    (['train', '--n-embd', '10'], 'divisible by --n-head'),
+    (['train', '--temperature', '0'], '--temperature must be > 0'),
+    (['train', '--mode', 'gpu'], '--mode must be scalar or tensor'),
+    (['train', '--lr', 'fast'], '--lr must be a number'),
+    (['train', '--bogus'], 'unknown option --bogus'),
+    (['train', '--steps', '5', '--steps', '6'], '--steps is given twice'),
+    (['fly'], 'must be a command'),
+    (['sample'], 'sample needs --checkpoint'),
+    (['sample', '--checkpoint', 'nope.json'], 'nope.json not found'),
+    (['train', '--data', 'nope.txt', '--no-fetch'], 'nope.txt not found'),
+    (['train', '--data', '.'], 'is a directory'),
+])
+def test_user_errors_are_one_line_and_exit_1(small, args, message):
+    code, out, err = run(*args, cwd=small)
+    assert code == 1 and message in err and err.count('\n') == 1 and 'Traceback' not in err
+    assert not (small / 'results').exists()
+
+
+def test_help_documents_every_option_with_its_default():
+    code, out, _ = run('--help')
+    assert code == 0
+    for option in ('--data', '--no-fetch', '--seed', '--steps', '--n-embd', '--n-head',
+                   '--n-layer', '--block-size', '--lr', '--tie-lm-head', '--no-input-rmsnorm',
+                   '--val-fraction', '--out', '--samples', '--temperature', '--checkpoint',
+                   '--num', '--prompt', '--batch-size', '--dtype', '--eval-every'):
+        assert option in out
+    assert '[default: 1000]' in out and '[default: 0.5]' in out
+
+
+def test_train_as_a_user_runs_it_prints_steps_summary_and_samples(small):
+    code, out, err = run('train', '--steps', '5', '--samples', '2', '--n-embd', '8',
+                         '--n-head', '2', '--out', 'r', cwd=small)
+    assert code == 0, err
+    assert 'step    5 /    5 | loss' in out and 'final loss' in out and 'sample  2:' in out

@@ -1,0 +1,123 @@
+"""data.py: reading documents, the download, the tokenizer, shuffle and split."""
+import hashlib
+import random
+import re
+
+import pytest
+from hypothesis import given, strategies as st
+
+import data
+from data import DataError, Tokenizer
+
+VOCAB = 'abcdefgh'
+words = st.text(alphabet=VOCAB, max_size=30)
+
+
+def write(tmp_path, content, name='input.txt'):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------
+# Reading
+def test_documents_are_the_stripped_non_empty_lines_in_order(tmp_path):
+    path = write(tmp_path, b'  emma \n\n\t\nolivia\r\nava')
+    assert data.read_docs(path) == ['emma', 'olivia', 'ava']
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_document(tmp_path):
+    assert data.read_docs(write(tmp_path, b'\xef\xbb\xbfab\nba\n')) == ['ab', 'ba']
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'', 'no documents'),
+    (b'\n  \n\t\n', 'no documents'),
+    (b'ab\ncd\n\xff\xfeef\n', 'line 3: bytes that are not UTF-8'),
+    (b'aaa\naa\n', 'one distinct character'),
+])
+def test_bad_files_give_a_clear_error(tmp_path, content, message):
+    with pytest.raises(DataError, match=message):
+        data.read_docs(write(tmp_path, content))
+
+
+def test_a_directory_or_a_missing_file_gives_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match='is a directory'):
+        data.read_docs(str(tmp_path))
+    with pytest.raises(DataError, match='not found'):
+        data.load_docs(str(tmp_path / 'nope.txt'), fetch=False)
+
+
+# ---------------------------------------------------------------------------
+# Fetching: a local file:// URL stands in for the network
+def test_fetch_verifies_the_checksum_and_renames_into_place(tmp_path):
+    src = write(tmp_path, b'ab\nba\n', 'src.txt')
+    dest = tmp_path / 'input.txt'
+    data.fetch_names(str(dest), url=f'file://{src}',
+                     sha256=hashlib.sha256(b'ab\nba\n').hexdigest())
+    assert dest.read_bytes() == b'ab\nba\n'
+
+
+def test_fetch_with_a_wrong_checksum_leaves_no_file(tmp_path):
+    src = write(tmp_path, b'ab\nba\n', 'src.txt')
+    with pytest.raises(DataError, match='sha256'):
+        data.fetch_names(str(tmp_path / 'input.txt'), url=f'file://{src}', sha256='0' * 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['src.txt']
+
+
+def test_fetch_that_fails_names_the_url_and_the_way_out_and_leaves_no_file(tmp_path):
+    url = f'file://{tmp_path}/missing.txt'
+    with pytest.raises(DataError, match=f'cannot download {re.escape(url)}.*--data PATH'):
+        data.fetch_names(str(tmp_path / 'input.txt'), url=url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_pinned_names_checksum_is_the_shared_data_sets(names_path):
+    assert data.sha256_of(names_path) == data.NAMES_SHA256
+
+
+# ---------------------------------------------------------------------------
+# Tokenizer
+@given(words)
+def test_encode_decode_round_trip(text):
+    tok = Tokenizer(VOCAB)
+    ids = tok.encode(text)
+    assert all(0 <= i < tok.bos for i in ids)
+    assert tok.decode(ids) == text
+
+
+def test_vocabulary_is_sorted_unique_characters_and_bos_is_the_last_id():
+    tok = Tokenizer.from_docs(['cab', 'bad'])
+    assert tok.chars == ['a', 'b', 'c', 'd'] and tok.bos == 4 and tok.vocab_size == 5
+
+
+def test_unknown_character_is_a_clear_error_naming_it():
+    with pytest.raises(DataError, match="'z' is not in the vocabulary"):
+        Tokenizer('ab').encode('abz')
+
+
+@given(words, st.integers(1, 40))
+def test_frame_puts_bos_around_the_document_and_cuts_to_block_size_plus_one(text, block_size):
+    tok = Tokenizer(VOCAB)
+    framed = tok.frame(text, block_size)
+    full = [tok.bos] + tok.encode(text) + [tok.bos]
+    assert framed == full[:block_size + 1]
+    assert framed[0] == tok.bos and len(framed) == min(len(text) + 2, block_size + 1)
+
+
+# ---------------------------------------------------------------------------
+# Shuffle and split
+def test_split_shuffles_with_the_generator_then_holds_out_the_tail():
+    docs = [f'd{i}' for i in range(100)]
+    train, val = data.split_docs(docs, random.Random(7), 0.1)
+    expected = list(docs)
+    random.Random(7).shuffle(expected)
+    assert train == expected[:90] and val == expected[90:]
+    assert docs == [f'd{i}' for i in range(100)]  # the caller's list is left alone
+
+
+def test_split_keeps_a_validation_document_for_small_files_and_none_at_zero():
+    assert len(data.split_docs(['a', 'b', 'c'], random.Random(0), 0.1)[1]) == 1
+    assert data.split_docs(['a', 'b', 'c'], random.Random(0), 0.0)[1] == []
+    with pytest.raises(DataError):
+        data.split_docs(['a', 'b'], random.Random(0), 1.0)
