@@ -82,7 +82,7 @@ def test_train_refuses_to_overwrite_a_run_record(small, capsys):
     assert train_small(small / 'run') == 0
     before = (small / 'run' / 'metrics.json').read_text()
     assert train_small(small / 'run') == 1
-    assert 'already holds a run record' in capsys.readouterr().err
+    assert 'is not empty; choose another --out' in capsys.readouterr().err
     assert (small / 'run' / 'metrics.json').read_text() == before
 
 
@@ -139,7 +139,7 @@ def test_sample_with_a_prompt_continues_it(small, capsys):
     (lambda c: c['config'].update(n_embd=12), 'has shape'),
     (lambda c: c['config'].update(n_head=3), 'not divisible'),
     (lambda c: c.update(vocab='ab'), 'vocabulary'),
-    (lambda c: c['weights'].pop('wpe'), 'weights should be exactly'),
+    (lambda c: c['weights'].pop('wpe'), 'the weight names should be exactly'),
     (lambda c: c['weights']['wte'].update(float64='!!!'), 'weight wte is malformed'),
 ])
 def test_a_malformed_or_mismatched_checkpoint_is_a_clear_error(small, capsys, mangle, message):
@@ -158,7 +158,8 @@ def test_checkpoint_floats_are_exact_on_reload(tmp_path):
     model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
     for p in model.params[:3]:
         p.data = [np.nextafter(1.0, 2.0), 1e-310, -3.0e300][model.params.index(p)]
-    cli.save_checkpoint(tmp_path / 'c.json', model, 'abc', 0)
+    cli.save_checkpoint(tmp_path / 'c.json', model, 'abc', 0, random.Random(0),
+                        microgpt.Adam(model.params))
     _, _, weights, _ = cli.load_checkpoint(tmp_path / 'c.json')
     assert {k: v.tolist() for k, v in weights.items()} == model.weights()
 
@@ -173,7 +174,13 @@ def test_checkpoint_floats_are_exact_on_reload(tmp_path):
     (['train', '--lr', 'fast'], '--lr must be a number'),
     (['train', '--bogus'], 'unknown option --bogus'),
     (['train', '--steps', '5', '--steps', '6'], '--steps is given twice'),
+    (['train', '--num', '5'], '--num is not an option of train'),
+    (['sample', '--checkpoint', 'c.json', '--steps', '5'], '--steps is not an option of sample'),
+    (['ablate', '--tie-lm-head'], '--tie-lm-head is not an option of ablate'),
+    (['train', '--from', 'r', '--steps', '5'], '--steps is not an option of train with --from'),
     (['fly'], 'must be a command'),
+    (['train', '--from', 'nowhere'], 'nowhere/config.json not found'),
+    (['train', '--resume', 'nowhere'], 'nowhere/config.json not found'),
     (['sample'], 'sample needs --checkpoint'),
     (['sample', '--checkpoint', 'nope.json'], 'nope.json not found'),
     (['train', '--data', 'nope.txt', '--no-fetch'], 'nope.txt not found'),
@@ -201,3 +208,96 @@ def test_train_as_a_user_runs_it_prints_steps_summary_and_samples(small):
                          '--n-head', '2', '--out', 'r', cwd=small)
     assert code == 0, err
     assert 'step    5 /    5 | loss' in out and 'final loss' in out and 'sample  2:' in out
+
+
+# ---------------------------------------------------------------------------
+# Reproducibility
+def losses_of(run_dir):
+    return (run_dir / 'losses.csv').read_text()
+
+
+def test_the_same_command_twice_gives_bit_identical_losses(small, capsys):
+    train_small(small / 'a', '--seed', '7')
+    train_small(small / 'b', '--seed', '7')
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+
+
+def test_train_from_a_record_reruns_it_exactly(small, capsys):
+    train_small(small / 'a', '--seed', '5', '--lr', '0.02')
+    assert cli.main(['train', '--from', str(small / 'a'), '--out', str(small / 'b')]) == 0
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+    config = json.loads((small / 'b' / 'config.json').read_text())
+    assert config['lr'] == 0.02 and config['rerun_of'] == str(small / 'a')
+
+
+def test_from_refuses_a_changed_data_file(small, capsys):
+    train_small(small / 'a')
+    (small / 'input.txt').write_text('\n'.join(DOCS[:-1]) + '\n')
+    assert cli.main(['train', '--from', str(small / 'a')]) == 1
+    assert 'has changed' in capsys.readouterr().err
+
+
+def test_stop_then_resume_equals_one_uninterrupted_run(small, capsys):
+    train_small(small / 'whole', '--steps', '20')
+    assert train_small(small / 'half', '--steps', '20', '--stop-after', '10') == 0
+    assert json.loads((small / 'half' / 'metrics.json').read_text())['status'] == 'stopped'
+    assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 0
+    assert losses_of(small / 'rest') == losses_of(small / 'whole')
+    assert (small / 'rest' / 'samples.txt').read_text() == \
+        (small / 'whole' / 'samples.txt').read_text()
+    _, _, w_rest, _ = cli.load_checkpoint(small / 'rest' / 'checkpoint.json')
+    _, _, w_whole, _ = cli.load_checkpoint(small / 'whole' / 'checkpoint.json')
+    assert all(np.array_equal(w_rest[k], w_whole[k]) for k in w_whole)
+
+
+def test_a_finished_run_cannot_be_resumed(small, capsys):
+    train_small(small / 'a')
+    assert cli.main(['train', '--resume', str(small / 'a')]) == 1
+    assert 'only a stopped or interrupted run' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# ablate
+def ablate(out, *extra):
+    return cli.main(['ablate', '--steps', '6', '--samples', '4', '--n-embd', '8', '--n-head', '2',
+                     '--out', str(out), *extra])
+
+
+def test_ablation_runs_four_variants_per_seed_and_summarizes_them(small, capsys):
+    assert ablate(small / 'abl', '--seeds', '2', '--jobs', '1') == 0
+    printed = capsys.readouterr().out
+    runs = sorted(p.name for p in (small / 'abl' / 'runs').iterdir())
+    assert runs == sorted(f"{v}-seed{s}" for v in cli.VARIANTS for s in (42, 43))
+    for run in runs:  # each a normal run record
+        assert (small / 'abl' / 'runs' / run / 'metrics.json').exists()
+    rows = list(csv.DictReader(open(small / 'abl' / 'summary.csv')))
+    assert len(rows) == 8
+    summary = json.loads((small / 'abl' / 'summary.json').read_text())
+    tied = next(v for v in summary['variants'] if v['variant'] == 'tied-norm')
+    diffs = [float(r['val_loss']) - float(next(q['val_loss'] for q in rows if q['seed'] == r['seed']
+             and q['variant'] == 'untied-norm')) for r in rows if r['variant'] == 'tied-norm']
+    assert tied['val_delta']['mean'] == pytest.approx(sum(diffs) / 2)
+    assert tied['val_delta']['low'] < tied['val_delta']['mean'] < tied['val_delta']['high']
+    table = (small / 'abl' / 'table.md').read_text()
+    assert table in printed and '(reference)' in table and '±' in table
+
+
+def test_ablation_results_do_not_depend_on_jobs(small, capsys):
+    assert ablate(small / 'one', '--jobs', '1') == 0
+    assert ablate(small / 'two', '--jobs', '2') == 0
+    for v in cli.VARIANTS:
+        run = f"runs/{v}-seed42/losses.csv"
+        assert (small / 'one' / run).read_text() == (small / 'two' / run).read_text()
+
+
+def test_ablation_resume_skips_finished_runs(small, capsys):
+    assert ablate(small / 'abl', '--jobs', '1') == 0
+    finished = small / 'abl' / 'runs' / 'untied-norm-seed42' / 'metrics.json'
+    stamp = finished.read_text()
+    unfinished = small / 'abl' / 'runs' / 'tied-nonorm-seed42'
+    import shutil
+    shutil.rmtree(unfinished)  # as if Ctrl-C had stopped the ablation before this run
+    capsys.readouterr()
+    assert cli.main(['ablate', '--resume', str(small / 'abl'), '--jobs', '1']) == 0
+    assert '3 runs done, 1 to go' in capsys.readouterr().out
+    assert finished.read_text() == stamp and (unfinished / 'metrics.json').exists()
