@@ -1,0 +1,650 @@
+"""
+tensorgpt.py: the microgpt model on NumPy arrays, batched and fast.
+
+The same GPT as microgpt.py, weight for weight, but each value of the autograd is a whole
+array (`Tensor`) instead of a single number, a batch of documents goes through at once, and
+the hot loops (attention, rmsnorm, cross-entropy, embedding, Adam) are numba kernels. With
+dtype='float64' and batch_size=1 it trains as microgpt.py does and prints the reference's
+numbers; with the default float32 and larger batches it trains much faster.
+
+A batch is packed: its documents' positions back to back in one array of N rows, rather than
+padded to the longest and masked. Everything but attention works position by position, and
+attention keeps to each document, so the result is the same, with no work on padding.
+
+Read it top to bottom: autograd, ops (each numba kernel right after the op it serves, with a
+plain NumPy twin that states the same math and serves the tests as oracle), model, Adam,
+training, sampling. Shapes are in comments: N positions, B documents, T positions in the
+longest, C = n_embd, H heads, D = C // H per head, V = vocab_size.
+
+As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` documents as token
+lists ([BOS] + ids + [BOS]), and call `model.sample(...)`. NumPy, numba and the standard
+library only.
+"""
+import math
+
+import numpy as np
+import numba
+from numba import njit, prange
+
+# The reference hyperparameters, as in microgpt.py; every one can be overridden by keyword.
+n_layer, n_embd, block_size, n_head = 1, 16, 16, 4
+learning_rate, beta1, beta2, eps_adam = 0.01, 0.85, 0.99, 1e-8
+init_std = 0.08
+
+# The numba kernels are compiled on first use and cached on disk beside this file. Two
+# settings let the compiler vectorise their loops: error_model='numpy' (x / 0 gives inf or
+# nan, as in NumPy, instead of a check that raises) and fastmath 'reassoc' (a sum may be
+# added up in another order: results move in the last bits, not more).
+kernel = njit(cache=True, error_model='numpy', fastmath={'reassoc', 'contract'})
+kernel_parallel = njit(cache=True, error_model='numpy', fastmath={'reassoc', 'contract'}, parallel=True)
+PARALLEL_WORK = 2 ** 22  # multiply-adds, about 1 ms: enough to pay for waking threads
+# numba's threads: the 'workqueue' layer, whose threads sleep when idle. OpenMP's spin
+# while they wait, taking the cores from NumPy's BLAS threads (a 5x slowdown here).
+numba.config.THREADING_LAYER = 'workqueue'
+
+
+# ---------------------------------------------------------------------------
+# Autograd: an array that remembers how it was made, to apply the chain rule.
+# Each op computes its output and a `backward(g)` that, given g = d loss / d output, adds
+# each input's share to that input's .grad. The graph walk lives once, in Tensor.backward().
+class Tensor:
+    __slots__ = ('data', 'grad', '_parents', '_backward')
+
+    def __init__(self, data, parents=(), backward=None):
+        self.data = data            # np.ndarray
+        # A leaf (a weight, or any tensor made by hand) owns its gradient array from the start:
+        # backward() adds into it in place, and its owner zeroes it (Adam.step does).
+        # An op's output gets its .grad during backward().
+        self.grad = None if parents else np.zeros_like(data)
+        self._parents = parents     # the tensors this one was computed from
+        self._backward = backward   # g -> None, adds the parents' gradients
+
+    def __add__(self, other): return add(self, other)
+    def __repr__(self): return f"Tensor(shape={self.data.shape}, dtype={self.data.dtype})"
+
+    def backward(self, grad=None):
+        """Add d self / d leaf to every leaf's .grad, by the chain rule. `grad` is
+        d loss / d self (default 1, for self a scalar loss).
+
+        Leaves accumulate: a second backward() adds its gradient again. Intermediate tensors
+        are recomputed from scratch on each call."""
+        # Topological order of the op outputs (leaves need no visit: their consumers fill
+        # them), by an explicit stack, as in microgpt.py: no recursion limit.
+        topo, visited, stack = [], set(), [(self, False)]
+        while stack:
+            t, parents_done = stack.pop()
+            if parents_done:
+                topo.append(t)
+            elif t not in visited:
+                visited.add(t)
+                stack.append((t, True))
+                stack.extend((p, False) for p in t._parents if p._parents and p not in visited)
+        for t in topo:
+            t.grad = None
+        self.grad = np.ones_like(self.data) if grad is None else grad
+        for t in reversed(topo):
+            t._backward(t.grad)
+
+
+def add_grad(t, g):
+    """The chain rule's sum: add one path's gradient g to t.grad."""
+    if not t._parents:
+        t.grad += g              # a leaf: in place, into the array its owner reads
+    elif t.grad is None:
+        t.grad = g               # an op output's first path (g is never written to afterwards)
+    else:
+        t.grad = t.grad + g      # not in place: the first g may be another tensor's grad too
+
+
+def unbroadcast(g, shape):
+    """Sum g down to `shape`, undoing NumPy broadcasting: the gradient of a broadcast input."""
+    if g.shape == shape:
+        return g
+    g = g.sum(axis=tuple(range(g.ndim - len(shape))))  # the leading axes broadcasting added
+    return g.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# Ops: each one's backward right below its forward.
+def add(a, b):
+    """a + b, broadcasting like NumPy."""
+    def backward(g):
+        add_grad(a, unbroadcast(g, a.data.shape))
+        add_grad(b, unbroadcast(g, b.data.shape))
+    return Tensor(a.data + b.data, (a, b), backward)
+
+
+def embedding(w, ids):
+    """Rows of w picked by an integer array: [V, C], ids [...] -> [..., C]."""
+    def backward(g):
+        add_grad(w, embedding_backward(ids.reshape(-1), g.reshape(-1, g.shape[-1]), len(w.data)))
+    return Tensor(w.data[ids], (w,), backward)
+
+
+# Backward is a scatter-add: a row picked twice gets both gradients. [N], [N, C] -> [V, C]
+def embedding_backward_numpy(ids, g, V):
+    gw = np.zeros((V, g.shape[1]), g.dtype)
+    np.add.at(gw, ids, g)
+    return gw
+
+
+@kernel
+def embedding_backward(ids, g, V):
+    gw = np.zeros((V, g.shape[1]), g.dtype)
+    for i in range(len(ids)):
+        gw[ids[i]] += g[i]
+    return gw
+
+
+def linear(x, w):
+    """x @ w.T, a weight w of shape [nout, nin] as in microgpt: [..., nin] -> [..., nout]."""
+    x2 = x.data.reshape(-1, x.data.shape[-1])        # [N, nin], N = all leading axes
+    def backward(g):
+        g2 = g.reshape(-1, g.shape[-1])                # [N, nout]
+        add_grad(x, (g2 @ w.data).reshape(x.data.shape))  # [N, nout] @ [nout, nin] -> [..., nin]
+        add_grad(w, g2.T @ x2)                         # [nout, N] @ [N, nin] -> [nout, nin]
+    y = x2 @ w.data.T                                  # [N, nin] @ [nin, nout] -> [N, nout]
+    return Tensor(y.reshape(*x.data.shape[:-1], -1), (x, w), backward)
+
+
+def relu(x):
+    """max(x, 0) elementwise."""
+    def backward(g):
+        add_grad(x, g * (x.data > 0))
+    return Tensor(np.maximum(x.data, 0), (x,), backward)
+
+
+def rmsnorm(x):
+    """x / sqrt(mean(x^2) + 1e-5) over the last axis; no gain. [..., C] -> [..., C]."""
+    x2 = x.data.reshape(-1, x.data.shape[-1])         # [N, C]
+    y, s = rmsnorm_forward(x2)                          # [N, C], [N]
+    def backward(g):
+        add_grad(x, rmsnorm_backward(x2, s, g.reshape(x2.shape)).reshape(x.data.shape))
+    return Tensor(y.reshape(x.data.shape), (x,), backward)
+
+
+# y = x * s with s = (mean(x^2) + eps)^-1/2. Since ds/dx_j = -s^3 x_j / C,
+# dx = s * g - x * s^3 * mean(g * x).
+def rmsnorm_forward_numpy(x):
+    s = (np.mean(x * x, axis=-1) + 1e-5) ** -0.5   # [N, C] -> [N]
+    return x * s[:, None], s
+
+
+def rmsnorm_backward_numpy(x, s, g):
+    s = s[:, None]                                   # [N, 1]
+    return s * g - x * s ** 3 * np.mean(g * x, axis=-1, keepdims=True)
+
+
+# The kernels do the same row by row, in one pass each, with float64 sums.
+@kernel
+def rmsnorm_forward(x):
+    N, C = x.shape
+    y, s = np.empty_like(x), np.empty(N, x.dtype)
+    for i in range(N):
+        ms = 0.0
+        for j in range(C):
+            ms += x[i, j] * x[i, j]
+        si = (ms / C + 1e-5) ** -0.5
+        s[i] = si
+        for j in range(C):
+            y[i, j] = x[i, j] * si
+    return y, s
+
+
+@kernel
+def rmsnorm_backward(x, s, g):
+    N, C = x.shape
+    dx = np.empty_like(x)
+    for i in range(N):
+        gx = 0.0
+        for j in range(C):
+            gx += g[i, j] * x[i, j]
+        si = s[i]
+        c = si ** 3 * gx / C
+        for j in range(C):
+            dx[i, j] = si * g[i, j] - x[i, j] * c
+    return dx
+
+
+def attention(q, k, v, starts, n_head):
+    """Causal multi-head self-attention within each document: a position attends to itself
+    and the earlier positions of its own document. Rows starts[b]:starts[b + 1] are
+    document b; heads sit side by side in the last axis. [N, C] x3 -> [N, C]."""
+    y, att = attention_forward(q.data, k.data, v.data, starts, n_head)  # [N, C], [B, H, T, T]
+    def backward(g):
+        dq, dk, dv = attention_backward(q.data, k.data, v.data, att, g, starts, n_head)
+        add_grad(q, dq)
+        add_grad(k, dk)
+        add_grad(v, dv)
+    return Tensor(y, (q, k, v), backward)
+
+
+# Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = att v.
+# Backward: dv = att^T dy; datt = dy v^T; ds = att * (datt - rowsum(att * datt)) / sqrt(D);
+# dq = ds k; dk = ds^T q. att is kept as [B, H, T, T], T the longest document, for backward.
+def _heads(x, n_head):
+    n, C = x.shape
+    return x.reshape(n, n_head, C // n_head).transpose(1, 0, 2)  # [n, C] -> [H, n, D]
+
+
+def _documents(starts):
+    return [slice(a, b) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def attention_forward_numpy(q, k, v, starts, n_head):
+    T = np.max(np.diff(starts))
+    y, att = np.zeros_like(q), np.zeros((len(starts) - 1, n_head, T, T), q.dtype)
+    for b, rows in enumerate(_documents(starts)):
+        qh, kh, vh = _heads(q[rows], n_head), _heads(k[rows], n_head), _heads(v[rows], n_head)  # [H, n, D]
+        n, D = qh.shape[1:]
+        scores = qh @ kh.swapaxes(1, 2) / math.sqrt(D)                   # [H, n, n]
+        scores[:, ~np.tril(np.ones((n, n), bool))] = -np.inf               # no looking ahead
+        a = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        a /= a.sum(axis=-1, keepdims=True)
+        y[rows] = (a @ vh).transpose(1, 0, 2).reshape(n, -1)             # [H, n, D] -> [n, C]
+        att[b, :, :n, :n] = a
+    return y, att
+
+
+def attention_backward_numpy(q, k, v, att, dy, starts, n_head):
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    for b, rows in enumerate(_documents(starts)):
+        qh, kh, vh, dyh = (_heads(x[rows], n_head) for x in (q, k, v, dy))  # [H, n, D]
+        n, D = qh.shape[1:]
+        a = att[b, :, :n, :n]                                             # [H, n, n]
+        datt = dyh @ vh.swapaxes(1, 2)
+        ds = a * (datt - np.sum(a * datt, axis=-1, keepdims=True)) / math.sqrt(D)
+        for out, grad in ((dq, ds @ kh), (dk, ds.swapaxes(1, 2) @ qh), (dv, a.swapaxes(1, 2) @ dyh)):
+            out[rows] = grad.transpose(1, 0, 2).reshape(n, -1)            # [H, n, D] -> [n, C]
+    return dq, dk, dv
+
+
+# The kernels work one (document, head) at a time, over the causal triangle. Head h of
+# position t is the slice q[s + t, o:o+D], s the document's first row. Reductions (dot
+# products) and updates (row additions) sit in separate innermost loops over D, so that
+# each vectorises. Big batches spread the (document, head) pairs over the CPU's threads;
+# small ones stay in one thread, since waking the others costs some 50 us.
+@kernel
+def _attention_forward_head(q, k, v, s, n, o, D, y, a):
+    scale = 1 / math.sqrt(D)
+    y[s:s + n, o:o + D] = 0
+    for t in range(n):
+        at, qt, yt = a[t], q[s + t, o:o + D], y[s + t, o:o + D]
+        for j in range(t + 1):                  # scores
+            kj = k[s + j, o:o + D]
+            dot = 0.0
+            for d in range(D):
+                dot += qt[d] * kj[d]
+            at[j] = dot * scale
+        m = at[0]                               # softmax, in q's dtype (exp of float32 is faster)
+        for j in range(1, t + 1):
+            m = max(m, at[j])
+        total = 0.0
+        for j in range(t + 1):
+            at[j] = math.exp(at[j] - m)
+            total += at[j]
+        for j in range(t + 1):                  # y_t = sum_j att[t, j] v_j
+            at[j] /= total
+            vj = v[s + j, o:o + D]
+            for d in range(D):
+                yt[d] += at[j] * vj[d]
+
+
+@kernel_parallel
+def attention_forward(q, k, v, starts, n_head):
+    N, C = q.shape
+    B, D = len(starts) - 1, C // n_head
+    T = 0                                       # the longest document (a loop: in a parallel
+    for b in range(B):                          # kernel, an array expression would wake threads)
+        T = max(T, starts[b + 1] - starts[b])
+    y = np.empty((N, C), q.dtype)
+    att = np.empty((B, n_head, T, T), q.dtype)  # only each document's triangle is set
+    if n_head * N * T * D >= PARALLEL_WORK:
+        for bh in prange(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
+    else:
+        for bh in range(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
+    return y, att
+
+
+@kernel
+def _attention_backward_head(q, k, v, a, dy, s, n, o, D, dq, dk, dv):
+    scale = 1 / math.sqrt(D)
+    dq[s:s + n, o:o + D], dk[s:s + n, o:o + D], dv[s:s + n, o:o + D] = 0, 0, 0
+    datt = np.empty(n)                          # d loss / d att[t, j], for one t at a time
+    for t in range(n):
+        at, qt, dyt, dqt = a[t], q[s + t, o:o + D], dy[s + t, o:o + D], dq[s + t, o:o + D]
+        rowsum = 0.0                            # sum_j att[t, j] * datt[t, j]
+        for j in range(t + 1):
+            vj, dvj = v[s + j, o:o + D], dv[s + j, o:o + D]
+            dot = 0.0
+            for d in range(D):
+                dot += dyt[d] * vj[d]
+            for d in range(D):
+                dvj[d] += at[j] * dyt[d]
+            datt[j] = dot
+            rowsum += at[j] * dot
+        for j in range(t + 1):
+            ds = at[j] * (datt[j] - rowsum) * scale
+            kj, dkj = k[s + j, o:o + D], dk[s + j, o:o + D]
+            for d in range(D):
+                dqt[d] += ds * kj[d]
+            for d in range(D):
+                dkj[d] += ds * qt[d]
+
+
+@kernel_parallel
+def attention_backward(q, k, v, att, dy, starts, n_head):
+    N, C = q.shape
+    B, D = len(starts) - 1, C // n_head
+    T = att.shape[2]
+    dq, dk, dv = np.empty((N, C), q.dtype), np.empty((N, C), q.dtype), np.empty((N, C), q.dtype)
+    if n_head * N * T * D >= PARALLEL_WORK:
+        for bh in prange(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
+    else:
+        for bh in range(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
+    return dq, dk, dv
+
+
+def cross_entropy(logits, targets, weights):
+    """sum over positions of weights * -log softmax(logits)[target]: a scalar.
+    [N, V], targets [N], weights [N] -> []."""
+    loss, lse = cross_entropy_forward(logits.data, targets, weights)  # float, [N]
+    def backward(g):
+        add_grad(logits, cross_entropy_backward(logits.data, targets, weights, lse, float(g)))
+    return Tensor(np.array(loss, logits.data.dtype), (logits,), backward)
+
+
+# nll = logsumexp(l) - l[target]; d nll / d l = softmax(l) - onehot(target).
+def cross_entropy_forward_numpy(logits, targets, weights):
+    m = logits.max(axis=-1)                                                 # [N]
+    lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=-1))              # [N]
+    nll = lse - logits[np.arange(len(targets)), targets]                   # [N]
+    return float(np.sum(weights * nll)), lse
+
+
+def cross_entropy_backward_numpy(logits, targets, weights, lse, g):
+    p = np.exp(logits - lse[:, None])                                       # softmax [N, V]
+    p[np.arange(len(targets)), targets] -= 1
+    return (g * weights[:, None] * p).astype(logits.dtype)
+
+
+# The kernels skip positions of weight 0, whose gradient is 0.
+@kernel
+def cross_entropy_forward(logits, targets, weights):
+    N, V = logits.shape
+    lse = np.zeros(N)
+    loss = 0.0
+    for i in range(N):
+        if weights[i] == 0:
+            continue
+        m = logits[i, 0]
+        for c in range(1, V):
+            m = max(m, logits[i, c])
+        total = 0.0
+        for c in range(V):
+            total += math.exp(logits[i, c] - m)
+        lse[i] = m + math.log(total)
+        loss += weights[i] * (lse[i] - logits[i, targets[i]])
+    return loss, lse
+
+
+@kernel
+def cross_entropy_backward(logits, targets, weights, lse, g):
+    N, V = logits.shape
+    dl = np.zeros_like(logits)
+    for i in range(N):
+        if weights[i] == 0:
+            continue
+        gw = g * weights[i]
+        for c in range(V):
+            dl[i, c] = gw * math.exp(logits[i, c] - lse[i])
+        dl[i, targets[i]] -= gw
+    return dl
+
+
+# ---------------------------------------------------------------------------
+# The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU.
+class GPT:
+    """The weights (`state_dict`, by microgpt's names and shapes) and the forward pass."""
+
+    def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
+                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, dtype='float32'):
+        if n_embd % n_head:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
+                           block_size=block_size, tie_lm_head=tie_lm_head,
+                           input_rmsnorm=input_rmsnorm, dtype=dtype)
+        self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
+        self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
+        self.dtype = np.dtype(dtype)
+        # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
+        # models the same weights.
+        def matrix(nout, nin):
+            rows = [[rng.gauss(0, init_std) for _ in range(nin)] for _ in range(nout)]
+            return Tensor(np.array(rows, dtype=np.float64).reshape(nout, nin).astype(self.dtype))
+        sd = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd)}
+        if not tie_lm_head:
+            sd['lm_head'] = matrix(vocab_size, n_embd)
+        for i in range(n_layer):
+            sd[f'layer{i}.attn_wq'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.attn_wk'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.attn_wv'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
+            sd[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
+            sd[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
+        self.state_dict = sd
+        self.params = list(sd.values())
+
+    def forward(self, tokens, positions, starts):
+        """Logits for the next token at every position of a packed batch: the documents'
+        tokens back to back, tokens [N] at positions [N] (each document's from 0), document
+        b in rows starts[b]:starts[b + 1]. -> [N, V].
+
+        Packing instead of padding to the longest document: no position is computed for
+        nothing, and no padding needs masking; the result is the same."""
+        sd = self.state_dict
+        x = embedding(sd['wte'], tokens) + embedding(sd['wpe'], positions)    # [N, C]
+        if self.input_rmsnorm:
+            x = rmsnorm(x)  # not redundant: the residual stream carries x un-normalised
+        for i in range(self.n_layer):
+            # 1) multi-head causal self-attention
+            h = rmsnorm(x)                                                     # [N, C]
+            q = linear(h, sd[f'layer{i}.attn_wq'])                             # [N, C]
+            k = linear(h, sd[f'layer{i}.attn_wk'])                             # [N, C]
+            v = linear(h, sd[f'layer{i}.attn_wv'])                             # [N, C]
+            x = x + linear(attention(q, k, v, starts, self.n_head), sd[f'layer{i}.attn_wo'])
+            # 2) MLP: widen 4x, ReLU, narrow back
+            h = relu(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']))              # [N, 4C]
+            x = x + linear(h, sd[f'layer{i}.mlp_fc2'])                         # [N, C]
+        return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])     # [N, V]
+
+    def loss(self, batch):
+        """Mean over the batch of each document's mean cross-entropy of predicting tokens[1:]
+        from what precedes them, over its first block_size positions. `batch` is a list of
+        documents ([BOS] + ids + [BOS]); with one document this is microgpt's loss."""
+        docs = [doc[:self.block_size + 1] for doc in batch]
+        lengths = [len(doc) - 1 for doc in docs]                     # positions with a target
+        tokens = np.array([t for doc in docs for t in doc[:-1]])     # [N] inputs, packed
+        targets = np.array([t for doc in docs for t in doc[1:]])     # [N]
+        starts = np.concatenate([[0], np.cumsum(lengths)])           # [B + 1]
+        positions = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths)  # [N], from 0 in each
+        weights = np.repeat([1 / (n * len(docs)) for n in lengths], lengths)  # [N] float64
+        logits = self.forward(tokens, positions, starts)             # [N, V]
+        return cross_entropy(logits, targets, weights)               # []
+
+    def weights(self):
+        """{name: float64 array}, a copy of the state_dict."""
+        return {name: t.data.astype(np.float64) for name, t in self.state_dict.items()}
+
+    def load_weights(self, weights):
+        """Set every weight, in place, from {name: array-like of the same shape}."""
+        for name, t in self.state_dict.items():
+            w = np.asarray(weights[name], dtype=np.float64)
+            if w.shape != t.data.shape:
+                raise ValueError(f"{name}: shape {w.shape}, expected {t.data.shape}")
+            t.data[...] = w
+
+    # -----------------------------------------------------------------------
+    # Sampling, one position at a time, with a key/value cache: each new position runs the
+    # forward pass for itself only and attends to the cached keys and values of the earlier
+    # ones. Plain NumPy arrays, no autograd.
+    def kv_cache(self, n):
+        """Empty keys and values for n documents: per layer, two [n, block_size, C] arrays."""
+        shape = (n, self.block_size, self.n_embd)
+        return [(np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)) for _ in range(self.n_layer)]
+
+    def next_logits(self, token_ids, pos, cache):
+        """Logits [n, V] for the token after token_ids [n], all at position pos, given the
+        cache filled for positions 0..pos-1; fills position pos. The same as forward() would
+        give at position pos of each document."""
+        W = {name: t.data for name, t in self.state_dict.items()}
+        n, H, C = len(token_ids), self.n_head, self.n_embd
+        x = W['wte'][token_ids] + W['wpe'][pos]                          # [n, C]
+        if self.input_rmsnorm:
+            x = rmsnorm_forward(x)[0]
+        for i, (keys, values) in enumerate(cache):
+            h = rmsnorm_forward(x)[0]                                    # [n, C]
+            q = (h @ W[f'layer{i}.attn_wq'].T).reshape(n, H, 1, C // H)  # [n, H, 1, D]
+            keys[:, pos] = h @ W[f'layer{i}.attn_wk'].T                  # [n, C]
+            values[:, pos] = h @ W[f'layer{i}.attn_wv'].T
+            k = keys[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 3, 1)  # [n, H, D, t]
+            v = values[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 1, 3)  # [n, H, t, D]
+            scores = (q @ k) / math.sqrt(C // H)                         # [n, H, 1, t]
+            att = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            att /= att.sum(axis=-1, keepdims=True)
+            x = x + (att @ v).reshape(n, C) @ W[f'layer{i}.attn_wo'].T   # [n, H, 1, D] -> [n, C]
+            h = np.maximum(rmsnorm_forward(x)[0] @ W[f'layer{i}.mlp_fc1'].T, 0)  # [n, 4C]
+            x = x + h @ W[f'layer{i}.mlp_fc2'].T                         # [n, C]
+        return x @ W['wte' if self.tie_lm_head else 'lm_head'].T          # [n, V]
+
+    def _probs(self, logits, temperature):
+        """softmax(logits / temperature) in float64, like microgpt's: [n, V]."""
+        logits = logits.astype(np.float64) * temperature ** -1
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def sample(self, rng, bos, temperature=0.5, prompt=()):
+        """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
+        The draws come from `rng`, one `rng.choices` per token, as microgpt draws them."""
+        cache = self.kv_cache(1)
+        tokens, out = [bos, *prompt], []
+        for pos in range(self.block_size):
+            logits = self.next_logits(np.array(tokens[pos:pos + 1]), pos, cache)
+            if pos + 1 < len(tokens):
+                continue  # still reading the prompt
+            probs = self._probs(logits, temperature)[0].tolist()
+            token_id = rng.choices(range(self.vocab_size), weights=probs)[0]
+            if token_id == bos:
+                break
+            tokens.append(token_id)
+            out.append(token_id)
+        return out
+
+    def sample_batch(self, rng, bos, n, temperature=0.5, prompt=()):
+        """Draw n documents at once (a list of n token lists), like n calls of sample() but
+        one forward pass per position for all of them. The draws from `rng` go position by
+        position across the documents, so the result differs from n calls of sample()."""
+        cache = self.kv_cache(n)
+        tokens = [[bos, *prompt] for _ in range(n)]
+        done = [False] * n
+        for pos in range(self.block_size):
+            logits = self.next_logits(np.array([doc[pos] for doc in tokens]), pos, cache)
+            if pos + 1 < len(tokens[0]):
+                continue
+            probs = self._probs(logits, temperature).tolist()
+            for doc, p, i in zip(tokens, probs, range(n)):
+                if done[i]:
+                    doc.append(bos)  # a finished document's row runs on, ignored
+                    continue
+                token_id = rng.choices(range(self.vocab_size), weights=p)[0]
+                doc.append(token_id)
+                done[i] = token_id == bos
+            if all(done):
+                break
+        drawn = [doc[1 + len(prompt):] for doc in tokens]
+        return [out[:out.index(bos)] if bos in out else out for out in drawn]
+
+
+# ---------------------------------------------------------------------------
+# Adam, with bias correction; the learning rate is given per step (it decays).
+class Adam:
+    """Adam over a list of Tensors, updated by one kernel call.
+
+    To make that one call, Adam moves the parameters into one flat array: each parameter's
+    .data and .grad become views into Adam's flat `theta` and `grad`, with the same values.
+    (So make the optimizer before keeping references to .data or .grad arrays.) `m` and `v`
+    are lists of per-parameter views too: to restore them, assign in place (m[i][...] = x)."""
+
+    def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam):
+        self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
+        self.theta = np.concatenate([p.data.ravel() for p in params])
+        self.grad = np.concatenate([p.grad.ravel() for p in params])
+        self._m = np.zeros_like(self.theta)  # first moment: running mean of gradients
+        self._v = np.zeros_like(self.theta)  # second moment: running mean of squared gradients
+        self.m, self.v, start = [], [], 0
+        for p in params:
+            end = start + p.data.size
+            p.data, p.grad = self.theta[start:end].reshape(p.data.shape), self.grad[start:end].reshape(p.data.shape)
+            self.m.append(self._m[start:end].reshape(p.data.shape))
+            self.v.append(self._v[start:end].reshape(p.data.shape))
+            start = end
+        self.t = 0                           # updates done, for the bias correction
+
+    def step(self, lr):
+        """Update every parameter from its .grad, then zero the .grad for the next pass."""
+        self.t += 1
+        adam_update(self.theta, self.grad, self._m, self._v, lr, self.beta1, self.beta2, self.eps,
+                    1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t)
+
+
+# microgpt's formula and order of operations; bias corrections bc1 = 1 - beta1^t, bc2 = 1 - beta2^t.
+def adam_update_numpy(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2):
+    m[:] = beta1 * m + (1 - beta1) * g
+    v[:] = beta2 * v + (1 - beta2) * g ** 2
+    p -= (lr * (m / bc1) / ((v / bc2) ** 0.5 + eps)).astype(p.dtype)
+    g[:] = 0
+
+
+# The kernel: one pass over all the weights, in float64 arithmetic whatever the storage.
+@kernel
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2):
+    for i in range(p.size):
+        gi = np.float64(g[i])
+        m[i] = beta1 * m[i] + (1 - beta1) * gi
+        v[i] = beta2 * v[i] + (1 - beta2) * gi ** 2
+        m_hat = m[i] / bc1
+        v_hat = v[i] / bc2
+        p[i] -= lr * m_hat / (math.sqrt(v_hat) + eps)  # sqrt: v_hat ** 0.5, correctly rounded
+        g[i] = 0
+
+
+# ---------------------------------------------------------------------------
+# Training: batch_size documents per step, the learning rate decaying linearly to zero.
+def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, start_step=0):
+    """Step s (from 0) trains on docs[s * batch_size ...][:batch_size], wrapping around;
+    yield (step, loss, n_target_tokens) after each update, step counting from 1. Pass
+    `adam` and `start_step` to resume a run."""
+    adam = adam or Adam(model.params)
+    for step in range(start_step, num_steps):
+        batch = [docs[(step * batch_size + j) % len(docs)] for j in range(batch_size)]
+        loss = model.loss(batch)
+        loss.backward()
+        adam.step(lr * (1 - step / num_steps))
+        yield step + 1, float(loss.data), sum(min(model.block_size, len(doc) - 1) for doc in batch)
+
+
+def evaluate(model, docs, batch_size=32):
+    """Mean over docs of each document's mean cross-entropy; no update."""
+    total = 0.0
+    for i in range(0, len(docs), batch_size):
+        batch = docs[i:i + batch_size]
+        total += float(model.loss(batch).data) * len(batch)
+    return total / len(docs)

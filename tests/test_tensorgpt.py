@@ -1,0 +1,443 @@
+"""Tests of tensorgpt.py: every op's gradient against finite differences, every numba kernel
+against its NumPy twin, the model against microgpt.py, and the reference run."""
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import microgpt
+import tensorgpt as tg
+
+NAMES = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'names.txt'
+
+# numba compiles on first call, so no deadline; few examples keep the file fast.
+settings.register_profile('tensorgpt', max_examples=25, deadline=None)
+settings.load_profile('tensorgpt')
+
+dims = st.integers(1, 5)
+values = st.floats(-2, 2, allow_nan=False, width=64)
+seeds = st.integers(0, 2 ** 32 - 1)
+
+
+@st.composite
+def arrays(draw, shape, elements=values):
+    return draw(hnp.arrays(np.float64, shape, elements=elements))
+
+
+@st.composite
+def packed_batches(draw, max_len=6):
+    """starts [B + 1]: B documents of 1..T positions packed back to back, one of length T."""
+    T = draw(st.integers(1, max_len))
+    lengths = draw(st.lists(st.integers(1, T), min_size=1, max_size=4))
+    lengths[draw(st.integers(0, len(lengths) - 1))] = T
+    return np.concatenate([[0], np.cumsum(lengths)])
+
+
+def grad_check(fn, *arrays, seed=0, h=1e-6, rtol=1e-6, atol=1e-8):
+    """Autograd gradients of sum(fn(*tensors) * R), for a random R, against central
+    differences, for every input of every array."""
+    tensors = [tg.Tensor(a.copy()) for a in arrays]
+    out = fn(*tensors)
+    R = np.random.default_rng(seed).standard_normal(out.data.shape)
+    out.backward(R)
+    for a, t in zip(arrays, tensors):
+        numeric = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            def f(delta):
+                x = a.copy()
+                x[i] += delta
+                return np.sum(fn(*(tg.Tensor(x if b is a else b) for b in arrays)).data * R)
+            numeric[i] = (f(h) - f(-h)) / (2 * h)
+        np.testing.assert_allclose(t.grad, numeric, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------------------
+# Autograd and ops
+@given(st.data())
+def test_add_broadcast_grad_matches_finite_difference(data):
+    shape = data.draw(st.lists(dims, min_size=1, max_size=3))
+    b_shape = [data.draw(st.sampled_from([1, n])) for n in shape[data.draw(st.integers(0, len(shape) - 1)):]]
+    a, b = data.draw(arrays(tuple(shape))), data.draw(arrays(tuple(b_shape)))
+    grad_check(tg.add, a, b)
+    grad_check(tg.add, b, a)
+
+
+def test_unbroadcast_sums_the_broadcast_axes():
+    g = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_array_equal(tg.unbroadcast(g, (3, 1)), g.sum(axis=(0, 2))[:, None])
+    assert tg.unbroadcast(g, (2, 3, 4)) is g
+
+
+def test_gradients_accumulate_over_paths_and_calls():
+    x = tg.Tensor(np.array([1.0, -2.0]))
+    y = tg.add(tg.add(x, x), x)  # 3x
+    y.backward(np.ones(2))
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+    y.backward(np.ones(2))
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+
+
+@given(st.data())
+def test_linear_grad_matches_finite_difference(data):
+    lead = tuple(data.draw(st.lists(dims, min_size=1, max_size=2)))
+    nin, nout = data.draw(dims), data.draw(dims)
+    grad_check(tg.linear, data.draw(arrays(lead + (nin,))), data.draw(arrays((nout, nin))))
+
+
+@given(st.data())
+def test_relu_grad_matches_finite_difference(data):
+    away_from_kink = values.filter(lambda v: abs(v) > 1e-3)
+    grad_check(tg.relu, data.draw(arrays((data.draw(dims), data.draw(dims)), away_from_kink)))
+
+
+@given(st.data())
+def test_rmsnorm_grad_matches_finite_difference(data):
+    x = data.draw(arrays((data.draw(dims), data.draw(dims), data.draw(dims))))
+    grad_check(tg.rmsnorm, x, rtol=1e-5, atol=1e-6)  # rows near 0 curve hard: looser differences
+
+
+def test_rmsnorm_is_microgpts_formula():
+    x = np.array([[3.0, -4.0]])
+    np.testing.assert_allclose(tg.rmsnorm(tg.Tensor(x)).data, x * (12.5 + 1e-5) ** -0.5, rtol=1e-15)
+
+
+@given(st.data())
+def test_embedding_grad_matches_finite_difference(data):
+    V, C = data.draw(dims), data.draw(dims)
+    ids = np.array(data.draw(st.lists(st.integers(0, V - 1), min_size=1, max_size=8)))  # with repeats
+    grad_check(lambda w: tg.embedding(w, ids.reshape(1, -1)), data.draw(arrays((V, C))))
+
+
+@given(packed_batches(), st.integers(1, 3), st.integers(1, 3), seeds)
+def test_attention_grad_matches_finite_difference(starts, n_head, D, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((starts[-1], n_head * D)) for _ in range(3))
+    grad_check(lambda q, k, v: tg.attention(q, k, v, starts, n_head), q, k, v)
+
+
+@given(packed_batches(), st.integers(1, 3), seeds)
+def test_attention_is_causal_within_each_document(starts, n_head, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((starts[-1], 2 * n_head)) for _ in range(3))
+    y = tg.attention_forward(q, k, v, starts, n_head)[0]
+    for last in starts[1:] - 1:  # change a document's last key and value: its own future
+        k2, v2 = k.copy(), v.copy()
+        k2[last], v2[last] = 100.0, -100.0
+        y2 = tg.attention_forward(q, k2, v2, starts, n_head)[0]
+        np.testing.assert_array_equal(np.delete(y2, last, axis=0), np.delete(y, last, axis=0))
+
+
+@given(st.integers(1, 12), st.integers(1, 6), seeds)
+def test_cross_entropy_grad_matches_finite_difference(N, V, seed):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, V, N)
+    weights = rng.random(N) * (rng.random(N) < 0.7)  # some positions count for nothing
+    grad_check(lambda l: tg.cross_entropy(l, targets, weights), 3 * rng.standard_normal((N, V)))
+
+
+# ---------------------------------------------------------------------------
+# Each numba kernel against its NumPy twin, in both dtypes.
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def assert_close(a, b, dtype):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@given(dims, st.integers(1, 40), dtypes, seeds)
+def test_rmsnorm_kernels_match_numpy(N, C, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
+    y, s = tg.rmsnorm_forward(x)
+    y_np, s_np = tg.rmsnorm_forward_numpy(x)
+    assert y.dtype == dtype
+    assert_close(y, y_np, dtype)
+    assert_close(s, s_np, dtype)
+    assert_close(tg.rmsnorm_backward(x, s, g), tg.rmsnorm_backward_numpy(x, s, g), dtype)
+
+
+def check_attention_kernels(starts, n_head, D, dtype, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v, dy = (rng.standard_normal((starts[-1], n_head * D)).astype(dtype) for _ in range(4))
+    y, att = tg.attention_forward(q, k, v, starts, n_head)
+    y_np, att_np = tg.attention_forward_numpy(q, k, v, starts, n_head)
+    assert y.dtype == dtype
+    assert_close(y, y_np, dtype)
+    T = att.shape[-1]
+    for b, n in enumerate(np.diff(starts)):  # the kernel sets only each document's triangle
+        triangle = np.tril(np.ones((T, T), bool)) & (np.arange(T) < n)[:, None]
+        assert_close(np.where(triangle, att[b], 0), att_np[b], dtype)
+    for g, g_np in zip(tg.attention_backward(q, k, v, att, dy, starts, n_head),
+                       tg.attention_backward_numpy(q, k, v, att_np, dy, starts, n_head)):
+        assert g.dtype == dtype
+        assert_close(g, g_np, dtype)
+
+
+@given(packed_batches(max_len=20), st.sampled_from([1, 2, 4]), st.integers(1, 8), dtypes, seeds)
+def test_attention_kernels_match_numpy(starts, n_head, D, dtype, seed):
+    check_attention_kernels(starts, n_head, D, dtype, seed)
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_attention_kernels_match_numpy_in_parallel(dtype):
+    starts = np.concatenate([[0], np.cumsum([64, 36, 64, 1, 64, 31] * 2)])  # big enough for threads
+    assert 4 * starts[-1] * 64 * 32 >= tg.PARALLEL_WORK
+    check_attention_kernels(starts, 4, 32, dtype, 0)
+
+
+@given(st.integers(1, 30), st.integers(1, 70), dtypes, seeds)
+def test_cross_entropy_kernels_match_numpy(N, V, dtype, seed):
+    rng = np.random.default_rng(seed)
+    logits = (3 * rng.standard_normal((N, V))).astype(dtype)
+    targets = rng.integers(0, V, N)
+    weights = rng.random(N) * (rng.random(N) < 0.7)  # some positions count for nothing
+    loss, lse = tg.cross_entropy_forward(logits, targets, weights)
+    loss_np, lse_np = tg.cross_entropy_forward_numpy(logits, targets, weights)
+    assert_close(loss, loss_np, dtype)
+    assert_close(lse[weights > 0], lse_np[weights > 0], dtype)
+    dl = tg.cross_entropy_backward(logits, targets, weights, lse, 0.5)
+    assert dl.dtype == dtype
+    assert_close(dl, tg.cross_entropy_backward_numpy(logits, targets, weights, lse_np, 0.5), dtype)
+
+
+@given(st.integers(1, 30), dims, dims, dtypes, seeds)
+def test_embedding_kernel_matches_numpy(N, V, C, dtype, seed):
+    rng = np.random.default_rng(seed)
+    ids, g = rng.integers(0, V, N), rng.standard_normal((N, C)).astype(dtype)
+    gw = tg.embedding_backward(ids, g, V)
+    assert gw.dtype == dtype
+    assert_close(gw, tg.embedding_backward_numpy(ids, g, V), dtype)
+
+
+@given(st.integers(1, 50), st.integers(1, 5), dtypes, seeds)
+def test_adam_kernel_matches_numpy(n, t, dtype, seed):
+    rng = np.random.default_rng(seed)
+    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = rng.random(n).astype(dtype)
+    args = (0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** t, 1 - 0.99 ** t)
+    twins = [a.copy() for a in (p, g, m, v)]
+    tg.adam_update(p, g, m, v, *args)
+    tg.adam_update_numpy(*twins, *args)
+    for a, b in zip((p, g, m, v), twins):
+        assert a.dtype == dtype
+        assert_close(a, b, dtype)
+    assert not g.any()
+
+
+def test_adam_step_is_microgpts():
+    rng = random.Random(0)
+    values = [microgpt.Value(rng.gauss(0, 1)) for _ in range(6)]
+    tensor = tg.Tensor(np.array([p.data for p in values]).reshape(2, 3))
+    adam, ref = tg.Adam([tensor]), microgpt.Adam(values)
+    for step in range(3):
+        grads = [rng.gauss(0, 1) for _ in values]
+        for p, g in zip(values, grads):
+            p.grad = g
+        tensor.grad[...] = np.reshape(grads, (2, 3))
+        adam.step(0.01 * (1 - step / 3))
+        ref.step(0.01 * (1 - step / 3))
+    np.testing.assert_allclose(tensor.data.ravel(), [p.data for p in values], rtol=1e-15)
+    np.testing.assert_allclose(adam.m[0].ravel(), ref.m, rtol=1e-15)
+    assert adam.t == 3 and not tensor.grad.any()
+
+
+# ---------------------------------------------------------------------------
+# The model against microgpt.py
+configs = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'n_layer': 2},
+           {'n_layer': 2, 'tie_lm_head': True, 'input_rmsnorm': False, 'n_embd': 8, 'n_head': 2, 'block_size': 5}]
+documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids + [10])  # BOS = 10
+
+
+def models(seed, **config):
+    """microgpt's and tensorgpt's GPT (float64) made from the same seed."""
+    return (microgpt.GPT(11, random.Random(seed), **config),
+            tg.GPT(11, random.Random(seed), dtype='float64', **config))
+
+
+def test_same_seed_gives_microgpts_weights():
+    ref, model = models(3, n_layer=2, tie_lm_head=True)
+    assert list(model.state_dict) == list(ref.state_dict)
+    for name, w in ref.weights().items():
+        np.testing.assert_array_equal(model.weights()[name], np.array(w))
+    f32 = tg.GPT(11, random.Random(3), n_layer=2, tie_lm_head=True)
+    assert all(t.data.dtype == np.float32 for t in f32.params)
+    assert f32.config == {**ref.config, 'dtype': 'float32'}
+    np.testing.assert_array_equal(f32.state_dict['wte'].data, model.state_dict['wte'].data.astype(np.float32))
+
+
+@pytest.mark.parametrize('config', configs, ids=str)
+@settings(max_examples=5)
+@given(doc=documents, seed=seeds)
+def test_loss_and_gradients_match_microgpt(config, doc, seed):
+    ref, model = models(seed, **config)
+    ref_loss = ref.loss(doc)
+    ref_loss.backward()
+    loss = model.loss([doc])
+    loss.backward()
+    assert float(loss.data) == pytest.approx(ref_loss.data, rel=1e-12)
+    for name, t in model.state_dict.items():
+        ref_grad = np.array([[p.grad for p in row] for row in ref.state_dict[name]])
+        np.testing.assert_allclose(t.grad, ref_grad, rtol=0, atol=1e-10)
+
+
+@settings(max_examples=10)
+@given(st.lists(documents, min_size=1, max_size=5), seeds)
+def test_batch_loss_is_the_mean_of_document_losses(docs, seed):
+    """Batching changes nothing: a batch's loss and gradient are the means of its documents'."""
+    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, block_size=8, dtype='float64')
+    loss = model.loss(docs)
+    loss.backward()
+    batch_grads = [t.grad.copy() for t in model.params]
+    for t in model.params:
+        t.grad[...] = 0
+    singles = []
+    for doc in docs:
+        single = model.loss([doc])
+        single.backward()
+        singles.append(float(single.data))
+    assert float(loss.data) == pytest.approx(np.mean(singles), rel=1e-12)
+    for g, t in zip(batch_grads, model.params):
+        np.testing.assert_allclose(g, t.grad / len(docs), rtol=1e-9, atol=1e-13)
+
+
+@settings(max_examples=5)
+@given(st.lists(documents, min_size=1, max_size=3), seeds)
+def test_model_grad_matches_finite_difference(docs, seed):
+    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, n_layer=2, block_size=8, dtype='float64')
+    model.loss(docs).backward()
+    rng = np.random.default_rng(seed)
+    for t in model.params:
+        for _ in range(2):
+            i = tuple(rng.integers(0, n) for n in t.data.shape)
+            w = t.data[i]
+            t.data[i] = w + 1e-6
+            up = float(model.loss(docs).data)
+            t.data[i] = w - 1e-6
+            down = float(model.loss(docs).data)
+            t.data[i] = w
+            assert t.grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+
+
+def test_larger_model_runs_in_both_dtypes():
+    docs = [[70] + [random.Random(i).randrange(70) for _ in range(300)] + [70] for i in range(2)]
+    for dtype in ('float32', 'float64'):
+        model = tg.GPT(71, random.Random(0), n_embd=64, n_head=8, n_layer=3, block_size=256, dtype=dtype)
+        losses = [loss for _, loss, _ in tg.train(model, docs, 3, batch_size=2)]
+        assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+        assert all(t.data.dtype == dtype and t.grad.dtype == dtype for t in model.params)
+
+
+def test_weights_round_trip():
+    _, model = models(1)
+    other = tg.GPT(11, random.Random(2), dtype='float32')
+    other.load_weights(model.weights())
+    for name, w in model.weights().items():
+        np.testing.assert_allclose(other.weights()[name], w, rtol=1e-7)
+    with pytest.raises(ValueError, match='wte'):
+        other.load_weights({**model.weights(), 'wte': np.zeros((2, 2))})
+
+
+# ---------------------------------------------------------------------------
+# Training, evaluation and sampling
+def test_train_takes_batches_in_order_and_decays_lr():
+    docs = [[10] + [i % 10] * (i % 4) + [10] for i in range(7)]
+    model, ref = tg.GPT(11, random.Random(0), dtype='float64'), tg.GPT(11, random.Random(0), dtype='float64')
+    adam = tg.Adam(ref.params)
+    out = list(tg.train(model, docs, 3, batch_size=3, lr=0.02))
+    for step in range(3):
+        batch = [docs[(step * 3 + j) % 7] for j in range(3)]
+        loss = ref.loss(batch)
+        loss.backward()
+        adam.step(0.02 * (1 - step / 3))
+        assert out[step] == (step + 1, float(loss.data), sum(len(d) - 1 for d in batch))
+    for t, r in zip(model.params, ref.params):
+        np.testing.assert_array_equal(t.data, r.data)
+
+
+def test_evaluate_is_the_mean_document_loss_and_changes_nothing():
+    docs = [[10] + [i % 10] * (i % 5) + [10] for i in range(7)]
+    model = tg.GPT(11, random.Random(0), dtype='float64')
+    before = model.weights()
+    mean = np.mean([float(model.loss([d]).data) for d in docs])
+    assert tg.evaluate(model, docs, batch_size=3) == pytest.approx(mean, rel=1e-12)
+    assert all(np.array_equal(w, model.weights()[n]) for n, w in before.items())
+    assert not any(t.grad.any() for t in model.params)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+@settings(max_examples=5)
+@given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)
+def test_kv_cache_logits_match_full_forward(dtype, docs, seed):
+    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, n_layer=2, block_size=6, dtype=dtype)
+    T = 6
+    tokens = np.array([(d + [0] * T)[:T] for d in docs])  # [B, T]
+    full = model.forward(tokens.ravel(), np.tile(np.arange(T), len(docs)), np.arange(0, tokens.size + 1, T))
+    full = full.data.reshape(len(docs), T, -1)
+    cache = model.kv_cache(len(docs))
+    tol = 1e-4 if dtype == 'float32' else 1e-12
+    for pos in range(T):
+        step = model.next_logits(tokens[:, pos], pos, cache)
+        assert step.dtype == dtype
+        np.testing.assert_allclose(step, full[:, pos], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize('prompt', [(), (3, 4)])
+def test_sample_matches_microgpt(prompt):
+    ref, model = models(5, block_size=8)
+    rng1, rng2 = random.Random(7), random.Random(7)
+    for _ in range(5):
+        assert model.sample(rng2, 10, 0.8, prompt) == ref.sample(rng1, 10, 0.8, prompt)
+
+
+def test_sample_batch_draws_documents():
+    model = tg.GPT(11, random.Random(0), block_size=8)
+    samples = model.sample_batch(random.Random(1), 10, 20, temperature=1.0, prompt=(3,))
+    assert len(samples) == 20 and len({tuple(s) for s in samples}) > 1
+    assert all(10 not in s and len(s) <= 7 and all(0 <= t < 10 for t in s) for s in samples)
+    assert samples == model.sample_batch(random.Random(1), 10, 20, temperature=1.0, prompt=(3,))
+
+
+# ---------------------------------------------------------------------------
+# The reference run
+@pytest.fixture(scope='module')
+def names():
+    """(state of the generator after the shuffle, characters, token documents), as microgpt.main."""
+    if not NAMES.exists():
+        pytest.skip(f"the reference data set is not at {NAMES}")
+    docs = [line.strip() for line in NAMES.read_text(encoding='utf-8').splitlines() if line.strip()]
+    rng = random.Random(42)
+    rng.shuffle(docs)
+    uchars = sorted(set(''.join(docs)))
+    BOS = len(uchars)
+    return rng.getstate(), uchars, [[BOS] + [uchars.index(ch) for ch in doc] + [BOS] for doc in docs]
+
+
+def generator(state):
+    rng = random.Random()
+    rng.setstate(state)
+    return rng
+
+
+def test_first_steps_match_microgpt(names):
+    state, _, docs = names
+    ref, model = microgpt.GPT(27, generator(state)), tg.GPT(27, generator(state), dtype='float64')
+    ref_losses = [loss for _, loss, _ in microgpt.train(ref, docs, 50)]
+    losses = [loss for _, loss, _ in tg.train(model, docs, 50, batch_size=1)]
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-10)
+
+
+def test_reference_run(names):
+    state, uchars, docs = names
+    rng = generator(state)
+    model = tg.GPT(27, rng, dtype='float64')
+    losses = [loss for _, loss, _ in tg.train(model, docs, 1000, batch_size=1)]
+    assert [f"{loss:.4f}" for loss in losses[:10]] == \
+        "3.3660 3.4243 3.1778 3.0664 3.2209 2.9452 3.2894 3.3245 2.8990 3.2229".split()
+    assert f"{losses[-1]:.4f}" == "2.6497"
+    assert f"{sum(losses[900:]) / 100:.4f}" == "2.2761"
+    samples = [''.join(uchars[t] for t in model.sample(rng, len(uchars), 0.5)) for _ in range(3)]
+    assert samples == ['kamon', 'ann', 'karai']
