@@ -282,9 +282,10 @@ def test_ablation_runs_four_variants_per_seed_and_summarizes_them(small, capsys)
     assert table in printed and '(reference)' in table and '±' in table
 
 
-def test_ablation_results_do_not_depend_on_jobs(small, capsys):
-    assert ablate(small / 'one', '--jobs', '1') == 0
-    assert ablate(small / 'two', '--jobs', '2') == 0
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_ablation_results_do_not_depend_on_jobs(small, capsys, mode):
+    assert ablate(small / 'one', '--jobs', '1', '--mode', mode) == 0
+    assert ablate(small / 'two', '--jobs', '2', '--mode', mode) == 0
     for v in cli.VARIANTS:
         run = f"runs/{v}-seed42/losses.csv"
         assert (small / 'one' / run).read_text() == (small / 'two' / run).read_text()
@@ -301,3 +302,70 @@ def test_ablation_resume_skips_finished_runs(small, capsys):
     assert cli.main(['ablate', '--resume', str(small / 'abl'), '--jobs', '1']) == 0
     assert '3 runs done, 1 to go' in capsys.readouterr().out
     assert finished.read_text() == stamp and (unfinished / 'metrics.json').exists()
+
+
+# ---------------------------------------------------------------------------
+# Tensor mode through the command line
+def train_tensor(out, *extra):
+    return train_small(out, '--mode', 'tensor', '--batch-size', '4', *extra)
+
+
+def test_tensor_mode_trains_and_writes_the_same_record(small, capsys):
+    assert train_tensor(small / 'run', '--steps', '20') == 0
+    metrics = json.loads((small / 'run' / 'metrics.json').read_text())
+    assert metrics['environment']['backend'] == 'numpy+numba float32'
+    assert metrics['val_loss'] is not None and metrics['tokens_per_s'] > 0
+    rows = list(csv.DictReader(open(small / 'run' / 'losses.csv')))
+    assert len(rows) == 20 and float(rows[-1]['loss']) < float(rows[0]['loss'])
+
+
+def test_tensor_mode_reruns_bit_identically_and_resumes_exactly(small, capsys):
+    train_tensor(small / 'a', '--steps', '20')
+    train_tensor(small / 'b', '--steps', '20')
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+    train_tensor(small / 'half', '--steps', '20', '--stop-after', '7')
+    assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 0
+    assert losses_of(small / 'rest') == losses_of(small / 'a')
+    assert (small / 'rest' / 'samples.txt').read_text() == (small / 'a' / 'samples.txt').read_text()
+
+
+def test_a_checkpoint_samples_the_same_in_both_modes(small, capsys):
+    train_small(small / 'run')  # scalar-trained, float64 weights
+    capsys.readouterr()
+    outputs = []
+    for mode in ('scalar', 'tensor'):
+        cli.main(['sample', '--checkpoint', str(small / 'run' / 'checkpoint.json'), '--num', '8',
+                  '--mode', mode, '--prompt', 'a'])
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].count('sample') == 8
+
+
+def test_batched_sampling_gives_the_asked_number_of_samples(small, capsys):
+    train_small(small / 'run')
+    capsys.readouterr()
+    assert cli.main(['sample', '--checkpoint', str(small / 'run' / 'checkpoint.json'), '--num', '6',
+                     '--mode', 'tensor', '--batched', '--prompt', 'd']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and all(line.split(': ', 1)[1].startswith('d') for line in lines)
+
+
+def test_a_diverging_tensor_run_stops_with_a_clear_message(small, capsys):
+    assert train_tensor(small / 'run', '--lr', '1e30', '--steps', '50') == 2
+    assert 'training diverged' in capsys.readouterr().err
+    assert json.loads((small / 'run' / 'metrics.json').read_text())['status'] == 'diverged'
+
+
+def test_bench_times_both_modes_side_by_side_and_saves_the_table(small, capsys):
+    assert cli.main(['bench', '--bench-steps', '3', '--warmup', '1', '--repeats', '2',
+                     '--n-embd', '8', '--n-head', '2', '--batch-size', '4',
+                     '--out', str(small / 'bench')]) == 0
+    result = json.loads((small / 'bench' / 'bench.json').read_text())
+    assert [(r['mode'], r['batch_size']) for r in result['results']] == \
+        [('scalar', 1), ('tensor', 1), ('tensor', 4)]
+    for r in result['results']:
+        assert r['steps_per_s_range'][0] <= r['steps_per_s'] <= r['steps_per_s_range'][1]
+    assert set(result['ratios']) == {'tensor batch 1 / scalar, tokens/s',
+                                     'tensor batch 4 / scalar, tokens/s'}
+    for key in ('cpu', 'cores', 'threads', 'python', 'numpy', 'numba', 'blas'):
+        assert result['environment'][key] not in (None, '')
+    assert (small / 'bench' / 'bench.md').read_text() in capsys.readouterr().out

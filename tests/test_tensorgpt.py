@@ -1,7 +1,6 @@
 """Tests of tensorgpt.py: every op's gradient against finite differences, every numba kernel
 against its NumPy twin, the model against microgpt.py, and the reference run."""
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +10,8 @@ from hypothesis.extra import numpy as hnp
 import microgpt
 import tensorgpt as tg
 
-NAMES = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'names.txt'
+from conftest import NAMES
 
-# numba compiles on first call, so no deadline; few examples keep the file fast.
-settings.register_profile('tensorgpt', max_examples=25, deadline=None)
-settings.load_profile('tensorgpt')
 
 dims = st.integers(1, 5)
 values = st.floats(-2, 2, allow_nan=False, width=64)
