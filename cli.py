@@ -685,6 +685,7 @@ def cmd_train(cfg, args):
             resume = (weights, ckpt, losses[:ckpt['step']], metrics['val_history'])
             cfg['stop_after'] = None
         cfg['resumed_from' if args['--resume'] else 'rerun_of'] = os.path.abspath(src)
+    data.load_docs(cfg['data'], cfg['fetch'])  # a data problem shows before any folder is made
     out = new_dir(cfg['out'], 'runs', start, f"{cfg['mode']}-seed{cfg['seed']}")
     try:
         metrics = run_training(cfg, out, resume)
