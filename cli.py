@@ -112,6 +112,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -734,18 +735,32 @@ T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # Student's t, 97.5% quantile, df 1..30
 
 
-def ablation_run(cfg, out):
-    """One run of an ablation, in a worker process: its output goes to out/train.log."""
+THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')
+
+
+def ablation_run(cfg, out, stop_file):
+    """One run of an ablation, in a worker process: its output goes to out/train.log.
+    None, without a run, once the ablation is being interrupted (stop_file exists)."""
+    if os.path.exists(stop_file):
+        return None
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, 'train.log'), 'w', encoding='utf-8') as log, \
             contextlib.redirect_stdout(log):
-        return run_training(cfg, out)
+        metrics = run_training(cfg, out)
+    if metrics['status'] == 'interrupted':
+        write_atomic(stop_file, '')  # Ctrl-C reached this worker: the queued runs skip
+    return metrics
 
 
-def worker_init(threads):
+def worker_init(parent):
     # An idle worker ignores Ctrl-C; a training one stops after its step (run_training).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ['NUMBA_NUM_THREADS'] = str(threads)
+
+    def exit_with_parent():  # a worker whose ablation was killed must not run on alone
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+    threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
 def cmd_ablate(cfg, args):
@@ -782,7 +797,13 @@ def cmd_ablate(cfg, args):
           f"{base['mode']} mode; {len(runs) - len(todo)} runs done, {len(todo)} to go, "
           f"{min(jobs, max(1, len(todo)))} at a time; record: {os.path.relpath(out)}")
 
+    stop_file = os.path.join(out, '.interrupted')
+    if os.path.exists(stop_file):
+        os.remove(stop_file)
+
     def report(i, variant, seed, m):
+        if m is None:
+            return
         val = 'n/a' if m['val_loss'] is None else f"{m['val_loss']:.4f}"
         print(f"[{i:2d}/{len(todo)}] {variant:13s} seed {seed}: {m['status']}, final loss "
               f"{m['final_loss']:.4f}, val loss {val}, {m['tokens_per_s']:.0f} tok/s", flush=True)
@@ -790,22 +811,48 @@ def cmd_ablate(cfg, args):
     try:
         if jobs == 1:
             for i, (run_cfg, variant, seed, run_dir) in enumerate(todo, 1):
-                metrics = ablation_run(run_cfg, run_dir)
+                metrics = ablation_run(run_cfg, run_dir, stop_file)
                 report(i, variant, seed, metrics)
                 if metrics['status'] == 'interrupted':
                     raise KeyboardInterrupt
         else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with concurrent.futures.ProcessPoolExecutor(
-                    jobs, mp_context=multiprocessing.get_context('spawn'),
-                    initializer=worker_init, initargs=(threads,)) as pool:
-                futures = {pool.submit(ablation_run, c, d): (v, s) for c, v, s, d in todo}
-                try:
-                    for i, f in enumerate(concurrent.futures.as_completed(futures), 1):
-                        report(i, *futures[f], f.result())
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            # Share the cores out: each worker's BLAS and numba get cores // jobs threads
+            # (more would fight over the cores, several times slower). Results do not change:
+            # no kernel, BLAS's included, splits a sum across threads.
+            threads = str(max(1, (os.cpu_count() or 1) // jobs))
+            saved = {var: os.environ.get(var) for var in THREAD_VARS}
+            os.environ.update(dict.fromkeys(THREAD_VARS, threads))  # read by the new workers
+            # Ctrl-C only sets a flag here: the pool's own machinery must not be interrupted.
+            stop = []
+            previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+            try:
+                with concurrent.futures.ProcessPoolExecutor(
+                        jobs, mp_context=multiprocessing.get_context('spawn'),
+                        initializer=worker_init, initargs=(os.getpid(),)) as pool:
+                    pending = {pool.submit(ablation_run, c, d, stop_file): (v, s)
+                               for c, v, s, d in todo}
+                    i = 0
+                    while pending:
+                        done, _ = concurrent.futures.wait(
+                            pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+                        for f in done:
+                            variant, seed = pending.pop(f)
+                            if not f.cancelled():
+                                i += 1
+                                report(i, variant, seed, f.result())
+                        if stop and not os.path.exists(stop_file):
+                            # Queued runs skip; running ones stop after their step.
+                            write_atomic(stop_file, '')
+                            for f in pending:
+                                f.cancel()
+                            for worker in multiprocessing.active_children():
+                                os.kill(worker.pid, signal.SIGINT)
+            finally:
+                signal.signal(signal.SIGINT, previous_handler)
+                for var, value in saved.items():
+                    os.environ.pop(var) if value is None else os.environ.update({var: value})
+            if stop:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         print(f"\ninterrupted: the finished runs are kept; to go on: "
               f"python cli.py ablate --resume {os.path.relpath(out)}", file=sys.stderr)
