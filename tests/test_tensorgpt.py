@@ -426,7 +426,7 @@ def test_first_steps_match_microgpt(names):
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-10)
 
 
-def test_reference_run(names):
+def test_reference_run_prints_every_loss_and_sample_the_scalar_run_prints(names, reference_scalar_run):
     state, uchars, docs = names
     rng = generator(state)
     model = tg.GPT(27, rng, dtype='float64')
@@ -437,3 +437,5 @@ def test_reference_run(names):
     assert f"{sum(losses[900:]) / 100:.4f}" == "2.2761"
     samples = [''.join(uchars[t] for t in model.sample(rng, len(uchars), 0.5)) for _ in range(3)]
     assert samples == ['kamon', 'ann', 'karai']
+    assert [f"{loss:.4f}" for loss in losses] == [f"{loss:.4f}" for loss in reference_scalar_run['losses']]
+    assert samples == reference_scalar_run['samples']
