@@ -535,9 +535,27 @@ def format_time(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def run_training(cfg, out, resume=None):
+@contextlib.contextmanager
+def ctrl_c_flag(second_raises=True):
+    """Within, Ctrl-C appends to the yielded list instead of raising, so that work can stop
+    where it is consistent (after a training step); a second Ctrl-C raises at once."""
+    flag = []
+
+    def on_sigint(signum, frame):
+        if flag and second_raises:
+            raise KeyboardInterrupt
+        flag.append(True)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_training(cfg, out, resume=None, should_stop=lambda: False):
     """Train as cfg says, print progress, write the run record to out; return the metrics.
-    `resume` is (weights, checkpoint, earlier losses, earlier validation history)."""
+    `resume` is (weights, checkpoint, earlier losses, earlier validation history); once
+    should_stop() is true (Ctrl-C, see ctrl_c_flag), training ends after the step under way."""
     start = datetime.now(timezone.utc)
     docs = data.load_docs(cfg['data'], cfg['fetch'])
     tok = data.Tokenizer.from_docs(docs)
@@ -571,16 +589,6 @@ def run_training(cfg, out, resume=None):
     def evaluate():
         return lib.evaluate(model, val_tokens) if val_tokens else None
 
-    # Ctrl-C asks to stop after the step under way, so that the checkpoint is consistent;
-    # a second Ctrl-C stops at once, writing nothing.
-    stop_requested = []
-
-    def on_sigint(signum, frame):
-        if stop_requested:
-            raise KeyboardInterrupt
-        stop_requested.append(True)
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
-
     status, n_tokens, train_time, t0 = 'completed', 0, 0.0, time.perf_counter()
     try:
         with np.errstate(all='ignore'):  # a diverging run is caught below, by its loss
@@ -607,7 +615,7 @@ def run_training(cfg, out, resume=None):
                 if step == stop < steps:
                     status = 'stopped'
                     break
-                if stop_requested:
+                if should_stop():
                     status = 'interrupted'
                     print(f"\ninterrupted after step {step}: writing the run record")
                     break
@@ -615,8 +623,6 @@ def run_training(cfg, out, resume=None):
         status = 'diverged'
         losses.append(math.nan)
         print(f"step {len(losses):4d} / {steps:4d} | loss nan ({e})")
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
     train_time += time.perf_counter() - t0
     steps_done, session_steps = len(losses), len(losses) - start_step
 
@@ -647,6 +653,8 @@ def run_training(cfg, out, resume=None):
         if cfg['samples']:
             print(f"--- samples (temperature {cfg['temperature']}) ---")
         for i in range(cfg['samples']):
+            if should_stop():
+                break  # Ctrl-C after training: keep the record, skip the remaining samples
             samples.append(tok.decode(model.sample(rng, tok.bos, cfg['temperature'])))
             print(f"sample {i + 1:2d}: {samples[-1]}")
         if samples:
@@ -689,7 +697,8 @@ def cmd_train(cfg, args):
     data.load_docs(cfg['data'], cfg['fetch'])  # a data problem shows before any folder is made
     out = new_dir(cfg['out'], 'runs', start, f"{cfg['mode']}-seed{cfg['seed']}")
     try:
-        metrics = run_training(cfg, out, resume)
+        with ctrl_c_flag() as ctrl_c:
+            metrics = run_training(cfg, out, resume, lambda: bool(ctrl_c))
     except BaseException:
         if not os.listdir(out):
             os.rmdir(out)  # nothing was written: leave no empty folder behind
@@ -740,13 +749,15 @@ THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NU
 
 def ablation_run(cfg, out, stop_file):
     """One run of an ablation, in a worker process: its output goes to out/train.log.
-    None, without a run, once the ablation is being interrupted (stop_file exists)."""
+    Once stop_file exists (the ablation is interrupted) it stops after its step, or returns
+    None without a run."""
     if os.path.exists(stop_file):
         return None
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, 'train.log'), 'w', encoding='utf-8') as log, \
-            contextlib.redirect_stdout(log):
-        metrics = run_training(cfg, out)
+            contextlib.redirect_stdout(log), ctrl_c_flag() as ctrl_c:
+        metrics = run_training(cfg, out,
+                               should_stop=lambda: bool(ctrl_c) or os.path.exists(stop_file))
     if metrics['status'] == 'interrupted':
         write_atomic(stop_file, '')  # Ctrl-C reached this worker: the queued runs skip
     return metrics
@@ -823,10 +834,8 @@ def cmd_ablate(cfg, args):
             saved = {var: os.environ.get(var) for var in THREAD_VARS}
             os.environ.update(dict.fromkeys(THREAD_VARS, threads))  # read by the new workers
             # Ctrl-C only sets a flag here: the pool's own machinery must not be interrupted.
-            stop = []
-            previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
             try:
-                with concurrent.futures.ProcessPoolExecutor(
+                with ctrl_c_flag(second_raises=False) as stop, concurrent.futures.ProcessPoolExecutor(
                         jobs, mp_context=multiprocessing.get_context('spawn'),
                         initializer=worker_init, initargs=(os.getpid(),)) as pool:
                     pending = {pool.submit(ablation_run, c, d, stop_file): (v, s)
@@ -841,14 +850,11 @@ def cmd_ablate(cfg, args):
                                 i += 1
                                 report(i, variant, seed, f.result())
                         if stop and not os.path.exists(stop_file):
-                            # Queued runs skip; running ones stop after their step.
+                            # Running runs stop after their step, queued ones skip.
                             write_atomic(stop_file, '')
                             for f in pending:
                                 f.cancel()
-                            for worker in multiprocessing.active_children():
-                                os.kill(worker.pid, signal.SIGINT)
             finally:
-                signal.signal(signal.SIGINT, previous_handler)
                 for var, value in saved.items():
                     os.environ.pop(var) if value is None else os.environ.update({var: value})
             if stop:

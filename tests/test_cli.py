@@ -3,8 +3,10 @@ and the one-line errors a user can cause."""
 import csv
 import json
 import random
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -371,3 +373,46 @@ def test_bench_times_both_modes_side_by_side_and_saves_the_table(small, capsys):
     for key in ('cpu', 'cores', 'threads', 'python', 'numpy', 'numba', 'blas'):
         assert result['environment'][key] not in (None, '')
     assert (small / 'bench' / 'bench.md').read_text() in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C, as a user presses it: SIGINT to a running command
+def start(*args, cwd):
+    return subprocess.Popen([sys.executable, str(ROOT / 'cli.py'), *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_line(p, text):
+    for line in p.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"no line with {text!r}; stderr: {p.stderr.read()}")
+
+
+def test_ctrl_c_during_training_keeps_a_record_that_resumes(small):
+    p = start('train', '--steps', '100000', '--n-embd', '8', '--n-head', '2', '--samples', '2',
+              '--out', 'run', cwd=small)
+    wait_for_line(p, 'step   20 / 100000')
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and 'Traceback' not in err
+    assert 'python cli.py train --resume run' in out
+    metrics = json.loads((small / 'run' / 'metrics.json').read_text())
+    assert metrics['status'] == 'interrupted' and metrics['steps'] >= 20
+    _, _, _, ckpt = cli.load_checkpoint(small / 'run' / 'checkpoint.json')
+    assert ckpt['step'] == metrics['steps'] == ckpt['adam']['t']
+
+
+def test_ctrl_c_during_an_ablation_keeps_finished_runs_and_says_how_to_resume(small):
+    p = start('ablate', '--mode', 'tensor', '--steps', '30000', '--n-embd', '8', '--n-head', '2',
+              '--jobs', '2', '--samples', '0', '--out', 'abl', cwd=small)
+    wait_for_line(p, 'ablation: 4 variants')
+    time.sleep(3)  # the first two runs are training
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'Traceback' not in err
+    assert 'python cli.py ablate --resume abl' in err
+    statuses = {d.name: json.loads((d / 'metrics.json').read_text())['status']
+                for d in (small / 'abl' / 'runs').iterdir() if (d / 'metrics.json').exists()}
+    assert statuses and set(statuses.values()) <= {'completed', 'interrupted'}
+    assert len(statuses) < 4  # the queued runs did not start
