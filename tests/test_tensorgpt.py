@@ -10,7 +10,6 @@ from hypothesis.extra import numpy as hnp
 import microgpt
 import tensorgpt as tg
 
-from conftest import NAMES
 
 
 dims = st.integers(1, 5)
@@ -400,11 +399,9 @@ def test_sample_batch_draws_documents():
 # ---------------------------------------------------------------------------
 # The reference run
 @pytest.fixture(scope='module')
-def names():
+def names(names_path):
     """(state of the generator after the shuffle, characters, token documents), as microgpt.main."""
-    if not NAMES.exists():
-        pytest.skip(f"the reference data set is not at {NAMES}")
-    docs = [line.strip() for line in NAMES.read_text(encoding='utf-8').splitlines() if line.strip()]
+    docs = [line.strip() for line in names_path.read_text(encoding='utf-8').splitlines() if line.strip()]
     rng = random.Random(42)
     rng.shuffle(docs)
     uchars = sorted(set(''.join(docs)))
