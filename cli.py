@@ -153,8 +153,9 @@ def option_sections(doc=__doc__):
 
 def allowed_options(command, argv):
     s = option_sections()
-    if command == 'train' and ('--resume' in argv or '--from' in argv):
-        return {'--resume', '--from', '--out'}
+    recorded = [a for a in argv if a in ('--resume', '--from')]
+    if command == 'train' and recorded:  # a recorded run's settings: nothing may change them
+        return {recorded[0], '--out'}
     if command == 'ablate' and '--resume' in argv:
         return {'--resume', '--jobs'}
     return {
@@ -185,8 +186,9 @@ def parse_args(argv):
         allowed = allowed_options(argv[0], given)
         wrong = [a for a in given if a not in allowed | {'-h', '--help'}]
         if wrong:
+            recorded = [a for a in given if a in ('--resume', '--from')]
             raise UserError(f"{wrong[0]} is not an option of {argv[0]}"
-                            f"{' with ' + given[0] if given[0] in ('--resume', '--from') else ''}"
+                            f"{' with ' + recorded[0] if recorded else ''}"
                             " (see: python cli.py --help)")
     try:
         return docopt(__doc__, argv)

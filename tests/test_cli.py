@@ -180,6 +180,8 @@ def test_checkpoint_floats_are_exact_on_reload(tmp_path):
     (['sample', '--checkpoint', 'c.json', '--steps', '5'], '--steps is not an option of sample'),
     (['ablate', '--tie-lm-head'], '--tie-lm-head is not an option of ablate'),
     (['train', '--from', 'r', '--steps', '5'], '--steps is not an option of train with --from'),
+    (['train', '--steps', '5', '--resume', 'r'], '--steps is not an option of train with --resume'),
+    (['train', '--from', 'r', '--resume', 'r'], '--resume is not an option of train with --from'),
     (['fly'], 'must be a command'),
     (['train', '--from', 'nowhere'], 'nowhere/config.json not found'),
     (['train', '--resume', 'nowhere'], 'nowhere/config.json not found'),
