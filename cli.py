@@ -521,6 +521,18 @@ def new_dir(out, default, start, label):
     return out
 
 
+@contextlib.contextmanager
+def removed_if_empty(folder):
+    """Around the work that fills a new record's folder: if it fails before writing
+    anything, the folder goes too."""
+    try:
+        yield
+    except BaseException:
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+        raise
+
+
 def sample_shares(samples, train_docs, val_docs):
     """How many samples are training documents, held-out validation documents, or new."""
     train, val = set(train_docs), set(val_docs)
@@ -698,13 +710,8 @@ def cmd_train(cfg, args):
         cfg['resumed_from' if args['--resume'] else 'rerun_of'] = os.path.abspath(src)
     data.load_docs(cfg['data'], cfg['fetch'])  # a data problem shows before any folder is made
     out = new_dir(cfg['out'], 'runs', start, f"{cfg['mode']}-seed{cfg['seed']}")
-    try:
-        with ctrl_c_flag() as ctrl_c:
-            metrics = run_training(cfg, out, resume, lambda: bool(ctrl_c))
-    except BaseException:
-        if not os.listdir(out):
-            os.rmdir(out)  # nothing was written: leave no empty folder behind
-        raise
+    with removed_if_empty(out), ctrl_c_flag() as ctrl_c:
+        metrics = run_training(cfg, out, resume, lambda: bool(ctrl_c))
     if metrics['status'] == 'diverged':
         print(f"error: training diverged at step {metrics['steps']}; try a lower --lr. "
               f"The record up to that step is in {os.path.relpath(out)}", file=sys.stderr)
@@ -1014,10 +1021,11 @@ def time_torch(cfg, batch_size, steps, warmup):
 
 def cmd_bench(cfg, args):
     start = datetime.now(timezone.utc)
-    os.environ['NUMBA_NUM_THREADS'] = str(cfg['threads'])  # before numba is first imported
     if cfg['torch'] and not os.path.exists(os.path.join(ROOT, '..', 'shared', 'bench',
                                                         'torch_ref.py')):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
+    if cfg['torch'] and not shutil.which(cfg['torch']):
+        raise UserError(f"--torch {cfg['torch']}: no such program")
     docs = data.load_docs(cfg['data'], cfg['fetch'])
     tok = data.Tokenizer.from_docs(docs)
     train_docs, _ = data.split_docs(docs, random.Random(cfg['seed']), cfg['val_fraction'])
@@ -1027,15 +1035,20 @@ def cmd_bench(cfg, args):
     if cfg['torch']:
         contenders += [('torch', 1), ('torch', B)]
     contenders = list(dict.fromkeys(contenders))
-    steps, warmup = cfg['bench_steps'], cfg['warmup']
     out = new_dir(cfg['out'], 'bench', start, 'bench')
+    with removed_if_empty(out):
+        return run_bench(cfg, out, start, train_tokens, tok.vocab_size, contenders)
+
+
+def run_bench(cfg, out, start, train_tokens, vocab_size, contenders):
+    steps, warmup, B = cfg['bench_steps'], cfg['warmup'], cfg['batch_size']
     print(f"bench: {steps} timed steps after {warmup} untimed, {cfg['repeats']} repeats, "
           f"{cfg['threads']} threads, {cfg['dtype']} (tensor, torch); n_embd {cfg['n_embd']}, "
           f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}")
     # Warm-up: compile (or load from numba's cache) every kernel before any timing.
     t0 = time.perf_counter()
-    time_ours(cfg, 'tensor', 1, train_tokens, tok.vocab_size, 1, 1)
-    time_ours(cfg, 'tensor', B, train_tokens, tok.vocab_size, 1, 1)
+    time_ours(cfg, 'tensor', 1, train_tokens, vocab_size, 1, 1)
+    time_ours(cfg, 'tensor', B, train_tokens, vocab_size, 1, 1)
     compile_s = time.perf_counter() - t0
     print(f"warm-up (numba compile or cache load): {compile_s:.1f} s")
     import numba
@@ -1044,7 +1057,7 @@ def cmd_bench(cfg, args):
     for r in range(cfg['repeats']):
         for mode, b in contenders:  # alternating, so that drift on the machine hits all alike
             t = time_torch(cfg, b, steps, warmup) if mode == 'torch' else \
-                time_ours(cfg, mode, b, train_tokens, tok.vocab_size, steps, warmup)
+                time_ours(cfg, mode, b, train_tokens, vocab_size, steps, warmup)
             timings[(mode, b)].append(t)
             print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
                   f"{t[1]:11.0f} tokens/s", flush=True)
