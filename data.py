@@ -2,15 +2,18 @@
 data.py: the documents both paths train on, and the character tokenizer.
 
 A data file is `input.txt`-style: UTF-8 text, one document a line; blank lines are
-skipped and each line is stripped. When the default file is missing, the reference
-data set (makemore's names.txt, pinned by commit and checksum) is downloaded.
-Every problem a user can cause raises `DataError` with a one-line message.
+skipped and each line is stripped. The reference data set, makemore's names.txt,
+ships beside this file (`NAMES`). The reference script's own workflow, an `input.txt`
+downloaded when missing, is kept: a missing file named input.txt is fetched, pinned
+by commit and checked by sha256. Every problem a user can cause raises `DataError`
+with a one-line message.
 """
 import hashlib
 import os
 import tempfile
 import urllib.request
 
+NAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')  # shipped
 NAMES_URL = ('https://raw.githubusercontent.com/karpathy/makemore/'
              '988aa59e4d8fefa526d06f3b453ad116258398d4/names.txt')
 NAMES_SHA256 = '0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d'
@@ -26,6 +29,8 @@ def read_docs(path):
     """The non-empty, stripped lines of a UTF-8 text file, in file order."""
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory, not a text file")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise DataError(f"{path} is not a regular file")  # a FIFO or /dev/zero would never end
     try:
         with open(path, 'rb') as f:
             raw = f.read()
@@ -72,13 +77,14 @@ def fetch_names(path, url=NAMES_URL, sha256=NAMES_SHA256, timeout=30):
             os.remove(tmp)
 
 
-def load_docs(path='input.txt', fetch=True):
-    """Read `path`; when it is missing and `fetch` is on, download names.txt there first."""
-    if fetch and not os.path.exists(path):
+def load_docs(path=NAMES, fetch=True):
+    """Read `path`. A missing `input.txt` (the reference script's file) is first downloaded
+    there when `fetch` is on; any other missing file is an error."""
+    if not os.path.exists(path) and os.path.basename(path) == 'input.txt':
+        if not fetch:
+            raise DataError(f"{path} not found (and --no-fetch is set): pass a file with --data PATH")
         print(f"{path} not found: downloading the names data set from {NAMES_URL}")
         fetch_names(path)
-    elif not os.path.exists(path):
-        raise DataError(f"{path} not found (and --no-fetch is set): pass a file with --data PATH")
     return read_docs(path)
 
 
@@ -116,6 +122,14 @@ class Tokenizer:
 
 # ---------------------------------------------------------------------------
 # Shuffle and split, with the run's one random generator.
+def n_validation(n_docs, val_fraction):
+    """How many of n_docs documents split_docs holds out."""
+    n_val = int(n_docs * val_fraction)
+    if val_fraction > 0 and n_val == 0 and n_docs >= 2:
+        n_val = 1  # a small file still gets a validation document
+    return n_val
+
+
 def split_docs(docs, rng, val_fraction=0.1):
     """Shuffle a copy of docs with rng, then hold out the last val_fraction for validation.
     Returns (train_docs, val_docs); training step i uses train_docs[i % len(train_docs)]."""
@@ -123,7 +137,5 @@ def split_docs(docs, rng, val_fraction=0.1):
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     docs = list(docs)
     rng.shuffle(docs)
-    n_val = int(len(docs) * val_fraction)
-    if val_fraction > 0 and n_val == 0 and len(docs) >= 2:
-        n_val = 1  # a small file still gets a validation document
+    n_val = n_validation(len(docs), val_fraction)
     return docs[:len(docs) - n_val], docs[len(docs) - n_val:]

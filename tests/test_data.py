@@ -41,11 +41,35 @@ def test_bad_files_give_a_clear_error(tmp_path, content, message):
         data.read_docs(write(tmp_path, content))
 
 
-def test_a_directory_or_a_missing_file_gives_a_clear_error(tmp_path):
+def test_a_directory_a_device_or_a_missing_file_gives_a_clear_error(tmp_path):
     with pytest.raises(DataError, match='is a directory'):
         data.read_docs(str(tmp_path))
+    with pytest.raises(DataError, match='is not a regular file'):
+        data.read_docs('/dev/zero')  # would never end
     with pytest.raises(DataError, match='not found'):
         data.load_docs(str(tmp_path / 'nope.txt'), fetch=False)
+
+
+def test_only_a_missing_input_txt_is_downloaded(tmp_path, monkeypatch):
+    fetched = []
+
+    def fetch(path):
+        fetched.append(path)
+        (tmp_path / 'input.txt').write_text('ab\nba\n')
+    monkeypatch.setattr(data, 'fetch_names', fetch)
+    with pytest.raises(DataError, match='nope.txt not found'):
+        data.load_docs(str(tmp_path / 'nope.txt'))  # a typo must not become names.txt
+    with pytest.raises(DataError, match='--no-fetch is set'):
+        data.load_docs(str(tmp_path / 'input.txt'), fetch=False)
+    assert fetched == []
+    assert data.load_docs(str(tmp_path / 'input.txt')) == ['ab', 'ba']
+    assert fetched == [str(tmp_path / 'input.txt')]
+
+
+def test_the_default_data_is_the_shipped_names_beside_the_code(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    docs = data.load_docs()
+    assert len(docs) == 32033 and docs[:3] == ['emma', 'olivia', 'ava']
 
 
 # ---------------------------------------------------------------------------
@@ -72,8 +96,10 @@ def test_fetch_that_fails_names_the_url_and_the_way_out_and_leaves_no_file(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_pinned_names_checksum_is_the_shared_data_sets(names_path):
-    assert data.sha256_of(names_path) == data.NAMES_SHA256
+def test_the_shipped_names_are_the_pinned_download_byte_for_byte():
+    assert data.sha256_of(data.NAMES) == data.NAMES_SHA256
+    with open(data.NAMES, 'rb') as f:  # the md5 of the reference's input.txt
+        assert hashlib.md5(f.read()).hexdigest() == '401b3c4cac9e28a586ed15e81256680d'
 
 
 # ---------------------------------------------------------------------------
@@ -119,5 +145,13 @@ def test_split_shuffles_with_the_generator_then_holds_out_the_tail():
 def test_split_keeps_a_validation_document_for_small_files_and_none_at_zero():
     assert len(data.split_docs(['a', 'b', 'c'], random.Random(0), 0.1)[1]) == 1
     assert data.split_docs(['a', 'b', 'c'], random.Random(0), 0.0)[1] == []
+    assert data.split_docs(['a'], random.Random(0), 0.5) == (['a'], [])  # one document trains
     with pytest.raises(DataError):
         data.split_docs(['a', 'b'], random.Random(0), 1.0)
+
+
+@given(st.integers(0, 5000), st.sampled_from([0.0, 0.01, 0.1, 0.5, 0.99]))
+def test_n_validation_is_the_size_of_the_held_out_part(n, fraction):
+    train, val = data.split_docs(list(range(n)), random.Random(0), fraction)
+    assert len(val) == data.n_validation(n, fraction) and len(train) + len(val) == n
+    assert len(train) >= 1 or n == 0
