@@ -11,7 +11,9 @@ As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` document
 as token lists ([BOS] + ids + [BOS]), and call `model.sample(...)`.
 """
 import math
+import os
 import random
+import sys
 
 # The reference hyperparameters; every one can be overridden by keyword.
 n_layer = 1        # depth: number of transformer blocks
@@ -256,15 +258,29 @@ def evaluate(model, docs):
 
 
 # ---------------------------------------------------------------------------
-# Alone: the reference run on input.txt, as the original script does it.
-def main(path='input.txt', seed=42, num_steps=1000, num_samples=20, temperature=0.5):
+# Alone: the reference run, as the original script does it, printing what it prints.
+# `python microgpt.py` trains on names.txt beside this file; `python microgpt.py FILE`
+# on any UTF-8 text file, one document a line.
+NAMES_URL = ('https://raw.githubusercontent.com/karpathy/makemore/'
+             '988aa59e4d8fefa526d06f3b453ad116258398d4/names.txt')
+
+
+def read_docs(path):
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:  # -sig: a byte-order mark is no character
             docs = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise SystemExit(f"error: {path} is not UTF-8 text")
     except OSError as e:
         raise SystemExit(f"error: cannot read {path} ({e.strerror}); put one document a line "
-                         "there, e.g. https://raw.githubusercontent.com/karpathy/makemore/"
-                         "988aa59e4d8fefa526d06f3b453ad116258398d4/names.txt")
+                         f"there, e.g. {NAMES_URL}")
+    if not docs:
+        raise SystemExit(f"error: {path} has no documents (it is empty or holds only blank lines)")
+    return docs
+
+
+def main(path=None, seed=42, num_steps=1000, num_samples=20, temperature=0.5):
+    docs = read_docs(path or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt'))
     rng = random.Random(seed)  # one generator: the shuffle, then the weights, then the samples
     rng.shuffle(docs)
     uchars = sorted(set(''.join(docs)))  # the characters become token ids 0..n-1
@@ -275,11 +291,16 @@ def main(path='input.txt', seed=42, num_steps=1000, num_samples=20, temperature=
     token_docs = [[BOS] + [uchars.index(ch) for ch in doc] + [BOS] for doc in docs]
     for step, loss, _ in train(model, token_docs, num_steps):
         print(f"step {step:4d} / {num_steps:4d} | loss {loss:.4f}")
-    print("--- inference (new, hallucinated names) ---")
+    print("\n--- inference (new, hallucinated names) ---")
     for i in range(num_samples):
         sample = model.sample(rng, BOS, temperature)
         print(f"sample {i + 1:2d}: {''.join(uchars[t] for t in sample)}")
 
 
 if __name__ == '__main__':
-    main()
+    if len(sys.argv) > 2 or sys.argv[1:2] in (['-h'], ['--help']):
+        raise SystemExit("usage: python microgpt.py [FILE]  (default: names.txt beside this file)")
+    try:
+        main(*sys.argv[1:])
+    except KeyboardInterrupt:
+        raise SystemExit(130)

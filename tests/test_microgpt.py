@@ -2,12 +2,16 @@
 the reference run's published figures."""
 import math
 import random
+import shutil
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import data
 import microgpt
+from conftest import ROOT
 from microgpt import GPT, Value, dot, rmsnorm, softmax
 
 finite = st.floats(-3, 3, allow_nan=False)
@@ -188,29 +192,28 @@ def test_sample_stops_at_block_size_and_keeps_the_prompt_out_of_its_output():
 
 
 # ---------------------------------------------------------------------------
-# The reference's numbers: seed 42, reference config, names.txt
-REFERENCE_FIRST_LOSSES = [3.3660, 3.4243, 3.1778, 3.0664, 3.2209, 2.9452, 3.2894, 3.3245,
-                          2.8990, 3.2229]
+# The reference's numbers: `python microgpt.py` prints what the reference script printed.
+def test_run_alone_it_prints_the_reference_output_byte_for_byte(tmp_path, reference):
+    shutil.copy(ROOT / 'microgpt.py', tmp_path)  # copied anywhere, with names.txt beside it
+    shutil.copy(ROOT / 'names.txt', tmp_path)
+    p = subprocess.run([sys.executable, 'microgpt.py'], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0 and p.stdout == reference['text']
 
 
-def reference_setup(path):
-    docs = data.read_docs(path)
-    tok = data.Tokenizer.from_docs(docs)
-    rng = random.Random(42)
-    train_docs, _ = data.split_docs(docs, rng, 0.1)
-    model = GPT(tok.vocab_size, rng)
-    return tok, rng, model, [tok.frame(d, 16) for d in train_docs]
+@pytest.mark.parametrize('content, message', [
+    (b'ab\n\xff\xfe\n', 'is not UTF-8 text'),
+    (b'\n  \n', 'has no documents'),
+    (b'', 'has no documents'),
+])
+def test_run_alone_on_a_bad_file_it_says_so_in_one_line(tmp_path, content, message):
+    (tmp_path / 'in.txt').write_bytes(content)
+    p = subprocess.run([sys.executable, str(ROOT / 'microgpt.py'), 'in.txt'], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and message in p.stderr and p.stderr.count('\n') == 1
 
 
-def test_first_ten_steps_print_the_reference_losses(names_path):
-    tok, rng, model, docs = reference_setup(names_path)
-    steps = microgpt.train(model, docs, 1000)  # the schedule of the 1000-step run
-    losses = [round(next(steps)[1], 4) for _ in range(10)]
-    assert losses == REFERENCE_FIRST_LOSSES
-
-
-def test_full_reference_run_gives_the_reference_figures_and_samples(reference_scalar_run):
-    losses = reference_scalar_run['losses']
-    assert f"{losses[-1]:.4f}" == "2.6497"
-    assert f"{sum(losses[900:]) / 100:.4f}" == "2.2761"
-    assert reference_scalar_run['samples'] == ['kamon', 'ann', 'karai']
+def test_run_alone_a_byte_order_mark_is_not_a_character(tmp_path, capsys):
+    (tmp_path / 'in.txt').write_bytes(b'\xef\xbb\xbfab\nba\n')
+    microgpt.main(str(tmp_path / 'in.txt'), num_steps=1, num_samples=0)
+    assert 'vocab size: 3' in capsys.readouterr().out
