@@ -20,10 +20,15 @@ As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` document
 lists ([BOS] + ids + [BOS]), and call `model.sample(...)`. NumPy, numba and the standard
 library only.
 """
+import contextlib
 import math
+import os
+import random
+import sys
 
 import numpy as np
 import numba
+import numba.core.caching
 from numba import njit, prange
 
 # The reference hyperparameters, as in microgpt.py; every one can be overridden by keyword.
@@ -31,12 +36,49 @@ n_layer, n_embd, block_size, n_head = 1, 16, 16, 4
 learning_rate, beta1, beta2, eps_adam = 0.01, 0.85, 0.99, 1e-8
 init_std = 0.08
 
-# The numba kernels are compiled on first use and cached on disk beside this file. Two
-# settings let the compiler vectorise their loops: error_model='numpy' (x / 0 gives inf or
-# nan, as in NumPy, instead of a check that raises) and fastmath 'reassoc' (a sum may be
-# added up in another order: results move in the last bits, not more).
-kernel = njit(cache=True, error_model='numpy', fastmath={'reassoc', 'contract'})
-kernel_parallel = njit(cache=True, error_model='numpy', fastmath={'reassoc', 'contract'}, parallel=True)
+# The numba kernels are compiled on first use and cached on disk (beside this file, or in
+# numba's user-wide cache). Two settings let the compiler vectorise their loops:
+# error_model='numpy' (x / 0 gives inf or nan, as in NumPy, instead of a check that raises)
+# and fastmath 'reassoc' (a sum may be added up in another order: results move in the last
+# bits, not more).
+class KernelCache(numba.core.caching.FunctionCache):
+    """numba's on-disk cache, except that a cache it cannot read (corrupt files) or write (a
+    read-only or full disk) is a cache miss, noted once on stderr, never an error."""
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as e:
+            note_cache_trouble(f"unreadable ({type(e).__name__}): compiled afresh, and "
+                               "cached again")
+            with contextlib.suppress(OSError):  # start its index over: the next save mends it
+                os.remove(self._cache_file._index_path)
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as e:
+            note_cache_trouble(f"not writable ({type(e).__name__}): kernels are compiled "
+                               "on every run")
+
+
+def note_cache_trouble(why, noted=[]):
+    if not noted:
+        noted.append(why)
+        print(f"note: numba's kernel cache is {why}", file=sys.stderr)
+
+
+def jit(**options):
+    def decorate(f):
+        kernel = njit(error_model='numpy', fastmath={'reassoc', 'contract'}, **options)(f)
+        try:
+            kernel._cache = KernelCache(f)  # what njit(cache=True) does, with KernelCache
+        except RuntimeError:  # no folder to cache in at all
+            note_cache_trouble("not writable anywhere: kernels are compiled on every run")
+        return kernel
+    return decorate
+
+
+kernel, kernel_parallel = jit(), jit(parallel=True)
 PARALLEL_WORK = 2 ** 22  # multiply-adds, about 1 ms: enough to pay for waking threads
 # numba's threads: the 'workqueue' layer, whose threads sleep when idle. OpenMP's spin
 # while they wait, taking the cores from NumPy's BLAS threads (a 5x slowdown here).
@@ -552,6 +594,8 @@ class GPT:
         """Draw n documents at once (a list of n token lists), like n calls of sample() but
         one forward pass per position for all of them. The draws from `rng` go position by
         position across the documents, so the result differs from n calls of sample()."""
+        if n == 0:
+            return []
         cache = self.kv_cache(n)
         tokens = [[bos, *prompt] for _ in range(n)]
         done = [False] * n
@@ -639,6 +683,14 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
         loss.backward()
         adam.step(lr * (1 - step / num_steps))
         yield step + 1, float(loss.data), sum(min(model.block_size, len(doc) - 1) for doc in batch)
+
+
+def warm_up(dtype='float32'):
+    """Compile (or load from numba's cache) every kernel for dtype, on a tiny model, so that
+    a timed run times the model, not the compiler."""
+    model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=4, dtype=dtype)
+    list(train(model, [[2, 0, 1, 2]], 1, batch_size=1))
+    model.sample(random.Random(0), bos=2)
 
 
 def evaluate(model, docs, batch_size=32):
