@@ -1,0 +1,366 @@
+"""
+ablation.py: four variants of the model trained alike, and what their differences say.
+
+The variants cross two choices: lm_head untied or tied to wte, and the rmsnorm of the input
+embedding on or off; the first, untied with the rmsnorm, is the reference's model. Every
+(variant, seed) is an ordinary training run (training.py) with its record under runs/, run
+in parallel worker processes. The summary pairs each variant's validation loss with the
+reference variant's of the same seed, and gives the mean difference with its 95% confidence
+interval (Student's t); then a table, a CSV, JSON and a plot of the loss curves.
+
+Read top to bottom: the statistics, running the ablation (and resuming it), the summary.
+"""
+import concurrent.futures
+import contextlib
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+import data
+import records
+import training
+from records import UserError
+
+# (tie_lm_head, input_rmsnorm) of each variant; the first is the reference.
+VARIANTS = {'untied-norm': (False, True), 'tied-norm': (True, True),
+            'untied-nonorm': (False, False), 'tied-nonorm': (True, False)}
+
+
+# ---------------------------------------------------------------------------
+# Statistics
+def t_quantile_975(df):
+    """The 97.5% quantile of Student's t with df degrees of freedom: the t of a two-sided
+    95% interval. Found by bisection on the closed form of P(|T| <= t) for whole df
+    (Abramowitz and Stegun 26.7.3 and 26.7.4)."""
+    def two_sided(t):  # P(|T| <= t)
+        theta = math.atan(t / math.sqrt(df))
+        c2, s = math.cos(theta) ** 2, math.sin(theta)
+        if df % 2:  # odd: 2/pi (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...))
+            term, total = math.cos(theta), 0.0
+            for k in range(1, (df - 1) // 2 + 1):
+                total += term
+                term *= c2 * 2 * k / (2 * k + 1)
+            return 2 / math.pi * (theta + s * total)
+        term, total = 1.0, 0.0  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...)
+        for k in range(1, df // 2 + 1):
+            total += term
+            term *= c2 * (2 * k - 1) / (2 * k)
+        return s * total
+
+    low, high = 0.0, 1000.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if two_sided(mid) < 0.95 else (low, mid)
+    return (low + high) / 2
+
+
+def paired_interval(diffs):
+    """Mean of paired differences with its 95% interval: mean ± t(n-1) · s / sqrt(n), s the
+    sample standard deviation. None for fewer than two pairs."""
+    n = len(diffs)
+    if n < 2:
+        return None
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return dict(mean=mean, low=mean - half, high=mean + half, n=n)
+
+
+def mean_sd(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+
+
+# ---------------------------------------------------------------------------
+# Running: each run in a worker process, its printout in its folder's train.log.
+THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')
+STOP_FILE = '.stop'  # written when the ablation is interrupted: holds the signal's number
+
+
+def run_one(cfg, run_dir, stop_file):
+    """One (variant, seed) run; its metrics, or None if the ablation was interrupted before
+    it began. A signal stops it after its step; so does the stop file, which it writes
+    itself when a signal reached it first, so that the queued runs skip."""
+    if os.path.exists(stop_file):
+        return None
+    os.makedirs(run_dir, exist_ok=True)
+    docs = data.load_docs(cfg['data'], fetch=False)
+    with records.owned(run_dir), training.stop_signals() as caught, \
+            open(os.path.join(run_dir, 'train.log'), 'w', encoding='utf-8') as log, \
+            contextlib.redirect_stdout(log):
+        metrics = training.run(cfg, run_dir, docs,
+                               should_stop=lambda: bool(caught) or os.path.exists(stop_file))
+    if caught and not os.path.exists(stop_file):
+        records.write_atomic(stop_file, str(caught[0]))
+    return metrics
+
+
+def worker_init(parent):
+    # An idle worker ignores the signals (its parent handles them); a training one stops
+    # after its step (run_one).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def exit_with_parent():  # a worker whose ablation was killed must not run on alone
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+
+
+def read_plan(out):
+    """The plan of the ablation in out (ablation.json), checked: (settings, seeds)."""
+    path = os.path.join(out, 'ablation.json')
+    plan = records.read_json(path, 'an ablation')
+    cfg = records.field(plan, 'config', path, dict)
+    seeds = records.field(plan, 'seeds', path, list, lambda s: s and all(
+        type(x) is int and x >= 0 for x in s) and len(set(s)) == len(s), 'a list of seeds')
+    for name in training.SETTINGS:
+        if name not in cfg:
+            raise UserError(f"{path}: config {name} is missing")
+    training.check_settings(cfg, lambda name: f"{path}: config {name}")
+    records.field(cfg, 'jobs', path, (int, type(None)), lambda j: j is None or j >= 1, 'a count')
+    sha = records.field(plan, 'data_sha256', path, str)
+    cfg['data'] = training.recorded_data(cfg['data'], sha, out)
+    return cfg, seeds
+
+
+def ablate_command(cfg, resume=None):
+    """`cli.py ablate`: train every variant with every seed, then summarize; or finish the
+    ablation in the folder `resume`, skipping its finished runs. Returns the exit status."""
+    with training.stop_signals() as caught:
+        if resume:
+            base, seeds = read_plan(resume)
+            with records.owned(resume, must_be_empty=False):
+                return run_all(base, seeds, resume, cfg['jobs'] or base['jobs'], caught)
+        docs = data.load_docs(cfg['data'], cfg['fetch'])  # a data problem shows now, not in a worker
+        training.check_validation(cfg, len(docs), needed_by='ablate')
+        training.check_memory(cfg, len(set(''.join(docs))) + 1, max(map(len, docs)) + 1)
+        seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
+        out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], records.now())
+        with records.owned(out, made=made):
+            records.write_json(os.path.join(out, 'ablation.json'), dict(
+                config=dict(cfg, data=os.path.abspath(cfg['data'])), seeds=seeds,
+                data_sha256=data.sha256_of(cfg['data']),
+                variants={k: dict(tie_lm_head=t, input_rmsnorm=n) for k, (t, n) in VARIANTS.items()}))
+            base, seeds = read_plan(out)
+            return run_all(base, seeds, out, base['jobs'], caught)
+
+
+def run_all(base, seeds, out, jobs, caught):
+    jobs = jobs or os.cpu_count() or 1
+    runs, todo = [], []
+    for seed in seeds:
+        for variant, (tie, norm) in VARIANTS.items():
+            run_dir = os.path.join(out, 'runs', f"{variant}-seed{seed}")
+            runs.append((variant, seed, run_dir))
+            try:  # a diverged run is finished too: it would diverge again
+                done = read_run(run_dir)['status'] in ('completed', 'diverged')
+            except UserError:  # none, or not a finished run's
+                done = False
+            if not done:
+                shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
+                todo.append((dict(base, seed=seed, tie_lm_head=tie, input_rmsnorm=norm,
+                                  out=run_dir, stop_after=None), variant, seed, run_dir))
+    print(f"ablation: {len(VARIANTS)} variants x {len(seeds)} seeds, {base['steps']} steps, "
+          f"{base['mode']} mode; {len(runs) - len(todo)} runs done, {len(todo)} to go, "
+          f"{min(jobs, max(1, len(todo)))} at a time; record: {os.path.relpath(out)}")
+    stop_file = os.path.join(out, STOP_FILE)
+    if os.path.exists(stop_file):
+        os.remove(stop_file)
+
+    def report(i, variant, seed, m):
+        if m is None:
+            return
+        num = lambda x, fmt: 'n/a' if x is None else format(x, fmt)
+        print(f"[{i:2d}/{len(todo)}] {variant:13s} seed {seed}: {m['status']}, final loss "
+              f"{num(m['final_loss'], '.4f')}, val loss {num(m['val_loss'], '.4f')}, "
+              f"{num(m['tokens_per_s'], '.0f')} tok/s", flush=True)
+
+    if jobs == 1:
+        for i, (run_cfg, variant, seed, run_dir) in enumerate(todo, 1):
+            report(i, variant, seed, run_one(run_cfg, run_dir, stop_file))
+            if caught or os.path.exists(stop_file):
+                break
+    else:
+        # Share the cores out: each worker's BLAS and numba get cores // jobs threads (more
+        # would fight over the cores, several times slower). Results do not change: no
+        # kernel, BLAS's included, splits a sum across threads.
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        saved = {var: os.environ.get(var) for var in THREAD_VARS}
+        os.environ.update(dict.fromkeys(THREAD_VARS, threads))  # read by the new workers
+        try:
+            with concurrent.futures.ProcessPoolExecutor(
+                    jobs, mp_context=multiprocessing.get_context('spawn'),
+                    initializer=worker_init, initargs=(os.getpid(),)) as pool:
+                pending = {pool.submit(run_one, c, d, stop_file): (v, s) for c, v, s, d in todo}
+                i = 0
+                while pending:
+                    done, _ = concurrent.futures.wait(
+                        pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for f in done:
+                        variant, seed = pending.pop(f)
+                        if not f.cancelled():
+                            i += 1
+                            report(i, variant, seed, f.result())
+                    if caught and not os.path.exists(stop_file):
+                        # Running runs stop after their step, queued ones skip.
+                        records.write_atomic(stop_file, str(caught[0]))
+                        for f in pending:
+                            f.cancel()
+        finally:
+            for var, value in saved.items():
+                os.environ.pop(var) if value is None else os.environ.update({var: value})
+    if caught or os.path.exists(stop_file):
+        if not caught:  # the signal reached a run, which noted its number
+            with open(stop_file, encoding='utf-8') as f:
+                caught.append(int(f.read() or signal.SIGINT))
+        print(f"interrupted: the finished runs are kept; to go on: "
+              f"{records.program()} ablate --resume {os.path.relpath(out)}")
+        return 128 + caught[0]
+    diverged = summarize(out, runs, seeds)
+    if diverged:
+        print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "
+              "out; try a lower --lr", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# The summary: summary.csv (a row a run), summary.json, table.md, losses.png.
+def read_run(run_dir):
+    """A finished run's metrics.json, with the fields the summary uses checked."""
+    path = os.path.join(run_dir, 'metrics.json')
+    m = records.read_json(path, 'a run record')
+    for key in ('final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s'):
+        records.field(m, key, path, (int, float, type(None)))
+    records.field(m, 'steps', path, int, lambda n: n >= 0, 'a step count')
+    records.field(m, 'last_n', path, int)
+    records.field(m, 'val_history', path, list, lambda h: all(
+        isinstance(e, list) and len(e) == 2 and all(isinstance(x, (int, float)) for x in e)
+        for e in h), 'a list of [step, validation loss]')
+    shares = m.get('samples') or {}
+    if not isinstance(shares, dict) or set(shares) - {'train', 'val', 'new'}:
+        raise UserError(f"{path}: samples should be the shares of train, val and new samples")
+    m['samples'] = shares
+    return m
+
+
+def run_row(variant, seed, run_dir, out):
+    """The figures of one finished run, a row of summary.csv."""
+    m = read_run(run_dir)
+    s = m['samples']
+    return dict(variant=variant, seed=seed, tie_lm_head=VARIANTS[variant][0],
+                input_rmsnorm=VARIANTS[variant][1], status=m['status'],
+                final_loss=m['final_loss'], mean_loss_last_n=m['mean_loss_last_n'],
+                last_n=m['last_n'], val_loss=m['val_loss'], steps_per_s=m['steps_per_s'],
+                tokens_per_s=m['tokens_per_s'], samples_train=s.get('train'),
+                samples_val=s.get('val'), samples_new=s.get('new'),
+                run=os.path.relpath(run_dir, out))
+
+
+def summarize(out, runs, seeds):
+    rows = [run_row(variant, seed, run_dir, out) for variant, seed, run_dir in runs]
+    records.write_atomic(os.path.join(out, 'summary.csv'),
+                         records.csv_text(list(rows[0]), (r.values() for r in rows)))
+    reference = next(iter(VARIANTS))
+    ref_val = {r['seed']: r['val_loss'] for r in rows if r['variant'] == reference}
+    table = []
+    for variant in VARIANTS:
+        rs = [r for r in rows if r['variant'] == variant]
+        stats = {k: mean_sd([r[k] for r in rs]) for k in (
+            'final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s',
+            'samples_train', 'samples_val', 'samples_new')}
+        diffs = [r['val_loss'] - ref_val[r['seed']] for r in rs
+                 if r['val_loss'] is not None and ref_val.get(r['seed']) is not None]
+        delta = paired_interval(diffs) if variant != reference else None
+        table.append(dict(variant=variant, seeds=len(rs), **stats, val_delta=delta,
+                          diverged=sum(r['status'] == 'diverged' for r in rs)))
+    records.write_json(os.path.join(out, 'summary.json'),
+                       dict(seeds=seeds, reference=reference, variants=table, runs=rows))
+    md = markdown_table(table, rows[0]['last_n'], reference)
+    records.write_atomic(os.path.join(out, 'table.md'), md)
+    print(md)
+    plot(out, [run for run, row in zip(runs, rows) if row['status'] == 'completed'])
+    print(f"summary: {os.path.relpath(out)}/summary.json, summary.csv, table.md")
+    return sum(r['diverged'] for r in table)
+
+
+def markdown_table(table, last_n, reference):
+    def pm(stat, fmt='.4f'):
+        mean, sd = stat
+        if mean is None:
+            return 'n/a'
+        return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
+
+    lines = [f"| variant | lm_head | input rmsnorm | final loss | mean loss, last {last_n} | "
+             f"val loss | Δ val vs {reference} (95% CI) | steps/s | tokens/s | "
+             "samples: train / val / new |",
+             '|' + ' --- |' * 10]
+    for r in table:
+        tie, norm = VARIANTS[r['variant']]
+        d = r['val_delta']
+        delta = '(reference)' if r['variant'] == reference else 'n/a (needs ≥ 2 seeds)' \
+            if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+        shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
+                            for k in ('samples_train', 'samples_val', 'samples_new'))
+        lines.append(f"| {r['variant']} | {'tied' if tie else 'untied'} | {'on' if norm else 'off'}"
+                     f" | {pm(r['final_loss'])} | {pm(r['mean_loss_last_n'])} | {pm(r['val_loss'])}"
+                     f" | {delta} | {pm(r['steps_per_s'], '.1f')} | {pm(r['tokens_per_s'], '.0f')}"
+                     f" | {shares} |")
+    lines += ['', f"Mean ± standard deviation over {table[0]['seeds']} seed(s)."]
+    lines += [f"{r['variant']}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
+              for r in table if r['diverged']]
+    return '\n'.join(lines) + '\n'
+
+
+def plot(out, runs):
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed; pip install -e '.[plot]' to get "
+              "losses.png")
+        return
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for variant in VARIANTS:
+        curves, vals = [], {}
+        for v, _, run_dir in runs:
+            if v != variant:
+                continue
+            m = read_run(run_dir)
+            curves.append(records.read_losses(os.path.join(run_dir, 'losses.csv'), m['steps']))
+            for step, val in m['val_history']:
+                vals.setdefault(step, []).append(val)
+        if not curves:  # every run of this variant diverged
+            continue
+        n = min(len(c) for c in curves)
+        mean = np.mean([c[:n] for c in curves], axis=0)
+        w = max(1, n // 50)  # moving average over 2% of the run
+        smooth = np.convolve(mean, np.ones(w) / w, mode='valid')
+        ax_train.plot(np.arange(w, n + 1), smooth, label=variant)
+        steps = sorted(vals)
+        ax_val.plot(steps, [np.mean(vals[s]) for s in steps], marker='o', label=variant)
+    ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',
+                 ylabel='loss')
+    ax_val.set(title='validation loss (mean over seeds)', xlabel='step', ylabel='loss')
+    for ax in (ax_train, ax_val):
+        if ax.lines:
+            ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = os.path.join(out, '.losses.tmp.png')
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, os.path.join(out, 'losses.png'))
+    print(f"plot: {os.path.relpath(out)}/losses.png")

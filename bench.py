@@ -1,0 +1,155 @@
+"""
+bench.py: the speed of scalar mode, tensor mode and PyTorch, measured side by side.
+
+Every contender trains the same model on the same data, seed and settings. Each timed run
+is fresh: --warmup untimed steps, then --bench-steps timed ones. The contenders take turns,
+--repeats times, so that whatever else the machine is doing slows them alike; the table
+gives the median and the range of each, and the ratios of medians. PyTorch (optional, never
+a dependency) runs ../shared/bench/torch_ref.py, the same model, with the Python given to
+--torch.
+"""
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import time
+
+import numba
+
+import data
+import records
+import training
+from records import UserError
+
+TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
+
+
+def time_ours(cfg, mode, batch_size, train_tokens, vocab_size, steps, warmup):
+    """One fresh run of warmup + steps steps: (steps/s, tokens/s) over the last `steps`."""
+    run_cfg = dict(cfg, mode=mode, batch_size=batch_size,
+                   dtype=cfg['dtype'] if mode == 'tensor' else 'float64')
+    lib = training.model_lib(mode)
+    model = training.build_model(run_cfg, vocab_size, random.Random(cfg['seed']))
+    tokens, t0 = 0, time.perf_counter()
+    for step, _, n in lib.train(model, train_tokens, warmup + steps, lr=cfg['lr'],
+                                **training.train_kwargs(run_cfg)):
+        if step == warmup:
+            tokens, t0 = 0, time.perf_counter()
+        tokens += n
+    dt = time.perf_counter() - t0
+    return steps / dt, tokens / dt
+
+
+def time_torch(cfg, batch_size, steps, warmup):
+    """The same, in PyTorch: torch_ref.py prints its figures as one JSON line."""
+    cmd = [cfg['torch'], TORCH_REF, '--data', cfg['data'], '--batch-size', str(batch_size),
+           '--steps', str(warmup + steps), '--warmup', str(warmup), '--threads', str(cfg['threads']),
+           '--dtype', cfg['dtype'], '--n-embd', str(cfg['n_embd']), '--n-head', str(cfg['n_head']),
+           '--n-layer', str(cfg['n_layer']), '--block-size', str(cfg['block_size']),
+           '--lr', str(cfg['lr']), '--seed', str(cfg['seed'])]
+    cmd += ['--tie'] * cfg['tie_lm_head'] + ['--no-input-rmsnorm'] * (not cfg['input_rmsnorm'])
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        result = json.loads(p.stdout.strip().splitlines()[-1])
+        return float(result['steps_per_s']), float(result['tokens_per_s'])
+    except (IndexError, ValueError, KeyError, TypeError):
+        why = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ['no output'])[-1]
+        raise UserError(f"torch_ref.py with {cfg['torch']} failed: {why}") from None
+
+
+def summarize(timings):
+    """{(mode, batch): [(steps/s, tokens/s), ...]} -> a row per contender: medians and ranges."""
+    rows = []
+    for (mode, b), ts in timings.items():
+        sps, tps = [t[0] for t in ts], [t[1] for t in ts]
+        rows.append(dict(mode=mode, batch_size=b, steps_per_s=statistics.median(sps),
+                         steps_per_s_range=[min(sps), max(sps)],
+                         tokens_per_s=statistics.median(tps), tokens_per_s_range=[min(tps), max(tps)]))
+    return rows
+
+
+def ratios(rows, batch_sizes):
+    """How many times the tokens/s of the other contenders tensor mode makes, by medians:
+    above 1, tensor mode is faster."""
+    by = {(r['mode'], r['batch_size']): r['tokens_per_s'] for r in rows}
+    out = {}
+    for b in batch_sizes:
+        if ('scalar', 1) in by:
+            out[f"tensor batch {b} / scalar, tokens/s"] = by[('tensor', b)] / by[('scalar', 1)]
+    for b in batch_sizes:
+        if ('torch', b) in by:
+            out[f"tensor / torch at batch {b}, tokens/s"] = by[('tensor', b)] / by[('torch', b)]
+    return out
+
+
+def markdown(rows, ratio, warmup_s):
+    md = ['| mode | batch | steps/s (median) | range | tokens/s (median) | range |',
+          '| --- | --- | --- | --- | --- | --- |']
+    for r in rows:
+        md.append(f"| {r['mode']} | {r['batch_size']} | {r['steps_per_s']:.1f} | "
+                  f"{r['steps_per_s_range'][0]:.1f}–{r['steps_per_s_range'][1]:.1f} | "
+                  f"{r['tokens_per_s']:.0f} | {r['tokens_per_s_range'][0]:.0f}–"
+                  f"{r['tokens_per_s_range'][1]:.0f} |")
+    md += [''] + [f"- {k}: **{v:.1f}×**" for k, v in ratio.items()]
+    md += [f"- numba warm-up (compile or cache load), not timed: {warmup_s:.1f} s", '']
+    return '\n'.join(md)
+
+
+def bench_command(cfg):
+    """`cli.py bench`: time the contenders, print the table, and write bench.json and
+    bench.md to a new folder."""
+    if cfg['torch'] and not os.path.exists(TORCH_REF):
+        raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
+    if cfg['torch'] and not shutil.which(cfg['torch']):
+        raise UserError(f"--torch {cfg['torch']}: no such program")
+    start = records.now()
+    docs = data.load_docs(cfg['data'], cfg['fetch'])
+    tok = data.Tokenizer.from_docs(docs)
+    train_docs, _ = data.split_docs(docs, random.Random(cfg['seed']), cfg['val_fraction'])
+    train_tokens = [tok.frame(d, cfg['block_size']) for d in train_docs]
+    steps, warmup, B = cfg['bench_steps'], cfg['warmup'], cfg['batch_size']
+    contenders = ([('scalar', 1)] if cfg['scalar'] else []) + [('tensor', 1), ('tensor', B)]
+    if cfg['torch']:
+        contenders += [('torch', 1), ('torch', B)]
+    contenders = list(dict.fromkeys(contenders))
+    out, made = records.new_folder(cfg['out'], 'bench', 'bench', start)
+    with records.owned(out, made=made):
+        print(f"bench: {steps} timed steps after {warmup} untimed, {cfg['repeats']} repeats, "
+              f"{cfg['threads']} threads, {cfg['dtype']} (tensor, torch); n_embd {cfg['n_embd']}, "
+              f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}")
+        t0 = time.perf_counter()  # compile (or load from numba's cache) before any timing
+        training.model_lib('tensor').warm_up(cfg['dtype'])
+        warmup_s = time.perf_counter() - t0
+        print(f"warm-up (numba compile or cache load): {warmup_s:.1f} s")
+        numba_threads = min(cfg['threads'], numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(numba_threads)
+        if numba_threads < cfg['threads']:
+            print(f"numba runs {numba_threads} threads, the most it has here")
+        timings = {c: [] for c in contenders}
+        for r in range(cfg['repeats']):
+            for mode, b in contenders:  # taking turns, so that drift hits all alike
+                t = time_torch(cfg, b, steps, warmup) if mode == 'torch' else \
+                    time_ours(cfg, mode, b, train_tokens, tok.vocab_size, steps, warmup)
+                timings[(mode, b)].append(t)
+                print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
+                      f"{t[1]:11.0f} tokens/s", flush=True)
+        rows = summarize(timings)
+        ratio = ratios(rows, dict.fromkeys((1, B)))
+        env = records.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
+        env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
+            [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
+            text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'))
+        md = markdown(rows, ratio, warmup_s)
+        records.write_record(out, {
+            'bench.md': md,
+            'bench.json': records.json_text(dict(
+                config={k: cfg[k] for k in ('data', 'seed', 'lr', 'n_embd', 'n_head', 'n_layer',
+                                            'block_size', 'dtype', 'batch_size', 'bench_steps',
+                                            'warmup', 'repeats', 'threads')},
+                data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
+                compile_s=warmup_s, environment=env))})
+    print(md)
+    print(f"results: {os.path.relpath(out)}/bench.json, bench.md")
+    return 0

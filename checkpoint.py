@@ -1,0 +1,171 @@
+"""
+checkpoint.py: the checkpoint format, written and read by both modes.
+
+A checkpoint is JSON: the model's config, its vocabulary, every weight by its reference name
+(`wte`, `wpe`, `lm_head`, `layer0.attn_wq`, ...) as little-endian float64 bytes in base64
+(exact on reload, and no pickle), Adam's moments by the same names and its step count, the
+training step, and the random generator's state, so that a run continues exactly where it
+stopped. Reading one back checks every part: a wrong file is a one-line UserError.
+"""
+import base64
+import binascii
+import json
+import math
+import random
+
+import numpy as np
+
+from records import UserError
+
+FORMAT, VERSION = 'microgpt-lab checkpoint', 1
+MODEL_KEYS = ('vocab_size', 'n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',
+              'input_rmsnorm')
+
+
+def encode_array(a):
+    a = np.asarray(a, dtype='<f8')
+    return dict(shape=list(a.shape), float64=base64.b64encode(a.tobytes()).decode())
+
+
+def decode_array(d):
+    a = np.frombuffer(base64.b64decode(d['float64'], validate=True), dtype='<f8')
+    return a.reshape(d['shape']).astype(np.float64)
+
+
+def flat(arrays):
+    """One float64 vector from a list of floats (scalar mode) or of arrays (tensor mode)."""
+    return np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays]) \
+        if len(arrays) else np.zeros(0)
+
+
+def fill(dst, values):
+    """Write a flat vector back into a list of floats or of arrays, in place."""
+    i = 0
+    for j, d in enumerate(dst):
+        if np.ndim(d) == 0:
+            dst[j], i = float(values[i]), i + 1
+        else:
+            d[...] = values[i:i + d.size].reshape(d.shape)
+            i += d.size
+
+
+# ---------------------------------------------------------------------------
+# Writing
+def checkpoint_text(model, chars, step, rng, adam):
+    """The checkpoint of a model after `step` training steps, as JSON text."""
+    weights = model.weights()
+    shapes = [np.shape(w) for w in weights.values()]
+    moments = {}
+    for key, values in (('m', flat(adam.m)), ('v', flat(adam.v))):
+        parts = np.split(values, np.cumsum([math.prod(s) for s in shapes])[:-1])
+        moments[key] = {n: encode_array(p.reshape(s)) for n, p, s in zip(weights, parts, shapes)}
+    ckpt = dict(format=FORMAT, version=VERSION,
+                config={k: model.config[k] for k in MODEL_KEYS}, vocab=''.join(chars), step=step,
+                rng_state=rng.getstate(), weights={n: encode_array(w) for n, w in weights.items()},
+                adam=dict(t=adam.t, **moments))
+    return json.dumps(ckpt) + '\n'
+
+
+# ---------------------------------------------------------------------------
+# Reading
+def expected_shapes(c):
+    n, v = c['n_embd'], c['vocab_size']
+    shapes = {'wte': (v, n), 'wpe': (c['block_size'], n)}
+    if not c['tie_lm_head']:
+        shapes['lm_head'] = (v, n)
+    for i in range(c['n_layer']):
+        for m in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo'):
+            shapes[f'layer{i}.{m}'] = (n, n)
+        shapes[f'layer{i}.mlp_fc1'], shapes[f'layer{i}.mlp_fc2'] = (4 * n, n), (n, 4 * n)
+    return shapes
+
+
+def generator(state):
+    """A random.Random in the recorded state (a JSON list, as getstate() gave it)."""
+    rng = random.Random()
+    try:
+        version, internal, gauss_next = state
+        rng.setstate((version, tuple(internal), gauss_next))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("not the state of Python's random generator") from None
+    return rng
+
+
+def load(path, need_adam=False, need_rng=False):
+    """The checkpoint in path as a dict: config, vocab, step, weights {name: float64 array},
+    adam (dict(t, m, v) of arrays, or None), rng (a random.Random, or None). A UserError
+    says what is wrong with the file, or what it lacks that is needed (need_adam: to
+    continue training; need_rng: to continue the run's random draws)."""
+    def bad(why):
+        return UserError(f"{path} is not a valid checkpoint: {why}")
+    try:
+        with open(path, encoding='utf-8') as f:
+            ckpt = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; pass its checkpoint.json") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise bad(f"not readable JSON ({e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
+        raise bad("it does not say it is one")
+    if ckpt.get('version') != VERSION:
+        raise bad(f"version {ckpt.get('version')!r}; this program reads {VERSION}")
+    config, chars, step = ckpt.get('config'), ckpt.get('vocab'), ckpt.get('step')
+    if not isinstance(config, dict) or any(k not in config for k in MODEL_KEYS):
+        raise bad(f"its config lacks one of {', '.join(MODEL_KEYS)}")
+    for k in MODEL_KEYS:
+        want = bool if k in ('tie_lm_head', 'input_rmsnorm') else int
+        if type(config[k]) is not want or (want is int and not 1 <= config[k] <= 2 ** 31):
+            raise bad(f"config {k} = {config[k]!r}")
+    if config['n_embd'] % config['n_head']:
+        raise bad("n_embd is not divisible by n_head")
+    if not isinstance(chars, str) or len(set(chars)) != len(chars) \
+            or len(chars) + 1 != config['vocab_size']:
+        raise bad("its vocabulary does not match vocab_size")
+    if type(step) is not int or step < 0:
+        raise bad(f"step = {step!r}")
+    expected = expected_shapes(config)
+
+    def arrays(group, what):
+        if not isinstance(group, dict) or set(group) != set(expected):
+            raise bad(f"the {what} names should be exactly {', '.join(expected)}")
+        out = {}
+        for name, shape in expected.items():
+            try:
+                out[name] = decode_array(group[name])
+            except (TypeError, KeyError, ValueError, binascii.Error) as e:
+                raise bad(f"{what} {name} is malformed ({e})") from None
+            if out[name].shape != shape:
+                raise bad(f"{what} {name} has shape {list(out[name].shape)}, "
+                          f"the config says {list(shape)}")
+            if not np.isfinite(out[name]).all():
+                raise bad(f"{what} {name} holds NaN or infinite values")
+        return out
+
+    weights = arrays(ckpt.get('weights'), 'weight')
+    adam = ckpt.get('adam')
+    if adam is not None:
+        if not isinstance(adam, dict) or type(adam.get('t')) is not int or adam['t'] < 0:
+            raise bad("its Adam state is malformed")
+        adam = dict(t=adam['t'], m=arrays(adam.get('m'), 'Adam m'), v=arrays(adam.get('v'), 'Adam v'))
+        if any((v < 0).any() for v in adam['v'].values()):  # a mean of squares
+            raise bad("Adam v holds negative values")
+    elif need_adam:
+        raise bad("it has no Adam state, which continuing the training needs")
+    rng = None
+    if ckpt.get('rng_state') is not None:
+        try:
+            rng = generator(ckpt['rng_state'])
+        except ValueError as e:
+            raise bad(f"rng_state is {e}") from None
+    elif need_rng:
+        raise bad("it has no rng_state, the random generator's state (give a --seed to sample)")
+    return dict(config=config, vocab=chars, step=step, weights=weights, adam=adam, rng=rng)
+
+
+def restore_adam(adam, state, names):
+    """Set an Adam optimizer (either mode's) to a loaded checkpoint's state."""
+    fill(adam.m, flat([state['m'][name] for name in names]))
+    fill(adam.v, flat([state['v'][name] for name in names]))
+    adam.t = state['t']

@@ -1,0 +1,278 @@
+"""
+records.py: what a command leaves on disk, and reading it back.
+
+A record is a folder that one command owns while it works (a `.running` file marks the
+claim) and fills with files that are written whole or not at all. Every file a command
+reads back is checked as it is read: a wrong one is a one-line `UserError` naming the file
+and the field. A record also notes where it came from (commit, versions, machine), so that
+it can be reproduced.
+"""
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.abspath(__file__))  # the project: results/ lives here
+CLAIM = '.running'  # in a record's folder while a command writes it
+
+
+class UserError(Exception):
+    """Anything a user can get wrong, told in one line (cli.py prints it as `error: ...`)."""
+
+
+# ---------------------------------------------------------------------------
+# Writing: a file is written to a temporary name and renamed, so it is whole or absent.
+def write_atomic(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def json_text(obj):
+    """Strict JSON: a NaN or infinite number (a diverged loss) is written as null."""
+    def strict(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: strict(v) for k, v in x.items()}
+        return [strict(v) for v in x] if isinstance(x, (list, tuple)) else x
+    return json.dumps(strict(obj), indent=2, allow_nan=False) + '\n'
+
+
+def csv_text(header, rows):
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator='\n')
+    w.writerow(header)
+    w.writerows(rows)
+    return text.getvalue()
+
+
+def write_json(path, obj):
+    write_atomic(path, json_text(obj))
+
+
+def write_record(out, files):
+    """Write {name: text} into the folder out, in order; the last file (metrics.json) marks
+    the record finished. If out cannot take them all (a full disk, a folder that became
+    read-only), the ones written there are removed and the whole record goes to a new
+    temporary folder instead, so no finished work is lost; the UserError says where."""
+    written = []
+    try:
+        for name, text in files.items():
+            write_atomic(os.path.join(out, name), text)
+            written.append(name)
+        return out
+    except OSError as e:
+        for name in written:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(out, name))
+        why = f"cannot write the record to {out} ({e.strerror or e})"
+    try:
+        rescue = tempfile.mkdtemp(prefix='microgpt-lab-record-')
+        for name, text in files.items():
+            write_atomic(os.path.join(rescue, name), text)
+    except OSError as e:
+        raise UserError(f"{why}, nor to a temporary folder ({e.strerror or e}): "
+                        "the record is lost") from None
+    raise UserError(f"{why}; it was saved to {rescue} instead")
+
+
+# ---------------------------------------------------------------------------
+# Reading back: every file checked, every problem named by file and field.
+def read_json(path, what):
+    """The JSON object in path, which should be `what` (e.g. 'a run record')."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: is {os.path.dirname(path) or '.'} {what}?") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} should hold a JSON object, not {type(obj).__name__}")
+    return obj
+
+
+def field(obj, key, path, kind, check=None, why=''):
+    """obj[key], which must be of `kind` (a type or a tuple of types; a bool is not a
+    number) and pass `check`; else a UserError naming path and key."""
+    if key not in obj:
+        raise UserError(f"{path}: {key} is missing")
+    value = obj[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds) \
+            or (check is not None and not check(value)):
+        raise UserError(f"{path}: {key} = {json.dumps(value)[:60]} is not {why or kinds[0].__name__}")
+    return value
+
+
+def read_losses(path, steps):
+    """The first `steps` losses of a losses.csv (step,loss; one row a step, from 1)."""
+    try:
+        with open(path, encoding='utf-8', newline='') as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: the run's losses are needed to continue it") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path} is not readable ({e})") from None
+    if not rows or rows[0] != ['step', 'loss']:
+        raise UserError(f"{path}: the first line should be 'step,loss'")
+    losses = []
+    for i, row in enumerate(rows[1:steps + 1], 1):
+        try:
+            step, loss = int(row[0]), float(row[1])
+        except (ValueError, IndexError):
+            raise UserError(f"{path}, line {i + 1}: not a step and a loss: {','.join(row)!r}") from None
+        if step != i or not math.isfinite(loss):
+            raise UserError(f"{path}, line {i + 1}: expected step {i} and a finite loss")
+        losses.append(loss)
+    if len(losses) < steps:
+        raise UserError(f"{path} has {len(losses)} steps, the checkpoint {steps}")
+    return losses
+
+
+# ---------------------------------------------------------------------------
+# Folders: a command owns the folder it writes, so that two at once cannot mix records.
+def claim(folder, must_be_empty=True):
+    """Mark folder as this process's by creating folder/.running exclusively. Fails, with
+    a UserError, if another command holds it, or (must_be_empty) if it holds anything."""
+    try:
+        fd = os.open(os.path.join(folder, CLAIM), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise UserError(f"{folder} is in use by another command (if none is running, it was "
+                        f"killed: remove {os.path.join(folder, CLAIM)})") from None
+    except OSError as e:
+        raise UserError(f"cannot write in {folder}: {e.strerror}") from None
+    with os.fdopen(fd, 'w') as f:
+        f.write(f"{os.getpid()}\n")
+    if must_be_empty and set(os.listdir(folder)) != {CLAIM}:
+        release(folder)
+        raise UserError(f"{folder} is not empty; choose another --out")
+
+
+def release(folder):
+    with contextlib.suppress(OSError):
+        os.remove(os.path.join(folder, CLAIM))
+
+
+@contextlib.contextmanager
+def owned(folder, must_be_empty=True, made=False):
+    """Claim folder for the work within; release it after. A folder this command `made`
+    that the work leaves empty (it failed before writing anything) is removed."""
+    claim(folder, must_be_empty)
+    try:
+        yield folder
+    finally:
+        release(folder)
+        if made and os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+
+
+def results_root():
+    """results/ of the project when run from its checkout; else results/ where the user is
+    (an installed copy must not write into site-packages)."""
+    mine = os.path.join(ROOT, 'results')
+    return mine if os.path.isdir(mine) else os.path.abspath('results')
+
+
+def new_folder(out, default, label, start):
+    """The folder for a new record, created if need be: `out`, or a fresh one under
+    results/default named for the start time and label. Returns (path, whether this call
+    made it); claim it with owned()."""
+    if out is None:
+        base = os.path.join(results_root(), default, f"{start:%Y%m%d-%H%M%S}-{label}")
+        for i in range(1, 1000):  # a command started in the same second: take the next name
+            path = base if i == 1 else f"{base}-{i}"
+            try:
+                os.makedirs(path)
+                return path, True
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise UserError(f"cannot create {path}: {e.strerror}") from None
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder")
+    made = not os.path.exists(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out}: {e.strerror}") from None
+    return out, made
+
+
+def program():
+    """How the user started this program, for the hints it prints: 'python cli.py' as
+    typed, or the console script's name."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else 'cli.py'
+    return f"python {argv0}" if argv0.endswith('.py') else os.path.basename(argv0)
+
+
+# ---------------------------------------------------------------------------
+# The environment a record notes: where it came from, on what.
+def git_commit():
+    """(commit, whether tracked files differ from it), or ('unknown', None) outside git."""
+    try:
+        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown', None
+    if out.returncode:
+        return 'unknown', None
+    return out.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def version_of(package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return 'not installed'
+
+
+def blas():
+    try:
+        info = np.show_config(mode='dicts')['Build Dependencies']['blas']
+        return f"{info.get('name')} {info.get('version')}"
+    except Exception:  # older NumPy has no dict mode; this is a note, never an error
+        return 'unknown'
+
+
+def environment(seed, mode, backend, start):
+    commit, dirty = git_commit()
+    return dict(seed=seed, mode=mode, backend=backend, commit=commit, commit_dirty=dirty,
+                python=platform.python_version(), numpy=np.__version__,
+                numba=version_of('numba'), blas=blas(), cpu=cpu_model(), cores=os.cpu_count(),
+                start_time=start.isoformat(timespec='seconds'), argv=sys.argv[1:])
+
+
+def now():
+    return datetime.now(timezone.utc)

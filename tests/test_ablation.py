@@ -1,0 +1,170 @@
+"""ablation.py: the statistics against textbook values, an ablation's intervals recomputed
+from its run records, parallel runs giving the same results, resuming, and interruption."""
+import csv
+import json
+import math
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ablation
+import cli
+from conftest import DOCS, ROOT, main_output, one_line_error
+
+# Student's t, 97.5% quantile, df 1..30, as printed in statistics textbooks.
+T_TABLE = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+           2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+           2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def test_t_quantile_matches_the_textbook_table():
+    for df, t in enumerate(T_TABLE, 1):
+        assert round(ablation.t_quantile_975(df), 3) == t, df
+    assert round(ablation.t_quantile_975(60), 3) == 2.000
+    assert round(ablation.t_quantile_975(120), 3) == 1.980
+    assert round(ablation.t_quantile_975(10 ** 4), 4) == 1.9602  # near the normal's 1.9600
+
+
+def test_paired_interval_of_students_sleep_data():
+    # Cushny and Peebles' sleep data (Student, 1908): extra hours of sleep, drug 2 minus
+    # drug 1, for 10 patients. The paired t-test gives mean 1.58, 95% CI [0.700, 2.460].
+    diffs = [1.2, 2.4, 1.3, 1.3, 0.0, 1.0, 1.8, 0.8, 4.6, 1.4]
+    ci = ablation.paired_interval(diffs)
+    assert ci['n'] == 10 and ci['mean'] == pytest.approx(1.58)
+    assert ci['low'] == pytest.approx(0.7001142, abs=1e-6)
+    assert ci['high'] == pytest.approx(2.4598858, abs=1e-6)
+    assert ablation.paired_interval([0.3]) is None
+
+
+def ablate(out, *extra, data='docs.txt'):
+    return main_output(cli.main, 'ablate', '--data', data, '--steps', '6', '--samples', '4',
+                       '--n-embd', '8', '--n-head', '2', '--out', out, *extra)
+
+
+def test_an_ablations_intervals_recomputed_from_its_run_records(small):
+    code, printed, err = ablate(small / 'abl', '--seeds', '3', '--jobs', '1')
+    assert code == 0, err
+    runs = sorted(p.name for p in (small / 'abl' / 'runs').iterdir())
+    assert runs == sorted(f"{v}-seed{s}" for v in ablation.VARIANTS for s in (42, 43, 44))
+    val = {(v, s): json.loads((small / 'abl' / 'runs' / f"{v}-seed{s}" / 'metrics.json')
+                              .read_text())['val_loss'] for v in ablation.VARIANTS for s in (42, 43, 44)}
+    summary = json.loads((small / 'abl' / 'summary.json').read_text())
+    for row in summary['variants'][1:]:
+        diffs = [val[(row['variant'], s)] - val[('untied-norm', s)] for s in (42, 43, 44)]
+        mean, sd = sum(diffs) / 3, math.sqrt(sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2)
+        half = 4.303 * sd / math.sqrt(3)  # t of 2 degrees of freedom, from the table
+        d = row['val_delta']
+        assert d['mean'] == pytest.approx(mean, rel=1e-12) and d['n'] == 3
+        assert d['high'] - d['mean'] == pytest.approx(half, rel=2e-4)
+        assert d['mean'] - d['low'] == pytest.approx(half, rel=2e-4)
+        assert row['val_loss'][0] == pytest.approx(statistics.fmean(val[(row['variant'], s)]
+                                                                    for s in (42, 43, 44)))
+    rows = list(csv.DictReader(open(small / 'abl' / 'summary.csv')))
+    assert len(rows) == 12 and {r['status'] for r in rows} == {'completed'}
+    table = (small / 'abl' / 'table.md').read_text()
+    assert table in printed and '(reference)' in table and '±' in table
+
+
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_ablation_results_do_not_depend_on_jobs(small, mode):
+    assert ablate(small / 'one', '--jobs', '1', '--mode', mode)[0] == 0
+    assert ablate(small / 'two', '--jobs', '2', '--mode', mode)[0] == 0
+    for v in ablation.VARIANTS:
+        run = f"runs/{v}-seed42/losses.csv"
+        assert (small / 'one' / run).read_text() == (small / 'two' / run).read_text()
+
+
+def test_ablation_runs_time_their_steps_without_numbas_warm_up(small):
+    assert ablate(small / 'abl', '--jobs', '2', '--mode', 'tensor')[0] == 0
+    for v in ablation.VARIANTS:
+        m = json.loads((small / 'abl' / 'runs' / f"{v}-seed42" / 'metrics.json').read_text())
+        assert m['warmup_s'] > 0 and m['steps_per_s'] == pytest.approx(6 / m['train_time_s'])
+
+
+def test_ablation_resume_skips_finished_runs(small):
+    assert ablate(small / 'abl', '--jobs', '1')[0] == 0
+    finished = small / 'abl' / 'runs' / 'untied-norm-seed42' / 'metrics.json'
+    stamp = finished.read_text()
+    unfinished = small / 'abl' / 'runs' / 'tied-nonorm-seed42'
+    shutil.rmtree(unfinished)  # as if Ctrl-C had stopped the ablation before this run
+    code, out, _ = main_output(cli.main, 'ablate', '--resume', small / 'abl', '--jobs', '1')
+    assert code == 0 and '3 runs done, 1 to go' in out
+    assert finished.read_text() == stamp and (unfinished / 'metrics.json').exists()
+
+
+def test_ablation_resume_refuses_changed_data(small):
+    assert ablate(small / 'abl', '--jobs', '1')[0] == 0
+    shutil.rmtree(small / 'abl' / 'runs' / 'tied-norm-seed42')
+    (small / 'docs.txt').write_text('\n'.join(DOCS[:6]) + '\n')
+    code, _, err = main_output(cli.main, 'ablate', '--resume', small / 'abl')
+    assert code == 1 and one_line_error(err) and 'has changed' in err
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda a: a.pop('seeds'), 'ablation.json: seeds is missing'),
+    (lambda a: a.update(seeds=[]), 'seeds = [] is not a list of seeds'),
+    (lambda a: a.update(seeds=3), 'seeds = 3'),
+    (lambda a: a.update(config=[]), 'config = [] is not dict'),
+    (lambda a: a['config'].pop('steps'), 'config steps is missing'),
+    (lambda a: a['config'].update(lr=-1), 'config lr must be > 0'),
+    (lambda a: a.pop('data_sha256'), 'data_sha256 is missing'),
+])
+def test_ablation_resume_checks_its_plan(small, change, message):
+    assert ablate(small / 'abl', '--jobs', '1')[0] == 0
+    path = small / 'abl' / 'ablation.json'
+    plan = json.loads(path.read_text())
+    change(plan)
+    path.write_text(json.dumps(plan))
+    code, _, err = main_output(cli.main, 'ablate', '--resume', small / 'abl')
+    assert code == 1 and one_line_error(err) and message in err, err
+
+
+def test_a_damaged_run_record_is_run_again_on_resume(small):
+    assert ablate(small / 'abl', '--jobs', '1')[0] == 0
+    run = small / 'abl' / 'runs' / 'tied-norm-seed42'
+    losses = (run / 'losses.csv').read_text()
+    (run / 'metrics.json').write_text('[]')
+    code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'abl', '--jobs', '1')
+    assert code == 0 and '3 runs done, 1 to go' in out and (run / 'losses.csv').read_text() == losses
+
+
+def test_an_ablation_without_validation_documents_is_refused_before_it_starts(small):
+    (small / 'one.txt').write_text('anna\n')
+    code, _, err = ablate(small / 'abl', data='one.txt')
+    assert code == 1 and one_line_error(err) and 'ablate needs validation documents' in err
+    assert not (small / 'abl').exists()
+
+
+def test_diverged_runs_are_left_out_and_said(small):
+    code, out, err = main_output(cli.main, 'ablate', '--data', 'docs.txt', '--steps', '100',
+                                 '--lr', '1000', '--n-embd', '8', '--n-head', '2', '--jobs', '1',
+                                 '--out', small / 'abl')
+    assert code == 2 and one_line_error(err) and 'runs diverged' in err, err
+    summary = json.loads((small / 'abl' / 'summary.json').read_text())
+    assert sum(v['diverged'] for v in summary['variants']) >= 1
+    assert 'diverged and are left out' in (small / 'abl' / 'table.md').read_text()
+
+
+def test_ctrl_c_during_an_ablation_keeps_finished_runs_and_says_how_to_resume(small):
+    p = subprocess.Popen([sys.executable, str(ROOT / 'cli.py'), 'ablate', '--data', 'docs.txt',
+                          '--mode', 'tensor', '--steps', '30000', '--n-embd', '8', '--n-head', '2',
+                          '--jobs', '2', '--samples', '0', '--out', 'abl'], cwd=small, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in p.stdout:
+        if 'ablation: 4 variants' in line:
+            break
+    time.sleep(3)  # the first two runs are training
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'Traceback' not in err
+    assert 'cli.py ablate --resume abl' in out
+    statuses = {d.name: json.loads((d / 'metrics.json').read_text())['status']
+                for d in (small / 'abl' / 'runs').iterdir() if (d / 'metrics.json').exists()}
+    assert statuses and set(statuses.values()) <= {'completed', 'interrupted'}
+    assert len(statuses) < 4  # the queued runs did not start
+    assert not (small / 'abl' / '.running').exists()

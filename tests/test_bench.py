@@ -1,0 +1,70 @@
+"""bench.py: the contenders timed side by side, the table and its ratios, which say how
+many times faster tensor mode is; a PyTorch that fails is a one-line error."""
+import json
+import stat
+
+import pytest
+
+import bench
+import cli
+from conftest import main_output, one_line_error
+
+
+def test_bench_times_both_modes_side_by_side_and_saves_the_table(small):
+    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--bench-steps', '3',
+                                 '--warmup', '1', '--repeats', '2', '--n-embd', '8', '--n-head', '2',
+                                 '--batch-size', '4', '--threads', '64', '--out', small / 'bench')
+    assert code == 0, err
+    result = json.loads((small / 'bench' / 'bench.json').read_text())
+    assert [(r['mode'], r['batch_size']) for r in result['results']] == \
+        [('scalar', 1), ('tensor', 1), ('tensor', 4)]
+    for r in result['results']:
+        assert r['steps_per_s_range'][0] <= r['steps_per_s'] <= r['steps_per_s_range'][1]
+    assert set(result['ratios']) == {'tensor batch 1 / scalar, tokens/s',
+                                     'tensor batch 4 / scalar, tokens/s'}
+    for key in ('cpu', 'cores', 'threads', 'numba_threads', 'python', 'numpy', 'numba', 'blas'):
+        assert result['environment'][key] not in (None, '')
+    assert result['environment']['numba_threads'] <= 64 and result['compile_s'] >= 0
+    assert (small / 'bench' / 'bench.md').read_text() in out
+    assert out.count('repeat ') == 6  # 2 repeats of 3 contenders, taking turns
+
+
+def test_medians_and_ranges_of_the_repeats():
+    rows = bench.summarize({('tensor', 4): [(10, 100), (30, 300), (20, 200)]})
+    assert rows == [dict(mode='tensor', batch_size=4, steps_per_s=20, steps_per_s_range=[10, 30],
+                         tokens_per_s=200, tokens_per_s_range=[100, 300])]
+
+
+def test_ratios_say_how_many_times_faster_tensor_mode_is():
+    rows = [dict(mode='scalar', batch_size=1, tokens_per_s=100.0),
+            dict(mode='tensor', batch_size=1, tokens_per_s=1000.0),
+            dict(mode='tensor', batch_size=8, tokens_per_s=5000.0),
+            dict(mode='torch', batch_size=1, tokens_per_s=500.0),
+            dict(mode='torch', batch_size=8, tokens_per_s=10000.0)]
+    assert bench.ratios(rows, [1, 8]) == {
+        'tensor batch 1 / scalar, tokens/s': 10.0, 'tensor batch 8 / scalar, tokens/s': 50.0,
+        'tensor / torch at batch 1, tokens/s': 2.0, 'tensor / torch at batch 8, tokens/s': 0.5}
+
+
+@pytest.mark.parametrize('script, message', [
+    ('#!/bin/sh\nexit 0\n', 'failed: no output'),
+    ('#!/bin/sh\necho not json\n', 'failed: not json'),
+    ('#!/bin/sh\necho "Traceback" >&2\necho "ModuleNotFoundError: torch" >&2\nexit 1\n',
+     'failed: ModuleNotFoundError: torch'),
+])
+def test_a_torch_that_fails_is_a_one_line_error_and_leaves_no_folder(small, monkeypatch, script, message):
+    fake = small / 'fake-python'
+    fake.write_text(script)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(bench, 'TORCH_REF', str(small / 'docs.txt'))  # any file: it exists
+    code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--no-scalar',
+                               '--bench-steps', '1', '--warmup', '0', '--repeats', '1',
+                               '--n-embd', '8', '--n-head', '2', '--torch', fake, '--out', 'b')
+    assert code == 1 and one_line_error(err) and message in err, err
+    assert not (small / 'b').exists()
+
+
+def test_torch_options_that_cannot_work_are_refused(small):
+    for torch, message in (('', "--torch needs a Python"), ('no-such-python', 'no such program')):
+        code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--torch', torch)
+        assert code == 1 and one_line_error(err) and message in err, err

@@ -1,0 +1,116 @@
+"""checkpoint.py: exact round trips, both modes reading one file, and a one-line error for
+every way a checkpoint can be wrong."""
+import json
+import random
+
+import numpy as np
+import pytest
+
+import checkpoint
+import cli
+import microgpt
+import tensorgpt
+from conftest import one_line_error, train_small
+from records import UserError
+
+
+def write(path, model, rng=None, step=0, chars='abc'):
+    adam = (microgpt if isinstance(model, microgpt.GPT) else tensorgpt).Adam(model.params)
+    path.write_text(checkpoint.checkpoint_text(model, chars, step, rng or random.Random(0), adam))
+    return adam
+
+
+def test_checkpoint_floats_are_exact_on_reload(tmp_path):
+    model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
+    for p, x in zip(model.params, [np.nextafter(1.0, 2.0), 1e-310, -3.0e300]):
+        p.data = x
+    write(tmp_path / 'c.json', model)
+    weights = checkpoint.load(tmp_path / 'c.json')['weights']
+    assert {k: v.tolist() for k, v in weights.items()} == model.weights()
+
+
+def test_adam_state_and_generator_round_trip(tmp_path):
+    model = tensorgpt.GPT(4, random.Random(5), n_embd=4, n_head=1, dtype='float64')
+    adam = tensorgpt.Adam(model.params)
+    for i, (m, v) in enumerate(zip(adam.m, adam.v)):
+        m[...], v[...] = i + 0.5, i + 0.25
+    adam.t = 7
+    rng = random.Random(11)
+    rng.random()
+    (tmp_path / 'c.json').write_text(checkpoint.checkpoint_text(model, 'abc', 7, rng, adam))
+    ckpt = checkpoint.load(tmp_path / 'c.json', need_adam=True, need_rng=True)
+    fresh = tensorgpt.Adam(tensorgpt.GPT(4, random.Random(0), n_embd=4, n_head=1, dtype='float64').params)
+    checkpoint.restore_adam(fresh, ckpt['adam'], ckpt['weights'])
+    assert fresh.t == 7 and all(np.array_equal(a, b) for a, b in zip(fresh.m + fresh.v, adam.m + adam.v))
+    assert ckpt['rng'].random() == rng.random() and ckpt['step'] == 7
+
+
+@pytest.mark.parametrize('mangle, message', [
+    (lambda c: c.update(format='something else'), 'does not say it is one'),
+    (lambda c: c.update(version=99), 'version 99'),
+    (lambda c: c['config'].update(n_embd=12), 'has shape'),
+    (lambda c: c['config'].update(n_head=3), 'not divisible'),
+    (lambda c: c['config'].update(n_layer=2 ** 40), 'config n_layer'),
+    (lambda c: c.update(vocab='ab'), 'vocabulary'),
+    (lambda c: c.update(step=-1), 'step = -1'),
+    (lambda c: c.update(step='3'), "step = '3'"),
+    (lambda c: c['weights'].pop('wpe'), 'the weight names should be exactly'),
+    (lambda c: c['weights']['wte'].update(float64='!!!'), 'weight wte is malformed'),
+    (lambda c: c['weights']['wte'].update(float64='AAAA'), 'weight wte is malformed'),
+    (lambda c: c['adam'].update(t='x'), 'Adam state is malformed'),
+    (lambda c: c['adam']['m'].pop('wte'), 'Adam m names'),
+    (lambda c: c.update(rng_state='x'), 'rng_state is not'),
+    (lambda c: c.update(rng_state=[3, [0] * 624, None]), 'rng_state is not'),
+])
+def test_a_malformed_or_mismatched_checkpoint_is_a_clear_error(small, capsys, mangle, message):
+    train_small(small / 'run')
+    path = small / 'run' / 'checkpoint.json'
+    ckpt = json.loads(path.read_text())
+    mangle(ckpt)
+    path.write_text(json.dumps(ckpt))
+    capsys.readouterr()
+    assert cli.main(['sample', '--checkpoint', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and one_line_error(err)
+
+
+def test_non_finite_weights_or_moments_are_refused(tmp_path):
+    model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
+    model.params[2].data = float('nan')
+    write(tmp_path / 'c.json', model)
+    with pytest.raises(UserError, match='weight wte holds NaN or infinite values'):
+        checkpoint.load(tmp_path / 'c.json')
+
+
+def test_what_a_use_needs_must_be_there(tmp_path):
+    model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
+    write(tmp_path / 'c.json', model)
+    ckpt = json.loads((tmp_path / 'c.json').read_text())
+    del ckpt['adam'], ckpt['rng_state']
+    (tmp_path / 'c.json').write_text(json.dumps(ckpt))
+    assert checkpoint.load(tmp_path / 'c.json')['adam'] is None  # enough to sample with a seed
+    with pytest.raises(UserError, match='no Adam state'):
+        checkpoint.load(tmp_path / 'c.json', need_adam=True)
+    with pytest.raises(UserError, match='no rng_state'):
+        checkpoint.load(tmp_path / 'c.json', need_rng=True)
+
+
+def test_not_json_a_folder_or_nothing_is_a_clear_error(tmp_path):
+    (tmp_path / 'c.json').write_text('{"format": ')
+    for path, message in ((tmp_path / 'c.json', 'not readable JSON'),
+                          (tmp_path, 'is a directory'), (tmp_path / 'none.json', 'not found')):
+        with pytest.raises(UserError, match=message):
+            checkpoint.load(path)
+
+
+def test_a_scalar_checkpoint_gives_the_tensor_model_the_same_logits(tmp_path):
+    scalar = microgpt.GPT(6, random.Random(2), n_embd=8, n_head=2)
+    list(microgpt.train(scalar, [[5, 0, 1, 2, 5], [5, 3, 4, 5]], 5))
+    write(tmp_path / 'c.json', scalar, chars='abcde')
+    tensor = tensorgpt.GPT(6, random.Random(0), n_embd=8, n_head=2, dtype='float64')
+    tensor.load_weights(checkpoint.load(tmp_path / 'c.json')['weights'])
+    ids = [5, 0, 1]
+    keys, values = [[]], [[]]
+    expected = [[v.data for v in scalar(t, p, keys, values)] for p, t in enumerate(ids)]
+    got = tensor.forward(np.array(ids), np.arange(3), np.array([0, 3])).data
+    np.testing.assert_allclose(got, expected, rtol=1e-12)

@@ -1,0 +1,92 @@
+"""sampling.py: samples from a checkpoint repeat train's, follow the prompt, agree across
+modes, and every bad input is a one-line error."""
+import json
+import random
+
+import numpy as np
+
+import checkpoint
+import cli
+import data
+import microgpt
+from conftest import DOCS, main_output, one_line_error, train_small
+
+
+def sample(*args):
+    return main_output(cli.main, 'sample', *args)
+
+
+def continuations(out, prompt=''):
+    lines = out.splitlines()
+    assert all(line.startswith('sample ') and f": {prompt}" in line for line in lines)
+    return [line.split(': ', 1)[1][len(prompt):] for line in lines]
+
+
+def test_sample_without_a_seed_repeats_the_samples_train_printed(small, capsys):
+    train_small(small / 'run')
+    code, out, _ = sample('--checkpoint', small / 'run' / 'checkpoint.json', '--num', '3')
+    assert code == 0 and continuations(out) == (small / 'run' / 'samples.txt').read_text().splitlines()
+
+
+def test_a_prompt_conditions_the_samples(small, capsys):
+    train_small(small / 'run', '--steps', '60')
+    path = small / 'run' / 'checkpoint.json'
+    code, out, _ = sample('--checkpoint', path, '--num', '8', '--prompt', 'ka', '--seed', '1')
+    prompted = continuations(out, 'ka')
+    _, out, _ = sample('--checkpoint', path, '--num', '8', '--seed', '1')
+    unprompted = continuations(out)
+    # the continuations are the model's, given the prompt's tokens: not the unprompted ones
+    ckpt = checkpoint.load(path)
+    tok = data.Tokenizer(ckpt['vocab'])
+    model = microgpt.GPT(tok.vocab_size, random.Random(0), n_embd=8, n_head=2)
+    model.load_weights(ckpt['weights'])
+    rng = random.Random(1)
+    expected = [tok.decode(model.sample(rng, tok.bos, 0.5, tok.encode('ka'))) for _ in range(8)]
+    assert code == 0 and prompted == expected and prompted != unprompted
+
+
+def test_a_checkpoint_samples_the_same_in_both_modes(small, capsys):
+    train_small(small / 'run')  # scalar-trained, float64 weights
+    outputs = [sample('--checkpoint', small / 'run' / 'checkpoint.json', '--num', '8',
+                      '--mode', mode, '--prompt', 'a')[1] for mode in ('scalar', 'tensor')]
+    assert outputs[0] == outputs[1] and outputs[0].count('sample') == 8
+
+
+def test_batched_sampling_gives_the_asked_number_of_samples(small, capsys):
+    train_small(small / 'run')
+    for num in (6, 0):
+        code, out, _ = sample('--checkpoint', small / 'run' / 'checkpoint.json', '--num', num,
+                              '--mode', 'tensor', '--batched', '--prompt', 'd')
+        assert code == 0 and len(continuations(out, 'd')) == num
+
+
+def test_a_checkpoint_without_its_generator_needs_a_seed(small, capsys):
+    train_small(small / 'run')
+    path = small / 'run' / 'checkpoint.json'
+    ckpt = json.loads(path.read_text())
+    del ckpt['rng_state']
+    path.write_text(json.dumps(ckpt))
+    code, _, err = sample('--checkpoint', path)
+    assert code == 1 and one_line_error(err) and 'give a --seed' in err
+    assert sample('--checkpoint', path, '--seed', '3', '--num', '2')[0] == 0
+
+
+def test_a_checkpoint_whose_model_overflows_is_a_clear_error(small, capsys):
+    train_small(small / 'run')
+    path = small / 'run' / 'checkpoint.json'
+    ckpt = json.loads(path.read_text())
+    w = checkpoint.decode_array(ckpt['weights']['lm_head'])
+    ckpt['weights']['lm_head'] = checkpoint.encode_array(np.full_like(w, 1e308))
+    path.write_text(json.dumps(ckpt))
+    for mode in ('scalar', 'tensor'):
+        code, _, err = sample('--checkpoint', path, '--mode', mode)
+        assert code == 1 and one_line_error(err) and 'NaN probabilities' in err
+
+
+def test_prompt_errors_are_one_line(small, capsys):
+    train_small(small / 'run')
+    path = small / 'run' / 'checkpoint.json'
+    for prompt, message in (('kz', "'z' is not in the vocabulary"), ('a' * 16, 'at most 15'),
+                            ('-a', "'-' is not in the vocabulary")):
+        code, _, err = sample('--checkpoint', path, '--prompt', prompt)
+        assert code == 1 and one_line_error(err) and message in err, err

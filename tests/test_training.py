@@ -1,0 +1,425 @@
+"""training.py: a run end to end, its record, the reference run through the command line,
+stopping and continuing, and what a user can do to a run that must not lose its work."""
+import csv
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import checkpoint
+import cli
+import data
+import microgpt
+import records
+import tensorgpt
+import training
+from conftest import DOCS, NAMES, ROOT, main_output, one_line_error, run_cli, train_small
+
+
+def losses_of(run_dir):
+    return (run_dir / 'losses.csv').read_text()
+
+
+def metrics_of(run_dir):
+    return json.loads((run_dir / 'metrics.json').read_text())
+
+
+def config(*argv):
+    """The settings cli.py makes of `train ARGV`."""
+    return cli.parse_config(cli.parse_args(['train', *map(str, argv)]))
+
+
+# ---------------------------------------------------------------------------
+# The reference run, through the command line, in both modes: every line it printed.
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_cli_prints_every_loss_and_sample_the_reference_printed(tmp_path, reference, mode):
+    extra = ['--mode', 'tensor', '--dtype', 'float64', '--batch-size', '1', '--log-every', '1'] \
+        if mode == 'tensor' else []
+    code, out, err = run_cli('train', '--out', 'run', *extra, cwd=tmp_path)  # names.txt, seed 42
+    assert code == 0, err
+    printed_steps = [line[:line.index(' | loss ') + 14] for line in out.splitlines()
+                     if line.startswith('step ')]
+    assert printed_steps == reference['steps']  # all 1000, to the printed 4 decimals
+    assert [line for line in out.splitlines() if line.startswith('sample ')] == reference['samples']
+    assert 'mean of the last 100 steps 2.2761' in out
+
+
+# ---------------------------------------------------------------------------
+# The record
+def test_train_writes_a_complete_run_record(small, capsys):
+    assert train_small(small / 'run') == 0
+    printed = capsys.readouterr().out
+    assert 'step    1 /   12 | loss ' in printed and 'step   12 /   12 | loss ' in printed
+    run = small / 'run'
+    assert sorted(p.name for p in run.iterdir()) == [
+        'checkpoint.json', 'config.json', 'losses.csv', 'metrics.json', 'samples.txt']
+    config = json.loads((run / 'config.json').read_text())
+    assert config['seed'] == 42 and config['n_embd'] == 8 and config['mode'] == 'scalar'
+    assert config['data'] == str(small / 'docs.txt')  # absolute, whatever was typed
+    assert config['data_sha256'] == data.sha256_of('docs.txt')
+    metrics = metrics_of(run)
+    for key in ('final_loss', 'mean_loss_last_n', 'last_n', 'val_loss', 'steps_per_s',
+                'tokens_per_s', 'train_time_s', 'warmup_s'):
+        assert metrics[key] is not None, key
+    env = metrics['environment']
+    for key in ('seed', 'mode', 'backend', 'commit', 'python', 'numpy', 'numba', 'cpu', 'cores',
+                'start_time'):
+        assert env[key] not in (None, ''), key
+    rows = list(csv.DictReader(open(run / 'losses.csv')))
+    assert [int(r['step']) for r in rows] == list(range(1, 13))
+    assert float(rows[-1]['loss']) == metrics['final_loss']  # full precision
+    assert metrics['mean_loss_last_n'] == pytest.approx(sum(float(r['loss']) for r in rows) / 12)
+    samples = (run / 'samples.txt').read_text().splitlines()
+    assert len(samples) == 3 and all(f": {s}" in printed for s in samples)
+
+
+def test_train_losses_are_those_of_the_library_run(small, capsys):
+    train_small(small / 'run', '--seed', '3')
+    rows = list(csv.DictReader(open(small / 'run' / 'losses.csv')))
+    tok = data.Tokenizer.from_docs(DOCS)
+    rng = random.Random(3)
+    train_docs, _ = data.split_docs(DOCS, rng, 0.1)
+    model = microgpt.GPT(tok.vocab_size, rng, n_embd=8, n_head=2)
+    expected = [loss for _, loss, _ in microgpt.train(model, [tok.frame(d, 16) for d in train_docs], 12)]
+    assert [float(r['loss']) for r in rows] == expected
+
+
+def test_validation_loss_is_taken_on_the_held_out_documents(small, capsys):
+    docs = [''.join(random.Random(i).choices('abcdef', k=random.Random(i).randint(2, 7)))
+            for i in range(60)]
+    (small / 'many.txt').write_text('\n'.join(docs) + '\n')
+    assert train_small(small / 'run', data='many.txt') == 0
+    ckpt = checkpoint.load(small / 'run' / 'checkpoint.json')
+    tok = data.Tokenizer(ckpt['vocab'])
+    model = microgpt.GPT(tok.vocab_size, random.Random(0), n_embd=8, n_head=2)
+    model.load_weights(ckpt['weights'])
+    train_docs, val_docs = data.split_docs(docs, random.Random(42), 0.1)
+    assert len(val_docs) == 6 and not set(val_docs) <= set(train_docs)
+    held_out = microgpt.evaluate(model, [tok.frame(d, 16) for d in val_docs])
+    seen = microgpt.evaluate(model, [tok.frame(d, 16) for d in train_docs[:6]])
+    metrics = metrics_of(small / 'run')
+    assert metrics['val_loss'] == held_out != seen and metrics['val_docs'] == 6
+
+
+def test_sample_shares_count_every_sample_once():
+    shares = training.sample_shares(['ann', 'bo', 'cy', 'dee'], train_docs=['ann', 'x'],
+                                    val_docs=['bo', 'ann'])
+    assert shares == dict(train=0.25, val=0.25, new=0.5)  # ann is a training name, even if held out too
+
+
+def test_the_recorded_sample_shares_are_those_of_the_printed_samples(small, capsys):
+    assert train_small(small / 'run', '--samples', '30', '--steps', '40') == 0
+    samples = (small / 'run' / 'samples.txt').read_text().splitlines()
+    train_docs, val_docs = data.split_docs(DOCS, random.Random(42), 0.1)
+    assert metrics_of(small / 'run')['samples'] == training.sample_shares(samples, train_docs, val_docs)
+
+
+def test_train_refuses_to_overwrite_a_run_record(small, capsys):
+    assert train_small(small / 'run') == 0
+    before = (small / 'run' / 'metrics.json').read_text()
+    assert train_small(small / 'run') == 1
+    assert 'is not empty; choose another --out' in capsys.readouterr().err
+    assert (small / 'run' / 'metrics.json').read_text() == before
+
+
+def test_two_runs_started_at_once_in_one_folder_cannot_both_write_it(small):
+    args = [sys.executable, str(ROOT / 'cli.py'), 'train', '--data', 'docs.txt', '--steps', '30',
+            '--n-embd', '8', '--n-head', '2', '--out', 'run']
+    procs = [subprocess.Popen(args, cwd=small, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 1]
+    err = next(e for code, e in results if code == 1)
+    assert one_line_error(err) and ('in use by another command' in err or 'is not empty' in err)
+    assert metrics_of(small / 'run')['status'] == 'completed'
+    assert not (small / 'run' / '.running').exists()
+
+
+def test_a_folder_held_by_another_command_is_refused(small, capsys):
+    (small / 'run').mkdir()
+    records.claim(str(small / 'run'))
+    assert train_small(small / 'run') == 1
+    assert 'in use by another command' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Divergence
+def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_record(small, capsys):
+    assert train_small(small / 'run', '--lr', '1000', '--steps', '200') == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: training diverged at step') and err.count('\n') == 1
+    metrics = metrics_of(small / 'run')
+    assert metrics['status'] == 'diverged' and metrics['steps'] < 200
+    assert not (small / 'run' / 'checkpoint.json').exists()
+
+
+@pytest.mark.parametrize('lr', ['1e20', '1e30'])
+def test_divergence_on_the_last_update_is_caught(small, lr):
+    code, out, err = run_cli('train', '--mode', 'tensor', '--batch-size', '4', '--steps', '1',
+                             '--lr', lr, '--data', 'docs.txt', '--out', 'run', cwd=small)
+    assert code == 2 and one_line_error(err) and 'diverged' in err
+    metrics = metrics_of(small / 'run')
+    assert metrics['status'] == 'diverged' and 'samples' not in metrics
+    assert not (small / 'run' / 'checkpoint.json').exists()
+
+
+def test_weights_finite_sees_a_single_bad_weight():
+    model = tensorgpt.GPT(5, random.Random(0), n_embd=4, n_head=1)
+    assert training.weights_finite(model)
+    model.params[3].data[1, 2] = np.inf
+    assert not training.weights_finite(model)
+    scalar = microgpt.GPT(5, random.Random(0), n_embd=4, n_head=1)
+    scalar.params[-1].data = float('nan')
+    assert not training.weights_finite(scalar)
+
+
+# ---------------------------------------------------------------------------
+# Validation documents
+def test_eval_every_without_validation_documents_is_a_clear_error(small):
+    (small / 'one.txt').write_text('anna\n')
+    code, _, err = run_cli('train', '--data', 'one.txt', '--eval-every', '5', '--out', 'run', cwd=small)
+    assert code == 1 and one_line_error(err) and 'needs validation documents' in err
+    assert not (small / 'run').exists()
+    code, out, err = run_cli('train', '--data', 'one.txt', '--steps', '3', '--out', 'run', cwd=small)
+    assert code == 0 and 'validation loss n/a (0 docs)' in out
+
+
+# ---------------------------------------------------------------------------
+# Honest throughput: numba's warm-up is timed apart
+def test_throughput_leaves_out_the_warm_up(small, capsys, monkeypatch):
+    monkeypatch.setattr(tensorgpt, 'warm_up', lambda dtype: time.sleep(1.0))
+    assert train_small(small / 'run', '--mode', 'tensor', '--batch-size', '4', '--steps', '5') == 0
+    m = metrics_of(small / 'run')
+    assert m['warmup_s'] >= 1.0 and m['train_time_s'] < 1.0
+    assert m['steps_per_s'] == pytest.approx(5 / m['train_time_s'])
+    assert m['tokens_per_s'] == pytest.approx(m['tokens'] / m['train_time_s'])
+    assert 's numba warm-up, not counted' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# Reproducing: the same command, --from, --resume
+def test_the_same_command_twice_gives_bit_identical_losses(small, capsys):
+    train_small(small / 'a', '--seed', '7')
+    train_small(small / 'b', '--seed', '7')
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+
+
+def test_train_from_a_record_reruns_it_exactly(small, capsys):
+    train_small(small / 'a', '--seed', '5', '--lr', '0.02')
+    assert cli.main(['train', '--from', str(small / 'a'), '--out', str(small / 'b')]) == 0
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+    config = json.loads((small / 'b' / 'config.json').read_text())
+    assert config['lr'] == 0.02 and config['rerun_of'] == str(small / 'a')
+
+
+def test_from_refuses_a_changed_data_file(small, capsys):
+    train_small(small / 'a')
+    (small / 'docs.txt').write_text('\n'.join(DOCS[:-1]) + '\n')
+    assert cli.main(['train', '--from', str(small / 'a')]) == 1
+    assert 'has changed' in capsys.readouterr().err
+
+
+def test_stop_then_resume_equals_one_uninterrupted_run(small, capsys):
+    train_small(small / 'whole', '--steps', '20')
+    assert train_small(small / 'half', '--steps', '20', '--stop-after', '10') == 0
+    assert metrics_of(small / 'half')['status'] == 'stopped'
+    assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 0
+    assert losses_of(small / 'rest') == losses_of(small / 'whole')
+    assert (small / 'rest' / 'samples.txt').read_text() == (small / 'whole' / 'samples.txt').read_text()
+    w_rest = checkpoint.load(small / 'rest' / 'checkpoint.json')['weights']
+    w_whole = checkpoint.load(small / 'whole' / 'checkpoint.json')['weights']
+    assert all(np.array_equal(w_rest[k], w_whole[k]) for k in w_whole)
+    # the resumed record counts the tokens of both sessions, so it matches the whole run's
+    assert metrics_of(small / 'rest')['tokens'] == metrics_of(small / 'whole')['tokens']
+
+
+def test_tensor_mode_reruns_bit_identically_and_resumes_exactly(small, capsys):
+    tensor = ('--mode', 'tensor', '--batch-size', '4', '--steps', '20')
+    train_small(small / 'a', *tensor)
+    train_small(small / 'b', *tensor)
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+    train_small(small / 'half', *tensor, '--stop-after', '7')
+    assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 0
+    assert losses_of(small / 'rest') == losses_of(small / 'a')
+    assert (small / 'rest' / 'samples.txt').read_text() == (small / 'a' / 'samples.txt').read_text()
+
+
+def test_a_finished_run_cannot_be_resumed(small, capsys):
+    train_small(small / 'a')
+    assert cli.main(['train', '--resume', str(small / 'a')]) == 1
+    assert 'only a stopped or interrupted run' in capsys.readouterr().err
+
+
+def test_resume_and_from_work_from_another_folder_with_relative_data(small, capsys):
+    assert train_small(small / 'half', '--stop-after', '5') == 0
+    elsewhere = small / 'elsewhere'
+    elsewhere.mkdir()
+    os.chdir(elsewhere)
+    assert cli.main(['train', '--resume', '../half', '--out', 'rest']) == 0
+    assert cli.main(['train', '--from', '../half', '--out', 'again']) == 0
+    assert metrics_of(elsewhere / 'rest')['status'] == 'completed'
+
+
+def test_from_finds_the_shipped_names_where_the_recorded_path_is_gone(small, capsys):
+    assert train_small(small / 'a', '--steps', '2', '--samples', '0', data=NAMES) == 0
+    cfg_path = small / 'a' / 'config.json'
+    cfg = json.loads(cfg_path.read_text())
+    cfg['data'] = '/no/such/folder/names.txt'  # a record made on another machine
+    cfg_path.write_text(json.dumps(cfg))
+    assert cli.main(['train', '--from', str(small / 'a'), '--out', str(small / 'b')]) == 0
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+    assert json.loads((small / 'b' / 'config.json').read_text())['data'] == str(NAMES)
+
+
+# Every file that --resume reads back is checked: one line naming the file and the field.
+def mangle_json(name, change):
+    def mangle(run):
+        obj = json.loads((run / name).read_text())
+        change(obj)
+        (run / name).write_text(json.dumps(obj))
+    return mangle
+
+
+@pytest.mark.parametrize('mangle, message', [
+    (mangle_json('config.json', lambda c: c.pop('lr')), 'config.json: lr is missing'),
+    (mangle_json('config.json', lambda c: c.update(lr='fast')), 'config.json: lr must be a finite number'),
+    (mangle_json('config.json', lambda c: c.update(steps=2.5)), 'config.json: steps must be an integer'),
+    (mangle_json('config.json', lambda c: c.update(mode='gpu')), 'config.json: mode must be scalar or tensor'),
+    (mangle_json('config.json', lambda c: c.update(n_emb=8)), 'config.json: n_emb is not a setting'),
+    (mangle_json('config.json', lambda c: c.update(n_embd=16)), 'checkpoint.json: n_embd is 8'),
+    (mangle_json('config.json', lambda c: c.update(data_sha256=7)), 'config.json: data_sha256'),
+    (mangle_json('metrics.json', lambda m: m.update(status='done')), 'metrics.json: status'),
+    (mangle_json('metrics.json', lambda m: m.update(val_history=[[1]])), 'metrics.json: val_history'),
+    (mangle_json('metrics.json', lambda m: m.pop('tokens')), 'metrics.json: tokens is missing'),
+    (mangle_json('checkpoint.json', lambda c: c.pop('adam')), 'no Adam state'),
+    (mangle_json('checkpoint.json', lambda c: c.pop('rng_state')), 'no rng_state'),
+    (mangle_json('checkpoint.json', lambda c: c.update(rng_state=[3, [1, 2], None])), 'rng_state is not'),
+    (mangle_json('checkpoint.json', lambda c: c.update(step=4)), 'does not fit'),
+    (lambda run: (run / 'losses.csv').unlink(), 'losses.csv not found'),
+    (lambda run: (run / 'losses.csv').write_text('step,loss\n1,2.5\n'), 'losses.csv has 1 steps'),
+    (lambda run: (run / 'losses.csv').write_text('step,loss\n1,x\n'), 'not a step and a loss'),
+    (lambda run: (run / 'config.json').write_text('[1, 2]'), 'should hold a JSON object'),
+    (lambda run: (run / 'metrics.json').write_text('{"status": '), 'not readable JSON'),
+])
+def test_resume_checks_every_file_it_reads_back(small, capsys, mangle, message):
+    assert train_small(small / 'half', '--steps', '10', '--stop-after', '5') == 0
+    mangle(small / 'half')
+    capsys.readouterr()
+    assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 1
+    err = capsys.readouterr().err
+    assert message in err and one_line_error(err)
+    assert not (small / 'rest').exists()
+
+
+# ---------------------------------------------------------------------------
+# Signals: Ctrl-C and SIGTERM stop after the step, and the record resumes
+def start(*args, cwd):
+    return subprocess.Popen([sys.executable, str(ROOT / 'cli.py'), *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_line(p, text):
+    for line in p.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"no line with {text!r}; stderr: {p.stderr.read()}")
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_training_keeps_a_record_that_resumes(small, signum, code):
+    p = start('train', '--data', 'docs.txt', '--steps', '100000', '--n-embd', '8', '--n-head', '2',
+              '--samples', '2', '--out', 'run', cwd=small)
+    wait_for_line(p, 'step   20 / 100000')
+    p.send_signal(signum)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == code and 'Traceback' not in err
+    assert 'cli.py train --resume run' in out
+    metrics = metrics_of(small / 'run')
+    assert metrics['status'] == 'interrupted' and metrics['steps'] >= 20
+    ckpt = checkpoint.load(small / 'run' / 'checkpoint.json')
+    assert ckpt['step'] == metrics['steps'] == ckpt['adam']['t']
+
+
+@pytest.mark.parametrize('when', ['evaluation', 'samples'])
+def test_a_signal_after_the_last_step_interrupts_and_resume_finishes(small, capsys, monkeypatch, when):
+    train_small(small / 'whole', '--samples', '4')
+    stop, calls, evaluate, sample = [], [], microgpt.evaluate, microgpt.GPT.sample
+
+    def evaluate_then_signal(model, docs):  # Ctrl-C while the final evaluation runs
+        stop.append(True)
+        return evaluate(model, docs)
+
+    def sample_then_signal(self, *args, **kwargs):  # Ctrl-C while the second sample is drawn
+        stop.extend([True] * (len(calls) == 1))
+        calls.append(1)
+        return sample(self, *args, **kwargs)
+    if when == 'evaluation':
+        monkeypatch.setattr(microgpt, 'evaluate', evaluate_then_signal)
+    else:
+        monkeypatch.setattr(microgpt.GPT, 'sample', sample_then_signal)
+    cfg = config('--data', 'docs.txt', '--steps', '12', '--samples', '4', '--n-embd', '8',
+                 '--n-head', '2')
+    out = small / 'late'
+    out.mkdir()
+    metrics = training.run(cfg, str(out), DOCS, should_stop=lambda: bool(stop))
+    monkeypatch.undo()
+    assert metrics['status'] == 'interrupted' and metrics['steps'] == 12
+    assert metrics['val_loss'] is None and (out / 'samples.txt').read_text() == ''
+    assert cli.main(['train', '--resume', str(out), '--out', str(small / 'rest')]) == 0
+    assert (small / 'rest' / 'samples.txt').read_text() == (small / 'whole' / 'samples.txt').read_text()
+    assert metrics_of(small / 'rest')['val_loss'] == metrics_of(small / 'whole')['val_loss']
+    assert metrics_of(small / 'rest')['val_history'] == metrics_of(small / 'whole')['val_history']
+
+
+# ---------------------------------------------------------------------------
+# Writes that fail after training
+def failing_writes_in(folder, monkeypatch):
+    write = records.write_atomic
+
+    def write_atomic(path, text):
+        if os.path.dirname(os.path.abspath(path)) == str(folder) and path.endswith('losses.csv'):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, text)
+    monkeypatch.setattr(records, 'write_atomic', write_atomic)
+
+
+def test_a_record_that_cannot_be_written_goes_to_a_temporary_folder(small, capsys, monkeypatch):
+    failing_writes_in(small / 'run', monkeypatch)
+    assert train_small(small / 'run') == 1
+    err = capsys.readouterr().err
+    assert one_line_error(err) and 'No space left on device' in err and 'saved to' in err
+    rescue = err.strip().rsplit('saved to ', 1)[1].split(' instead')[0]
+    assert metrics_of(Path(rescue))['status'] == 'completed'
+    assert sorted(os.listdir(rescue)) == ['checkpoint.json', 'config.json', 'losses.csv',
+                                          'metrics.json', 'samples.txt']
+    assert not (small / 'run').exists() or os.listdir(small / 'run') == []
+
+
+def test_a_record_that_cannot_be_written_anywhere_says_so(small, capsys, monkeypatch):
+    write = records.write_atomic
+
+    def no_space(path, text):
+        if path.endswith('.json'):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, text)
+    monkeypatch.setattr(records, 'write_atomic', no_space)
+    assert train_small(small / 'run') == 1
+    err = capsys.readouterr().err
+    assert one_line_error(err) and 'the record is lost' in err
+
+
+def test_output_to_a_closed_pipe_does_not_stop_the_run(small):
+    p = start('train', '--data', 'docs.txt', '--steps', '200', '--n-embd', '8', '--n-head', '2',
+              '--out', 'run', cwd=small)
+    p.stdout.readline()
+    p.stdout.close()  # as `| head -1` does
+    assert p.wait(timeout=120) == 0 and 'Traceback' not in p.stderr.read()
+    assert metrics_of(small / 'run')['status'] == 'completed'
