@@ -1,19 +1,23 @@
 """
 bench.py: the speed of scalar mode, tensor mode and PyTorch, measured side by side.
 
-Every contender trains the same model on the same data, seed and settings. Each timed run
+Every contender trains the same model on the same data, seed and settings: scalar mode,
+tensor mode at batch 1 and at --batch-size, and optionally PyTorch and the reference script. Each timed run
 is fresh: --warmup untimed steps, then --bench-steps timed ones. The contenders take turns,
 --repeats times, so that whatever else the machine is doing slows them alike; the table
 gives the median and the range of each, and the ratios of medians. PyTorch (optional, never
 a dependency) runs ../shared/bench/torch_ref.py, the same model, with the Python given to
---torch.
+--torch; the reference script (Karpathy's gist, which the user saves) runs unmodified.
 """
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 
 import numba
@@ -35,9 +39,10 @@ def time_ours(cfg, mode, batch_size, train_tokens, vocab_size, steps, warmup):
     tokens, t0 = 0, time.perf_counter()
     for step, _, n in lib.train(model, train_tokens, warmup + steps, lr=cfg['lr'],
                                 **training.train_kwargs(run_cfg)):
-        if step == warmup:
+        if step == warmup:  # the timed steps begin after this one
             tokens, t0 = 0, time.perf_counter()
-        tokens += n
+        else:
+            tokens += n
     dt = time.perf_counter() - t0
     return steps / dt, tokens / dt
 
@@ -59,6 +64,33 @@ def time_torch(cfg, batch_size, steps, warmup):
         raise UserError(f"torch_ref.py with {cfg['torch']} failed: {why}") from None
 
 
+def time_reference(cfg, train_tokens, steps, warmup):
+    """The reference script itself, which the user saved (it is not ours to ship), run
+    unmodified in a temporary folder with the data as its input.txt: timed from its printed
+    line of step `warmup` to that of step warmup + steps, then stopped. It draws the same
+    documents in the same order as scalar mode (seed 42), so they count the same tokens."""
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(cfg['data'], os.path.join(folder, 'input.txt'))
+        p = subprocess.Popen([sys.executable, '-u', os.path.abspath(cfg['reference'])], cwd=folder,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = None
+        try:
+            for line in p.stdout:
+                step = re.match(r'step +(\d+) /', line)
+                if step and int(step.group(1)) == warmup:
+                    t0 = time.perf_counter()
+                elif step and int(step.group(1)) == warmup + steps:
+                    dt = time.perf_counter() - t0
+                    tokens = sum(min(cfg['block_size'], len(t) - 1)
+                                 for t in train_tokens[warmup:warmup + steps])
+                    return steps / dt, tokens / dt
+        finally:
+            p.kill()
+            p.wait()
+        why = (p.stderr.read().strip().splitlines() or ['it printed no step lines'])[-1]
+        raise UserError(f"the reference script {cfg['reference']} failed: {why}")
+
+
 def summarize(timings):
     """{(mode, batch): [(steps/s, tokens/s), ...]} -> a row per contender: medians and ranges."""
     rows = []
@@ -78,6 +110,8 @@ def ratios(rows, batch_sizes):
     for b in batch_sizes:
         if ('scalar', 1) in by:
             out[f"tensor batch {b} / scalar, tokens/s"] = by[('tensor', b)] / by[('scalar', 1)]
+    if ('reference', 1) in by:
+        out["scalar / reference, tokens/s"] = by[('scalar', 1)] / by[('reference', 1)]
     for b in batch_sizes:
         if ('torch', b) in by:
             out[f"tensor / torch at batch {b}, tokens/s"] = by[('tensor', b)] / by[('torch', b)]
@@ -104,13 +138,25 @@ def bench_command(cfg):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
     if cfg['torch'] and not shutil.which(cfg['torch']):
         raise UserError(f"--torch {cfg['torch']}: no such program")
+    if cfg['reference']:
+        reference_config = dict(n_embd=16, n_head=4, n_layer=1, block_size=16, tie_lm_head=False,
+                                input_rmsnorm=True, seed=42, lr=0.01)
+        if any(cfg[k] != v for k, v in reference_config.items()) or not cfg['scalar']:
+            raise UserError("--reference times the reference's own run: it needs the reference "
+                            "config, seed and --lr, with scalar mode to compare")
+        if not 1 <= cfg['warmup'] or cfg['warmup'] + cfg['bench_steps'] > 1000:
+            raise UserError("--reference: the reference script runs 1000 steps; --warmup must "
+                            "be >= 1 and --warmup + --bench-steps <= 1000")
+        if not os.path.isfile(cfg['reference']):
+            raise UserError(f"--reference {cfg['reference']}: no such file")
     start = records.now()
     docs = data.load_docs(cfg['data'], cfg['fetch'])
     tok = data.Tokenizer.from_docs(docs)
     train_docs, _ = data.split_docs(docs, random.Random(cfg['seed']), cfg['val_fraction'])
     train_tokens = [tok.frame(d, cfg['block_size']) for d in train_docs]
     steps, warmup, B = cfg['bench_steps'], cfg['warmup'], cfg['batch_size']
-    contenders = ([('scalar', 1)] if cfg['scalar'] else []) + [('tensor', 1), ('tensor', B)]
+    contenders = [('reference', 1)] if cfg['reference'] else []
+    contenders += ([('scalar', 1)] if cfg['scalar'] else []) + [('tensor', 1), ('tensor', B)]
     if cfg['torch']:
         contenders += [('torch', 1), ('torch', B)]
     contenders = list(dict.fromkeys(contenders))
@@ -130,8 +176,12 @@ def bench_command(cfg):
         timings = {c: [] for c in contenders}
         for r in range(cfg['repeats']):
             for mode, b in contenders:  # taking turns, so that drift hits all alike
-                t = time_torch(cfg, b, steps, warmup) if mode == 'torch' else \
-                    time_ours(cfg, mode, b, train_tokens, tok.vocab_size, steps, warmup)
+                if mode == 'torch':
+                    t = time_torch(cfg, b, steps, warmup)
+                elif mode == 'reference':
+                    t = time_reference(cfg, train_tokens, steps, warmup)
+                else:
+                    t = time_ours(cfg, mode, b, train_tokens, tok.vocab_size, steps, warmup)
                 timings[(mode, b)].append(t)
                 print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
                       f"{t[1]:11.0f} tokens/s", flush=True)

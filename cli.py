@@ -92,6 +92,10 @@ Bench options:
   --no-scalar         Leave scalar mode out (for models too big for it).
   --torch PYTHON      Also run ../shared/bench/torch_ref.py with this Python (one with
                       PyTorch), alternating with ours, and report the ratios.
+  --reference PATH    Also time the reference script itself, Karpathy's microgpt.py saved
+                      at PATH (it is not shipped), run unmodified with --data as its
+                      input.txt and timed between its printed step lines. Needs the
+                      reference config and seed, --warmup >= 1 and 1000 steps at most.
 
 Exit status: 0 on success; 1 on an error (one line on stderr, no traceback, no
 half-written file); 2 when training diverges (the record up to that step is kept);
@@ -255,6 +259,7 @@ def parse_config(args):
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats',
                                                          'threads')},
                    scalar=not args['--no-scalar'], torch=args['--torch'] or None,
+                   reference=args['--reference'],
                    dtype=value(args, 'dtype'), batch_size=value(args, 'batch_size'))
     return cfg
 

@@ -29,6 +29,14 @@ def test_bench_times_both_modes_side_by_side_and_saves_the_table(small):
     assert out.count('repeat ') == 6  # 2 repeats of 3 contenders, taking turns
 
 
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_a_timed_run_counts_the_tokens_of_its_timed_steps_only(mode):
+    docs = [[5, 0, 5], [5, 1, 1, 1, 5], [5, 2, 2, 5], [5, 0, 1, 2, 3, 4, 0, 5], [5, 3, 5], [5, 4, 4, 5]]
+    cfg = cli.parse_config(cli.parse_args(['bench', '--n-embd', '8', '--n-head', '2']))
+    steps_per_s, tokens_per_s = bench.time_ours(cfg, mode, 1, docs, 6, steps=3, warmup=2)
+    assert tokens_per_s / steps_per_s * 3 == pytest.approx(sum(len(d) - 1 for d in docs[2:5]))
+
+
 def test_medians_and_ranges_of_the_repeats():
     rows = bench.summarize({('tensor', 4): [(10, 100), (30, 300), (20, 200)]})
     assert rows == [dict(mode='tensor', batch_size=4, steps_per_s=20, steps_per_s_range=[10, 30],
@@ -68,3 +76,34 @@ def test_torch_options_that_cannot_work_are_refused(small):
     for torch, message in (('', "--torch needs a Python"), ('no-such-python', 'no such program')):
         code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--torch', torch)
         assert code == 1 and one_line_error(err) and message in err, err
+
+
+FAKE_REFERENCE = """import time
+for step in range(1000):
+    time.sleep(0.002)
+    print(f"step {step + 1:4d} / 1000 | loss 3.0000")
+"""
+
+
+def test_the_reference_script_is_timed_between_its_step_lines(small):
+    (small / 'reference.py').write_text(FAKE_REFERENCE)  # stands in for the saved gist
+    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--reference',
+                                 'reference.py', '--bench-steps', '20', '--warmup', '2',
+                                 '--repeats', '1', '--out', 'b')
+    assert code == 0, err
+    result = json.loads((small / 'b' / 'bench.json').read_text())
+    reference = next(r for r in result['results'] if r['mode'] == 'reference')
+    assert 100 < reference['steps_per_s'] < 500  # one step per 2 ms, and a little more
+    assert 'scalar / reference, tokens/s' in result['ratios']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--reference', 'reference.py', '--n-embd', '8', '--n-head', '2'], 'needs the reference config'),
+    (['--reference', 'reference.py', '--warmup', '0'], '--warmup must be >= 1'),
+    (['--reference', 'reference.py', '--bench-steps', '1000'], '--bench-steps <= 1000'),
+    (['--reference', 'nowhere.py'], 'no such file'),
+])
+def test_reference_settings_that_cannot_compare_are_refused(small, args, message):
+    (small / 'reference.py').write_text(FAKE_REFERENCE)
+    code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', *args)
+    assert code == 1 and one_line_error(err) and message in err, err
