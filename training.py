@@ -208,6 +208,8 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
     losses, val_history, start_step, train_time, n_tokens = [], [], 0, 0.0, 0
     if resumed:
         ckpt = resumed['checkpoint']
+        if ckpt['vocab'] != ''.join(tok.chars):
+            raise UserError(f"the checkpoint's vocabulary is not that of {cfg['data']}")
         model.load_weights(ckpt['weights'])
         checkpoint.restore_adam(adam, ckpt['adam'], ckpt['weights'])
         start_step, rng = ckpt['step'], ckpt['rng']
