@@ -2,6 +2,7 @@
 many times faster tensor mode is; a PyTorch that fails is a one-line error."""
 import json
 import stat
+import sys
 
 import pytest
 
@@ -72,10 +73,14 @@ def test_a_torch_that_fails_is_a_one_line_error_and_leaves_no_folder(small, monk
     assert not (small / 'b').exists()
 
 
-def test_torch_options_that_cannot_work_are_refused(small):
+def test_torch_options_that_cannot_work_are_refused(small, monkeypatch):
+    monkeypatch.setattr(bench, 'TORCH_REF', str(small / 'docs.txt'))  # present, whatever the clone
     for torch, message in (('', "--torch needs a Python"), ('no-such-python', 'no such program')):
         code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--torch', torch)
         assert code == 1 and one_line_error(err) and message in err, err
+    monkeypatch.setattr(bench, 'TORCH_REF', str(small / 'nowhere' / 'torch_ref.py'))
+    code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--torch', sys.executable)
+    assert code == 1 and one_line_error(err) and 'torch_ref.py beside the project' in err, err
 
 
 FAKE_REFERENCE = """import time
