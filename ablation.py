@@ -93,11 +93,11 @@ def run_one(cfg, run_dir, stop_file):
     if os.path.exists(stop_file):
         return None
     os.makedirs(run_dir, exist_ok=True)
-    docs = data.load_docs(cfg['data'], fetch=False)
+    contents = data.load(cfg['data'], cfg['data_format'], fetch=False)
     with records.owned(run_dir), training.stop_signals() as caught, \
             open(os.path.join(run_dir, 'train.log'), 'w', encoding='utf-8') as log, \
             contextlib.redirect_stdout(log):
-        metrics = training.run(cfg, run_dir, docs,
+        metrics = training.run(cfg, run_dir, contents,
                                should_stop=lambda: bool(caught) or os.path.exists(stop_file))
     if caught and not os.path.exists(stop_file):
         records.write_atomic(stop_file, str(caught[0]))
@@ -124,6 +124,7 @@ def read_plan(out):
     cfg = records.field(plan, 'config', path, dict)
     seeds = records.field(plan, 'seeds', path, list, lambda s: s and all(
         type(x) is int and x >= 0 for x in s) and len(set(s)) == len(s), 'a list of seeds')
+    cfg = dict(training.LATER, **cfg)
     for name in training.SETTINGS:
         if name not in cfg:
             raise UserError(f"{path}: config {name} is missing")
@@ -142,9 +143,8 @@ def ablate_command(cfg, resume=None):
             base, seeds = read_plan(resume)
             with records.owned(resume, must_be_empty=False):
                 return run_all(base, seeds, resume, cfg['jobs'] or base['jobs'], caught)
-        docs = data.load_docs(cfg['data'], cfg['fetch'])  # a data problem shows now, not in a worker
-        training.check_validation(cfg, len(docs), needed_by='ablate')
-        training.check_memory(cfg, len(set(''.join(docs))) + 1, max(map(len, docs)) + 1)
+        contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
+        training.check_data(cfg, contents, needed_by='ablate')
         seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
         out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], records.now())
         with records.owned(out, made=made):
@@ -246,8 +246,8 @@ def read_run(run_dir):
     records.field(m, 'steps', path, int, lambda n: n >= 0, 'a step count')
     records.field(m, 'last_n', path, int)
     records.field(m, 'val_history', path, list, lambda h: all(
-        isinstance(e, list) and len(e) == 2 and all(isinstance(x, (int, float)) for x in e)
-        for e in h), 'a list of [step, validation loss]')
+        isinstance(e, list) and len(e) in (2, 3) and all(type(x) in (int, float) for x in e)
+        for e in h), 'a list of [step, validation loss, training time]')
     shares = m.get('samples') or {}
     if not isinstance(shares, dict) or set(shares) - {'train', 'val', 'new'}:
         raise UserError(f"{path}: samples should be the shares of train, val and new samples")
@@ -340,7 +340,7 @@ def plot(out, runs):
                 continue
             m = read_run(run_dir)
             curves.append(records.read_losses(os.path.join(run_dir, 'losses.csv'), m['steps']))
-            for step, val in m['val_history']:
+            for step, val, *_ in m['val_history']:
                 vals.setdefault(step, []).append(val)
         if not curves:  # every run of this variant diverged
             continue

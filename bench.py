@@ -21,6 +21,7 @@ import tempfile
 import time
 
 import numba
+import numpy as np
 
 import data
 import records
@@ -30,14 +31,19 @@ from records import UserError
 TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
 
 
-def time_ours(cfg, mode, batch_size, train_tokens, vocab_size, steps, warmup):
-    """One fresh run of warmup + steps steps: (steps/s, tokens/s) over the last `steps`."""
-    run_cfg = dict(cfg, mode=mode, batch_size=batch_size,
+def time_ours(cfg, mode, batch_size, train_data, vocab_size, steps, warmup):
+    """One fresh run of warmup + steps steps: (steps/s, tokens/s) over the last `steps`.
+    train_data: framed documents, or a text's token ids, drawn from in random windows."""
+    run_cfg = dict(cfg, mode=mode, batch_size=batch_size, steps=warmup + steps,
                    dtype=cfg['dtype'] if mode == 'tensor' else 'float64')
     lib = training.model_lib(mode)
-    model = training.build_model(run_cfg, vocab_size, random.Random(cfg['seed']))
+    rng = random.Random(cfg['seed'])
+    model = training.build_model(run_cfg, vocab_size, rng)
+    if cfg['data_format'] == 'text':
+        ids, train_data = train_data, lambda step: data.random_windows(
+            ids, rng, batch_size, cfg['block_size'])
     tokens, t0 = 0, time.perf_counter()
-    for step, _, n in lib.train(model, train_tokens, warmup + steps, lr=cfg['lr'],
+    for step, _, n in lib.train(model, train_data, warmup + steps, lr=cfg['lr'],
                                 **training.train_kwargs(run_cfg)):
         if step == warmup:  # the timed steps begin after this one
             tokens, t0 = 0, time.perf_counter()
@@ -55,6 +61,7 @@ def time_torch(cfg, batch_size, steps, warmup):
            '--n-layer', str(cfg['n_layer']), '--block-size', str(cfg['block_size']),
            '--lr', str(cfg['lr']), '--seed', str(cfg['seed'])]
     cmd += ['--tie'] * cfg['tie_lm_head'] + ['--no-input-rmsnorm'] * (not cfg['input_rmsnorm'])
+    cmd += ['--init-std', str(cfg['init_std'])] + ['--text'] * (cfg['data_format'] == 'text')
     p = subprocess.run(cmd, capture_output=True, text=True)
     try:
         result = json.loads(p.stdout.strip().splitlines()[-1])
@@ -149,14 +156,23 @@ def bench_command(cfg):
                             "be >= 1 and --warmup + --bench-steps <= 1000")
         if not os.path.isfile(cfg['reference']):
             raise UserError(f"--reference {cfg['reference']}: no such file")
+    text = cfg['data_format'] == 'text'
+    if text and cfg['reference']:
+        raise UserError("--reference trains on documents: it cannot take --data-format text")
     start = records.now()
-    docs = data.load_docs(cfg['data'], cfg['fetch'])
-    tok = data.Tokenizer.from_docs(docs)
-    train_docs, _ = data.split_docs(docs, random.Random(cfg['seed']), cfg['val_fraction'])
-    train_tokens = [tok.frame(d, cfg['block_size']) for d in train_docs]
+    contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
+    training.check_data(cfg, contents)
+    if text:  # windows of the text's training part; scalar mode trains on documents only
+        tok = data.Tokenizer.from_text(contents)
+        train_tokens, _ = data.split_text(np.array(tok.encode(contents)), cfg['val_fraction'])
+    else:
+        tok = data.Tokenizer.from_docs(contents)
+        train_docs, _ = data.split_docs(contents, random.Random(cfg['seed']), cfg['val_fraction'])
+        train_tokens = [tok.frame(d, cfg['block_size']) for d in train_docs]
     steps, warmup, B = cfg['bench_steps'], cfg['warmup'], cfg['batch_size']
     contenders = [('reference', 1)] if cfg['reference'] else []
-    contenders += ([('scalar', 1)] if cfg['scalar'] else []) + [('tensor', 1), ('tensor', B)]
+    contenders += ([('scalar', 1)] if cfg['scalar'] and not text else [])
+    contenders += [('tensor', 1), ('tensor', B)]
     if cfg['torch']:
         contenders += [('torch', 1), ('torch', B)]
     contenders = list(dict.fromkeys(contenders))
@@ -164,7 +180,8 @@ def bench_command(cfg):
     with records.owned(out, made=made):
         print(f"bench: {steps} timed steps after {warmup} untimed, {cfg['repeats']} repeats, "
               f"{cfg['threads']} threads, {cfg['dtype']} (tensor, torch); n_embd {cfg['n_embd']}, "
-              f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}")
+              f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}"
+              f"{'; text windows (scalar mode trains on documents only)' if text else ''}")
         t0 = time.perf_counter()  # compile (or load from numba's cache) before any timing
         training.model_lib('tensor').warm_up(cfg['dtype'])
         warmup_s = time.perf_counter() - t0
@@ -195,9 +212,10 @@ def bench_command(cfg):
         records.write_record(out, {
             'bench.md': md,
             'bench.json': records.json_text(dict(
-                config={k: cfg[k] for k in ('data', 'seed', 'lr', 'n_embd', 'n_head', 'n_layer',
-                                            'block_size', 'dtype', 'batch_size', 'bench_steps',
-                                            'warmup', 'repeats', 'threads')},
+                config={k: cfg[k] for k in ('data', 'data_format', 'seed', 'lr', 'n_embd', 'n_head',
+                                            'n_layer', 'block_size', 'tie_lm_head', 'init_std',
+                                            'dtype', 'batch_size', 'bench_steps', 'warmup',
+                                            'repeats', 'threads')},
                 data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
                 compile_s=warmup_s, environment=env))})
     print(md)

@@ -1,7 +1,8 @@
 """
 checkpoint.py: the checkpoint format, written and read by both modes.
 
-A checkpoint is JSON: the model's config, its vocabulary, every weight by its reference name
+A checkpoint is JSON: the model's config, its vocabulary and the format of the data it learnt
+(documents, whose vocabulary has BOS, or a text), every weight by its reference name
 (`wte`, `wpe`, `lm_head`, `layer0.attn_wq`, ...) as little-endian float64 bytes in base64
 (exact on reload, and no pickle), Adam's moments by the same names and its step count, the
 training step, and the random generator's state, so that a run continues exactly where it
@@ -51,7 +52,7 @@ def fill(dst, values):
 
 # ---------------------------------------------------------------------------
 # Writing
-def checkpoint_text(model, chars, step, rng, adam):
+def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
     """The checkpoint of a model after `step` training steps, as JSON text."""
     weights = model.weights()
     shapes = [np.shape(w) for w in weights.values()]
@@ -60,7 +61,8 @@ def checkpoint_text(model, chars, step, rng, adam):
         parts = np.split(values, np.cumsum([math.prod(s) for s in shapes])[:-1])
         moments[key] = {n: encode_array(p.reshape(s)) for n, p, s in zip(weights, parts, shapes)}
     ckpt = dict(format=FORMAT, version=VERSION,
-                config={k: model.config[k] for k in MODEL_KEYS}, vocab=''.join(chars), step=step,
+                config={k: model.config[k] for k in MODEL_KEYS}, vocab=''.join(chars),
+                data_format=data_format, step=step,
                 rng_state=rng.getstate(), weights={n: encode_array(w) for n, w in weights.items()},
                 adam=dict(t=adam.t, **moments))
     return json.dumps(ckpt) + '\n'
@@ -120,8 +122,11 @@ def load(path, need_adam=False, need_rng=False):
             raise bad(f"config {k} = {config[k]!r}")
     if config['n_embd'] % config['n_head']:
         raise bad("n_embd is not divisible by n_head")
+    data_format = ckpt.get('data_format', 'lines')  # checkpoints before text data: lines
+    if data_format not in ('lines', 'text'):
+        raise bad(f"data_format {data_format!r}")
     if not isinstance(chars, str) or len(set(chars)) != len(chars) \
-            or len(chars) + 1 != config['vocab_size']:
+            or len(chars) + (data_format == 'lines') != config['vocab_size']:
         raise bad("its vocabulary does not match vocab_size")
     if type(step) is not int or step < 0:
         raise bad(f"step = {step!r}")
@@ -161,7 +166,8 @@ def load(path, need_adam=False, need_rng=False):
             raise bad(f"rng_state is {e}") from None
     elif need_rng:
         raise bad("it has no rng_state, the random generator's state (give a --seed to sample)")
-    return dict(config=config, vocab=chars, step=step, weights=weights, adam=adam, rng=rng)
+    return dict(config=config, vocab=chars, data_format=data_format, step=step, weights=weights,
+                adam=adam, rng=rng)
 
 
 def restore_adam(adam, state, names):

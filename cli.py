@@ -10,9 +10,10 @@ Usage:
 
 Commands:
   train   Train a model: print a line per step (loss, steps/s, time left), a summary and
-          samples, and write a run record to --out: config.json, metrics.json,
-          losses.csv, samples.txt and checkpoint.json.
-  sample  Print samples from a checkpoint written by train (in either mode).
+          samples (a passage, for a text), and write a run record to --out:
+          config.json, metrics.json, losses.csv, samples.txt and checkpoint.json.
+  sample  Print samples (passages, for a text) from a checkpoint written by train, in
+          either mode.
   ablate  Train the four variants, tied/untied lm_head x input rmsnorm on/off, with the
           same seeds, data and settings (every train option applies), and write a
           summary (JSON, CSV, a markdown table, a plot of the loss curves).
@@ -20,13 +21,20 @@ Commands:
           a warm-up first, then --repeats timed runs each; medians and ranges.
 
 Data options:
-  --data PATH         The documents: a UTF-8 text file, one document a line (blank lines
-                      are skipped). Default: names.txt beside cli.py, makemore's 32,033
-                      names, shipped with the project. A missing file named input.txt
-                      (the reference script's workflow) is first downloaded: makemore's
-                      names.txt at a pinned commit, its sha256 checked.
+  --data PATH         A UTF-8 text file. Default: names.txt beside cli.py, makemore's
+                      32,033 names, shipped with the project, as is tinyshakespeare.txt.
+                      A missing file named input.txt (the reference script's workflow)
+                      is first downloaded: makemore's names.txt at a pinned commit, its
+                      sha256 checked.
+  --data-format FMT   lines: one document a line (blank lines skipped), framed by BOS,
+                      the documents shuffled. text: the whole file is one stream of
+                      characters, newlines included, no BOS; each step trains on windows
+                      of block size + 1 characters at random offsets, as many as the
+                      batch size (nanoGPT's shakespeare_char) [default: lines]
   --no-fetch          Never download: a missing input.txt is an error.
-  --val-fraction F    Share of the shuffled documents held out for validation [default: 0.1]
+  --val-fraction F    Share held out for validation: the last of the shuffled documents,
+                      or the end of the text, all of whose --block-size windows are
+                      evaluated [default: 0.1]
 
 Model options:
   --n-embd N          Embedding width [default: 16]
@@ -35,6 +43,7 @@ Model options:
   --block-size N      Longest context, in tokens [default: 16]
   --tie-lm-head       Compute the logits with wte (no separate lm_head matrix).
   --no-input-rmsnorm  Skip the rmsnorm of the token + position embedding.
+  --init-std S        Standard deviation of the initial weights [default: 0.08]
 
 Training options:
   --mode MODE         scalar or tensor [default: scalar]
@@ -42,10 +51,20 @@ Training options:
                       the weights and then the samples. train, ablate, bench: 42. sample:
                       none continues the training run's generator, so that its first
                       samples are the ones train printed.
-  --steps N           Training steps; the learning rate decays to 0 over them [default: 1000]
-  --lr LR             Adam learning rate [default: 0.01]
-  --batch-size B      Documents per step in tensor mode (scalar mode trains on one
-                      document a step) [default: 32]
+  --steps N           Training steps [default: 1000]
+  --lr LR             Adam's peak learning rate [default: 0.01]
+  --lr-schedule S     linear or cosine: the decay, after the warm-up, from --lr at the
+                      first step to --min-lr at --steps [default: linear]
+  --min-lr LR         Learning rate at the end of the decay [default: 0]
+  --warmup-steps N    Steps of linear warm-up to --lr, the first at --lr / N [default: 0]
+  --beta1 B           Adam's decay of its running mean of gradients [default: 0.85]
+  --beta2 B           Adam's decay of its running mean of squared gradients [default: 0.99]
+  --weight-decay WD   Decoupled weight decay (AdamW): each step every weight matrix also
+                      shrinks by lr * WD of itself [default: 0]
+  --grad-clip G       Scale the gradients down to a global norm of at most G (0: never)
+                      [default: 0]
+  --batch-size B      Documents (or text windows) per step in tensor mode (scalar mode
+                      trains on one document a step) [default: 32]
   --dtype DTYPE       float32 or float64, in tensor mode [default: float32]
   --eval-every N      Also report the validation loss every N steps (0: only at the
                       end) [default: 0]
@@ -55,10 +74,21 @@ Training options:
   --log-every N       Print a step line every N steps (the first and last always print);
                       auto: every step in scalar mode, 100 lines a run in tensor
                       mode [default: auto]
-  --samples N         Samples to print after training [default: 20]
-  --temperature T     Sampling temperature, > 0; lower is more conservative [default: 0.5]
   --out DIR           Folder for the run record (ablate: the ablation, bench: the
                       results); it must not hold one already [default: auto]
+
+Generation options:
+  --samples N         Documents to sample after training [default: 20]
+  --length N          Characters of the passage a text run ends with, or that sample
+                      prints for a text; the model sees the last --block-size of them
+                      [default: 500]
+  --temperature T     Sampling temperature, from 0.001 to 1000; lower is more
+                      conservative [default: 0.5]
+  --top-k K           Draw only among the K most likely next tokens (default: all).
+
+Scalar mode trains on documents with the reference's optimizer and schedule: the text
+format, --lr-schedule cosine, --min-lr, --warmup-steps, --weight-decay and --grad-clip
+need --mode tensor.
 
 Run options (train):
   --stop-after N      Stop after step N, keeping a checkpoint to --resume from; the
@@ -73,8 +103,10 @@ Run options (train):
 
 Sample options:
   --checkpoint PATH   A checkpoint.json written by train.
-  --num N             Samples to print [default: 20]
-  --prompt TEXT       Begin every sample with TEXT and continue it [default: ]
+  --num N             Samples to print; auto: 20 documents, or 1 passage of a text
+                      [default: auto]
+  --prompt TEXT       Begin every sample with TEXT and continue it; a passage with no
+                      prompt begins at a newline [default: ]
   --batched           Tensor mode: draw all samples at once, one forward pass a position
                       for all. Much faster for many samples, but the random draws come in
                       another order, so the samples differ from one-at-a-time sampling.
@@ -85,7 +117,8 @@ Ablation options:
                       the number of cores [default: auto]
 
 Bench options:
-  --bench-steps N     Timed steps of each run, after --warmup untimed ones [default: 100]
+  --bench-steps N     Timed steps of each run, after --warmup untimed ones (for text
+                      data, tensor mode and PyTorch only) [default: 100]
   --warmup N          Untimed steps at the start of each run [default: 10]
   --repeats R         Timed runs of each configuration, alternating [default: 3]
   --threads T         Threads for numba (and PyTorch) [default: 2]
@@ -157,10 +190,11 @@ def allowed_options(command, given):
     if command == 'ablate' and '--resume' in given:
         return {'--resume', '--jobs'}
     return {
-        'train': s['data'] | s['model'] | s['training'] | {'--stop-after', '--from', '--resume'},
-        'ablate': (s['data'] | s['model'] | s['training'] | s['ablation'])
+        'train': s['data'] | s['model'] | s['training'] | s['generation']
+        | {'--stop-after', '--from', '--resume'},
+        'ablate': (s['data'] | s['model'] | s['training'] | s['generation'] | s['ablation'])
         - {'--tie-lm-head', '--no-input-rmsnorm'},
-        'sample': s['sample'] | {'--mode', '--seed', '--temperature'},
+        'sample': s['sample'] | s['generation'] - {'--samples'} | {'--mode', '--seed'},
         'bench': s['data'] | s['model'] | s['bench'] | {'--seed', '--lr', '--batch-size',
                                                         '--dtype', '--out'},
     }[command]
@@ -204,7 +238,8 @@ def parse_args(argv):
 # Conversion and checks: every option's string becomes a typed setting, checked by the
 # rules in training.SETTINGS (those a run records) or the command's own below.
 OPTION_OF = {'fetch': '--no-fetch', 'input_rmsnorm': '--no-input-rmsnorm'}  # the others: --n-embd
-COMMAND_RULES = dict(num=Rule(int, 0), seeds=Rule(int, 1), jobs=Rule(int, 1, optional=True),
+COMMAND_RULES = dict(num=Rule(int, 0, optional=True), seeds=Rule(int, 1),
+                     jobs=Rule(int, 1, optional=True),
                      bench_steps=Rule(int, 1), warmup=Rule(int, 0), repeats=Rule(int, 1),
                      threads=Rule(int, 1))
 
@@ -234,6 +269,7 @@ def value(args, name):
 def parse_config(args):
     """The command's settings, typed and checked, from docopt's strings."""
     cfg = dict(mode=value(args, 'mode'), temperature=value(args, 'temperature'),
+               top_k=value(args, 'top_k'), length=value(args, 'length'),
                seed=None if args['--seed'] is None else value(args, 'seed'))
     if args['sample']:
         if args['--batched'] and cfg['mode'] != 'tensor':
@@ -241,13 +277,17 @@ def parse_config(args):
         return dict(cfg, checkpoint=args['--checkpoint'], num=value(args, 'num'),
                     prompt=args['--prompt'], batched=args['--batched'])
     cfg.update({name: value(args, name) for name in (
-        'val_fraction', 'dtype', 'n_embd', 'n_head', 'n_layer', 'block_size', 'steps', 'lr',
-        'batch_size', 'eval_every', 'val_docs', 'last_n', 'log_every', 'samples', 'stop_after')})
-    cfg.update(training.ADAM, data=args['--data'] or data.NAMES, fetch=not args['--no-fetch'],
+        'data_format', 'val_fraction', 'dtype', 'n_embd', 'n_head', 'n_layer', 'block_size',
+        'init_std', 'steps', 'lr', 'lr_schedule', 'min_lr', 'warmup_steps', 'beta1', 'beta2',
+        'weight_decay', 'grad_clip', 'batch_size', 'eval_every', 'val_docs', 'last_n',
+        'log_every', 'samples', 'stop_after')})
+    cfg.update(eps=1e-8, data=args['--data'] or data.NAMES, fetch=not args['--no-fetch'],
                tie_lm_head=args['--tie-lm-head'], input_rmsnorm=not args['--no-input-rmsnorm'],
                out=None if args['--out'] in ('auto', None) else args['--out'])
     if cfg['seed'] is None:
         cfg['seed'] = 42
+    if args['bench']:
+        cfg['mode'] = 'tensor'  # bench times every mode, with tensor mode's settings
     if cfg['mode'] == 'scalar':
         cfg['batch_size'], cfg['dtype'] = 1, 'float64'  # one document a step, Python floats
     training.check_settings(cfg, option)
@@ -259,8 +299,7 @@ def parse_config(args):
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats',
                                                          'threads')},
                    scalar=not args['--no-scalar'], torch=args['--torch'] or None,
-                   reference=args['--reference'],
-                   dtype=value(args, 'dtype'), batch_size=value(args, 'batch_size'))
+                   reference=args['--reference'])
     return cfg
 
 

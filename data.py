@@ -1,19 +1,29 @@
 """
-data.py: the documents both paths train on, and the character tokenizer.
+data.py: what the models train on, and the character tokenizer.
 
-A data file is `input.txt`-style: UTF-8 text, one document a line; blank lines are
-skipped and each line is stripped. The reference data set, makemore's names.txt,
-ships beside this file (`NAMES`). The reference script's own workflow, an `input.txt`
-downloaded when missing, is kept: a missing file named input.txt is fetched, pinned
-by commit and checked by sha256. Every problem a user can cause raises `DataError`
-with a one-line message.
+A data file is read in one of two formats. `lines` (the reference's, `input.txt`-style):
+UTF-8 text, one document a line; blank lines are skipped and each line is stripped; a
+document is framed by BOS tokens. `text` (nanoGPT's shakespeare_char): the whole file is one
+stream of characters, newlines included, with no BOS; it trains on windows of it.
+
+Two data sets ship beside this file: makemore's names.txt (`NAMES`, the reference's) and
+tinyshakespeare.txt (`SHAKESPEARE`). The reference script's own workflow, an `input.txt`
+downloaded when missing, is kept: a missing file named input.txt is fetched, pinned by
+commit and checked by sha256. Every problem a user can cause raises `DataError` with a
+one-line message.
 """
 import hashlib
 import os
+import re
 import tempfile
 import urllib.request
 
-NAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt')  # shipped
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NAMES = os.path.join(HERE, 'names.txt')                    # shipped
+SHAKESPEARE = os.path.join(HERE, 'tinyshakespeare.txt')    # shipped
+FORMATS = ('lines', 'text')
 NAMES_URL = ('https://raw.githubusercontent.com/karpathy/makemore/'
              '988aa59e4d8fefa526d06f3b453ad116258398d4/names.txt')
 NAMES_SHA256 = '0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d'
@@ -25,8 +35,8 @@ class DataError(Exception):
 
 # ---------------------------------------------------------------------------
 # Reading and fetching
-def read_docs(path):
-    """The non-empty, stripped lines of a UTF-8 text file, in file order."""
+def read_bytes(path):
+    """The bytes of a regular file, less a UTF-8 byte-order mark (no character of the text)."""
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory, not a text file")
     if os.path.exists(path) and not os.path.isfile(path):
@@ -38,22 +48,42 @@ def read_docs(path):
         raise DataError(f"{path} not found") from None
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
-    if raw.startswith(b'\xef\xbb\xbf'):
-        raw = raw[3:]  # a UTF-8 byte-order mark is not a character of the first document
-    docs = []
-    for lineno, line in enumerate(raw.splitlines(), 1):
-        try:
-            text = line.decode('utf-8').strip()
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}, line {lineno}: bytes that are not UTF-8 "
-                            f"(at column {e.start + 1})") from None
-        if text:
-            docs.append(text)
+    return raw[3:] if raw.startswith(b'\xef\xbb\xbf') else raw
+
+
+def not_utf8(path, raw, error):
+    line = raw[:error.start].count(b'\n') + 1
+    column = error.start - (raw.rfind(b'\n', 0, error.start) + 1) + 1
+    return DataError(f"{path}, line {line}: bytes that are not UTF-8 (at column {column})")
+
+
+def read_docs(path):
+    """The non-empty, stripped lines of a UTF-8 text file, in file order."""
+    raw = read_bytes(path)
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, raw, e) from None
+    # the lines as bytes.splitlines() cuts them (at \n, \r\n, \r), not str's wider set
+    docs = [line.strip() for line in re.split(r'\r\n|\r|\n', text) if line.strip()]
     if not docs:
         raise DataError(f"{path} has no documents (it is empty or holds only blank lines)")
     if len(set(''.join(docs))) < 2:
         raise DataError(f"{path} uses only one distinct character: there is nothing to learn")
     return docs
+
+
+def read_text(path):
+    """The whole of a UTF-8 text file as one string: newlines are characters, nothing is
+    stripped."""
+    raw = read_bytes(path)
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, raw, e) from None
+    if len(set(text)) < 2:
+        raise DataError(f"{path} uses fewer than two distinct characters: there is nothing to learn")
+    return text
 
 
 def fetch_names(path, url=NAMES_URL, sha256=NAMES_SHA256, timeout=30):
@@ -77,15 +107,16 @@ def fetch_names(path, url=NAMES_URL, sha256=NAMES_SHA256, timeout=30):
             os.remove(tmp)
 
 
-def load_docs(path=NAMES, fetch=True):
-    """Read `path`. A missing `input.txt` (the reference script's file) is first downloaded
-    there when `fetch` is on; any other missing file is an error."""
+def load(path=NAMES, data_format='lines', fetch=True):
+    """Read `path` in data_format: documents (a list of str) or a text (one str). A missing
+    `input.txt` (the reference script's file) is first downloaded there when `fetch` is on;
+    any other missing file is an error."""
     if not os.path.exists(path) and os.path.basename(path) == 'input.txt':
         if not fetch:
             raise DataError(f"{path} not found (and --no-fetch is set): pass a file with --data PATH")
         print(f"{path} not found: downloading the names data set from {NAMES_URL}")
         fetch_names(path)
-    return read_docs(path)
+    return read_text(path) if data_format == 'text' else read_docs(path)
 
 
 def sha256_of(path):
@@ -94,17 +125,22 @@ def sha256_of(path):
 
 
 # ---------------------------------------------------------------------------
-# Tokenizer: one id per character, plus BOS, which marks a document's start and end.
+# Tokenizer: one id per character; for documents also BOS, the last id, which marks a
+# document's start and end.
 class Tokenizer:
-    def __init__(self, chars):
+    def __init__(self, chars, bos=True):
         self.chars = list(chars)                   # id -> character
         self.ids = {ch: i for i, ch in enumerate(self.chars)}
-        self.bos = len(self.chars)                 # the last id
-        self.vocab_size = len(self.chars) + 1
+        self.bos = len(self.chars) if bos else None
+        self.vocab_size = len(self.chars) + bos
 
     @classmethod
     def from_docs(cls, docs):
         return cls(sorted(set(''.join(docs))))
+
+    @classmethod
+    def from_text(cls, text):
+        return cls(sorted(set(text)), bos=False)
 
     def encode(self, text):
         try:
@@ -139,3 +175,26 @@ def split_docs(docs, rng, val_fraction=0.1):
     rng.shuffle(docs)
     n_val = n_validation(len(docs), val_fraction)
     return docs[:len(docs) - n_val], docs[len(docs) - n_val:]
+
+
+# ---------------------------------------------------------------------------
+# A text: the first part trains, the rest validates, contiguous, as nanoGPT splits it.
+def split_text(ids, val_fraction=0.1):
+    """(train, val): the first 1 - val_fraction of the token ids, and the rest."""
+    cut = int(len(ids) * (1 - val_fraction))
+    return ids[:cut], ids[cut:]
+
+
+def random_windows(ids, rng, batch_size, block_size):
+    """batch_size windows of block_size + 1 tokens at offsets drawn from rng, one after
+    another: a training step's batch (a window's first block_size tokens predict its last)."""
+    offsets = [rng.randrange(len(ids) - block_size) for _ in range(batch_size)]
+    return np.stack([ids[o:o + block_size + 1] for o in offsets])       # [B, block_size + 1]
+
+
+def tiled_windows(ids, block_size):
+    """Every non-overlapping window of block_size + 1 tokens, at offsets 0, block_size, ...:
+    the validation set of a text, all of it."""
+    n = (len(ids) - 1) // block_size
+    starts = np.arange(n)[:, None] * block_size                            # [n, 1]
+    return ids[starts + np.arange(block_size + 1)]                         # [n, block_size + 1]

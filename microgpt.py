@@ -121,7 +121,7 @@ class GPT:
     """The weights (`state_dict`, by the reference's names) and the forward pass."""
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True):
+                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, init_std=init_std):
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
@@ -187,17 +187,21 @@ class GPT:
             losses.append(-probs[tokens[pos_id + 1]].log())
         return (1 / n) * sum(losses)
 
-    def sample(self, rng, bos, temperature=0.5, prompt=()):
+    def sample(self, rng, bos, temperature=0.5, prompt=(), top_k=None):
         """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
-        The draws come from `rng`, one `rng.choices` per token, as the reference draws."""
+        The draws come from `rng`, one `rng.choices` per token, as the reference draws.
+        With top_k, only the k most likely tokens can be drawn."""
         keys, values = [[] for _ in range(self.n_layer)], [[] for _ in range(self.n_layer)]
         tokens, out = [bos, *prompt], []
         for pos_id in range(self.block_size):
             logits = self(tokens[pos_id], pos_id, keys, values)
             if pos_id + 1 < len(tokens):
                 continue  # still reading the prompt
-            probs = softmax([l / temperature for l in logits])
-            token_id = rng.choices(range(self.vocab_size), weights=[p.data for p in probs])[0]
+            probs = [p.data for p in softmax([l / temperature for l in logits])]
+            if top_k and top_k < len(probs):  # the rest get weight 0; choices renormalises
+                kth = sorted(probs, reverse=True)[top_k - 1]
+                probs = [p if p >= kth else 0.0 for p in probs]
+            token_id = rng.choices(range(self.vocab_size), weights=probs)[0]
             if token_id == bos:
                 break
             tokens.append(token_id)

@@ -1,9 +1,10 @@
 """
-sampling.py: samples from a checkpoint, in either mode.
+sampling.py: samples from a checkpoint: documents in either mode, passages of a text.
 
 A checkpoint (see checkpoint.py) holds the weights and the generator's state, so with no
 --seed, `sample` continues the training run's random draws and prints the samples that
-`train` printed; the same checkpoint gives the same samples in scalar and tensor mode.
+`train` printed; the same checkpoint gives the same documents in scalar and tensor mode.
+A passage continues past the model's context by keeping its last block_size characters.
 """
 import random
 
@@ -17,29 +18,44 @@ from records import UserError
 
 def sample_command(cfg):
     """`cli.py sample`: print cfg['num'] samples from cfg['checkpoint'], each the prompt
-    and its continuation."""
+    and its continuation: documents, or passages of cfg['length'] characters of a text."""
     ckpt = checkpoint.load(cfg['checkpoint'], need_rng=cfg['seed'] is None)
-    config, tok = ckpt['config'], data.Tokenizer(ckpt['vocab'])
+    config, text = ckpt['config'], ckpt['data_format'] == 'text'
+    tok = data.Tokenizer(ckpt['vocab'], bos=not text)
     try:
         prompt = tok.encode(cfg['prompt'])
     except data.DataError as e:
         raise UserError(f"--prompt: {e} of this checkpoint") from None
-    if len(prompt) >= config['block_size']:
+    if not text and len(prompt) >= config['block_size']:
         raise UserError(f"--prompt is {len(prompt)} characters; the model's context holds "
                         f"{config['block_size']} tokens, so at most {config['block_size'] - 1}")
+    if text and (cfg['mode'] == 'scalar' or cfg['batched']):
+        raise UserError("a text's passages are drawn in tensor mode, one at a time: "
+                        "give --mode tensor, without --batched")
+    if text and not prompt and '\n' not in tok.ids:
+        raise UserError("this text has no newline to begin a passage at: give a --prompt")
     rng = ckpt['rng'] if cfg['seed'] is None else random.Random(cfg['seed'])
     model = training.build_model(dict(config, mode=cfg['mode'], dtype='float64'),
                                  config['vocab_size'], random.Random(0))
     model.load_weights(ckpt['weights'])
-    if cfg['batched']:
-        samples = lambda: model.sample_batch(rng, tok.bos, cfg['num'], cfg['temperature'], prompt)
+    num = cfg['num'] if cfg['num'] is not None else 1 if text else 20
+    temperature, top_k = cfg['temperature'], cfg['top_k']
+    if text:
+        start = prompt or [tok.ids['\n']]
+        samples = lambda: (model.generate(rng, start, cfg['length'], temperature, top_k)
+                           for _ in range(num))
+    elif cfg['batched']:
+        samples = lambda: model.sample_batch(rng, tok.bos, num, temperature, prompt, top_k)
     else:
-        samples = lambda: (model.sample(rng, tok.bos, cfg['temperature'], prompt)
-                           for _ in range(cfg['num']))
+        samples = lambda: (model.sample(rng, tok.bos, temperature, prompt, top_k)
+                           for _ in range(num))
     try:
         with np.errstate(all='ignore'):
             for i, ids in enumerate(samples()):
-                print(f"sample {i + 1:2d}: {cfg['prompt']}{tok.decode(ids)}", flush=True)
+                if text:
+                    print(f"--- passage {i + 1} ---\n{tok.decode(start + ids)}", flush=True)
+                else:
+                    print(f"sample {i + 1:2d}: {cfg['prompt']}{tok.decode(ids)}", flush=True)
     except ValueError:  # random.choices: the probabilities are not finite
         raise UserError(f"the model in {cfg['checkpoint']} gives NaN probabilities: its "
                         "training diverged") from None

@@ -21,6 +21,7 @@ lists ([BOS] + ids + [BOS]), and call `model.sample(...)`. NumPy, numba and the 
 library only.
 """
 import contextlib
+import ctypes
 import math
 import os
 import random
@@ -79,6 +80,22 @@ def jit(**options):
 
 
 kernel, kernel_parallel = jit(), jit(parallel=True)
+
+
+# A step's large arrays (activations, gradients) come from malloc, which by default maps
+# fresh pages for each one over 128 KB and unmaps them when the array goes: every step then
+# pays a page fault per 4 KB of activations, a quarter of its time. glibc's mallopt keeps
+# freed memory for the next step instead. (Where there is no glibc, nothing changes.)
+def keep_freed_memory():
+    try:
+        mallopt = ctypes.CDLL('libc.so.6').mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 * 2 ** 20)  # M_MMAP_THRESHOLD: arrays of up to 32 MB come from the heap
+    mallopt(-1, 2 ** 30)       # M_TRIM_THRESHOLD: and freed heap stays, up to 1 GB
+
+
+keep_freed_memory()
 PARALLEL_WORK = 2 ** 22  # multiply-adds, about 1 ms: enough to pay for waking threads
 # numba's threads: the 'workqueue' layer, whose threads sleep when idle. OpenMP's spin
 # while they wait, taking the cores from NumPy's BLAS threads (a 5x slowdown here).
@@ -251,7 +268,14 @@ def rmsnorm_backward(x, s, g):
 def attention(q, k, v, starts, n_head):
     """Causal multi-head self-attention within each document: a position attends to itself
     and the earlier positions of its own document. Rows starts[b]:starts[b + 1] are
-    document b; heads sit side by side in the last axis. [N, C] x3 -> [N, C]."""
+    document b; heads sit side by side in the last axis. [N, C] x3 -> [N, C].
+
+    Documents of one length (a text's windows) go through BLAS matrix products as one
+    [B, H, T, T] block; documents of many lengths (names) through kernels that walk each
+    document's own triangle."""
+    T = starts[1] - starts[0]
+    if np.all(np.diff(starts) == T):
+        return attention_blocks(q, k, v, len(starts) - 1, n_head)
     y, att = attention_forward(q.data, k.data, v.data, starts, n_head)  # [N, C], [B, H, T, T]
     def backward(g):
         dq, dk, dv = attention_backward(q.data, k.data, v.data, att, g, starts, n_head)
@@ -259,6 +283,79 @@ def attention(q, k, v, starts, n_head):
         add_grad(k, dk)
         add_grad(v, dv)
     return Tensor(y, (q, k, v), backward)
+
+
+def attention_blocks(q, k, v, B, n_head):
+    """attention() for B documents of T positions each, rows b*T:(b+1)*T: per (document,
+    head) s = q k^T / sqrt(D), att = causal softmax(s), y = att v, as batched matmuls."""
+    N, C = q.data.shape
+    T, D = N // B, C // n_head
+    heads = lambda x: np.ascontiguousarray(x.reshape(B, T, n_head, D).transpose(0, 2, 1, 3))
+    merge = lambda x: x.transpose(0, 2, 1, 3).reshape(N, C)          # [B, H, T, D] -> [N, C]
+    qh, kh, vh = heads(q.data), heads(k.data), heads(v.data)         # [B, H, T, D]
+    att = qh @ kh.transpose(0, 1, 3, 2)                              # [B, H, T, T] scores
+    causal_softmax(att, 1 / math.sqrt(D))                            # in place: att
+    def backward(g):
+        gh = heads(g)                                                # [B, H, T, D]
+        add_grad(v, merge(att.transpose(0, 1, 3, 2) @ gh))           # dv = att^T dy
+        ds = gh @ vh.transpose(0, 1, 3, 2)                           # d att = dy v^T
+        causal_softmax_backward(att, ds, 1 / math.sqrt(D))           # in place: d scores
+        add_grad(q, merge(ds @ kh))                                  # dq = ds k
+        add_grad(k, merge(ds.transpose(0, 1, 3, 2) @ qh))            # dk = ds^T q
+    return Tensor(merge(att @ vh), (q, k, v), backward)
+
+
+# softmax over each row's causal part, j <= t, after scaling; the rest of the row is 0.
+# Backward, given datt: ds = att * (datt - sum_j att * datt) * scale.
+def causal_softmax_numpy(s, scale):
+    T = s.shape[-1]
+    s = np.where(np.tril(np.ones((T, T), bool)), s * scale, -np.inf)
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def causal_softmax_backward_numpy(att, datt, scale):
+    return att * (datt - np.sum(att * datt, axis=-1, keepdims=True)) * scale
+
+
+def causal_softmax(s, scale):
+    """causal_softmax_numpy, in place on s [B, H, T, T]: a kernel scales each row and
+    subtracts its causal part's maximum, NumPy's vectorised exp does the rest."""
+    scale_and_shift(s, scale)
+    np.exp(s, out=s)                         # exp(-inf) = 0 above the diagonal
+    s /= s.sum(axis=-1, keepdims=True)
+
+
+@kernel
+def scale_and_shift(s, scale):
+    B, H, T, _ = s.shape
+    for b in range(B):
+        for h in range(H):
+            a = s[b, h]
+            for t in range(T):
+                m = -np.inf
+                for j in range(t + 1):
+                    m = max(m, a[t, j])
+                for j in range(t + 1):
+                    a[t, j] = (a[t, j] - m) * scale
+                for j in range(t + 1, T):
+                    a[t, j] = -np.inf
+
+
+@kernel
+def causal_softmax_backward(att, datt, scale):
+    B, H, T, _ = att.shape
+    for b in range(B):
+        for h in range(H):
+            a, d = att[b, h], datt[b, h]
+            for t in range(T):
+                rowsum = 0.0
+                for j in range(t + 1):
+                    rowsum += a[t, j] * d[t, j]
+                for j in range(t + 1):
+                    d[t, j] = a[t, j] * (d[t, j] - rowsum) * scale
+                for j in range(t + 1, T):
+                    d[t, j] = 0
 
 
 # Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = att v.
@@ -458,7 +555,8 @@ class GPT:
     """The weights (`state_dict`, by microgpt's names and shapes) and the forward pass."""
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, dtype='float32'):
+                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, dtype='float32',
+                 init_std=init_std):
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
@@ -511,7 +609,14 @@ class GPT:
     def loss(self, batch):
         """Mean over the batch of each document's mean cross-entropy of predicting tokens[1:]
         from what precedes them, over its first block_size positions. `batch` is a list of
-        documents ([BOS] + ids + [BOS]); with one document this is microgpt's loss."""
+        documents ([BOS] + ids + [BOS]); with one document this is microgpt's loss. Or it is
+        an array [B, T + 1] of windows of a text, T <= block_size: the mean over all of their
+        positions."""
+        if isinstance(batch, np.ndarray):                            # windows: [B, T + 1]
+            B, T = batch.shape[0], batch.shape[1] - 1
+            logits = self.forward(batch[:, :-1].ravel(), np.tile(np.arange(T), B),
+                                  np.arange(0, B * T + 1, T))        # [B * T, V]
+            return cross_entropy(logits, batch[:, 1:].ravel(), np.full(B * T, 1 / (B * T)))
         docs = [doc[:self.block_size + 1] for doc in batch]
         lengths = [len(doc) - 1 for doc in docs]                     # positions with a target
         tokens = np.array([t for doc in docs for t in doc[:-1]])     # [N] inputs, packed
@@ -567,13 +672,31 @@ class GPT:
             x = x + h @ W[f'layer{i}.mlp_fc2'].T                         # [n, C]
         return x @ W['wte' if self.tie_lm_head else 'lm_head'].T          # [n, V]
 
-    def _probs(self, logits, temperature):
-        """softmax(logits / temperature) in float64, like microgpt's: [n, V]."""
+    def _probs(self, logits, temperature, top_k=None):
+        """softmax(logits / temperature) in float64, like microgpt's: [n, V]. With top_k, the
+        tokens below the k-th largest probability get 0 (random.choices renormalises)."""
         logits = logits.astype(np.float64) * temperature ** -1
         e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
+        p = e / e.sum(axis=-1, keepdims=True)
+        if top_k and top_k < p.shape[-1]:
+            kth = -np.sort(-p, axis=-1)[:, top_k - 1:top_k]          # [n, 1]
+            p = np.where(p >= kth, p, 0.0)
+        return p
 
-    def sample(self, rng, bos, temperature=0.5, prompt=()):
+    def generate(self, rng, context, n, temperature=1.0, top_k=None):
+        """n token ids drawn after `context` (a list of ids, at least one), each from the
+        prediction given the last block_size ids: once the text outgrows the model's context,
+        its oldest ids drop out of view. One `rng.choices` per id."""
+        ids = list(context)
+        for _ in range(n):
+            window = np.array(ids[-self.block_size:])
+            logits = self.forward(window, np.arange(len(window)),
+                                  np.array([0, len(window)])).data[-1:]  # [1, V]
+            probs = self._probs(logits, temperature, top_k)[0].tolist()
+            ids.append(rng.choices(range(self.vocab_size), weights=probs)[0])
+        return ids[len(context):]
+
+    def sample(self, rng, bos, temperature=0.5, prompt=(), top_k=None):
         """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
         The draws come from `rng`, one `rng.choices` per token, as microgpt draws them."""
         cache = self.kv_cache(1)
@@ -582,7 +705,7 @@ class GPT:
             logits = self.next_logits(np.array(tokens[pos:pos + 1]), pos, cache)
             if pos + 1 < len(tokens):
                 continue  # still reading the prompt
-            probs = self._probs(logits, temperature)[0].tolist()
+            probs = self._probs(logits, temperature, top_k)[0].tolist()
             token_id = rng.choices(range(self.vocab_size), weights=probs)[0]
             if token_id == bos:
                 break
@@ -590,7 +713,7 @@ class GPT:
             out.append(token_id)
         return out
 
-    def sample_batch(self, rng, bos, n, temperature=0.5, prompt=()):
+    def sample_batch(self, rng, bos, n, temperature=0.5, prompt=(), top_k=None):
         """Draw n documents at once (a list of n token lists), like n calls of sample() but
         one forward pass per position for all of them. The draws from `rng` go position by
         position across the documents, so the result differs from n calls of sample()."""
@@ -603,7 +726,7 @@ class GPT:
             logits = self.next_logits(np.array([doc[pos] for doc in tokens]), pos, cache)
             if pos + 1 < len(tokens[0]):
                 continue
-            probs = self._probs(logits, temperature).tolist()
+            probs = self._probs(logits, temperature, top_k).tolist()
             for doc, p, i in zip(tokens, probs, range(n)):
                 if done[i]:
                     doc.append(bos)  # a finished document's row runs on, ignored
@@ -618,7 +741,9 @@ class GPT:
 
 
 # ---------------------------------------------------------------------------
-# Adam, with bias correction; the learning rate is given per step (it decays).
+# Adam, with bias correction; the learning rate is given per step (it decays). With
+# weight_decay it is AdamW: every weight (all are matrices) also shrinks by lr * weight_decay
+# of itself, apart from the gradient.
 class Adam:
     """Adam over a list of Tensors, updated by one kernel call.
 
@@ -627,12 +752,13 @@ class Adam:
     (So make the optimizer before keeping references to .data or .grad arrays.) `m` and `v`
     are lists of per-parameter views too: to restore them, assign in place (m[i][...] = x)."""
 
-    def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam):
+    def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam, weight_decay=0.0):
         self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
+        self.weight_decay = weight_decay
         self.theta = np.concatenate([p.data.ravel() for p in params])
         self.grad = np.concatenate([p.grad.ravel() for p in params])
-        self._m = np.zeros_like(self.theta)  # first moment: running mean of gradients
-        self._v = np.zeros_like(self.theta)  # second moment: running mean of squared gradients
+        self._m = np.zeros_like(self.theta, dtype=np.float64)  # running mean of gradients
+        self._v = np.zeros_like(self.theta, dtype=np.float64)  # ... of squared gradients
         self.m, self.v, start = [], [], 0
         for p in params:
             end = start + p.data.size
@@ -642,54 +768,102 @@ class Adam:
             start = end
         self.t = 0                           # updates done, for the bias correction
 
-    def step(self, lr):
-        """Update every parameter from its .grad, then zero the .grad for the next pass."""
+    def step(self, lr, grad_clip=0.0):
+        """Update every parameter from its .grad, then zero the .grad for the next pass.
+        With grad_clip, the gradients are first scaled down so that their global norm is
+        at most grad_clip (as torch.nn.utils.clip_grad_norm_ does)."""
         self.t += 1
+        scale = min(1.0, grad_clip / (math.sqrt(squared_norm(self.grad)) + 1e-6)) if grad_clip else 1.0
         adam_update(self.theta, self.grad, self._m, self._v, lr, self.beta1, self.beta2, self.eps,
-                    1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t)
+                    1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t,
+                    1 - lr * self.weight_decay, scale)
 
 
-# microgpt's formula and order of operations; bias corrections bc1 = 1 - beta1^t, bc2 = 1 - beta2^t.
-def adam_update_numpy(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2):
-    m[:] = beta1 * m + (1 - beta1) * g
-    v[:] = beta2 * v + (1 - beta2) * g ** 2
-    p -= (lr * (m / bc1) / ((v / bc2) ** 0.5 + eps)).astype(p.dtype)
+# microgpt's formula and order of operations; bias corrections bc1 = 1 - beta1^t, bc2 = 1 - beta2^t;
+# decay = 1 - lr * weight_decay; scale multiplies the gradient (clipping).
+def adam_update_numpy(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay=1.0, scale=1.0):
+    g64 = g.astype(np.float64) * scale
+    m[:] = beta1 * m + (1 - beta1) * g64
+    v[:] = beta2 * v + (1 - beta2) * g64 ** 2
+    p[:] = (p * decay - lr * (m / bc1) / ((v / bc2) ** 0.5 + eps)).astype(p.dtype)
     g[:] = 0
 
 
-# The kernel: one pass over all the weights, in float64 arithmetic whatever the storage.
+def squared_norm_numpy(g):
+    return float(np.sum(g.astype(np.float64) ** 2))
+
+
+# The kernels: one pass over all the weights, in float64 arithmetic whatever the storage.
+# With decay and scale 1, p * decay - x is p - x exactly: the reference's update, bit for bit.
 @kernel
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
     for i in range(p.size):
-        gi = np.float64(g[i])
+        gi = np.float64(g[i]) * scale
         m[i] = beta1 * m[i] + (1 - beta1) * gi
         v[i] = beta2 * v[i] + (1 - beta2) * gi ** 2
         m_hat = m[i] / bc1
         v_hat = v[i] / bc2
-        p[i] -= lr * m_hat / (math.sqrt(v_hat) + eps)  # sqrt: v_hat ** 0.5, correctly rounded
+        p[i] = p[i] * decay - lr * m_hat / (math.sqrt(v_hat) + eps)  # sqrt: v_hat ** 0.5, correctly rounded
         g[i] = 0
 
 
+@kernel
+def squared_norm(g):
+    total = 0.0
+    for i in range(g.size):
+        total += np.float64(g[i]) ** 2
+    return total
+
+
 # ---------------------------------------------------------------------------
-# Training: batch_size documents per step, the learning rate decaying linearly to zero.
-def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, start_step=0):
-    """Step s (from 0) trains on docs[s * batch_size ...][:batch_size], wrapping around;
-    yield (step, loss, n_target_tokens) after each update, step counting from 1. Pass
-    `adam` and `start_step` to resume a run."""
+# Training: batch_size documents (or windows of a text) per step, the learning rate on a
+# schedule: by default the reference's, decaying linearly to zero.
+def lr_schedule(lr, num_steps, warmup_steps=0, kind='linear', min_lr=0.0):
+    """The learning rate of each step s (from 0), as a function: a linear warm-up over the
+    first warmup_steps, to lr; then a decay to min_lr at num_steps, linear or cosine
+    (nanoGPT's). With no warm-up and min_lr 0, linear is the reference's lr (1 - s / num_steps)."""
+    def at(step):
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / (num_steps - warmup_steps)
+        if kind == 'cosine':
+            return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)
+        return min_lr + (lr - min_lr) * (1 - progress)
+    return at
+
+
+def n_targets(batch, block_size):
+    """The tokens a batch predicts: a window array's every position, a document's first
+    block_size."""
+    if isinstance(batch, np.ndarray):
+        return batch.shape[0] * (batch.shape[1] - 1)
+    return sum(min(block_size, len(doc) - 1) for doc in batch)
+
+
+def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, start_step=0,
+          schedule=None, grad_clip=0.0):
+    """Yield (step, loss, n_target_tokens) after each update, step counting from 1. Step s
+    (from 0) trains on docs[s * batch_size ...][:batch_size], wrapping around; or, if docs
+    is a function, on docs(s) (e.g. windows of a text at random offsets). Its learning rate
+    is schedule(s) (default: lr decaying linearly to 0), its gradients' norm capped at
+    grad_clip (0: no cap). Pass `adam` and `start_step` to resume a run."""
     adam = adam or Adam(model.params)
+    schedule = schedule or lr_schedule(lr, num_steps)
     for step in range(start_step, num_steps):
-        batch = [docs[(step * batch_size + j) % len(docs)] for j in range(batch_size)]
+        batch = docs(step) if callable(docs) else \
+            [docs[(step * batch_size + j) % len(docs)] for j in range(batch_size)]
         loss = model.loss(batch)
         loss.backward()
-        adam.step(lr * (1 - step / num_steps))
-        yield step + 1, float(loss.data), sum(min(model.block_size, len(doc) - 1) for doc in batch)
+        adam.step(schedule(step), grad_clip)
+        yield step + 1, float(loss.data), n_targets(batch, model.block_size)
 
 
 def warm_up(dtype='float32'):
     """Compile (or load from numba's cache) every kernel for dtype, on a tiny model, so that
     a timed run times the model, not the compiler."""
     model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=4, dtype=dtype)
-    list(train(model, [[2, 0, 1, 2]], 1, batch_size=1))
+    list(train(model, [[2, 0, 1, 2], [2, 1, 2]], 1, batch_size=2, grad_clip=1.0))  # documents
+    list(train(model, lambda step: np.array([[0, 1, 0, 1]]), 1))                 # a window
     model.sample(random.Random(0), bos=2)
 
 

@@ -42,18 +42,27 @@ class Rule(NamedTuple):
 
 
 SETTINGS = dict(
-    data=Rule(str), fetch=Rule(bool), val_fraction=Rule(float, 0, 0.99),
+    data=Rule(str), data_format=Rule(data.FORMATS), fetch=Rule(bool),
+    val_fraction=Rule(float, 0, 0.99),
     mode=Rule(('scalar', 'tensor')), dtype=Rule(('float32', 'float64')),
     n_embd=Rule(int, 1), n_head=Rule(int, 1), n_layer=Rule(int, 1), block_size=Rule(int, 1),
-    tie_lm_head=Rule(bool), input_rmsnorm=Rule(bool),
-    seed=Rule(int, 0), steps=Rule(int, 1), lr=Rule(float, 0, above=True),
+    tie_lm_head=Rule(bool), input_rmsnorm=Rule(bool), init_std=Rule(float, 0, above=True),
+    seed=Rule(int, 0), steps=Rule(int, 1), batch_size=Rule(int, 1),
+    lr=Rule(float, 0, above=True), lr_schedule=Rule(('linear', 'cosine')),
+    warmup_steps=Rule(int, 0), min_lr=Rule(float, 0),
     beta1=Rule(float, 0, 1, below=True), beta2=Rule(float, 0, 1, below=True),
-    eps=Rule(float, 0, above=True), batch_size=Rule(int, 1),
+    eps=Rule(float, 0, above=True), weight_decay=Rule(float, 0, 1), grad_clip=Rule(float, 0),
     eval_every=Rule(int, 0), val_docs=Rule(int, 1, optional=True), last_n=Rule(int, 1),
-    log_every=Rule(int, 1, optional=True), samples=Rule(int, 0),
-    temperature=Rule(float, 0.001, 1000), stop_after=Rule(int, 1, optional=True),
+    log_every=Rule(int, 1, optional=True), samples=Rule(int, 0), length=Rule(int, 0),
+    temperature=Rule(float, 0.001, 1000), top_k=Rule(int, 1, optional=True),
+    stop_after=Rule(int, 1, optional=True),
 )
-ADAM = dict(beta1=0.85, beta2=0.99, eps=1e-8)  # the reference's; recorded in config.json
+# Settings that came after the first records: a config.json without them ran with these.
+LATER = dict(data_format='lines', init_std=0.08, lr_schedule='linear', warmup_steps=0,
+             min_lr=0.0, weight_decay=0.0, grad_clip=0.0, length=500, top_k=None)
+# The reference's optimizer and schedule; scalar mode runs no other.
+REFERENCE_OPTIMIZER = dict(lr_schedule='linear', warmup_steps=0, min_lr=0.0, weight_decay=0.0,
+                           grad_clip=0.0)
 
 
 def problem(r, value):
@@ -89,18 +98,41 @@ def check_settings(cfg, name_of):
     if cfg['n_embd'] % cfg['n_head']:
         raise UserError(f"{name_of('n_embd')} ({cfg['n_embd']}) must be divisible by "
                         f"{name_of('n_head')} ({cfg['n_head']})")
-    if cfg['mode'] == 'scalar' and (cfg['batch_size'], cfg['dtype']) != (1, 'float64'):
-        raise UserError(f"{name_of('mode')} scalar trains one document a step in float64: "
-                        f"{name_of('batch_size')} must be 1 and {name_of('dtype')} float64")
+    if cfg['min_lr'] > cfg['lr']:
+        raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
+    if cfg['data_format'] == 'text' and cfg['val_docs'] is not None:
+        raise UserError(f"{name_of('val_docs')} counts documents: a text validates on all of "
+                        "its held-out part")
+    if cfg['mode'] == 'scalar':
+        if (cfg['batch_size'], cfg['dtype']) != (1, 'float64'):
+            raise UserError(f"{name_of('mode')} scalar trains one document a step in float64: "
+                            f"{name_of('batch_size')} must be 1 and {name_of('dtype')} float64")
+        for name, reference in dict(REFERENCE_OPTIMIZER, data_format='lines').items():
+            if cfg[name] != reference:
+                raise UserError(f"{name_of(name)} {cfg[name]} needs --mode tensor: scalar mode "
+                                "trains on documents with the reference's optimizer and schedule")
 
 
-def check_validation(cfg, n_docs, needed_by=None):
-    """A UserError, before anything runs, if validation is asked for (--eval-every, or by
-    `needed_by`, e.g. 'ablate') but the split leaves no validation document."""
-    if data.n_validation(n_docs, cfg['val_fraction']) == 0 and (cfg['eval_every'] or needed_by):
-        raise UserError(f"{needed_by or '--eval-every'} needs validation documents, but "
-                        f"{n_docs} document(s) with --val-fraction {cfg['val_fraction']} "
-                        "leave none for validation")
+def check_data(cfg, source, needed_by=None):
+    """A UserError, before anything runs, if the data (documents or a text) cannot make the
+    run: a text too short for a window, or no validation data when validation is asked for
+    (--eval-every, or by `needed_by`, e.g. 'ablate'); or a run too big for the memory."""
+    if cfg['data_format'] == 'text':
+        train, val = data.split_text(source, cfg['val_fraction'])
+        if len(train) <= cfg['block_size']:
+            raise UserError(f"the text's training part ({len(train)} characters) must be longer "
+                            f"than --block-size ({cfg['block_size']})")
+        no_validation = (len(val) - 1) // cfg['block_size'] == 0
+        vocab, longest = len(set(source)), cfg['block_size']
+    else:
+        no_validation = data.n_validation(len(source), cfg['val_fraction']) == 0
+        vocab, longest = len(set(''.join(source))) + 1, max(map(len, source)) + 1
+    if no_validation and (cfg['eval_every'] or needed_by):
+        what = 'a window of --block-size characters' if cfg['data_format'] == 'text' else \
+            f"a document ({len(source)} document(s))"
+        raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
+                        f"{cfg['val_fraction']} leaves not even {what} for it")
+    check_memory(cfg, vocab, longest)
 
 
 def check_memory(cfg, vocab_size, longest_doc):
@@ -143,11 +175,23 @@ def build_model(cfg, vocab_size, rng):
     model_cfg = {k: cfg[k] for k in checkpoint.MODEL_KEYS if k != 'vocab_size'}
     if cfg['mode'] == 'tensor':
         model_cfg['dtype'] = cfg['dtype']
-    return model_lib(cfg['mode']).GPT(vocab_size, rng, **model_cfg)
+    return model_lib(cfg['mode']).GPT(vocab_size, rng, init_std=cfg.get('init_std', 0.08),
+                                      **model_cfg)
+
+
+def optimizer(cfg, model):
+    lib = model_lib(cfg['mode'])
+    extra = dict(weight_decay=cfg['weight_decay']) if cfg['mode'] == 'tensor' else {}
+    return lib.Adam(model.params, beta1=cfg['beta1'], beta2=cfg['beta2'], eps=cfg['eps'], **extra)
 
 
 def train_kwargs(cfg):
-    return dict(batch_size=cfg['batch_size']) if cfg['mode'] == 'tensor' else {}
+    """lib.train's options beyond the reference's, for tensor mode."""
+    if cfg['mode'] == 'scalar':
+        return {}
+    return dict(batch_size=cfg['batch_size'], grad_clip=cfg['grad_clip'], schedule=model_lib(
+        'tensor').lr_schedule(cfg['lr'], cfg['steps'], cfg['warmup_steps'], cfg['lr_schedule'],
+                              cfg['min_lr']))
 
 
 def weights_finite(model):
@@ -192,19 +236,32 @@ def sample_shares(samples, train_docs, val_docs):
 
 # ---------------------------------------------------------------------------
 # The run.
-def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
-    """Train as cfg says on docs, print progress, and write the record to the folder out;
-    return the metrics. `resumed` continues a stopped run (see recorded_run). Once
-    should_stop() is true, the run stops after the step under way and records that it was
-    interrupted; so it does if that happens during the final evaluation or the samples,
-    and --resume then finishes them."""
+def run(cfg, out, source, resumed=None, should_stop=lambda: False):
+    """Train as cfg says on source (documents, or a text), print progress, and write the
+    record to the folder out; return the metrics. `resumed` continues a stopped run (see
+    recorded_run). Once should_stop() is true, the run stops after the step under way and
+    records that it was interrupted; so it does if that happens during the final
+    evaluation or the samples, and --resume then finishes them."""
     start = records.now()
-    tok = data.Tokenizer.from_docs(docs)
-    rng = random.Random(cfg['seed'])  # the run's one generator: shuffle, weights, samples
-    train_docs, val_docs = data.split_docs(docs, rng, cfg['val_fraction'])
+    rng = random.Random(cfg['seed'])  # the run's one generator: shuffle, weights, batches, samples
+    text, bs, B, steps = cfg['data_format'] == 'text', cfg['block_size'], cfg['batch_size'], cfg['steps']
+    if text:  # the first part trains, the rest validates; windows at random offsets
+        tok = data.Tokenizer.from_text(source)
+        train_ids, val_ids = data.split_text(np.array(tok.encode(source)), cfg['val_fraction'])
+        train_data = lambda step: data.random_windows(train_ids, rng, B, bs)
+        val_tokens = data.tiled_windows(val_ids, bs)
+        sizes = f"{len(source)} characters ({len(train_ids)} train, {len(val_ids)} validation)"
+    else:     # shuffled documents, the last ones held out
+        tok = data.Tokenizer.from_docs(source)
+        train_docs, val_docs = data.split_docs(source, rng, cfg['val_fraction'])
+        train_data = [tok.frame(d, bs) for d in train_docs]
+        n_val = len(val_docs) if cfg['val_docs'] is None and cfg['mode'] == 'tensor' else \
+            min(len(val_docs), cfg['val_docs'] or 200)
+        val_tokens = [tok.frame(d, bs) for d in val_docs[:n_val]]
+        sizes = f"{len(source)} ({len(train_docs)} train, {len(val_docs)} validation)"
     lib = model_lib(cfg['mode'])
     model = build_model(cfg, tok.vocab_size, rng)
-    adam = lib.Adam(model.params, beta1=cfg['beta1'], beta2=cfg['beta2'], eps=cfg['eps'])
+    adam = optimizer(cfg, model)
     losses, val_history, start_step, train_time, n_tokens = [], [], 0, 0.0, 0
     if resumed:
         ckpt = resumed['checkpoint']
@@ -212,20 +269,15 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
             raise UserError(f"the checkpoint's vocabulary is not that of {cfg['data']}")
         model.load_weights(ckpt['weights'])
         checkpoint.restore_adam(adam, ckpt['adam'], ckpt['weights'])
-        start_step, rng = ckpt['step'], ckpt['rng']
+        start_step, rng = ckpt['step'], ckpt['rng']  # train_data draws from this rng on
         losses, val_history = resumed['losses'], resumed['val_history']
         train_time, n_tokens = resumed['train_time_s'], resumed['tokens']
     n_params = sum(np.size(w) for w in model.weights().values())
-    bs, steps = cfg['block_size'], cfg['steps']
-    train_tokens = [tok.frame(d, bs) for d in train_docs]
-    n_val = len(val_docs) if cfg['val_docs'] is None and cfg['mode'] == 'tensor' else \
-        min(len(val_docs), cfg['val_docs'] or 200)
-    val_tokens = [tok.frame(d, bs) for d in val_docs[:n_val]]
     log_every = cfg['log_every'] or (1 if cfg['mode'] == 'scalar' else max(1, steps // 100))
     stop = min(steps, cfg['stop_after'] or steps)
     cfg = dict(cfg, data=os.path.abspath(cfg['data']), data_sha256=data.sha256_of(cfg['data']),
                out=os.path.abspath(out))
-    print(f"num docs: {len(docs)} ({len(train_docs)} train, {len(val_docs)} validation)")
+    print(f"num {'characters' if text else 'docs'}: {sizes}")
     print(f"vocab size: {tok.vocab_size}\nnum params: {n_params}")
     print(f"mode: {cfg['mode']}{' ' + cfg['dtype'] if cfg['mode'] == 'tensor' else ''}, "
           f"seed {cfg['seed']}, run record: {os.path.relpath(out)}"
@@ -238,7 +290,7 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
     warmup_s = time.perf_counter() - t0
 
     def evaluate():
-        return lib.evaluate(model, val_tokens) if val_tokens else None
+        return lib.evaluate(model, val_tokens) if len(val_tokens) else None
 
     # Training time excludes the warm-up and evaluations; a resumed run adds to its own.
     status, first_step, time_before, tokens_before = 'completed', start_step, train_time, n_tokens
@@ -249,7 +301,7 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
 
     try:
         with np.errstate(all='ignore'):  # a diverging run is caught below, by its numbers
-            steps_run = lib.train(model, train_tokens, steps, lr=cfg['lr'], adam=adam,
+            steps_run = lib.train(model, train_data, steps, lr=cfg['lr'], adam=adam,
                                   start_step=start_step, **train_kwargs(cfg))
             if should_stop():  # a signal during the warm-up
                 status, steps_run = 'interrupted', ()
@@ -268,8 +320,9 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
                           f"eta {format_time((stop - step) / rate)}", flush=True)
                 if cfg['eval_every'] and step % cfg['eval_every'] == 0 and step < steps:
                     train_time = elapsed()
-                    val_history.append((step, evaluate()))
-                    print(f"step {step:4d} / {steps:4d} | val loss {val_history[-1][1]:.4f}")
+                    val_history.append((step, evaluate(), train_time))
+                    print(f"step {step:4d} / {steps:4d} | val loss {val_history[-1][1]:.4f} | "
+                          f"{format_time(train_time)} training")
                     t0 = time.perf_counter()
                 if step == stop < steps:
                     status = 'stopped'
@@ -290,7 +343,8 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
         try:
             with np.errstate(all='ignore'):
                 val_loss = evaluate()
-                final = lib.evaluate(model, train_tokens[:1]) if val_loss is None else val_loss
+                final = lib.evaluate(model, train_ids[None, :bs + 1] if text else train_data[:1]) \
+                    if val_loss is None else val_loss
         except (ArithmeticError, ValueError):  # scalar mode: math.exp overflow, log(0)
             final = math.nan
         if not math.isfinite(final):
@@ -299,10 +353,11 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
     if status == 'completed' and should_stop():
         status, val_loss = 'interrupted', None
     if val_loss is not None:
-        val_history.append((steps_done, val_loss))
+        val_history.append((steps_done, val_loss, train_time))
     ckpt_text = None
     if status != 'diverged':  # the generator's state before the samples: --resume draws them
-        ckpt_text = checkpoint.checkpoint_text(model, tok.chars, steps_done, rng, adam)
+        ckpt_text = checkpoint.checkpoint_text(model, tok.chars, steps_done, rng, adam,
+                                               cfg['data_format'])
     last_n = min(cfg['last_n'], steps_done)
     metrics = dict(
         status=status, steps=steps_done, final_loss=losses[-1] if losses else None,
@@ -318,28 +373,25 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
     if steps_done:
         print(f"final loss {metrics['final_loss']:.4f} | mean of the last {last_n} steps "
               f"{metrics['mean_loss_last_n']:.4f} | validation loss "
-              f"{'n/a' if val_loss is None else f'{val_loss:.4f}'} ({len(val_tokens)} docs)")
+              f"{'n/a' if val_loss is None else f'{val_loss:.4f}'} ({len(val_tokens)} "
+              f"{'windows' if text else 'docs'})")
         print(f"{metrics['steps_per_s']:.1f} steps/s | {metrics['tokens_per_s']:.0f} tokens/s | "
               f"{format_time(train_time)} training" + (
                   f" | {warmup_s:.1f} s numba warm-up, not counted" if cfg['mode'] == 'tensor' else ''))
 
     samples = []
-    if status == 'completed' and cfg['samples']:
-        print(f"--- samples (temperature {cfg['temperature']}) ---")
-        for i in range(cfg['samples']):
-            try:
-                with np.errstate(all='ignore'):
-                    samples.append(tok.decode(model.sample(rng, tok.bos, cfg['temperature'])))
-            except ValueError:  # random.choices: the probabilities are not finite
-                print("the model gives NaN probabilities: it diverged on its last update")
-                status, samples, ckpt_text = 'diverged', [], None
-                break
-            print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)
-            if should_stop():  # --resume evaluates and samples again
-                status, samples, val_loss = 'interrupted', [], None
-                val_history.pop()
-                break
-    if samples:
+    if status == 'completed':
+        try:
+            with np.errstate(all='ignore'):
+                samples = draw_samples(cfg, model, tok, rng, should_stop,
+                                       train_ids[:1] if text else None)
+        except ValueError:  # random.choices: the probabilities are not finite
+            print("the model gives NaN probabilities: it diverged on its last update")
+            status, samples, ckpt_text = 'diverged', [], None
+        if samples is None:  # --resume evaluates and samples again
+            status, samples, val_loss = 'interrupted', [], None
+            val_history.pop()
+    if samples and not text:
         metrics['samples'] = sample_shares(samples, train_docs, val_docs)
         print("samples: {train:.0%} training documents, {val:.0%} held-out validation "
               "documents, {new:.0%} new".format(**metrics['samples']))
@@ -361,6 +413,30 @@ def run(cfg, out, docs, resumed=None, should_stop=lambda: False):
     return metrics
 
 
+def draw_samples(cfg, model, tok, rng, should_stop, first_id=None):
+    """What a finished run prints: --samples documents, or for a text one passage of
+    --length characters, begun at a newline (or at the text's first character, first_id).
+    None if should_stop() became true meanwhile."""
+    temperature, top_k = cfg['temperature'], cfg['top_k']
+    if cfg['data_format'] == 'text':
+        if not cfg['length']:
+            return []
+        start = [tok.ids['\n']] if '\n' in tok.ids else [int(first_id[0])]
+        print(f"--- passage (temperature {temperature}, {cfg['length']} characters) ---")
+        passage = tok.decode(start + model.generate(rng, start, cfg['length'], temperature, top_k))
+        print(passage, flush=True)
+        return None if should_stop() else [passage]
+    samples = []
+    if cfg['samples']:
+        print(f"--- samples (temperature {temperature}) ---")
+    for i in range(cfg['samples']):
+        samples.append(tok.decode(model.sample(rng, tok.bos, temperature, top_k=top_k)))
+        print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)
+        if should_stop():
+            return None
+    return samples
+
+
 def train_command(cfg, source=None, resume=False):
     """`cli.py train`: a new run as cfg says; or, from the record in `source`, a re-run of
     it (--from) or its continuation (--resume, resume=True). Returns the exit status."""
@@ -368,13 +444,12 @@ def train_command(cfg, source=None, resume=False):
         resumed = None
         if source:
             cfg, resumed = recorded_run(source, cfg['out'], resume)
-        docs = data.load_docs(cfg['data'], cfg['fetch'])  # before any folder is made
-        check_validation(cfg, len(docs))
-        check_memory(cfg, len(set(''.join(docs))) + 1, max(map(len, docs)) + 1)
+        contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # before any folder
+        check_data(cfg, contents)
         out, made = records.new_folder(cfg['out'], 'runs', f"{cfg['mode']}-seed{cfg['seed']}",
                                        records.now())
         with records.owned(out, made=made):
-            metrics = run(cfg, out, docs, resumed, should_stop=lambda: bool(caught))
+            metrics = run(cfg, out, contents, resumed, should_stop=lambda: bool(caught))
     if metrics['status'] == 'diverged':
         print(f"error: training diverged at step {metrics['steps']}; try a lower --lr. "
               f"The record up to that step is in {os.path.relpath(out)}", file=sys.stderr)
@@ -407,6 +482,7 @@ def recorded_run(src, out, resume):
                                                   'resumed_from'})
     if unknown:
         raise UserError(f"{path}: {unknown[0]} is not a setting of a run")
+    rec = dict(LATER, **rec)
     for name in SETTINGS:
         if name not in rec:
             raise UserError(f"{path}: {name} is missing")
@@ -435,9 +511,9 @@ def recorded_run(src, out, resume):
                         f"a run of {cfg['steps']} steps")
     val_history = records.field(
         metrics, 'val_history', mpath, list, lambda h: all(
-            isinstance(e, list) and len(e) == 2 and type(e[0]) is int and 0 < e[0] <= ckpt['step']
-            and isinstance(e[1], (int, float)) and not isinstance(e[1], bool) for e in h),
-        'a list of [step, validation loss] up to the checkpoint')
+            isinstance(e, list) and len(e) in (2, 3) and type(e[0]) is int
+            and 0 < e[0] <= ckpt['step'] and all(type(x) in (int, float) for x in e[1:])
+            for e in h), 'a list of [step, validation loss, training time] up to the checkpoint')
     number = lambda x: not isinstance(x, bool) and x >= 0 and math.isfinite(x)
     state = dict(checkpoint=ckpt, val_history=[tuple(e) for e in val_history],
                  losses=records.read_losses(os.path.join(src, 'losses.csv'), ckpt['step']),

@@ -136,7 +136,7 @@ def test_a_damaged_run_record_is_run_again_on_resume(small):
 def test_an_ablation_without_validation_documents_is_refused_before_it_starts(small):
     (small / 'one.txt').write_text('anna\n')
     code, _, err = ablate(small / 'abl', data='one.txt')
-    assert code == 1 and one_line_error(err) and 'ablate needs validation documents' in err
+    assert code == 1 and one_line_error(err) and 'ablate needs validation data' in err
     assert not (small / 'abl').exists()
 
 

@@ -36,6 +36,11 @@ def test_options_become_typed_settings():
     assert (scalar['batch_size'], scalar['dtype']) == (1, 'float64')  # scalar mode's own
 
 
+def test_no_line_of_an_options_description_begins_with_a_dash():
+    # docopt would read such a line as another option, and its neighbour's default is lost
+    assert not [line for line in cli.__doc__.splitlines() if re.match(r' {4,}-', line)]
+
+
 def test_option_values_may_begin_with_a_dash():
     assert config('train', '--out', '-x')['out'] == '-x'
     assert config('sample', '--checkpoint', 'c.json', '--prompt', '-a')['prompt'] == '-a'

@@ -47,7 +47,7 @@ def test_a_directory_a_device_or_a_missing_file_gives_a_clear_error(tmp_path):
     with pytest.raises(DataError, match='is not a regular file'):
         data.read_docs('/dev/zero')  # would never end
     with pytest.raises(DataError, match='not found'):
-        data.load_docs(str(tmp_path / 'nope.txt'), fetch=False)
+        data.load(str(tmp_path / 'nope.txt'), fetch=False)
 
 
 def test_only_a_missing_input_txt_is_downloaded(tmp_path, monkeypatch):
@@ -58,17 +58,17 @@ def test_only_a_missing_input_txt_is_downloaded(tmp_path, monkeypatch):
         (tmp_path / 'input.txt').write_text('ab\nba\n')
     monkeypatch.setattr(data, 'fetch_names', fetch)
     with pytest.raises(DataError, match='nope.txt not found'):
-        data.load_docs(str(tmp_path / 'nope.txt'))  # a typo must not become names.txt
+        data.load(str(tmp_path / 'nope.txt'))  # a typo must not become names.txt
     with pytest.raises(DataError, match='--no-fetch is set'):
-        data.load_docs(str(tmp_path / 'input.txt'), fetch=False)
+        data.load(str(tmp_path / 'input.txt'), fetch=False)
     assert fetched == []
-    assert data.load_docs(str(tmp_path / 'input.txt')) == ['ab', 'ba']
+    assert data.load(str(tmp_path / 'input.txt')) == ['ab', 'ba']
     assert fetched == [str(tmp_path / 'input.txt')]
 
 
 def test_the_default_data_is_the_shipped_names_beside_the_code(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    docs = data.load_docs()
+    docs = data.load()
     assert len(docs) == 32033 and docs[:3] == ['emma', 'olivia', 'ava']
 
 

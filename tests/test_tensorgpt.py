@@ -213,17 +213,18 @@ def test_embedding_kernel_matches_numpy(N, V, C, dtype, seed):
     assert_close(gw, tg.embedding_backward_numpy(ids, g, V), dtype)
 
 
-@given(st.integers(1, 50), st.integers(1, 5), dtypes, seeds)
-def test_adam_kernel_matches_numpy(n, t, dtype, seed):
+@given(st.integers(1, 50), st.integers(1, 5), dtypes, seeds, st.sampled_from([0.0, 0.1]),
+       st.sampled_from([1.0, 0.3]))
+def test_adam_kernel_matches_numpy(n, t, dtype, seed, weight_decay, scale):
     rng = np.random.default_rng(seed)
-    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
-    v = rng.random(n).astype(dtype)
-    args = (0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** t, 1 - 0.99 ** t)
+    p, g = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    m, v = rng.standard_normal(n), rng.random(n)
+    args = (0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** t, 1 - 0.99 ** t, 1 - 0.01 * weight_decay, scale)
     twins = [a.copy() for a in (p, g, m, v)]
     tg.adam_update(p, g, m, v, *args)
     tg.adam_update_numpy(*twins, *args)
     for a, b in zip((p, g, m, v), twins):
-        assert a.dtype == dtype
+        assert a.dtype == b.dtype
         assert_close(a, b, dtype)
     assert not g.any()
 

@@ -186,7 +186,7 @@ def test_weights_finite_sees_a_single_bad_weight():
 def test_eval_every_without_validation_documents_is_a_clear_error(small):
     (small / 'one.txt').write_text('anna\n')
     code, _, err = run_cli('train', '--data', 'one.txt', '--eval-every', '5', '--out', 'run', cwd=small)
-    assert code == 1 and one_line_error(err) and 'needs validation documents' in err
+    assert code == 1 and one_line_error(err) and 'needs validation data' in err
     assert not (small / 'run').exists()
     code, out, err = run_cli('train', '--data', 'one.txt', '--steps', '3', '--out', 'run', cwd=small)
     assert code == 0 and 'validation loss n/a (0 docs)' in out
@@ -376,7 +376,8 @@ def test_a_signal_after_the_last_step_interrupts_and_resume_finishes(small, caps
     assert cli.main(['train', '--resume', str(out), '--out', str(small / 'rest')]) == 0
     assert (small / 'rest' / 'samples.txt').read_text() == (small / 'whole' / 'samples.txt').read_text()
     assert metrics_of(small / 'rest')['val_loss'] == metrics_of(small / 'whole')['val_loss']
-    assert metrics_of(small / 'rest')['val_history'] == metrics_of(small / 'whole')['val_history']
+    history = lambda run: [entry[:2] for entry in metrics_of(run)['val_history']]  # less the times
+    assert history(small / 'rest') == history(small / 'whole')
 
 
 # ---------------------------------------------------------------------------
