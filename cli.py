@@ -46,7 +46,8 @@ Model options:
   --init-std S        Standard deviation of the initial weights [default: 0.08]
 
 Training options:
-  --mode MODE         scalar or tensor [default: scalar]
+  --mode MODE         scalar or tensor; auto: scalar, except that a text's passages
+                      are sampled in tensor mode [default: auto]
   --seed S            Seed of the one random generator that shuffles the documents, draws
                       the weights and then the samples. train, ablate, bench: 42. sample:
                       none continues the training run's generator, so that its first
@@ -268,10 +269,12 @@ def value(args, name):
 
 def parse_config(args):
     """The command's settings, typed and checked, from docopt's strings."""
-    cfg = dict(mode=value(args, 'mode'), temperature=value(args, 'temperature'),
+    mode = args['--mode']
+    cfg = dict(mode=None if mode == 'auto' else value(args, 'mode'),
+               temperature=value(args, 'temperature'),
                top_k=value(args, 'top_k'), length=value(args, 'length'),
                seed=None if args['--seed'] is None else value(args, 'seed'))
-    if args['sample']:
+    if args['sample']:  # mode None: the checkpoint's data says (see sampling.py)
         if args['--batched'] and cfg['mode'] != 'tensor':
             raise UserError("--batched needs --mode tensor")
         return dict(cfg, checkpoint=args['--checkpoint'], num=value(args, 'num'),
@@ -286,6 +289,8 @@ def parse_config(args):
                out=None if args['--out'] in ('auto', None) else args['--out'])
     if cfg['seed'] is None:
         cfg['seed'] = 42
+    if cfg['mode'] is None:
+        cfg['mode'] = 'scalar'
     if args['bench']:
         cfg['mode'] = 'tensor'  # bench times every mode, with tensor mode's settings
     if cfg['mode'] == 'scalar':

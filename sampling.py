@@ -29,13 +29,14 @@ def sample_command(cfg):
     if not text and len(prompt) >= config['block_size']:
         raise UserError(f"--prompt is {len(prompt)} characters; the model's context holds "
                         f"{config['block_size']} tokens, so at most {config['block_size'] - 1}")
-    if text and (cfg['mode'] == 'scalar' or cfg['batched']):
+    mode = cfg['mode'] or ('tensor' if text else 'scalar')
+    if text and (mode == 'scalar' or cfg['batched']):
         raise UserError("a text's passages are drawn in tensor mode, one at a time: "
-                        "give --mode tensor, without --batched")
+                        "--mode scalar and --batched do not apply")
     if text and not prompt and '\n' not in tok.ids:
         raise UserError("this text has no newline to begin a passage at: give a --prompt")
     rng = ckpt['rng'] if cfg['seed'] is None else random.Random(cfg['seed'])
-    model = training.build_model(dict(config, mode=cfg['mode'], dtype='float64'),
+    model = training.build_model(dict(config, mode=mode, dtype='float64'),
                                  config['vocab_size'], random.Random(0))
     model.load_weights(ckpt['weights'])
     num = cfg['num'] if cfg['num'] is not None else 1 if text else 20

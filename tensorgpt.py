@@ -69,8 +69,10 @@ def note_cache_trouble(why, noted=[]):
 
 
 def jit(**options):
+    options = dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}), **options)
+
     def decorate(f):
-        kernel = njit(error_model='numpy', fastmath={'reassoc', 'contract'}, **options)(f)
+        kernel = njit(**options)(f)
         try:
             kernel._cache = KernelCache(f)  # what njit(cache=True) does, with KernelCache
         except RuntimeError:  # no folder to cache in at all
@@ -206,11 +208,35 @@ def linear(x, w):
     return Tensor(y.reshape(*x.data.shape[:-1], -1), (x, w), backward)
 
 
+def concat_rows(*ws):
+    """The matrices ws one under another: [n1, C], [n2, C], ... -> [n1 + n2 + ..., C]. One
+    product with the stack does the work of one product with each (fewer, larger calls)."""
+    ends = np.cumsum([w.data.shape[0] for w in ws])
+    def backward(g):
+        for w, start, end in zip(ws, [0, *ends[:-1]], ends):
+            add_grad(w, g[start:end])
+    return Tensor(np.concatenate([w.data for w in ws]), ws, backward)
+
+
 def relu(x):
     """max(x, 0) elementwise."""
     def backward(g):
-        add_grad(x, g * (x.data > 0))
+        add_grad(x, relu_backward(x.data, g))
     return Tensor(np.maximum(x.data, 0), (x,), backward)
+
+
+# The gradient passes where x > 0: g * (x > 0), in one pass rather than NumPy's three.
+def relu_backward_numpy(x, g):
+    return g * (x > 0)
+
+
+@kernel
+def relu_backward(x, g):
+    out = np.empty_like(g)
+    xs, gs, o = x.ravel(), g.ravel(), out.ravel()
+    for i in range(xs.size):
+        o[i] = gs[i] if xs[i] > 0 else 0
+    return out
 
 
 def rmsnorm(x):
@@ -265,51 +291,69 @@ def rmsnorm_backward(x, s, g):
     return dx
 
 
-def attention(q, k, v, starts, n_head):
+def attention(qkv, starts, n_head):
     """Causal multi-head self-attention within each document: a position attends to itself
     and the earlier positions of its own document. Rows starts[b]:starts[b + 1] are
-    document b; heads sit side by side in the last axis. [N, C] x3 -> [N, C].
+    document b; qkv holds q, k and v side by side, and each its heads side by side.
+    [N, 3C] -> [N, C].
 
-    Documents of one length (a text's windows) go through BLAS matrix products as one
-    [B, H, T, T] block; documents of many lengths (names) through kernels that walk each
+    Documents of one length (a text's windows) go through BLAS matrix products, in
+    [B, H, T, T] blocks; documents of many lengths (names) through kernels that walk each
     document's own triangle."""
     T = starts[1] - starts[0]
     if np.all(np.diff(starts) == T):
-        return attention_blocks(q, k, v, len(starts) - 1, n_head)
-    y, att = attention_forward(q.data, k.data, v.data, starts, n_head)  # [N, C], [B, H, T, T]
+        return attention_blocks(qkv, len(starts) - 1, n_head)
+    q, k, v = (np.ascontiguousarray(x) for x in np.hsplit(qkv.data, 3))   # [N, C] each
+    y, att = attention_forward(q, k, v, starts, n_head)                   # [N, C], [B, H, T, T]
     def backward(g):
-        dq, dk, dv = attention_backward(q.data, k.data, v.data, att, g, starts, n_head)
-        add_grad(q, dq)
-        add_grad(k, dk)
-        add_grad(v, dv)
-    return Tensor(y, (q, k, v), backward)
+        add_grad(qkv, np.hstack(attention_backward(q, k, v, att, g, starts, n_head)))
+    return Tensor(y, (qkv,), backward)
 
 
-def attention_blocks(q, k, v, B, n_head):
-    """attention() for B documents of T positions each, rows b*T:(b+1)*T: per (document,
-    head) s = q k^T / sqrt(D), att = causal softmax(s), y = att v, as batched matmuls."""
-    N, C = q.data.shape
+def attention_blocks(qkv, B, n_head, tile=64):
+    """attention() for B documents of T positions each, rows b*T:(b+1)*T, by batched matrix
+    products over all (document, head) pairs: s = q k^T / sqrt(D), att = causal softmax(s),
+    y = att v. Queries go `tile` positions at a time, each against the keys up to its last
+    position only: causal attention needs no more, about half of the whole square. Every
+    matrix a product reads is laid out row by row (k^T, v^T as copies): BLAS is twice as
+    fast on those as on transposed views."""
+    N, C = qkv.data.shape[0], qkv.data.shape[1] // 3
     T, D = N // B, C // n_head
-    heads = lambda x: np.ascontiguousarray(x.reshape(B, T, n_head, D).transpose(0, 2, 1, 3))
-    merge = lambda x: x.transpose(0, 2, 1, 3).reshape(N, C)          # [B, H, T, D] -> [N, C]
-    qh, kh, vh = heads(q.data), heads(k.data), heads(v.data)         # [B, H, T, D]
-    att = qh @ kh.transpose(0, 1, 3, 2)                              # [B, H, T, T] scores
-    causal_softmax(att, 1 / math.sqrt(D))                            # in place: att
+    parts = qkv.data.reshape(B, T, 3, n_head, D)                       # [B, T, (q k v), H, D]
+    split = lambda x, *axes: np.ascontiguousarray(x.transpose(*axes))
+    qh, kT, vh = split(parts[:, :, 0], 0, 2, 1, 3), split(parts[:, :, 1], 0, 2, 3, 1), \
+        split(parts[:, :, 2], 0, 2, 1, 3)                             # [B, H, T, D], kT [B, H, D, T]
+    tiles = [(i, min(i + tile, T)) for i in range(0, T, tile)]       # query rows i:j see keys :j
+    scale = qkv.data.dtype.type(1 / math.sqrt(D))                    # in the arrays' dtype
+    y, atts = np.empty_like(qh), []
+    for i, j in tiles:
+        att = qh[:, :, i:j] @ kT[:, :, :, :j]                        # [B, H, j - i, j] scores
+        causal_softmax(att, scale, i)                                # in place: att
+        y[:, :, i:j] = att @ vh[:, :, :j]                            # [B, H, j - i, D]
+        atts.append(att)
     def backward(g):
-        gh = heads(g)                                                # [B, H, T, D]
-        add_grad(v, merge(att.transpose(0, 1, 3, 2) @ gh))           # dv = att^T dy
-        ds = gh @ vh.transpose(0, 1, 3, 2)                           # d att = dy v^T
-        causal_softmax_backward(att, ds, 1 / math.sqrt(D))           # in place: d scores
-        add_grad(q, merge(ds @ kh))                                  # dq = ds k
-        add_grad(k, merge(ds.transpose(0, 1, 3, 2) @ qh))            # dk = ds^T q
-    return Tensor(merge(att @ vh), (q, k, v), backward)
+        gh = split(g.reshape(B, T, n_head, D), 0, 2, 1, 3)           # [B, H, T, D]
+        vT, kh = split(parts[:, :, 2], 0, 2, 3, 1), split(parts[:, :, 1], 0, 2, 1, 3)
+        dq, dk, dv = np.empty_like(qh), np.zeros_like(kh), np.zeros_like(vh)
+        for (i, j), att in zip(tiles, atts):
+            dv[:, :, :j] += att.transpose(0, 1, 3, 2) @ gh[:, :, i:j]  # dv = att^T dy
+            ds = gh[:, :, i:j] @ vT[:, :, :, :j]                       # d att = dy v^T
+            causal_softmax_backward(att, ds, scale, i, scale * 0)      # in place: d scores
+            dq[:, :, i:j] = ds @ kh[:, :, :j]                          # dq = ds k
+            dk[:, :, :j] += ds.transpose(0, 1, 3, 2) @ qh[:, :, i:j]   # dk = ds^T q
+        dqkv = np.empty_like(qkv.data)
+        for n, d in enumerate((dq, dk, dv)):                         # [B, H, T, D] -> [N, 3C]
+            dqkv.reshape(B, T, 3, n_head, D)[:, :, n] = d.transpose(0, 2, 1, 3)
+        add_grad(qkv, dqkv)
+    return Tensor(y.transpose(0, 2, 1, 3).reshape(N, C), (qkv,), backward)
 
 
-# softmax over each row's causal part, j <= t, after scaling; the rest of the row is 0.
-# Backward, given datt: ds = att * (datt - sum_j att * datt) * scale.
-def causal_softmax_numpy(s, scale):
-    T = s.shape[-1]
-    s = np.where(np.tril(np.ones((T, T), bool)), s * scale, -np.inf)
+# Softmax over each row's causal part after scaling: row t of a tile whose first row is
+# position i sees keys j <= i + t; the rest of the row is 0. Backward, given datt:
+# ds = att * (datt - sum_j att * datt) * scale.
+def causal_softmax_numpy(s, scale, i=0):
+    T, J = s.shape[-2:]
+    s = np.where(np.arange(J) <= i + np.arange(T)[:, None], s * scale, -np.inf)
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -318,43 +362,71 @@ def causal_softmax_backward_numpy(att, datt, scale):
     return att * (datt - np.sum(att * datt, axis=-1, keepdims=True)) * scale
 
 
-def causal_softmax(s, scale):
-    """causal_softmax_numpy, in place on s [B, H, T, T]: a kernel scales each row and
-    subtracts its causal part's maximum, NumPy's vectorised exp does the rest."""
-    scale_and_shift(s, scale)
-    np.exp(s, out=s)                         # exp(-inf) = 0 above the diagonal
-    s /= s.sum(axis=-1, keepdims=True)
+def causal_softmax(s, scale, i=0):
+    """causal_softmax_numpy, in place on s [B, H, T, J], in three passes: the kernels do
+    what vectorises in numba, NumPy the exp (numba's is one value at a time)."""
+    scale_and_shift(s, scale, i)             # (s - max over the causal part) * scale, -inf past it
+    np.exp(s, out=s)                         # exp(-inf) = 0
+    normalize_rows(s, i, s.dtype.type(0))
 
 
-@kernel
-def scale_and_shift(s, scale):
-    B, H, T, _ = s.shape
+# The kernels keep their per-row sums and maxima in 16 lanes, so that LLVM can fill the
+# CPU's vector registers (one running maximum would be one value at a time).
+@jit(fastmath={'reassoc', 'contract', 'nnan', 'nsz'})
+def scale_and_shift(s, scale, i):
+    B, H, T, J = s.shape
+    lanes = np.empty(16, s.dtype)
     for b in range(B):
         for h in range(H):
             a = s[b, h]
             for t in range(T):
-                m = -np.inf
-                for j in range(t + 1):
-                    m = max(m, a[t, j])
-                for j in range(t + 1):
+                n = min(i + t + 1, J)          # the row's causal part: keys 0..i+t
+                lanes[:] = a[t, 0]
+                whole = n - n % 16
+                for j0 in range(0, whole, 16):
+                    for lane in range(16):
+                        x = a[t, j0 + lane]
+                        lanes[lane] = x if x > lanes[lane] else lanes[lane]
+                m = lanes.max()
+                for j in range(whole, n):
+                    m = a[t, j] if a[t, j] > m else m
+                for j in range(n):
                     a[t, j] = (a[t, j] - m) * scale
-                for j in range(t + 1, T):
+                for j in range(n, J):
                     a[t, j] = -np.inf
 
 
+# Their sums run in the arrays' own dtype (`zero`): float32 sums vectorise twice as wide.
 @kernel
-def causal_softmax_backward(att, datt, scale):
-    B, H, T, _ = att.shape
+def normalize_rows(s, i, zero):
+    B, H, T, J = s.shape
+    for b in range(B):
+        for h in range(H):
+            a = s[b, h]
+            for t in range(T):
+                n = min(i + t + 1, J)
+                total = zero
+                for j in range(n):
+                    total += a[t, j]
+                r = 1 / total
+                for j in range(n):
+                    a[t, j] *= r
+
+
+@kernel
+def causal_softmax_backward(att, datt, scale, i, zero):
+    B, H, T, J = att.shape
     for b in range(B):
         for h in range(H):
             a, d = att[b, h], datt[b, h]
             for t in range(T):
-                rowsum = 0.0
-                for j in range(t + 1):
+                n = min(i + t + 1, J)
+                rowsum = zero
+                for j in range(n):
                     rowsum += a[t, j] * d[t, j]
-                for j in range(t + 1):
+                for j in range(n):
                     d[t, j] = a[t, j] * (d[t, j] - rowsum) * scale
-                for j in range(t + 1, T):
+                for j in range(n, J):
                     d[t, j] = 0
 
 
@@ -597,10 +669,9 @@ class GPT:
         for i in range(self.n_layer):
             # 1) multi-head causal self-attention
             h = rmsnorm(x)                                                     # [N, C]
-            q = linear(h, sd[f'layer{i}.attn_wq'])                             # [N, C]
-            k = linear(h, sd[f'layer{i}.attn_wk'])                             # [N, C]
-            v = linear(h, sd[f'layer{i}.attn_wv'])                             # [N, C]
-            x = x + linear(attention(q, k, v, starts, self.n_head), sd[f'layer{i}.attn_wo'])
+            w = concat_rows(*(sd[f'layer{i}.attn_w{x}'] for x in 'qkv'))      # [3C, C]
+            qkv = linear(h, w)                                                 # [N, 3C]: q, k, v
+            x = x + linear(attention(qkv, starts, self.n_head), sd[f'layer{i}.attn_wo'])
             # 2) MLP: widen 4x, ReLU, narrow back
             h = relu(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']))              # [N, 4C]
             x = x + linear(h, sd[f'layer{i}.mlp_fc2'])                         # [N, C]

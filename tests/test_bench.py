@@ -112,3 +112,17 @@ def test_reference_settings_that_cannot_compare_are_refused(small, args, message
     (small / 'reference.py').write_text(FAKE_REFERENCE)
     code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', *args)
     assert code == 1 and one_line_error(err) and message in err, err
+
+
+def test_bench_times_text_windows_in_tensor_mode(small):
+    (small / 'text.txt').write_text("Now is the winter of our discontent\n" * 30)
+    code, out, err = main_output(cli.main, 'bench', '--data', 'text.txt', '--data-format', 'text',
+                                 '--bench-steps', '3', '--warmup', '1', '--repeats', '1',
+                                 '--n-embd', '8', '--n-head', '2', '--block-size', '8',
+                                 '--batch-size', '4', '--out', 'b')
+    assert code == 0, err
+    result = json.loads((small / 'b' / 'bench.json').read_text())
+    assert [(r['mode'], r['batch_size']) for r in result['results']] == [('tensor', 1), ('tensor', 4)]
+    r = result['results'][1]
+    assert r['tokens_per_s'] / r['steps_per_s'] == pytest.approx(4 * 8)  # B windows of T a step
+    assert result['config']['data_format'] == 'text' and 'scalar mode trains on documents only' in out

@@ -16,9 +16,11 @@ def test_help_documents_every_option_and_every_command():
         assert f"cli.py {command}" in out
     options = set().union(*cli.option_sections().values())
     assert {'--data', '--no-fetch', '--seed', '--steps', '--n-embd', '--lr', '--tie-lm-head',
-            '--checkpoint', '--prompt', '--seeds', '--jobs', '--torch'} <= options
-    # every setting a run records has its option
-    assert {cli.option(name) for name in training.SETTINGS} - {'--out', '--beta1', '--beta2', '--eps'} <= options
+            '--checkpoint', '--prompt', '--seeds', '--jobs', '--torch', '--data-format', '--length',
+            '--top-k', '--beta1', '--beta2', '--weight-decay', '--grad-clip', '--warmup-steps',
+            '--lr-schedule', '--min-lr', '--init-std'} <= options
+    # every setting a run records has its option (eps is the reference's, fixed)
+    assert {cli.option(name) for name in training.SETTINGS} - {'--eps'} <= options
     assert '[default: 1000]' in out and '[default: 0.5]' in out and 'names.txt' in out
 
 

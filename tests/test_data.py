@@ -1,7 +1,9 @@
-"""data.py: reading documents, the download, the tokenizer, shuffle and split."""
+"""data.py: reading documents and texts, the download, the tokenizer, shuffle, split and windows."""
 import hashlib
 import random
 import re
+
+import numpy as np
 
 import pytest
 from hypothesis import given, strategies as st
@@ -155,3 +157,48 @@ def test_n_validation_is_the_size_of_the_held_out_part(n, fraction):
     train, val = data.split_docs(list(range(n)), random.Random(0), fraction)
     assert len(val) == data.n_validation(n, fraction) and len(train) + len(val) == n
     assert len(train) >= 1 or n == 0
+
+
+# ---------------------------------------------------------------------------
+# A text: one stream, split in two, windows
+def test_a_text_is_read_whole_newlines_and_all(tmp_path):
+    assert data.read_text(write(tmp_path, b'\xef\xbb\xbfab\n\n c\r\n')) == 'ab\n\n c\r\n'
+    with pytest.raises(DataError, match='line 2: bytes that are not UTF-8 \\(at column 3\\)'):
+        data.read_text(write(tmp_path, b'ab\ncd\xffe\n'))
+    with pytest.raises(DataError, match='fewer than two distinct characters'):
+        data.read_text(write(tmp_path, b'aaaa'))
+    tok = Tokenizer.from_text('ba\nab')
+    assert tok.chars == ['\n', 'a', 'b'] and tok.bos is None and tok.vocab_size == 3
+
+
+def test_the_shipped_shakespeare_is_karpathys_tinyshakespeare():
+    with open(data.SHAKESPEARE, 'rb') as f:
+        raw = f.read()
+    assert hashlib.md5(raw).hexdigest() == '6fb458f1232090904fb40fe944165e91'
+    assert len(data.read_text(data.SHAKESPEARE)) == 1115394
+
+
+@given(st.integers(2, 500), st.sampled_from([0.0, 0.1, 0.5]))
+def test_split_text_keeps_the_first_part_for_training(n, fraction):
+    ids = np.arange(n)
+    train, val = data.split_text(ids, fraction)
+    assert len(train) == int(n * (1 - fraction)) and np.array_equal(np.concatenate([train, val]), ids)
+
+
+def test_random_windows_come_from_the_generator_in_order_and_fit_the_text():
+    ids = np.arange(100)
+    windows = data.random_windows(ids, random.Random(3), 5, 8)
+    r = random.Random(3)
+    offsets = [r.randrange(100 - 8) for _ in range(5)]
+    assert windows.shape == (5, 9) and [w[0] for w in windows] == offsets
+    assert all(np.array_equal(w, np.arange(w[0], w[0] + 9)) for w in windows)
+    last = data.random_windows(np.arange(9), random.Random(0), 3, 8)  # one offset fits
+    assert np.array_equal(last, np.tile(np.arange(9), (3, 1)))
+
+
+@given(st.integers(2, 300), st.integers(1, 20))
+def test_tiled_windows_cover_the_text_without_overlap(n, block_size):
+    windows = data.tiled_windows(np.arange(n), block_size)
+    assert len(windows) == (n - 1) // block_size
+    for i, w in enumerate(windows):  # window i predicts positions i*bs+1 .. (i+1)*bs
+        assert np.array_equal(w, np.arange(i * block_size, (i + 1) * block_size + 1))

@@ -90,3 +90,45 @@ def test_prompt_errors_are_one_line(small, capsys):
                             ('-a', "'-' is not in the vocabulary")):
         code, _, err = sample('--checkpoint', path, '--prompt', prompt)
         assert code == 1 and one_line_error(err) and message in err, err
+
+
+# ---------------------------------------------------------------------------
+# Passages of a text
+def trained_text(small):
+    (small / 'text.txt').write_text("To be, or not to be: that is the question.\n" * 20)
+    assert train_small(small / 'run', '--mode', 'tensor', '--data-format', 'text', '--block-size',
+                       '8', '--batch-size', '4', '--length', '30', data='text.txt') == 0
+    return small / 'run' / 'checkpoint.json'
+
+
+def test_sample_without_a_seed_repeats_the_passage_train_printed(small, capsys):
+    path = trained_text(small)
+    code, out, err = sample('--checkpoint', path, '--length', '30')  # tensor mode, for a text
+    assert code == 0, err
+    assert out.splitlines()[0] == '--- passage 1 ---'
+    assert out.split('\n', 1)[1] == (small / 'run' / 'samples.txt').read_text()
+
+
+def test_a_passage_outgrows_the_context_and_follows_its_prompt(small, capsys):
+    path = trained_text(small)
+    prompt = 'To be, or not to be: that'  # longer than the block size, 8
+    code, out, _ = sample('--checkpoint', path, '--prompt', prompt, '--length', '50', '--num', '2',
+                          '--seed', '4')
+    passages = out.split('--- passage ')[1:]
+    assert code == 0 and len(passages) == 2
+    assert all(p.split('\n', 1)[1].startswith(prompt) and len(p.split('\n', 1)[1]) == len(prompt) + 50 + 1
+               for p in passages)
+
+
+def test_top_1_is_the_same_passage_whatever_the_seed(small, capsys):
+    path = trained_text(small)
+    outs = {sample('--checkpoint', path, '--top-k', '1', '--seed', s, '--length', '20')[1]
+            for s in (1, 2, 3)}
+    assert len(outs) == 1
+
+
+def test_a_text_checkpoint_refuses_scalar_mode_and_batches(small, capsys):
+    path = trained_text(small)
+    for args in (('--mode', 'scalar'), ('--mode', 'tensor', '--batched')):
+        code, _, err = sample('--checkpoint', path, *args)
+        assert code == 1 and one_line_error(err) and 'tensor mode, one at a time' in err

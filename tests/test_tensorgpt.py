@@ -1,5 +1,6 @@
 """Tests of tensorgpt.py: every op's gradient against finite differences, every numba kernel
 against its NumPy twin, the model against microgpt.py, and the reference run."""
+import math
 import os
 import random
 import shutil
@@ -20,6 +21,12 @@ from conftest import NAMES, ROOT
 dims = st.integers(1, 5)
 values = st.floats(-2, 2, allow_nan=False, width=64)
 seeds = st.integers(0, 2 ** 32 - 1)
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def assert_close(a, b, dtype):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
 @st.composite
@@ -113,9 +120,57 @@ def test_embedding_grad_matches_finite_difference(data):
 
 @given(packed_batches(), st.integers(1, 3), st.integers(1, 3), seeds)
 def test_attention_grad_matches_finite_difference(starts, n_head, D, seed):
+    qkv = np.random.default_rng(seed).standard_normal((starts[-1], 3 * n_head * D))
+    grad_check(lambda qkv: tg.attention(qkv, starts, n_head), qkv)
+
+
+@given(st.integers(1, 3), st.integers(1, 7), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 4), seeds)
+def test_attention_of_equal_documents_grad_matches_finite_difference(B, T, n_head, D, tile, seed):
+    qkv = np.random.default_rng(seed).standard_normal((B * T, 3 * n_head * D))
+    grad_check(lambda qkv: tg.attention_blocks(qkv, B, n_head, tile), qkv)
+
+
+@given(st.integers(1, 3), st.integers(1, 40), st.sampled_from([1, 2, 4]), st.integers(1, 5),
+       st.integers(1, 50), dtypes, seeds)
+def test_attention_in_tiles_is_the_attention_of_each_document(B, T, n_head, D, tile, dtype, seed):
     rng = np.random.default_rng(seed)
-    q, k, v = (rng.standard_normal((starts[-1], n_head * D)) for _ in range(3))
-    grad_check(lambda q, k, v: tg.attention(q, k, v, starts, n_head), q, k, v)
+    q, k, v, dy = (rng.standard_normal((B * T, n_head * D)).astype(dtype) for _ in range(4))
+    starts = np.arange(0, B * T + 1, T)
+    qkv = tg.Tensor(np.hstack([q, k, v]))
+    y = tg.attention(qkv, starts, n_head)            # documents of one length: in tiles
+    y_np, att = tg.attention_forward_numpy(q, k, v, starts, n_head)
+    assert y.data.dtype == dtype
+    assert_close(tg.attention_blocks(tg.Tensor(qkv.data), B, n_head, tile).data, y_np, dtype)
+    y.backward(dy)
+    assert_close(qkv.grad, np.hstack(tg.attention_backward_numpy(q, k, v, att, dy, starts, n_head)), dtype)
+
+
+@given(st.integers(1, 3), st.integers(1, 8), st.integers(0, 40), st.integers(1, 50), dtypes, seeds)
+def test_causal_softmax_kernels_match_numpy(B, T, i, J, dtype, seed):
+    J = max(J, min(i + T, J))
+    rng = np.random.default_rng(seed)
+    s, d = (rng.standard_normal((B, 2, T, J)).astype(dtype) for _ in range(2))
+    att = s.copy()
+    tg.causal_softmax(att, dtype(0.3), i)
+    expected = tg.causal_softmax_numpy(s, 0.3, i)
+    assert_close(att, expected, dtype)
+    ds = d.copy()
+    tg.causal_softmax_backward(att, ds, dtype(0.3), i, dtype(0))
+    assert_close(ds, tg.causal_softmax_backward_numpy(expected, d, 0.3), dtype)
+
+
+@given(st.data())
+def test_concat_rows_grad_matches_finite_difference(data):
+    C = data.draw(dims)
+    grad_check(tg.concat_rows, *(data.draw(arrays((data.draw(dims), C))) for _ in range(3)))
+
+
+@given(dims, st.integers(1, 40), dtypes, seeds)
+def test_relu_kernel_matches_numpy(N, C, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
+    np.testing.assert_array_equal(tg.relu_backward(x, g), tg.relu_backward_numpy(x, g))
 
 
 @given(packed_batches(), st.integers(1, 3), seeds)
@@ -140,14 +195,6 @@ def test_cross_entropy_grad_matches_finite_difference(N, V, seed):
 
 # ---------------------------------------------------------------------------
 # Each numba kernel against its NumPy twin, in both dtypes.
-dtypes = st.sampled_from([np.float32, np.float64])
-
-
-def assert_close(a, b, dtype):
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
-
-
 @given(dims, st.integers(1, 40), dtypes, seeds)
 def test_rmsnorm_kernels_match_numpy(N, C, dtype, seed):
     rng = np.random.default_rng(seed)
@@ -494,3 +541,103 @@ def test_warm_up_compiles_every_kernel_a_run_uses():
     p = subprocess.run([sys.executable, '-c', WARM_UP_PROBE], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert p.stdout.split() == ['True', 'True'], p.stderr
+
+
+# ---------------------------------------------------------------------------
+# What changes the update: schedule, clipping, weight decay
+@given(st.integers(1, 300), st.integers(0, 50), st.sampled_from(['linear', 'cosine']),
+       st.sampled_from([0.0, 1e-4]))
+def test_lr_schedule_is_warm_up_then_decay_to_min_lr(num_steps, warmup, kind, min_lr):
+    lr, at = 1e-3, tg.lr_schedule(1e-3, num_steps, warmup, kind, min_lr)
+    for s in range(num_steps):
+        if s < warmup:
+            expected = lr * (s + 1) / warmup
+        else:
+            p = (s - warmup) / (num_steps - warmup)
+            factor = (1 + math.cos(math.pi * p)) / 2 if kind == 'cosine' else 1 - p
+            expected = min_lr + (lr - min_lr) * factor
+        assert at(s) == pytest.approx(expected, rel=1e-12, abs=1e-18)
+    assert at(min(warmup, num_steps - 1)) <= lr
+
+
+def test_the_default_schedule_is_the_references_bit_for_bit():
+    at = tg.lr_schedule(0.01, 1000)
+    assert all(at(s) == 0.01 * (1 - s / 1000) for s in range(1000))
+
+
+@given(st.integers(2, 40), st.sampled_from([0.5, 1.0, 100.0]), st.sampled_from([0.0, 0.1]), seeds)
+def test_adam_with_clipping_and_decay_matches_its_numpy_twin(n, clip, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    t = tg.Tensor(rng.standard_normal((2, n)))
+    adam = tg.Adam([t], weight_decay=weight_decay)
+    p, m, v = t.data.copy(), np.zeros(2 * n), np.zeros(2 * n)
+    for step in range(1, 4):
+        g = rng.standard_normal((2, n)) * 3
+        t.grad[...] = g
+        norm = np.sqrt(np.sum(g ** 2))
+        scale = min(1.0, clip / (norm + 1e-6))
+        adam.step(0.01, grad_clip=clip)
+        twin_p, twin_g = p.ravel(), g.ravel().copy()
+        tg.adam_update_numpy(twin_p, twin_g, m, v, 0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** step,
+                             1 - 0.99 ** step, 1 - 0.01 * weight_decay, scale)
+        np.testing.assert_allclose(t.data.ravel(), twin_p, rtol=1e-12)
+    assert tg.squared_norm(g.ravel()) == pytest.approx(tg.squared_norm_numpy(g))
+
+
+@pytest.mark.parametrize('clip, scale', [(2.0, 2 / (5 + 1e-6)), (10.0, 1.0), (0.0, 1.0)])
+def test_clipping_scales_the_gradient_down_to_the_clip_norm(clip, scale):
+    t = tg.Tensor(np.zeros((1, 4)))
+    adam = tg.Adam([t])
+    t.grad[...] = [[3.0, 4.0, 0.0, 0.0]]  # norm 5
+    adam.step(0.1, grad_clip=clip)
+    np.testing.assert_allclose(adam.m[0], (1 - 0.85) * np.array([[3.0, 4.0, 0, 0]]) * scale)
+
+
+def test_weight_decay_shrinks_weights_with_no_gradient():
+    t = tg.Tensor(np.full((2, 2), 3.0))
+    adam = tg.Adam([t], weight_decay=0.1)
+    adam.step(0.5)  # zero gradient: the update is the decay alone
+    np.testing.assert_allclose(t.data, 3.0 * (1 - 0.5 * 0.1))
+
+
+# ---------------------------------------------------------------------------
+# Windows of a text, generation, top-k
+def test_a_batch_of_windows_has_the_loss_of_the_same_windows_as_documents():
+    model = tg.GPT(6, random.Random(1), n_embd=8, n_head=2, block_size=5, dtype='float64')
+    windows = np.array([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]])
+    as_docs = float(model.loss([list(w) for w in windows]).data)
+    assert float(model.loss(windows).data) == pytest.approx(as_docs, rel=1e-12)
+
+
+def test_generation_past_the_context_is_a_forward_pass_over_the_last_block_size():
+    model = tg.GPT(5, random.Random(2), n_embd=8, n_head=2, block_size=4, dtype='float64')
+    drawn = model.generate(random.Random(7), [1, 2], 12, temperature=0.8)
+    rng, ids = random.Random(7), [1, 2]
+    for _ in range(12):
+        context = ids[-4:]  # the last block_size ids, at positions 0..3
+        logits = model.forward(np.array(context), np.arange(len(context)),
+                               np.array([0, len(context)])).data[-1].astype(np.float64)
+        p = np.exp(logits / 0.8 - (logits / 0.8).max())
+        ids.append(rng.choices(range(5), weights=(p / p.sum()).tolist())[0])
+    assert drawn == ids[2:] and len(drawn) == 12
+
+
+def test_top_k_draws_only_among_the_k_most_likely():
+    model = tg.GPT(8, random.Random(3), n_embd=8, n_head=2, block_size=6, dtype='float64')
+    logits = model.forward(np.array([7]), np.array([0]), np.array([0, 1])).data
+    best = np.argsort(-logits[0])[:2].tolist()
+    firsts = {model.sample(random.Random(s), 7, 2.0, top_k=2)[:1][0]
+              for s in range(40) if model.sample(random.Random(s), 7, 2.0, top_k=2)}
+    assert firsts and firsts <= set(best) | {7}
+    greedy = model.generate(random.Random(0), [7], 1, top_k=1)
+    assert greedy == [int(np.argmax(logits[0]))]
+
+
+@pytest.mark.parametrize('top_k', [1, 3])
+def test_top_k_samples_agree_in_both_modes(top_k):
+    scalar = microgpt.GPT(7, random.Random(5), n_embd=8, n_head=2)
+    tensor = tg.GPT(7, random.Random(0), n_embd=8, n_head=2, dtype='float64')
+    tensor.load_weights(scalar.weights())
+    for s in range(10):
+        assert scalar.sample(random.Random(s), 6, 1.0, top_k=top_k) == \
+            tensor.sample(random.Random(s), 6, 1.0, top_k=top_k)

@@ -424,3 +424,114 @@ def test_output_to_a_closed_pipe_does_not_stop_the_run(small):
     p.stdout.close()  # as `| head -1` does
     assert p.wait(timeout=120) == 0 and 'Traceback' not in p.stderr.read()
     assert metrics_of(small / 'run')['status'] == 'completed'
+
+
+# ---------------------------------------------------------------------------
+# Text data, and the training settings of larger models
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 6
+
+
+def train_text(out, *extra):
+    return train_small(out, '--mode', 'tensor', '--data-format', 'text', '--block-size', '8',
+                       '--batch-size', '4', '--length', '40', *extra, data='text.txt')
+
+
+@pytest.fixture
+def text(small):
+    (small / 'text.txt').write_text(TEXT)
+    return small
+
+
+def test_a_text_run_trains_on_windows_and_ends_with_a_passage(text, capsys):
+    assert train_text(text / 'run', '--eval-every', '6') == 0
+    out = capsys.readouterr().out
+    passage = (text / 'run' / 'samples.txt').read_text()
+    assert '--- passage (temperature 0.5, 40 characters) ---' in out and passage[:-1] in out
+    assert len(passage) == 1 + 40 + 1 and passage[0] == '\n'  # begun at a newline
+    config = json.loads((text / 'run' / 'config.json').read_text())
+    assert config['data_format'] == 'text'
+    m = metrics_of(text / 'run')
+    n_val = len(TEXT) - int(len(TEXT) * 0.9)
+    assert m['val_docs'] == (n_val - 1) // 8 and m['tokens'] == 12 * 4 * 8
+    steps, times = [e[0] for e in m['val_history']], [e[2] for e in m['val_history']]
+    assert steps == [6, 12] and 0 < times[0] < times[1] <= m['train_time_s']
+    # the validation loss is the model's on every held-out window, from the checkpoint
+    ckpt = checkpoint.load(text / 'run' / 'checkpoint.json')
+    tok = data.Tokenizer(ckpt['vocab'], bos=False)
+    model = tensorgpt.GPT(tok.vocab_size, random.Random(0), n_embd=8, n_head=2, block_size=8)
+    model.load_weights(ckpt['weights'])
+    _, val = data.split_text(np.array(tok.encode(TEXT)), 0.1)
+    assert m['val_loss'] == pytest.approx(tensorgpt.evaluate(model, data.tiled_windows(val, 8)), rel=1e-6)
+
+
+LARGER = ('--beta1', '0.9', '--beta2', '0.95', '--weight-decay', '0.1', '--grad-clip', '0.5',
+          '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001', '--init-std',
+          '0.02', '--top-k', '5', '--lr', '0.02')
+
+
+def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys):
+    assert train_text(text / 'a', *LARGER, '--steps', '16') == 0
+    config = json.loads((text / 'a' / 'config.json').read_text())
+    assert (config['weight_decay'], config['grad_clip'], config['warmup_steps'], config['min_lr'],
+            config['lr_schedule'], config['init_std'], config['top_k'], config['beta1']) == \
+        (0.1, 0.5, 4, 0.001, 'cosine', 0.02, 5, 0.9)
+    assert cli.main(['train', '--from', str(text / 'a'), '--out', str(text / 'b')]) == 0
+    assert train_text(text / 'half', *LARGER, '--steps', '16', '--stop-after', '9') == 0
+    assert cli.main(['train', '--resume', str(text / 'half'), '--out', str(text / 'rest')]) == 0
+    for run in ('b', 'rest'):
+        assert losses_of(text / run) == losses_of(text / 'a'), run
+        assert (text / run / 'samples.txt').read_text() == (text / 'a' / 'samples.txt').read_text()
+
+
+def test_each_setting_changes_the_run(text, capsys):
+    train_text(text / 'base', '--steps', '6')
+    for i, (option, value) in enumerate(zip(LARGER[::2], LARGER[1::2])):
+        train_text(text / f"r{i}", '--steps', '6', option, value)
+        changed = losses_of(text / f"r{i}") != losses_of(text / 'base') or \
+            (text / f"r{i}" / 'samples.txt').read_text() != (text / 'base' / 'samples.txt').read_text()
+        assert changed, option
+
+
+def test_a_record_from_before_the_later_settings_reruns_with_their_defaults(small, capsys):
+    train_small(small / 'a')
+    path = small / 'a' / 'config.json'
+    config = json.loads(path.read_text())
+    for name in training.LATER:
+        config.pop(name)
+    path.write_text(json.dumps(config))
+    assert cli.main(['train', '--from', str(small / 'a'), '--out', str(small / 'b')]) == 0
+    assert losses_of(small / 'a') == losses_of(small / 'b')
+
+
+@pytest.mark.parametrize('args', [
+    ('--data-format', 'text'), ('--weight-decay', '0.1'), ('--grad-clip', '1'),
+    ('--warmup-steps', '10'), ('--lr-schedule', 'cosine'), ('--min-lr', '0.001'),
+])
+def test_scalar_mode_refuses_what_it_does_not_run(small, args):
+    code, _, err = run_cli('train', '--data', 'docs.txt', *args, '--out', 'r', cwd=small)
+    assert code == 1 and one_line_error(err) and 'needs --mode tensor' in err and args[0] in err
+    assert not (small / 'r').exists()
+
+
+def test_scalar_mode_runs_betas_init_std_and_top_k_as_tensor_mode_does(small, capsys):
+    same = ('--beta1', '0.9', '--beta2', '0.95', '--init-std', '0.05', '--top-k', '3', '--steps', '8')
+    train_small(small / 's', *same)
+    train_small(small / 't', *same, '--mode', 'tensor', '--batch-size', '1', '--dtype', 'float64')
+    s, t = (np.array([float(r['loss']) for r in csv.DictReader(open(small / run / 'losses.csv'))])
+            for run in ('s', 't'))
+    np.testing.assert_allclose(s, t, rtol=1e-12)
+    assert (small / 's' / 'samples.txt').read_text() == (small / 't' / 'samples.txt').read_text()
+
+
+@pytest.mark.parametrize('args, message', [
+    (('--block-size', '2000'), "the text's training part"),
+    (('--eval-every', '5', '--val-fraction', '0.01'), '--eval-every needs validation data'),
+    (('--val-docs', '5'), '--val-docs counts documents'),
+    (('--min-lr', '1', '--lr', '0.1'), '--min-lr (1.0) must be <= --lr (0.1)'),
+])
+def test_text_settings_that_cannot_work_are_refused(text, args, message):
+    code, _, err = run_cli('train', '--mode', 'tensor', '--data', 'text.txt', '--data-format', 'text',
+                           *args, '--out', 'r', cwd=text)
+    assert code == 1 and one_line_error(err) and message in err, err
+    assert not (text / 'r').exists()
