@@ -22,9 +22,8 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 import data
+import plots
 import records
 import training
 from records import UserError
@@ -324,43 +323,13 @@ def markdown_table(table, last_n, reference):
 
 
 def plot(out, runs):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plot skipped: matplotlib is not installed; pip install -e '.[plot]' to get "
-              "losses.png")
-        return
-    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for variant in VARIANTS:
-        curves, vals = [], {}
-        for v, _, run_dir in runs:
-            if v != variant:
-                continue
-            m = read_run(run_dir)
-            curves.append(records.read_losses(os.path.join(run_dir, 'losses.csv'), m['steps']))
-            for step, val, *_ in m['val_history']:
-                vals.setdefault(step, []).append(val)
-        if not curves:  # every run of this variant diverged
-            continue
-        n = min(len(c) for c in curves)
-        mean = np.mean([c[:n] for c in curves], axis=0)
-        w = max(1, n // 50)  # moving average over 2% of the run
-        smooth = np.convolve(mean, np.ones(w) / w, mode='valid')
-        ax_train.plot(np.arange(w, n + 1), smooth, label=variant)
-        steps = sorted(vals)
-        ax_val.plot(steps, [np.mean(vals[s]) for s in steps], marker='o', label=variant)
-    ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',
-                 ylabel='loss')
-    ax_val.set(title='validation loss (mean over seeds)', xlabel='step', ylabel='loss')
-    for ax in (ax_train, ax_val):
-        if ax.lines:
-            ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = os.path.join(out, '.losses.tmp.png')
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, os.path.join(out, 'losses.png'))
-    print(f"plot: {os.path.relpath(out)}/losses.png")
+    """losses.png: the variants' curves, each the mean over its seeds."""
+    groups = {}
+    for variant, _, run_dir in runs:
+        m = read_run(run_dir)
+        losses = records.read_losses(os.path.join(run_dir, 'losses.csv'), m['steps'])
+        groups.setdefault(variant, []).append((losses, m['val_history']))
+    if plots.curves(os.path.join(out, 'losses.png'), groups):
+        print(f"plot: {os.path.relpath(out)}/losses.png")
+    else:
+        print(f"plot skipped: matplotlib is not installed; {plots.GET_MATPLOTLIB} to get losses.png")

@@ -25,6 +25,7 @@ import numpy as np
 
 import checkpoint
 import data
+import plots
 import records
 from records import UserError
 
@@ -407,10 +408,23 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
         files['checkpoint.json'] = ckpt_text
     files['metrics.json'] = records.json_text(metrics)  # last: its presence marks a record
     records.write_record(out, files)
+    draw_losses(out, losses, val_history, cfg)
     print(f"run record: {os.path.relpath(out)}")
     if status in ('stopped', 'interrupted'):
         print(f"to continue: {records.program()} train --resume {os.path.relpath(out)}")
     return metrics
+
+
+def draw_losses(out, losses, val_history, cfg):
+    """losses.png beside the record, when matplotlib is there: a picture, not part of it."""
+    title = (f"{os.path.basename(cfg['data'])}: n_embd {cfg['n_embd']}, n_layer {cfg['n_layer']}, "
+             f"block {cfg['block_size']}, batch {cfg['batch_size']}, lr {cfg['lr']}")
+    try:
+        if not plots.run_losses(os.path.join(out, 'losses.png'), losses, val_history,
+                                title):
+            print(f"losses.png skipped: matplotlib is not installed ({plots.GET_MATPLOTLIB})")
+    except OSError as e:
+        print(f"losses.png not written: {e.strerror or e}")
 
 
 def draw_samples(cfg, model, tok, rng, should_stop, first_id=None):

@@ -60,7 +60,8 @@ def test_train_writes_a_complete_run_record(small, capsys):
     assert 'step    1 /   12 | loss ' in printed and 'step   12 /   12 | loss ' in printed
     run = small / 'run'
     assert sorted(p.name for p in run.iterdir()) == [
-        'checkpoint.json', 'config.json', 'losses.csv', 'metrics.json', 'samples.txt']
+        'checkpoint.json', 'config.json', 'losses.csv', 'losses.png', 'metrics.json', 'samples.txt']
+    assert (run / 'losses.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     config = json.loads((run / 'config.json').read_text())
     assert config['seed'] == 42 and config['n_embd'] == 8 and config['mode'] == 'scalar'
     assert config['data'] == str(small / 'docs.txt')  # absolute, whatever was typed
@@ -535,3 +536,12 @@ def test_text_settings_that_cannot_work_are_refused(text, args, message):
                            *args, '--out', 'r', cwd=text)
     assert code == 1 and one_line_error(err) and message in err, err
     assert not (text / 'r').exists()
+
+
+def test_without_matplotlib_a_run_says_how_to_get_its_picture(small, capsys, monkeypatch):
+    import plots
+    monkeypatch.setattr(plots, 'pyplot', lambda: None)
+    assert train_small(small / 'run') == 0
+    assert "losses.png skipped: matplotlib is not installed (pip install -e '.[plot]')" in \
+        capsys.readouterr().out
+    assert not (small / 'run' / 'losses.png').exists() and (small / 'run' / 'metrics.json').exists()

@@ -1,0 +1,96 @@
+"""
+plots.py: pictures of runs, drawn with matplotlib (the optional `plot` extra).
+
+A run's losses (losses.png in every run record), the curves of an ablation's variants, and
+the curves of several runs or ablations overlaid. Without matplotlib each says, in one
+line, how to get it, and nothing else changes: pictures are never part of a record's
+contract.
+"""
+import os
+
+import numpy as np
+
+GET_MATPLOTLIB = "pip install -e '.[plot]'"
+
+
+def pyplot():
+    """matplotlib.pyplot, drawing to files; or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save(fig, path):
+    """Write the figure to path whole (a temporary file, then a rename), and close it."""
+    plt = pyplot()
+    tmp = os.path.join(os.path.dirname(path) or '.', f".{os.path.basename(path)}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def moving_average(losses, window=None):
+    """(steps, averages): the mean of each `window` consecutive losses (default: 2% of the
+    run), placed at the window's last step."""
+    losses = np.asarray(losses, dtype=float)
+    w = window or max(1, len(losses) // 50)
+    return np.arange(w, len(losses) + 1), np.convolve(losses, np.ones(w) / w, mode='valid')
+
+
+def run_losses(path, losses, val_history, title):
+    """A run's picture: every step's training loss, faint, its moving average, and the
+    validation losses. Returns False (and draws nothing) without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, color='tab:blue', alpha=0.25, linewidth=0.8, label='training loss')
+    ax.plot(*moving_average(losses), color='tab:blue', label='moving average')
+    if val_history:
+        ax.plot([e[0] for e in val_history], [e[1] for e in val_history], 'o-',
+                color='tab:orange', label='validation loss')
+    ax.set(title=title, xlabel='step', ylabel='loss')
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save(fig, path)
+    return True
+
+
+def curves(path, groups):
+    """Training (moving average) and validation curves of several groups of runs side by
+    side, each group's mean over its runs: {label: [(losses, val_history), ...]}. Returns
+    False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, runs in groups.items():
+        n = min(len(losses) for losses, _ in runs)
+        ax_train.plot(*moving_average(np.mean([losses[:n] for losses, _ in runs], axis=0)),
+                      label=label)
+        vals = {}
+        for _, history in runs:
+            for step, val, *_ in history:
+                vals.setdefault(step, []).append(val)
+        steps = sorted(vals)
+        ax_val.plot(steps, [np.mean(vals[s]) for s in steps], marker='o', label=label)
+    ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',
+                 ylabel='loss')
+    ax_val.set(title='validation loss (mean over seeds)', xlabel='step', ylabel='loss')
+    for ax in (ax_train, ax_val):
+        if ax.lines:
+            ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save(fig, path)
+    return True
