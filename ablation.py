@@ -14,7 +14,9 @@ import concurrent.futures
 import contextlib
 import math
 import multiprocessing
+import itertools
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -80,6 +82,70 @@ def mean_sd(xs):
 
 
 # ---------------------------------------------------------------------------
+# The grid: the chosen variants, crossed with the values of each varied setting (--vary);
+# every cell trained with every seed. The first cell, the first variant with the first
+# value of each setting, is the reference.
+SAME_VALIDATION = 'cells are compared on one validation set'
+NOT_VARIED = {  # the settings a grid keeps fixed, and why
+    'data': SAME_VALIDATION, 'data_format': SAME_VALIDATION, 'val_fraction': SAME_VALIDATION,
+    'val_docs': SAME_VALIDATION, 'seed': 'the seeds are --seeds', 'out': 'one ablation, one folder',
+    'stop_after': 'an ablation runs to the end', 'eps': 'it is not an option',
+    'fetch': 'it is a flag, with no value', 'tie_lm_head': 'the variants are --variants',
+    'input_rmsnorm': 'the variants are --variants'}
+
+
+def cells(variants, axes):
+    """[(variant, ((name, value), ...)), ...]: every variant with every combination of the
+    axes' values (axes: [(name, [values])]), the reference cell first."""
+    combos = itertools.product(*[[(name, value) for value in values] for name, values in axes])
+    return [(variant, combo) for combo in combos for variant in variants]
+
+
+def label(cell):
+    variant, combo = cell
+    return variant + ''.join(f" {name.replace('_', '-')}={value}" for name, value in combo)
+
+
+def run_name(cell, seed):
+    """The folder name of a cell's run: the label, safe for a file system."""
+    variant, combo = cell
+    safe = lambda value: re.sub(r'[^A-Za-z0-9.+-]', '_', str(value))
+    return variant + ''.join(f"-{name.replace('_', '-')}={safe(value)}"
+                             for name, value in combo) + f"-seed{seed}"
+
+
+def cell_config(base, cell, seed):
+    variant, combo = cell
+    tie, norm = VARIANTS[variant]
+    return dict(base, **dict(combo), seed=seed, tie_lm_head=tie, input_rmsnorm=norm)
+
+
+def check_grid(base, variants, axes, name_of):
+    """A UserError for the first thing in a grid that cannot run: an unknown variant, a
+    setting that is not varied, or a cell whose settings do not fit together."""
+    for v in variants:
+        if v not in VARIANTS:
+            raise UserError(f"{name_of('variants')}: {v} is not a variant ({', '.join(VARIANTS)})")
+    if not variants or len(set(variants)) != len(variants):
+        raise UserError(f"{name_of('variants')}: give each variant at most once, at least one")
+    for name, values in axes:
+        if name in NOT_VARIED or name not in training.SETTINGS:
+            why = NOT_VARIED.get(name, 'it is not a setting of a run')
+            raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: not varied: {why}")
+        if not values or len(set(map(str, values))) != len(values):
+            raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: give distinct values")
+        for value in values:
+            why = training.problem(training.SETTINGS[name], value)
+            if why:
+                raise UserError(f"{name_of('vary')} {name.replace('_', '-')}={value}: {why}")
+    if len({name for name, _ in axes}) != len(axes):
+        raise UserError(f"{name_of('vary')}: each setting once")
+    for cell in cells(variants, axes):
+        training.check_settings(cell_config(base, cell, base['seed']), name_of)
+
+
+
+# ---------------------------------------------------------------------------
 # Running: each run in a worker process, its printout in its folder's train.log.
 THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')
 STOP_FILE = '.stop'  # written when the ablation is interrupted: holds the signal's number
@@ -117,7 +183,8 @@ def worker_init(parent):
 
 
 def read_plan(out):
-    """The plan of the ablation in out (ablation.json), checked: (settings, seeds)."""
+    """The plan of the ablation in out (ablation.json), checked: (settings, seeds, variants,
+    axes). A plan from before grids has all four variants and no axes."""
     path = os.path.join(out, 'ablation.json')
     plan = records.read_json(path, 'an ablation')
     cfg = records.field(plan, 'config', path, dict)
@@ -129,48 +196,60 @@ def read_plan(out):
             raise UserError(f"{path}: config {name} is missing")
     training.check_settings(cfg, lambda name: f"{path}: config {name}")
     records.field(cfg, 'jobs', path, (int, type(None)), lambda j: j is None or j >= 1, 'a count')
+    variants = list(records.field(plan, 'variants', path, (list, dict)))
+    axes = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
+        isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)
+        for x in a), 'a list of [setting, values]')
+    axes = [(name, values) for name, values in axes]
+    check_grid(cfg, variants, axes, lambda name: f"{path}: {name}")
     sha = records.field(plan, 'data_sha256', path, str)
     cfg['data'] = training.recorded_data(cfg['data'], sha, out)
-    return cfg, seeds
+    return cfg, seeds, variants, axes
 
 
 def ablate_command(cfg, resume=None):
-    """`cli.py ablate`: train every variant with every seed, then summarize; or finish the
-    ablation in the folder `resume`, skipping its finished runs. Returns the exit status."""
+    """`cli.py ablate`: train every cell of the grid with every seed, then summarize; or
+    finish the ablation in the folder `resume`, skipping its finished runs. Returns the exit
+    status."""
     with training.stop_signals() as caught:
         if resume:
-            base, seeds = read_plan(resume)
+            plan = read_plan(resume)
             with records.owned(resume, must_be_empty=False):
-                return run_all(base, seeds, resume, cfg['jobs'] or base['jobs'], caught)
+                return run_all(*plan, resume, cfg['jobs'] or plan[0]['jobs'], caught)
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
-        training.check_data(cfg, contents, needed_by='ablate')
+        for cell in cells(cfg['variants'], cfg['vary']):
+            training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate')
         seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
         out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], records.now())
         with records.owned(out, made=made):
+            config = {k: v for k, v in cfg.items() if k not in ('variants', 'vary')}
             records.write_json(os.path.join(out, 'ablation.json'), dict(
-                config=dict(cfg, data=os.path.abspath(cfg['data'])), seeds=seeds,
-                data_sha256=data.sha256_of(cfg['data']),
-                variants={k: dict(tie_lm_head=t, input_rmsnorm=n) for k, (t, n) in VARIANTS.items()}))
-            base, seeds = read_plan(out)
-            return run_all(base, seeds, out, base['jobs'], caught)
+                config=dict(config, data=os.path.abspath(cfg['data'])), seeds=seeds,
+                data_sha256=data.sha256_of(cfg['data']), variants=cfg['variants'],
+                vary=cfg['vary']))
+            plan = read_plan(out)
+            return run_all(*plan, out, plan[0]['jobs'], caught)
 
 
-def run_all(base, seeds, out, jobs, caught):
+def run_all(base, seeds, variants, axes, out, jobs, caught):
     jobs = jobs or os.cpu_count() or 1
+    grid = cells(variants, axes)
     runs, todo = [], []
     for seed in seeds:
-        for variant, (tie, norm) in VARIANTS.items():
-            run_dir = os.path.join(out, 'runs', f"{variant}-seed{seed}")
-            runs.append((variant, seed, run_dir))
+        for cell in grid:
+            run_dir = os.path.join(out, 'runs', run_name(cell, seed))
+            runs.append((cell, seed, run_dir))
             try:  # a diverged run is finished too: it would diverge again
-                done = read_run(run_dir)['status'] in ('completed', 'diverged')
+                done = records.read_run(run_dir)['status'] in ('completed', 'diverged')
             except UserError:  # none, or not a finished run's
                 done = False
             if not done:
                 shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
-                todo.append((dict(base, seed=seed, tie_lm_head=tie, input_rmsnorm=norm,
-                                  out=run_dir, stop_after=None), variant, seed, run_dir))
-    print(f"ablation: {len(VARIANTS)} variants x {len(seeds)} seeds, {base['steps']} steps, "
+                todo.append((dict(cell_config(base, cell, seed), out=run_dir, stop_after=None),
+                             label(cell), seed, run_dir))
+    grid_size = f"{len(variants)} variants" + ''.join(f" x {len(v)} {n.replace('_', '-')}"
+                                                     for n, v in axes)
+    print(f"ablation: {grid_size} x {len(seeds)} seeds, {base['steps']} steps, "
           f"{base['mode']} mode; {len(runs) - len(todo)} runs done, {len(todo)} to go, "
           f"{min(jobs, max(1, len(todo)))} at a time; record: {os.path.relpath(out)}")
     stop_file = os.path.join(out, STOP_FILE)
@@ -181,7 +260,7 @@ def run_all(base, seeds, out, jobs, caught):
         if m is None:
             return
         num = lambda x, fmt: 'n/a' if x is None else format(x, fmt)
-        print(f"[{i:2d}/{len(todo)}] {variant:13s} seed {seed}: {m['status']}, final loss "
+        print(f"[{i:2d}/{len(todo)}] {variant} seed {seed}: {m['status']}, final loss "
               f"{num(m['final_loss'], '.4f')}, val loss {num(m['val_loss'], '.4f')}, "
               f"{num(m['tokens_per_s'], '.0f')} tok/s", flush=True)
 
@@ -226,7 +305,7 @@ def run_all(base, seeds, out, jobs, caught):
         print(f"interrupted: the finished runs are kept; to go on: "
               f"{records.program()} ablate --resume {os.path.relpath(out)}")
         return 128 + caught[0]
-    diverged = summarize(out, runs, seeds)
+    diverged = summarize(out, runs, seeds, axes)
     if diverged:
         print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "
               "out; try a lower --lr", file=sys.stderr)
@@ -236,100 +315,93 @@ def run_all(base, seeds, out, jobs, caught):
 
 # ---------------------------------------------------------------------------
 # The summary: summary.csv (a row a run), summary.json, table.md, losses.png.
-def read_run(run_dir):
-    """A finished run's metrics.json, with the fields the summary uses checked."""
-    path = os.path.join(run_dir, 'metrics.json')
-    m = records.read_json(path, 'a run record')
-    for key in ('final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s'):
-        records.field(m, key, path, (int, float, type(None)))
-    records.field(m, 'steps', path, int, lambda n: n >= 0, 'a step count')
-    records.field(m, 'last_n', path, int)
-    records.field(m, 'val_history', path, list, lambda h: all(
-        isinstance(e, list) and len(e) in (2, 3) and all(type(x) in (int, float) for x in e)
-        for e in h), 'a list of [step, validation loss, training time]')
-    shares = m.get('samples') or {}
-    if not isinstance(shares, dict) or set(shares) - {'train', 'val', 'new'}:
-        raise UserError(f"{path}: samples should be the shares of train, val and new samples")
-    m['samples'] = shares
-    return m
-
-
-def run_row(variant, seed, run_dir, out):
-    """The figures of one finished run, a row of summary.csv."""
-    m = read_run(run_dir)
+def run_row(cell, seed, run_dir, out):
+    """The figures of one finished run, a row of summary.csv: its cell (variant and the
+    values of the varied settings), seed and results."""
+    variant, combo = cell
+    m = records.read_run(run_dir)
     s = m['samples']
-    return dict(variant=variant, seed=seed, tie_lm_head=VARIANTS[variant][0],
-                input_rmsnorm=VARIANTS[variant][1], status=m['status'],
-                final_loss=m['final_loss'], mean_loss_last_n=m['mean_loss_last_n'],
-                last_n=m['last_n'], val_loss=m['val_loss'], steps_per_s=m['steps_per_s'],
-                tokens_per_s=m['tokens_per_s'], samples_train=s.get('train'),
-                samples_val=s.get('val'), samples_new=s.get('new'),
-                run=os.path.relpath(run_dir, out))
+    return {'variant': variant, **dict(combo), **dict(
+        seed=seed, tie_lm_head=VARIANTS[variant][0], input_rmsnorm=VARIANTS[variant][1],
+        status=m['status'], final_loss=m['final_loss'], mean_loss_last_n=m['mean_loss_last_n'],
+        last_n=m['last_n'], val_loss=m['val_loss'], steps_per_s=m['steps_per_s'],
+        tokens_per_s=m['tokens_per_s'], samples_train=s.get('train'), samples_val=s.get('val'),
+        samples_new=s.get('new'), run=os.path.relpath(run_dir, out))}
 
 
-def summarize(out, runs, seeds):
-    rows = [run_row(variant, seed, run_dir, out) for variant, seed, run_dir in runs]
+def summarize(out, runs, seeds, axes):
+    """summary.csv (a row a run), summary.json and table.md (a row a cell: means over
+    seeds, and the paired difference of validation loss from the reference cell), the
+    plot. Returns how many runs diverged."""
+    rows = [run_row(cell, seed, run_dir, out) for cell, seed, run_dir in runs]
     records.write_atomic(os.path.join(out, 'summary.csv'),
                          records.csv_text(list(rows[0]), (r.values() for r in rows)))
-    reference = next(iter(VARIANTS))
-    ref_val = {r['seed']: r['val_loss'] for r in rows if r['variant'] == reference}
+    grid = list(dict.fromkeys(cell for cell, _, _ in runs))
+    reference = grid[0]
+    ref_val = {seed: row['val_loss'] for (cell, seed, _), row in zip(runs, rows) if cell == reference}
     table = []
-    for variant in VARIANTS:
-        rs = [r for r in rows if r['variant'] == variant]
+    for cell in grid:
+        rs = [row for (c, _, _), row in zip(runs, rows) if c == cell]
         stats = {k: mean_sd([r[k] for r in rs]) for k in (
             'final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s',
             'samples_train', 'samples_val', 'samples_new')}
         diffs = [r['val_loss'] - ref_val[r['seed']] for r in rs
                  if r['val_loss'] is not None and ref_val.get(r['seed']) is not None]
-        delta = paired_interval(diffs) if variant != reference else None
-        table.append(dict(variant=variant, seeds=len(rs), **stats, val_delta=delta,
-                          diverged=sum(r['status'] == 'diverged' for r in rs)))
-    records.write_json(os.path.join(out, 'summary.json'),
-                       dict(seeds=seeds, reference=reference, variants=table, runs=rows))
-    md = markdown_table(table, rows[0]['last_n'], reference)
+        delta = paired_interval(diffs) if cell != reference else None
+        table.append({'cell': label(cell), 'variant': cell[0], **dict(cell[1]), 'seeds': len(rs),
+                      **stats, 'val_delta': delta,
+                      'diverged': sum(r['status'] == 'diverged' for r in rs)})
+    records.write_json(os.path.join(out, 'summary.json'), dict(
+        seeds=seeds, reference=label(reference), varied=[name for name, _ in axes],
+        variants=table, runs=rows))
+    md = markdown_table(table, [name for name, _ in axes], rows[0]['last_n'], label(reference))
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
-    plot(out, [run for run, row in zip(runs, rows) if row['status'] == 'completed'])
+    plot(out, [(cell, run_dir) for (cell, _, run_dir), row in zip(runs, rows)
+               if row['status'] == 'completed'], grid)
     print(f"summary: {os.path.relpath(out)}/summary.json, summary.csv, table.md")
     return sum(r['diverged'] for r in table)
 
 
-def markdown_table(table, last_n, reference):
+def markdown_table(table, varied, last_n, reference):
     def pm(stat, fmt='.4f'):
         mean, sd = stat
         if mean is None:
             return 'n/a'
         return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
 
-    lines = [f"| variant | lm_head | input rmsnorm | final loss | mean loss, last {last_n} | "
-             f"val loss | Δ val vs {reference} (95% CI) | steps/s | tokens/s | "
-             "samples: train / val / new |",
-             '|' + ' --- |' * 10]
+    lines = [f"| variant | lm_head | input rmsnorm | "
+             + ''.join(f"{name.replace('_', '-')} | " for name in varied)
+             + f"final loss | mean loss, last {last_n} | val loss | Δ val vs {reference} (95% CI)"
+             " | steps/s | tokens/s | samples: train / val / new |",
+             '|' + ' --- |' * (10 + len(varied))]
     for r in table:
         tie, norm = VARIANTS[r['variant']]
         d = r['val_delta']
-        delta = '(reference)' if r['variant'] == reference else 'n/a (needs ≥ 2 seeds)' \
+        delta = '(reference)' if r['cell'] == reference else 'n/a (needs ≥ 2 seeds)' \
             if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
         shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                             for k in ('samples_train', 'samples_val', 'samples_new'))
         lines.append(f"| {r['variant']} | {'tied' if tie else 'untied'} | {'on' if norm else 'off'}"
-                     f" | {pm(r['final_loss'])} | {pm(r['mean_loss_last_n'])} | {pm(r['val_loss'])}"
+                     f" | {''.join(f'{r[name]} | ' for name in varied)}{pm(r['final_loss'])}"
+                     f" | {pm(r['mean_loss_last_n'])} | {pm(r['val_loss'])}"
                      f" | {delta} | {pm(r['steps_per_s'], '.1f')} | {pm(r['tokens_per_s'], '.0f')}"
                      f" | {shares} |")
     lines += ['', f"Mean ± standard deviation over {table[0]['seeds']} seed(s)."]
-    lines += [f"{r['variant']}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
+    lines += [f"{r['cell']}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
               for r in table if r['diverged']]
     return '\n'.join(lines) + '\n'
 
 
-def plot(out, runs):
-    """losses.png: the variants' curves, each the mean over its seeds."""
+def plot(out, runs, grid):
+    """losses.png: each cell's curves, the mean over its seeds; in small multiples, one
+    panel a cell, when there are more cells than one picture holds clearly."""
     groups = {}
-    for variant, _, run_dir in runs:
-        m = read_run(run_dir)
-        losses = records.read_losses(os.path.join(run_dir, 'losses.csv'), m['steps'])
-        groups.setdefault(variant, []).append((losses, m['val_history']))
-    if plots.curves(os.path.join(out, 'losses.png'), groups):
+    for cell, run_dir in runs:
+        m = records.read_run(run_dir)
+        groups.setdefault(label(cell), []).append((m['losses'], m['val_history']))
+    draw = plots.curves if len(grid) <= 8 else plots.small_multiples
+    if draw(os.path.join(out, 'losses.png'), groups):
         print(f"plot: {os.path.relpath(out)}/losses.png")
     else:
         print(f"plot skipped: matplotlib is not installed; {plots.GET_MATPLOTLIB} to get losses.png")

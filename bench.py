@@ -141,9 +141,9 @@ def markdown(rows, ratio, warmup_s):
 def bench_command(cfg):
     """`cli.py bench`: time the contenders, print the table, and write bench.json and
     bench.md to a new folder."""
-    if cfg['torch'] and not os.path.exists(TORCH_REF):
+    if cfg['torch'] is not None and not os.path.exists(TORCH_REF):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
-    if cfg['torch'] and not shutil.which(cfg['torch']):
+    if cfg['torch'] is not None and not shutil.which(cfg['torch']):
         raise UserError(f"--torch {cfg['torch']}: no such program")
     if cfg['reference']:
         reference_config = dict(n_embd=16, n_head=4, n_layer=1, block_size=16, tie_lm_head=False,

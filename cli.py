@@ -1,40 +1,39 @@
 """microgpt-lab: train, sample, ablate and benchmark a GPT written from scratch, in scalar
-mode (microgpt.py, pure Python) or tensor mode (tensorgpt.py, NumPy and numba).
+mode (microgpt.py, pure Python) or tensor mode (tensorgpt.py, NumPy and numba), and look at
+what it learnt.
 
 Usage:
   cli.py train [options]
   cli.py sample --checkpoint PATH [options]
-  cli.py ablate [options]
+  cli.py ablate [options] [--vary SPEC]...
   cli.py bench [options]
+  cli.py plot DIR... [options]
+  cli.py attention --checkpoint PATH --text TEXT [options]
   cli.py -h | --help
 
 Commands:
-  train   Train a model: print a line per step (loss, steps/s, time left), a summary and
-          samples (a passage, for a text), and write a run record to --out:
-          config.json, metrics.json, losses.csv, samples.txt and checkpoint.json.
-  sample  Print samples (passages, for a text) from a checkpoint written by train, in
-          either mode.
-  ablate  Train the four variants, tied/untied lm_head x input rmsnorm on/off, with the
-          same seeds, data and settings (every train option applies), and write a
-          summary (JSON, CSV, a markdown table, a plot of the loss curves).
-  bench   Time scalar and tensor mode side by side on the same data, seed and steps:
-          a warm-up first, then --repeats timed runs each; medians and ranges.
+  train      Train a model: a line per step (loss, speed, time left), a summary, samples
+             (a passage, for a text), and a run record in --out: config.json,
+             metrics.json, losses.csv, samples.txt, checkpoint.json, losses.png.
+  sample     Print samples (passages, for a text) from a checkpoint, in either mode.
+  ablate     Train the variants (tied/untied lm_head x input rmsnorm on/off) with the same
+             seeds, data and settings, crossed with the values of each --vary; summarize
+             them (JSON, CSV, a markdown table, a plot of the loss curves).
+  bench      Time scalar mode, tensor mode (and PyTorch) side by side, taking turns.
+  plot       Draw the loss curves of run records and ablations over each other, in a PNG.
+  attention  Show how a checkpoint's model attends over TEXT, every layer and head: text
+             heatmaps in the terminal, and a grid of heatmaps in a PNG.
 
 Data options:
-  --data PATH         A UTF-8 text file. Default: names.txt beside cli.py, makemore's
-                      32,033 names, shipped with the project, as is tinyshakespeare.txt.
-                      A missing file named input.txt (the reference script's workflow)
-                      is first downloaded: makemore's names.txt at a pinned commit, its
-                      sha256 checked.
-  --data-format FMT   lines: one document a line (blank lines skipped), framed by BOS,
-                      the documents shuffled. text: the whole file is one stream of
-                      characters, newlines included, no BOS; each step trains on windows
-                      of block size + 1 characters at random offsets, as many as the
-                      batch size (nanoGPT's shakespeare_char) [default: lines]
+  --data PATH         A UTF-8 text file; default: names.txt beside cli.py (shipped, as is
+                      tinyshakespeare.txt). A missing input.txt (the reference's way) is
+                      first downloaded: makemore's names.txt, pinned and checksummed.
+  --data-format FMT   lines: one document a line, framed by BOS, shuffled. text: one stream
+                      of characters, newlines included; a step trains on windows of block
+                      size + 1 at random offsets, as nanoGPT does [default: lines]
   --no-fetch          Never download: a missing input.txt is an error.
-  --val-fraction F    Share held out for validation: the last of the shuffled documents,
-                      or the end of the text, all of whose --block-size windows are
-                      evaluated [default: 0.1]
+  --val-fraction F    Share held out for validation: the last documents, or the end of
+                      the text, all of its windows evaluated [default: 0.1]
 
 Model options:
   --n-embd N          Embedding width [default: 16]
@@ -48,93 +47,78 @@ Model options:
 Training options:
   --mode MODE         scalar or tensor; auto: scalar, except that a text's passages
                       are sampled in tensor mode [default: auto]
-  --seed S            Seed of the one random generator that shuffles the documents, draws
-                      the weights and then the samples. train, ablate, bench: 42. sample:
-                      none continues the training run's generator, so that its first
-                      samples are the ones train printed.
+  --seed S            Seed of the one generator of shuffle, weights, batches and samples;
+                      default 42, but sample continues the checkpoint's generator.
   --steps N           Training steps [default: 1000]
   --lr LR             Adam's peak learning rate [default: 0.01]
-  --lr-schedule S     linear or cosine: the decay, after the warm-up, from --lr at the
-                      first step to --min-lr at --steps [default: linear]
+  --lr-schedule S     linear or cosine: the decay after the warm-up, from --lr to --min-lr
+                      at --steps [default: linear]
   --min-lr LR         Learning rate at the end of the decay [default: 0]
   --warmup-steps N    Steps of linear warm-up to --lr, the first at --lr / N [default: 0]
   --beta1 B           Adam's decay of its running mean of gradients [default: 0.85]
   --beta2 B           Adam's decay of its running mean of squared gradients [default: 0.99]
-  --weight-decay WD   Decoupled weight decay (AdamW): each step every weight matrix also
-                      shrinks by lr * WD of itself [default: 0]
-  --grad-clip G       Scale the gradients down to a global norm of at most G (0: never)
-                      [default: 0]
-  --batch-size B      Documents (or text windows) per step in tensor mode (scalar mode
-                      trains on one document a step) [default: 32]
+  --weight-decay WD   Decoupled (AdamW): each step, every weight also shrinks by lr * WD
+                      of itself [default: 0]
+  --grad-clip G       Cap the gradients' global norm at G; 0: no cap [default: 0]
+  --batch-size B      Documents (or windows) a step in tensor mode (scalar: 1) [default: 32]
   --dtype DTYPE       float32 or float64, in tensor mode [default: float32]
-  --eval-every N      Also report the validation loss every N steps (0: only at the
-                      end) [default: 0]
-  --val-docs N        Validation documents to evaluate, the first N held out; auto: all
-                      in tensor mode, 200 in scalar mode [default: auto]
+  --eval-every N      Validation loss every N steps too; 0: at the end only [default: 0]
+  --val-docs N        Held-out documents to evaluate; auto: all, 200 in scalar mode [default: auto]
   --last-n N          The summary's mean loss is over the last N steps [default: 100]
-  --log-every N       Print a step line every N steps (the first and last always print);
-                      auto: every step in scalar mode, 100 lines a run in tensor
-                      mode [default: auto]
-  --out DIR           Folder for the run record (ablate: the ablation, bench: the
-                      results); it must not hold one already [default: auto]
+  --log-every N       Print a step line every N steps; auto: every step in scalar mode,
+                      100 lines a run in tensor mode [default: auto]
+  --out DIR           New folder for the record, the ablation or the bench [default: auto]
 
 Generation options:
   --samples N         Documents to sample after training [default: 20]
-  --length N          Characters of the passage a text run ends with, or that sample
-                      prints for a text; the model sees the last --block-size of them
-                      [default: 500]
-  --temperature T     Sampling temperature, from 0.001 to 1000; lower is more
-                      conservative [default: 0.5]
+  --length N          Characters of a text's passage; the model sees the last block size
+                      of them [default: 500]
+  --temperature T     Sampling temperature, 0.001 to 1000; lower is safer [default: 0.5]
   --top-k K           Draw only among the K most likely next tokens (default: all).
 
-Scalar mode trains on documents with the reference's optimizer and schedule: the text
-format, --lr-schedule cosine, --min-lr, --warmup-steps, --weight-decay and --grad-clip
-need --mode tensor.
+Scalar mode keeps to documents and the reference's optimizer and schedule: the text
+format, cosine, --min-lr, --warmup-steps, --weight-decay, --grad-clip need tensor mode.
 
 Run options (train):
-  --stop-after N      Stop after step N, keeping a checkpoint to --resume from; the
-                      learning rate schedule still spans --steps.
-  --resume DIR        train: continue the stopped or interrupted run recorded in DIR
-                      (weights, Adam state, step, generator), writing a new record with
-                      all its steps. ablate: finish the ablation in DIR, skipping the
-                      runs already done. No other option but --out (train) or --jobs
-                      (ablate) may be given.
-  --from DIR          Re-run the run recorded in DIR/config.json, with the same settings
-                      and data (checked by sha256). No other option but --out.
+  --stop-after N      Stop after step N with a checkpoint to --resume (the schedule still
+                      spans --steps).
+  --resume DIR        train: continue the stopped or interrupted run recorded in DIR in a
+                      new record of all its steps (only --out may be given). ablate:
+                      finish the ablation in DIR (only --jobs may be given).
+  --from DIR          Re-run the run recorded in DIR, its data checked by sha256 (+ --out).
 
 Sample options:
   --checkpoint PATH   A checkpoint.json written by train.
-  --num N             Samples to print; auto: 20 documents, or 1 passage of a text
-                      [default: auto]
-  --prompt TEXT       Begin every sample with TEXT and continue it; a passage with no
-                      prompt begins at a newline [default: ]
-  --batched           Tensor mode: draw all samples at once, one forward pass a position
-                      for all. Much faster for many samples, but the random draws come in
-                      another order, so the samples differ from one-at-a-time sampling.
+  --num N             Samples; auto: 20 documents, or 1 passage of a text [default: auto]
+  --prompt TEXT       Continue TEXT (a passage: a newline if none) [default: ]
+  --batched           Tensor mode: draw all documents at once, much faster, in another
+                      order of random draws (so other samples).
 
 Ablation options:
-  --seeds K           Run every variant with seeds S, S+1, ..., S+K-1 [default: 1]
-  --jobs N            Runs in parallel processes; results do not depend on it; auto:
-                      the number of cores [default: auto]
+  --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 [default: 1]
+  --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm [default: all]
+  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train
+                      option --NAME too; repeatable. The first variant with the first
+                      values is the reference cell, which the others are compared with.
+  --jobs N            Runs at once (results do not change); auto: the cores [default: auto]
 
 Bench options:
-  --bench-steps N     Timed steps of each run, after --warmup untimed ones (for text
-                      data, tensor mode and PyTorch only) [default: 100]
+  --bench-steps N     Timed steps a run, after --warmup (text: no scalar mode) [default: 100]
   --warmup N          Untimed steps at the start of each run [default: 10]
   --repeats R         Timed runs of each configuration, alternating [default: 3]
   --threads T         Threads for numba (and PyTorch) [default: 2]
   --no-scalar         Leave scalar mode out (for models too big for it).
-  --torch PYTHON      Also run ../shared/bench/torch_ref.py with this Python (one with
-                      PyTorch), alternating with ours, and report the ratios.
-  --reference PATH    Also time the reference script itself, Karpathy's microgpt.py saved
-                      at PATH (it is not shipped), run unmodified with --data as its
-                      input.txt and timed between its printed step lines. Needs the
-                      reference config and seed, --warmup >= 1 and 1000 steps at most.
+  --torch PYTHON      Also time ../shared/bench/torch_ref.py, run by this Python (with PyTorch).
+  --reference PATH    Also time the reference script saved at PATH (not shipped), run
+                      unmodified, between its printed step lines; reference config only.
 
-Exit status: 0 on success; 1 on an error (one line on stderr, no traceback, no
-half-written file); 2 when training diverges (the record up to that step is kept);
-130 when interrupted with Ctrl-C, 143 with SIGTERM: the step under way finishes, the
-record keeps every finished step, and --resume continues it.
+Picture options:
+  --png PATH          The picture; auto: plot.png, attention.png [default: auto]
+  --text TEXT         attention: a document (framed by BOS) or passage, within the block.
+
+Exit status: 0 done; 1 an error (one line on stderr, no half-written file); 2 training
+diverged (the record up to then is kept); 130 Ctrl-C, 143 SIGTERM: the step under way
+finishes, the record keeps every finished step, and --resume continues it.
 """
 import os
 import re
@@ -143,15 +127,17 @@ import sys
 from docopt import DocoptExit, docopt
 
 import ablation
+import attention_maps
 import bench
 import data
+import plots
 import records
 import sampling
 import training
 from records import UserError
 from training import Rule
 
-COMMANDS = ('train', 'sample', 'ablate', 'bench')
+COMMANDS = ('train', 'sample', 'ablate', 'bench', 'plot', 'attention')
 
 
 # ---------------------------------------------------------------------------
@@ -168,17 +154,18 @@ def option_sections(doc=__doc__):
     return sections
 
 
+TAKES_VALUE = {line.split()[0] for line in __doc__.splitlines() if re.match(r'  --[\w-]+ [A-Z]', line)}
+
+
 def options_given(argv):
     """The options in argv, each once as given, skipping the values of those that take one
     (so that `--prompt -a` gives --prompt, not -a)."""
-    takes_value = {line.split()[0] for line in __doc__.splitlines()
-                   if re.match(r'  --[\w-]+ [A-Z]', line)}
     given, i = [], 0
     while i < len(argv):
         a = argv[i]
         if a.startswith('-'):
             given.append(a.split('=')[0])
-            i += a in takes_value  # its value is the next argument
+            i += a in TAKES_VALUE  # its value is the next argument
         i += 1
     return given
 
@@ -198,6 +185,8 @@ def allowed_options(command, given):
         'sample': s['sample'] | s['generation'] - {'--samples'} | {'--mode', '--seed'},
         'bench': s['data'] | s['model'] | s['bench'] | {'--seed', '--lr', '--batch-size',
                                                         '--dtype', '--out'},
+        'plot': {'--png'},
+        'attention': {'--checkpoint', '--text', '--png'},
     }[command]
 
 
@@ -207,7 +196,7 @@ def parse_args(argv):
     known = set().union(*option_sections().values()) | {'-h', '--help'}
     given = options_given(argv)
     unknown = [a for a in given if a not in known]
-    twice = [a for a in given if given.count(a) > 1]
+    twice = [a for a in given if given.count(a) > 1 and a != '--vary']
     if unknown:
         raise UserError(f"unknown option {unknown[0]} (see: {records.program()} --help)")
     if twice:
@@ -224,10 +213,12 @@ def parse_args(argv):
         return docopt(__doc__, argv)
     except DocoptExit as e:
         first = str(e).splitlines()[0] if str(e) else ''
+        needs = {'sample': ['--checkpoint'], 'attention': ['--checkpoint', '--text']}
+        missing = [o for o in needs.get(argv[0] if argv else '', []) if o not in given]
         if not argv or argv[0] not in COMMANDS:
-            why = "the first argument must be a command: train, sample, ablate or bench"
-        elif argv[0] == 'sample' and '--checkpoint' not in given:
-            why = "sample needs --checkpoint PATH"
+            why = f"the first argument must be a command: {', '.join(COMMANDS)}"
+        elif missing or argv[0] == 'plot':
+            why = f"{argv[0]} needs {missing[0] if missing else 'the folders to draw: DIR...'}"
         elif first.startswith('--'):
             why = first  # docopt's own words, e.g. "--steps requires argument"
         else:
@@ -251,8 +242,12 @@ def option(name):
 
 def value(args, name):
     """Option `name`'s value, converted to its rule's type and checked."""
+    return convert(name, args[option(name)], option(name))
+
+
+def convert(name, raw, opt):
+    """The string raw, given for setting `name` (as opt), converted and checked."""
     rule = training.SETTINGS.get(name) or COMMAND_RULES[name]
-    raw, opt = args[option(name)], option(name)
     if rule.optional and raw in (None, 'auto'):
         return None
     if rule.kind in (int, float):
@@ -274,6 +269,11 @@ def parse_config(args):
                temperature=value(args, 'temperature'),
                top_k=value(args, 'top_k'), length=value(args, 'length'),
                seed=None if args['--seed'] is None else value(args, 'seed'))
+    if args['plot']:
+        return dict(dirs=args['DIR'], png='plot.png' if args['--png'] == 'auto' else args['--png'])
+    if args['attention']:
+        return dict(checkpoint=args['--checkpoint'], text=args['--text'],
+                    png='attention.png' if args['--png'] == 'auto' else args['--png'])
     if args['sample']:  # mode None: the checkpoint's data says (see sampling.py)
         if args['--batched'] and cfg['mode'] != 'tensor':
             raise UserError("--batched needs --mode tensor")
@@ -287,25 +287,38 @@ def parse_config(args):
     cfg.update(eps=1e-8, data=args['--data'] or data.NAMES, fetch=not args['--no-fetch'],
                tie_lm_head=args['--tie-lm-head'], input_rmsnorm=not args['--no-input-rmsnorm'],
                out=None if args['--out'] in ('auto', None) else args['--out'])
-    if cfg['seed'] is None:
-        cfg['seed'] = 42
-    if cfg['mode'] is None:
-        cfg['mode'] = 'scalar'
-    if args['bench']:
-        cfg['mode'] = 'tensor'  # bench times every mode, with tensor mode's settings
+    cfg['seed'] = 42 if cfg['seed'] is None else cfg['seed']
+    cfg['mode'] = 'tensor' if args['bench'] else cfg['mode'] or 'scalar'  # bench: every mode
     if cfg['mode'] == 'scalar':
         cfg['batch_size'], cfg['dtype'] = 1, 'float64'  # one document a step, Python floats
     training.check_settings(cfg, option)
     if args['ablate']:
-        cfg.update(seeds=value(args, 'seeds'), jobs=value(args, 'jobs'))
+        cfg.update(seeds=value(args, 'seeds'), jobs=value(args, 'jobs'),
+                   variants=list(ablation.VARIANTS) if args['--variants'] == 'all'
+                   else args['--variants'].split(','),
+                   vary=[axis(spec) for spec in args['--vary']])
+        ablation.check_grid(cfg, cfg['variants'], cfg['vary'], option)
     if args['bench']:
-        if args['--torch'] == '':
-            raise UserError("--torch needs a Python with PyTorch, got ''")
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats',
                                                          'threads')},
-                   scalar=not args['--no-scalar'], torch=args['--torch'] or None,
+                   scalar=not args['--no-scalar'], torch=args['--torch'],
                    reference=args['--reference'])
     return cfg
+
+
+def axis(spec):
+    """(setting, [values]) of an --vary NAME=V1,V2,... , the values converted and checked."""
+    name, _, values = spec.partition('=')
+    opt = '--' + name.lstrip('-')
+    if opt in set().union(*option_sections().values()) - TAKES_VALUE:
+        raise UserError(f"--vary {spec}: {opt} is a flag and takes no value (the variants "
+                        "set lm_head and the input rmsnorm: --variants)")
+    setting = opt[2:].replace('-', '_')
+    if setting not in training.SETTINGS or option(setting) != opt:
+        raise UserError(f"--vary {spec}: {opt} is not an option of train that takes a value")
+    if not values:
+        raise UserError(f"--vary {spec}: give NAME=V1,V2,...")
+    return setting, [convert(setting, v, f"--vary {opt}") for v in values.split(',')]
 
 
 # ---------------------------------------------------------------------------
@@ -327,27 +340,31 @@ def cmd_bench(cfg, args):
     return bench.bench_command(cfg)
 
 
+def cmd_plot(cfg, args):
+    return plots.plot_command(cfg)
+
+
+def cmd_attention(cfg, args):
+    return attention_maps.attention_command(cfg)
+
+
 class QuietPipe:
     """stdout that outlives its reader (`cli.py train | head`): once the pipe closes, the
-    rest of the output is dropped, and the work goes on to write its record."""
+    rest of the output goes to /dev/null, and the work goes on to write its record."""
     def __init__(self, stream):
         self.stream = stream
 
     def write(self, text):
-        try:
-            return self.stream.write(text)
-        except BrokenPipeError:
-            self.closed_reader()
-            return len(text)
+        return self.guard(self.stream.write, text)
 
     def flush(self):
-        try:
-            self.stream.flush()
-        except BrokenPipeError:
-            self.closed_reader()
+        return self.guard(self.stream.flush)
 
-    def closed_reader(self):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+    def guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
 
     def __getattr__(self, name):
         return getattr(self.stream, name)

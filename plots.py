@@ -7,6 +7,7 @@ line, how to get it, and nothing else changes: pictures are never part of a reco
 contract.
 """
 import os
+import re
 
 import numpy as np
 
@@ -94,3 +95,73 @@ def curves(path, groups):
     fig.tight_layout()
     save(fig, path)
     return True
+
+
+def small_multiples(path, groups):
+    """One panel a group, on shared axes: its training curve (moving average, mean over its
+    runs) and validation points, with the first group's curve in grey in every panel for
+    reference. Returns False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    labels = list(groups)
+    cols = min(4, len(labels))
+    rows = -(-len(labels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), sharex=True,
+                             sharey=True, squeeze=False)
+
+    def mean_curve(runs):
+        n = min(len(losses) for losses, _ in runs)
+        return moving_average(np.mean([losses[:n] for losses, _ in runs], axis=0))
+
+    reference = mean_curve(groups[labels[0]])
+    for ax, name in zip(axes.flat, labels):
+        ax.plot(*reference, color='0.7', linewidth=1)
+        ax.plot(*mean_curve(groups[name]), color='tab:blue')
+        vals = {}
+        for _, history in groups[name]:
+            for step, val, *_ in history:
+                vals.setdefault(step, []).append(val)
+        steps = sorted(vals)
+        ax.plot(steps, [np.mean(vals[s]) for s in steps], 'o', color='tab:orange', markersize=3)
+        ax.set_title(name, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.axis('off')
+    fig.suptitle(f"training loss (moving average) and validation loss (dots), mean over seeds; "
+                 f"grey: {labels[0]}", fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+    return True
+
+
+def plot_command(cfg):
+    """`cli.py plot`: the curves of the run records and ablations in cfg['dirs'] over each
+    other, in one PNG, cfg['png']: a run's own, and each cell of an ablation as the mean
+    over its seeds."""
+    import records
+    from records import UserError
+    groups = {}
+    for folder in cfg['dirs']:
+        name = os.path.basename(os.path.normpath(folder))
+        if os.path.exists(os.path.join(folder, 'metrics.json')):
+            m = records.read_run(folder)
+            if m['status'] != 'completed':
+                raise UserError(f"{folder}: the run is {m['status']}, not completed")
+            groups[name] = [(m['losses'], m['val_history'])]
+        elif os.path.exists(os.path.join(folder, 'ablation.json')):
+            runs = os.path.join(folder, 'runs')
+            for run in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+                m = records.read_run(os.path.join(runs, run))
+                if m['status'] == 'completed':  # a cell: the run's name less its seed
+                    cell = re.sub(r'-seed\d+$', '', run)
+                    groups.setdefault(f"{name}: {cell}", []).append((m['losses'], m['val_history']))
+            if not any(label.startswith(f"{name}: ") for label in groups):
+                raise UserError(f"{folder}: the ablation has no finished run yet")
+        else:
+            raise UserError(f"{folder} is neither a run record (metrics.json) nor an ablation "
+                            "(ablation.json)")
+    if pyplot() is None:
+        raise UserError(f"plot needs matplotlib: {GET_MATPLOTLIB}")
+    (curves if len(groups) <= 8 else small_multiples)(cfg['png'], groups)
+    print(f"plot: {cfg['png']} ({len(groups)} curves)")

@@ -148,6 +148,28 @@ def read_losses(path, steps):
     return losses
 
 
+def read_run(run_dir):
+    """A finished run's metrics.json, the fields that summaries and plots use checked, and
+    its losses.csv: the metrics, with 'losses' added."""
+    path = os.path.join(run_dir, 'metrics.json')
+    m = read_json(path, 'a run record')
+    for key in ('final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s'):
+        field(m, key, path, (int, float, type(None)))
+    field(m, 'status', path, str)
+    field(m, 'steps', path, int, lambda n: n >= 0, 'a step count')
+    field(m, 'last_n', path, int)
+    field(m, 'val_history', path, list, lambda h: all(
+        isinstance(e, list) and len(e) in (2, 3) and all(type(x) in (int, float) for x in e)
+        for e in h), 'a list of [step, validation loss, training time]')
+    shares = m.get('samples') or {}
+    if not isinstance(shares, dict) or set(shares) - {'train', 'val', 'new'}:
+        raise UserError(f"{path}: samples should be the shares of train, val and new samples")
+    m['samples'] = shares
+    if m['status'] == 'completed':
+        m['losses'] = read_losses(os.path.join(run_dir, 'losses.csv'), m['steps'])
+    return m
+
+
 # ---------------------------------------------------------------------------
 # Folders: a command owns the folder it writes, so that two at once cannot mix records.
 def claim(folder, must_be_empty=True):

@@ -291,7 +291,7 @@ def rmsnorm_backward(x, s, g):
     return dx
 
 
-def attention(qkv, starts, n_head):
+def attention(qkv, starts, n_head, keep=None):
     """Causal multi-head self-attention within each document: a position attends to itself
     and the earlier positions of its own document. Rows starts[b]:starts[b + 1] are
     document b; qkv holds q, k and v side by side, and each its heads side by side.
@@ -299,10 +299,13 @@ def attention(qkv, starts, n_head):
 
     Documents of one length (a text's windows) go through BLAS matrix products, in
     [B, H, T, T] blocks; documents of many lengths (names) through kernels that walk each
-    document's own triangle."""
+    document's own triangle. A list `keep` gets the weights, [B, H, T, T] (documents of one
+    length only)."""
     T = starts[1] - starts[0]
     if np.all(np.diff(starts) == T):
-        return attention_blocks(qkv, len(starts) - 1, n_head)
+        return attention_blocks(qkv, len(starts) - 1, n_head, keep=keep)
+    if keep is not None:
+        raise ValueError("attention weights are kept for documents of one length")
     q, k, v = (np.ascontiguousarray(x) for x in np.hsplit(qkv.data, 3))   # [N, C] each
     y, att = attention_forward(q, k, v, starts, n_head)                   # [N, C], [B, H, T, T]
     def backward(g):
@@ -310,7 +313,7 @@ def attention(qkv, starts, n_head):
     return Tensor(y, (qkv,), backward)
 
 
-def attention_blocks(qkv, B, n_head, tile=64):
+def attention_blocks(qkv, B, n_head, tile=64, keep=None):
     """attention() for B documents of T positions each, rows b*T:(b+1)*T, by batched matrix
     products over all (document, head) pairs: s = q k^T / sqrt(D), att = causal softmax(s),
     y = att v. Queries go `tile` positions at a time, each against the keys up to its last
@@ -331,6 +334,10 @@ def attention_blocks(qkv, B, n_head, tile=64):
         causal_softmax(att, scale, i)                                # in place: att
         y[:, :, i:j] = att @ vh[:, :, :j]                            # [B, H, j - i, D]
         atts.append(att)
+    if keep is not None:                                             # the whole [B, H, T, T]
+        keep.append(np.zeros((B, n_head, T, T), qkv.data.dtype))
+        for (i, j), att in zip(tiles, atts):
+            keep[-1][:, :, i:j, :j] = att
     def backward(g):
         gh = split(g.reshape(B, T, n_head, D), 0, 2, 1, 3)           # [B, H, T, D]
         vT, kh = split(parts[:, :, 2], 0, 2, 3, 1), split(parts[:, :, 1], 0, 2, 1, 3)
@@ -655,10 +662,11 @@ class GPT:
         self.state_dict = sd
         self.params = list(sd.values())
 
-    def forward(self, tokens, positions, starts):
+    def forward(self, tokens, positions, starts, attention_maps=None):
         """Logits for the next token at every position of a packed batch: the documents'
         tokens back to back, tokens [N] at positions [N] (each document's from 0), document
-        b in rows starts[b]:starts[b + 1]. -> [N, V].
+        b in rows starts[b]:starts[b + 1]. -> [N, V]. A list attention_maps gets each layer's
+        attention weights, [B, H, T, T], for documents of one length.
 
         Packing instead of padding to the longest document: no position is computed for
         nothing, and no padding needs masking; the result is the same."""
@@ -671,7 +679,8 @@ class GPT:
             h = rmsnorm(x)                                                     # [N, C]
             w = concat_rows(*(sd[f'layer{i}.attn_w{x}'] for x in 'qkv'))      # [3C, C]
             qkv = linear(h, w)                                                 # [N, 3C]: q, k, v
-            x = x + linear(attention(qkv, starts, self.n_head), sd[f'layer{i}.attn_wo'])
+            y = attention(qkv, starts, self.n_head, keep=attention_maps)       # [N, C]
+            x = x + linear(y, sd[f'layer{i}.attn_wo'])
             # 2) MLP: widen 4x, ReLU, narrow back
             h = relu(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']))              # [N, 4C]
             x = x + linear(h, sd[f'layer{i}.mlp_fc2'])                         # [N, C]

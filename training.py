@@ -244,6 +244,8 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
     records that it was interrupted; so it does if that happens during the final
     evaluation or the samples, and --resume then finishes them."""
     start = records.now()
+    env = records.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
+                              else f"numpy+numba {cfg['dtype']}", start)  # the code that runs
     rng = random.Random(cfg['seed'])  # the run's one generator: shuffle, weights, batches, samples
     text, bs, B, steps = cfg['data_format'] == 'text', cfg['block_size'], cfg['batch_size'], cfg['steps']
     if text:  # the first part trains, the rest validates; windows at random offsets
@@ -366,10 +368,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
         val_loss=val_loss, val_docs=len(val_tokens), val_history=val_history,
         steps_per_s=steps_done / train_time if steps_done else None,
         tokens_per_s=n_tokens / train_time if steps_done else None, tokens=n_tokens,
-        train_time_s=train_time, warmup_s=warmup_s, num_params=n_params,
-        environment=records.environment(
-            cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
-            else f"numpy+numba {cfg['dtype']}", start))
+        train_time_s=train_time, warmup_s=warmup_s, num_params=n_params, environment=env)
     print(f"--- summary: {status} after {steps_done} steps ---")
     if steps_done:
         print(f"final loss {metrics['final_loss']:.4f} | mean of the last {last_n} steps "

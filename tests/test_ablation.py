@@ -168,3 +168,73 @@ def test_ctrl_c_during_an_ablation_keeps_finished_runs_and_says_how_to_resume(sm
     assert statuses and set(statuses.values()) <= {'completed', 'interrupted'}
     assert len(statuses) < 4  # the queued runs did not start
     assert not (small / 'abl' / '.running').exists()
+
+
+# ---------------------------------------------------------------------------
+# Grids: --vary and --variants
+def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(small):
+    code, out, err = ablate(small / 'g', '--seeds', '2', '--jobs', '2', '--variants',
+                            'tied-norm,untied-nonorm', '--vary', 'lr=0.02,0.005',
+                            '--vary', 'n-head=1,2')
+    assert code == 0, err
+    runs = sorted(p.name for p in (small / 'g' / 'runs').iterdir())
+    assert len(runs) == 2 * 2 * 2 * 2 and 'tied-norm-lr=0.02-n-head=1-seed42' in runs
+    rows = list(csv.DictReader(open(small / 'g' / 'summary.csv')))
+    assert {'lr', 'n_head'} <= set(rows[0]) and len(rows) == 16
+    summary = json.loads((small / 'g' / 'summary.json').read_text())
+    assert summary['reference'] == 'tied-norm lr=0.02 n-head=1' and summary['varied'] == ['lr', 'n_head']
+    val = {(r['variant'], r['lr'], r['n_head'], r['seed']): float(r['val_loss']) for r in rows}
+    for cell in summary['variants'][1:]:  # each against the reference, paired by seed
+        diffs = [val[(cell['variant'], str(cell['lr']), str(cell['n_head']), str(s))] -
+                 val[('tied-norm', '0.02', '1', str(s))] for s in (42, 43)]
+        assert cell['val_delta']['mean'] == pytest.approx(sum(diffs) / 2)
+        half = 12.706 * statistics.stdev(diffs) / math.sqrt(2)
+        assert cell['val_delta']['high'] - cell['val_delta']['mean'] == pytest.approx(half, rel=1e-4)
+    table = (small / 'g' / 'table.md').read_text()
+    assert table.count('\n| ') == 1 + 8 and '| lr | n-head |' in table
+    config = json.loads((small / 'g' / 'runs' / 'untied-nonorm-lr=0.005-n-head=2-seed43' /
+                         'config.json').read_text())
+    assert (config['lr'], config['n_head'], config['seed'], config['tie_lm_head'],
+            config['input_rmsnorm']) == (0.005, 2, 43, False, False)
+
+
+def test_a_grid_gives_the_same_results_for_any_jobs_and_resumes(small):
+    grid = ('--vary', 'lr=0.02,0.005', '--variants', 'untied-norm,tied-norm', '--mode', 'tensor')
+    assert ablate(small / 'one', '--jobs', '1', *grid)[0] == 0
+    assert ablate(small / 'two', '--jobs', '2', *grid)[0] == 0
+    for run in (small / 'one' / 'runs').iterdir():
+        assert (run / 'losses.csv').read_text() == \
+            (small / 'two' / 'runs' / run.name / 'losses.csv').read_text()
+    shutil.rmtree(small / 'two' / 'runs' / 'tied-norm-lr=0.005-seed42')
+    code, out, _ = main_output(cli.main, 'ablate', '--resume', small / 'two', '--jobs', '1')
+    assert code == 0 and '3 runs done, 1 to go' in out
+    summaries = [json.loads((small / d / 'summary.json').read_text()) for d in ('one', 'two')]
+    assert [c['val_delta'] for c in summaries[0]['variants']] == \
+        [c['val_delta'] for c in summaries[1]['variants']]
+    assert summaries[1]['reference'] == 'untied-norm lr=0.02'
+
+
+@pytest.mark.parametrize('args, message', [
+    (('--vary', 'bogus=1,2'), '--bogus is not an option of train that takes a value'),
+    (('--vary', 'lr=0.1,-1'), '--vary --lr must be > 0, got -1.0'),
+    (('--vary', 'lr=fast'), "--vary --lr must be a number, got 'fast'"),
+    (('--vary', 'tie-lm-head=1'), '--tie-lm-head is a flag and takes no value'),
+    (('--vary', 'n-head=3'), '--n-embd (8) must be divisible by --n-head (3)'),
+    (('--vary', 'lr'), 'give NAME=V1,V2'),
+    (('--vary', 'lr=0.1,0.1'), 'give distinct values'),
+    (('--vary', 'lr=0.1', '--vary', 'lr=0.2'), 'each setting once'),
+    (('--vary', 'seed=1,2'), 'the seeds are --seeds'),
+    (('--vary', 'val-fraction=0.1,0.2'), 'one validation set'),
+    (('--variants', 'untied-norm,fancy'), 'fancy is not a variant'),
+    (('--variants', 'tied-norm,tied-norm'), 'each variant at most once'),
+])
+def test_a_grid_that_cannot_run_is_refused_before_anything_runs(small, args, message):
+    code, _, err = ablate(small / 'g', *args)
+    assert code == 1 and one_line_error(err) and message in err, err
+    assert not (small / 'g').exists()
+
+
+def test_many_cells_are_drawn_in_small_multiples(small):
+    assert ablate(small / 'g', '--vary', 'lr=0.02,0.01,0.005', '--vary', 'last-n=3,5', '--jobs', '2',
+                  '--variants', 'untied-norm,tied-norm')[0] == 0
+    assert (small / 'g' / 'losses.png').read_bytes()[:4] == b'\x89PNG'

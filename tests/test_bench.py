@@ -75,7 +75,7 @@ def test_a_torch_that_fails_is_a_one_line_error_and_leaves_no_folder(small, monk
 
 def test_torch_options_that_cannot_work_are_refused(small, monkeypatch):
     monkeypatch.setattr(bench, 'TORCH_REF', str(small / 'docs.txt'))  # present, whatever the clone
-    for torch, message in (('', "--torch needs a Python"), ('no-such-python', 'no such program')):
+    for torch, message in (('', "--torch : no such program"), ('no-such-python', 'no such program')):
         code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--torch', torch)
         assert code == 1 and one_line_error(err) and message in err, err
     monkeypatch.setattr(bench, 'TORCH_REF', str(small / 'nowhere' / 'torch_ref.py'))

@@ -641,3 +641,17 @@ def test_top_k_samples_agree_in_both_modes(top_k):
     for s in range(10):
         assert scalar.sample(random.Random(s), 6, 1.0, top_k=top_k) == \
             tensor.sample(random.Random(s), 6, 1.0, top_k=top_k)
+
+
+@given(st.integers(1, 12), st.integers(1, 3), st.integers(1, 2), seeds)
+def test_attention_maps_are_the_forward_passes_rows_summing_to_one_and_causal(T, n_head, n_layer, seed):
+    model = tg.GPT(7, random.Random(seed), n_embd=2 * n_head, n_head=n_head, n_layer=n_layer,
+                   block_size=12, dtype='float64')
+    ids = np.array(random.Random(seed).choices(range(7), k=T))
+    maps = []
+    logits = model.forward(ids, np.arange(T), np.array([0, T]), attention_maps=maps).data
+    np.testing.assert_array_equal(logits, model.forward(ids, np.arange(T), np.array([0, T])).data)
+    assert len(maps) == n_layer and all(m.shape == (1, n_head, T, T) for m in maps)
+    for m in maps:
+        np.testing.assert_allclose(m.sum(axis=-1), 1.0, rtol=1e-12)
+        assert not np.triu(m[0], k=1).any()  # no position looks ahead
