@@ -1,14 +1,15 @@
 """
-ablation.py: four variants of the model trained alike, and what their differences say.
+ablation.py: variants of the model trained alike, and what their differences say.
 
 The variants cross two choices: lm_head untied or tied to wte, and the rmsnorm of the input
-embedding on or off; the first, untied with the rmsnorm, is the reference's model. Every
-(variant, seed) is an ordinary training run (training.py) with its record under runs/, run
-in parallel worker processes. The summary pairs each variant's validation loss with the
-reference variant's of the same seed, and gives the mean difference with its 95% confidence
+embedding on or off; the first, untied with the rmsnorm, is the reference's model. A grid
+crosses the chosen variants with the values of any other settings (--vary); every cell is
+trained with every seed, each an ordinary training run (training.py) with its record under
+runs/, in parallel worker processes. The summary pairs each cell's validation loss with the
+reference cell's of the same seed, and gives the mean difference with its 95% confidence
 interval (Student's t); then a table, a CSV, JSON and a plot of the loss curves.
 
-Read top to bottom: the statistics, running the ablation (and resuming it), the summary.
+Read top to bottom: the statistics, the grid, running it (and resuming), the summary.
 """
 import concurrent.futures
 import contextlib

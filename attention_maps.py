@@ -74,7 +74,7 @@ def draw(path, labels, maps, title):
             ax.set_yticks(range(len(labels)), labels, fontsize=7)
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (size * L + 0.6)))  # room for the title
     plots.save(fig, path)
     return True
 

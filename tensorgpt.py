@@ -2,8 +2,9 @@
 tensorgpt.py: the microgpt model on NumPy arrays, batched and fast.
 
 The same GPT as microgpt.py, weight for weight, but each value of the autograd is a whole
-array (`Tensor`) instead of a single number, a batch of documents goes through at once, and
-the hot loops (attention, rmsnorm, cross-entropy, embedding, Adam) are numba kernels. With
+array (`Tensor`) instead of a single number, a batch of documents (or windows of a text)
+goes through at once, matrix products go to NumPy's BLAS, and the other hot loops
+(attention's softmax, rmsnorm, cross-entropy, embedding, Adam) are numba kernels. With
 dtype='float64' and batch_size=1 it trains as microgpt.py does and prints the reference's
 numbers; with the default float32 and larger batches it trains much faster.
 
@@ -12,12 +13,14 @@ padded to the longest and masked. Everything but attention works position by pos
 attention keeps to each document, so the result is the same, with no work on padding.
 
 Read it top to bottom: autograd, ops (each numba kernel right after the op it serves, with a
-plain NumPy twin that states the same math and serves the tests as oracle), model, Adam,
-training, sampling. Shapes are in comments: N positions, B documents, T positions in the
-longest, C = n_embd, H heads, D = C // H per head, V = vocab_size.
+plain NumPy twin that states the same math and serves the tests as oracle), model (with
+sampling and text generation), Adam (AdamW, clipping), the learning-rate schedule, training.
+Shapes are in comments: N positions, B documents, T positions in the longest, C = n_embd,
+H heads, D = C // H per head, V = vocab_size.
 
 As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` documents as token
-lists ([BOS] + ids + [BOS]), and call `model.sample(...)`. NumPy, numba and the standard
+lists ([BOS] + ids + [BOS]) or a function of the step that returns windows [B, T + 1] of a
+text, and call `model.sample(...)` or `model.generate(...)`. NumPy, numba and the standard
 library only.
 """
 import contextlib
@@ -297,19 +300,21 @@ def attention(qkv, starts, n_head, keep=None):
     document b; qkv holds q, k and v side by side, and each its heads side by side.
     [N, 3C] -> [N, C].
 
-    Documents of one length (a text's windows) go through BLAS matrix products, in
-    [B, H, T, T] blocks; documents of many lengths (names) through kernels that walk each
-    document's own triangle. A list `keep` gets the weights, [B, H, T, T] (documents of one
-    length only)."""
+    Documents of one length, 32 positions or more (a text's windows), go through BLAS matrix
+    products, in [B, H, T, T] blocks; others (names) through kernels that walk each
+    document's own triangle. A list `keep` gets the weights, [B, H, T, T], 0 outside each
+    document's triangle."""
     T = starts[1] - starts[0]
-    if np.all(np.diff(starts) == T):
+    if T >= 32 and np.all(np.diff(starts) == T):  # long enough for BLAS to pay
         return attention_blocks(qkv, len(starts) - 1, n_head, keep=keep)
-    if keep is not None:
-        raise ValueError("attention weights are kept for documents of one length")
-    q, k, v = (np.ascontiguousarray(x) for x in np.hsplit(qkv.data, 3))   # [N, C] each
-    y, att = attention_forward(q, k, v, starts, n_head)                   # [N, C], [B, H, T, T]
+    y, att = attention_forward(qkv.data, starts, n_head)                  # [N, C], [B, H, T, T]
+    if keep is not None:  # each document's triangle; the kernel leaves the rest unset
+        T = att.shape[2]
+        inside = np.tril(np.ones((T, T), bool)) & \
+            (np.arange(T)[:, None] < np.diff(starts)[:, None, None, None])  # [B, 1, T, T]
+        keep.append(np.where(inside, att, 0))
     def backward(g):
-        add_grad(qkv, np.hstack(attention_backward(q, k, v, att, g, starts, n_head)))
+        add_grad(qkv, attention_backward(qkv.data, att, g, starts, n_head))  # [N, 3C]
     return Tensor(y, (qkv,), backward)
 
 
@@ -509,8 +514,11 @@ def _attention_forward_head(q, k, v, s, n, o, D, y, a):
 
 
 @kernel_parallel
-def attention_forward(q, k, v, starts, n_head):
-    N, C = q.shape
+def attention_forward(qkv, starts, n_head):
+    N, C = qkv.shape[0], qkv.shape[1] // 3
+    q = np.ascontiguousarray(qkv[:, :C])          # the twins' q, k and v, each row in a row:
+    k = np.ascontiguousarray(qkv[:, C:2 * C])     # the loops below vectorise on rows only
+    v = np.ascontiguousarray(qkv[:, 2 * C:])
     B, D = len(starts) - 1, C // n_head
     T = 0                                       # the longest document (a loop: in a parallel
     for b in range(B):                          # kernel, an array expression would wake threads)
@@ -555,8 +563,11 @@ def _attention_backward_head(q, k, v, a, dy, s, n, o, D, dq, dk, dv):
 
 
 @kernel_parallel
-def attention_backward(q, k, v, att, dy, starts, n_head):
-    N, C = q.shape
+def attention_backward(qkv, att, dy, starts, n_head):
+    N, C = qkv.shape[0], qkv.shape[1] // 3
+    q = np.ascontiguousarray(qkv[:, :C])
+    k = np.ascontiguousarray(qkv[:, C:2 * C])
+    v = np.ascontiguousarray(qkv[:, 2 * C:])
     B, D = len(starts) - 1, C // n_head
     T = att.shape[2]
     dq, dk, dv = np.empty((N, C), q.dtype), np.empty((N, C), q.dtype), np.empty((N, C), q.dtype)
@@ -568,7 +579,7 @@ def attention_backward(q, k, v, att, dy, starts, n_head):
         for bh in range(B * n_head):
             b, h = bh // n_head, bh % n_head
             _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
-    return dq, dk, dv
+    return np.hstack((dq, dk, dv))
 
 
 def cross_entropy(logits, targets, weights):
@@ -666,7 +677,7 @@ class GPT:
         """Logits for the next token at every position of a packed batch: the documents'
         tokens back to back, tokens [N] at positions [N] (each document's from 0), document
         b in rows starts[b]:starts[b + 1]. -> [N, V]. A list attention_maps gets each layer's
-        attention weights, [B, H, T, T], for documents of one length.
+        attention weights, [B, H, T, T].
 
         Packing instead of padding to the longest document: no position is computed for
         nothing, and no padding needs masking; the result is the same."""
@@ -941,9 +952,9 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
 def warm_up(dtype='float32'):
     """Compile (or load from numba's cache) every kernel for dtype, on a tiny model, so that
     a timed run times the model, not the compiler."""
-    model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=4, dtype=dtype)
+    model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=32, dtype=dtype)
     list(train(model, [[2, 0, 1, 2], [2, 1, 2]], 1, batch_size=2, grad_clip=1.0))  # documents
-    list(train(model, lambda step: np.array([[0, 1, 0, 1]]), 1))                 # a window
+    list(train(model, lambda step: np.array([[0, 1] * 16 + [0]]), 1))            # a long window
     model.sample(random.Random(0), bos=2)
 
 

@@ -177,11 +177,11 @@ def test_relu_kernel_matches_numpy(N, C, dtype, seed):
 def test_attention_is_causal_within_each_document(starts, n_head, seed):
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((starts[-1], 2 * n_head)) for _ in range(3))
-    y = tg.attention_forward(q, k, v, starts, n_head)[0]
+    y = tg.attention_forward(np.hstack([q, k, v]), starts, n_head)[0]
     for last in starts[1:] - 1:  # change a document's last key and value: its own future
         k2, v2 = k.copy(), v.copy()
         k2[last], v2[last] = 100.0, -100.0
-        y2 = tg.attention_forward(q, k2, v2, starts, n_head)[0]
+        y2 = tg.attention_forward(np.hstack([q, k2, v2]), starts, n_head)[0]
         np.testing.assert_array_equal(np.delete(y2, last, axis=0), np.delete(y, last, axis=0))
 
 
@@ -210,7 +210,7 @@ def test_rmsnorm_kernels_match_numpy(N, C, dtype, seed):
 def check_attention_kernels(starts, n_head, D, dtype, seed):
     rng = np.random.default_rng(seed)
     q, k, v, dy = (rng.standard_normal((starts[-1], n_head * D)).astype(dtype) for _ in range(4))
-    y, att = tg.attention_forward(q, k, v, starts, n_head)
+    y, att = tg.attention_forward(np.hstack([q, k, v]), starts, n_head)
     y_np, att_np = tg.attention_forward_numpy(q, k, v, starts, n_head)
     assert y.dtype == dtype
     assert_close(y, y_np, dtype)
@@ -218,7 +218,7 @@ def check_attention_kernels(starts, n_head, D, dtype, seed):
     for b, n in enumerate(np.diff(starts)):  # the kernel sets only each document's triangle
         triangle = np.tril(np.ones((T, T), bool)) & (np.arange(T) < n)[:, None]
         assert_close(np.where(triangle, att[b], 0), att_np[b], dtype)
-    for g, g_np in zip(tg.attention_backward(q, k, v, att, dy, starts, n_head),
+    for g, g_np in zip(np.hsplit(tg.attention_backward(np.hstack([q, k, v]), att, dy, starts, n_head), 3),
                        tg.attention_backward_numpy(q, k, v, att_np, dy, starts, n_head)):
         assert g.dtype == dtype
         assert_close(g, g_np, dtype)
