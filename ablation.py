@@ -371,7 +371,7 @@ def markdown_table(table, varied, last_n, reference):
             return 'n/a'
         return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
 
-    lines = [f"| variant | lm_head | input rmsnorm | "
+    lines = ["| variant | lm_head | input rmsnorm | "
              + ''.join(f"{name.replace('_', '-')} | " for name in varied)
              + f"final loss | mean loss, last {last_n} | val loss | Δ val vs {reference} (95% CI)"
              " | steps/s | tokens/s | samples: train / val / new |",

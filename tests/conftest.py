@@ -1,8 +1,13 @@
 import contextlib
 import io
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +74,48 @@ def train_small(out, *extra, data='docs.txt'):
     pairs = [x for x in extra if x not in flags]
     options.update(zip(pairs[::2], map(str, pairs[1::2])))
     return cli.main(['train', *(x for kv in options.items() for x in kv), *flags])
+
+
+# The two reference runs of 1000 scalar steps (about 30 s each, on one core) start once the
+# tests are collected, one after the other, in the background: the rest of the suite runs beside
+# them. They start only when a test that reads them is to run.
+BACKGROUND = {}
+READERS = ('test_run_alone_it_prints_the_reference_output_byte_for_byte',
+           'test_cli_prints_every_loss_and_sample_the_reference_printed')
+
+
+def start_reference_runs():
+    folder = Path(tempfile.mkdtemp(prefix='reference-runs-'))
+    shutil.copy(ROOT / 'microgpt.py', folder)  # copied anywhere, with names.txt beside it
+    shutil.copy(ROOT / 'names.txt', folder)
+    script = (f'"{sys.executable}" microgpt.py > alone.out 2> alone.err; echo $? > alone.code; '
+              f'"{sys.executable}" "{ROOT / "cli.py"}" train --out run > cli.out 2> cli.err; '
+              'echo $? > cli.code')
+    BACKGROUND.update(folder=folder, process=subprocess.Popen(['sh', '-c', script], cwd=folder,
+                                                         start_new_session=True))
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
+def pytest_collection_modifyitems(session, config, items):
+    if any(item.originalname in READERS for item in items if hasattr(item, 'originalname')):
+        start_reference_runs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if BACKGROUND:
+        if BACKGROUND['process'].poll() is None:
+            os.killpg(BACKGROUND['process'].pid, signal.SIGKILL)  # sh and its python
+        shutil.rmtree(BACKGROUND['folder'], ignore_errors=True)
+
+
+def reference_run(name):
+    """(exit code, stdout, stderr) of the background reference run `name`: 'alone' is
+    `python microgpt.py`, 'cli' is `python cli.py train` (scalar mode)."""
+    if not BACKGROUND:
+        start_reference_runs()
+    folder = BACKGROUND['folder']
+    while not (folder / f'{name}.code').exists():
+        assert BACKGROUND['process'].poll() is None or (folder / f'{name}.code').exists()
+        time.sleep(0.5)
+    read = lambda suffix: (folder / f'{name}.{suffix}').read_text()
+    return int(read('code')), read('out'), read('err')

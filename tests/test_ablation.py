@@ -41,6 +41,16 @@ def test_paired_interval_of_students_sleep_data():
     assert ablation.paired_interval([0.3]) is None
 
 
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+    """A finished small ablation, made once for the tests that only read or damage it (each
+    a copy)."""
+    folder = tmp_path_factory.mktemp('finished')
+    (folder / 'docs.txt').write_text('\n'.join(DOCS) + '\n')
+    assert ablate(folder / 'abl', '--jobs', '1', data=folder / 'docs.txt')[0] == 0
+    return folder / 'abl'
+
+
 def ablate(out, *extra, data='docs.txt'):
     return main_output(cli.main, 'ablate', '--data', data, '--steps', '6', '--samples', '4',
                        '--n-embd', '8', '--n-head', '2', '--out', out, *extra)
@@ -114,8 +124,8 @@ def test_ablation_resume_refuses_changed_data(small):
     (lambda a: a['config'].update(lr=-1), 'config lr must be > 0'),
     (lambda a: a.pop('data_sha256'), 'data_sha256 is missing'),
 ])
-def test_ablation_resume_checks_its_plan(small, change, message):
-    assert ablate(small / 'abl', '--jobs', '1')[0] == 0
+def test_ablation_resume_checks_its_plan(small, finished, change, message):
+    shutil.copytree(finished, small / 'abl')
     path = small / 'abl' / 'ablation.json'
     plan = json.loads(path.read_text())
     change(plan)
@@ -124,8 +134,8 @@ def test_ablation_resume_checks_its_plan(small, change, message):
     assert code == 1 and one_line_error(err) and message in err, err
 
 
-def test_a_damaged_run_record_is_run_again_on_resume(small):
-    assert ablate(small / 'abl', '--jobs', '1')[0] == 0
+def test_a_damaged_run_record_is_run_again_on_resume(small, finished):
+    shutil.copytree(finished, small / 'abl')
     run = small / 'abl' / 'runs' / 'tied-norm-seed42'
     losses = (run / 'losses.csv').read_text()
     (run / 'metrics.json').write_text('[]')

@@ -2,7 +2,6 @@
 the reference run's published figures."""
 import math
 import random
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 import data
 import microgpt
-from conftest import ROOT
+from conftest import ROOT, reference_run
 from microgpt import GPT, Value, dot, rmsnorm, softmax
 
 finite = st.floats(-3, 3, allow_nan=False)
@@ -193,12 +192,9 @@ def test_sample_stops_at_block_size_and_keeps_the_prompt_out_of_its_output():
 
 # ---------------------------------------------------------------------------
 # The reference's numbers: `python microgpt.py` prints what the reference script printed.
-def test_run_alone_it_prints_the_reference_output_byte_for_byte(tmp_path, reference):
-    shutil.copy(ROOT / 'microgpt.py', tmp_path)  # copied anywhere, with names.txt beside it
-    shutil.copy(ROOT / 'names.txt', tmp_path)
-    p = subprocess.run([sys.executable, 'microgpt.py'], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=600)
-    assert p.returncode == 0 and p.stdout == reference['text']
+def test_run_alone_it_prints_the_reference_output_byte_for_byte(reference):
+    code, out, err = reference_run('alone')  # microgpt.py copied alone, names.txt beside it
+    assert code == 0 and out == reference['text'], err
 
 
 @pytest.mark.parametrize('content, message', [

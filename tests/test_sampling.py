@@ -9,7 +9,7 @@ import checkpoint
 import cli
 import data
 import microgpt
-from conftest import DOCS, main_output, one_line_error, train_small
+from conftest import main_output, one_line_error, train_small
 
 
 def sample(*args):

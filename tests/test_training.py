@@ -21,7 +21,8 @@ import microgpt
 import records
 import tensorgpt
 import training
-from conftest import DOCS, NAMES, ROOT, main_output, one_line_error, run_cli, train_small
+from conftest import (DOCS, NAMES, ROOT, one_line_error, reference_run, run_cli,
+                      train_small)
 
 
 def losses_of(run_dir):
@@ -41,9 +42,11 @@ def config(*argv):
 # The reference run, through the command line, in both modes: every line it printed.
 @pytest.mark.parametrize('mode', ['scalar', 'tensor'])
 def test_cli_prints_every_loss_and_sample_the_reference_printed(tmp_path, reference, mode):
-    extra = ['--mode', 'tensor', '--dtype', 'float64', '--batch-size', '1', '--log-every', '1'] \
-        if mode == 'tensor' else []
-    code, out, err = run_cli('train', '--out', 'run', *extra, cwd=tmp_path)  # names.txt, seed 42
+    if mode == 'scalar':  # `python cli.py train`, run in the background from the start
+        code, out, err = reference_run('cli')
+    else:
+        code, out, err = run_cli('train', '--out', 'run', '--mode', 'tensor', '--dtype', 'float64',
+                                 '--batch-size', '1', '--log-every', '1', cwd=tmp_path)
     assert code == 0, err
     printed_steps = [line[:line.index(' | loss ') + 14] for line in out.splitlines()
                      if line.startswith('step ')]
