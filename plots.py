@@ -42,7 +42,7 @@ def moving_average(losses, window=None):
     """(steps, averages): the mean of each `window` consecutive losses (default: 2% of the
     run), placed at the window's last step."""
     losses = np.asarray(losses, dtype=float)
-    w = window or max(1, len(losses) // 50)
+    w = min(window or max(1, len(losses) // 50), max(1, len(losses)))
     return np.arange(w, len(losses) + 1), np.convolve(losses, np.ones(w) / w, mode='valid')
 
 

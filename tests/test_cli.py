@@ -98,36 +98,3 @@ def test_a_run_started_from_another_folder_finds_the_shipped_data(tmp_path):
     assert code == 0, err
     assert 'num docs: 32033 (28830 train, 3203 validation)' in out
     assert re.search(r'^sample  1: \w+$', out, re.M)
-
-
-# ---------------------------------------------------------------------------
-# plot and attention
-def test_plot_overlays_runs_and_ablations_and_refuses_other_folders(small):
-    import cli as c
-    from conftest import main_output, train_small
-    assert train_small(small / 'run') == 0
-    assert main_output(c.main, 'ablate', '--data', 'docs.txt', '--steps', '5', '--n-embd', '8',
-                       '--n-head', '2', '--jobs', '1', '--out', 'abl')[0] == 0
-    code, out, err = main_output(c.main, 'plot', 'run', 'abl', '--png', 'both.png')
-    assert code == 0, err
-    assert 'plot: both.png (5 curves)' in out and (small / 'both.png').read_bytes()[:4] == b'\x89PNG'
-    (small / 'empty').mkdir()
-    code, _, err = main_output(c.main, 'plot', 'run', 'empty')
-    assert code == 1 and one_line_error(err) and 'neither a run record' in err
-
-
-def test_attention_shows_every_layer_and_head_in_text_and_in_a_picture(small):
-    import cli as c
-    from conftest import main_output, train_small
-    assert train_small(small / 'run', '--n-layer', '2') == 0
-    code, out, err = main_output(c.main, 'attention', '--checkpoint', 'run/checkpoint.json',
-                                 '--text', 'anna', '--png', 'att.png')
-    assert code == 0, err
-    assert out.count('--- layer ') == 2 * 2  # layers x heads
-    first = out.split('--- layer 1, head 1')[1].splitlines()[1:7]
-    assert first[0].split() == ['B', 'a', 'n', 'n', 'a'] and first[1].startswith('BOS  @')
-    assert all(len(line.split()) <= i + 2 for i, line in enumerate(first[1:]))  # causal rows
-    assert (small / 'att.png').read_bytes()[:4] == b'\x89PNG'
-    code, _, err = main_output(c.main, 'attention', '--checkpoint', 'run/checkpoint.json',
-                               '--text', 'a' * 20)
-    assert code == 1 and one_line_error(err) and "context holds 16" in err

@@ -1,0 +1,87 @@
+"""plots.py: a run's picture, the overlay of runs and ablations, and what happens without
+matplotlib."""
+import numpy as np
+import pytest
+
+import cli
+import plots
+from conftest import main_output, one_line_error, train_small
+
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('n, window', [(10, None), (100, None), (200, 7), (3, 5)])
+def test_moving_average_is_the_mean_of_each_window_at_its_last_step(n, window):
+    losses = np.random.default_rng(n).uniform(1, 4, n)
+    steps, avg = plots.moving_average(losses, window)
+    w = min(window or max(1, n // 50), n)  # a window longer than the run is the run
+    assert list(steps) == list(range(w, n + 1))  # steps count from 1
+    assert np.allclose(avg, [losses[s - w:s].mean() for s in steps])
+
+
+def test_a_run_picture_is_a_png_and_saving_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / 'losses.png'
+    assert plots.run_losses(str(path), [3.3, 3.0, 2.8, 2.9], [[2, 2.95], [4, 2.85]], 'run')
+    assert path.read_bytes()[:8] == PNG and [p.name for p in tmp_path.iterdir()] == ['losses.png']
+
+
+def test_a_picture_that_fails_to_save_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / 'losses.png'
+    path.write_bytes(b'old picture')
+    plt = plots.pyplot()
+    fig = plt.figure()
+
+    def broken(name, **kwargs):
+        open(name, 'wb').write(b'half')
+        raise OSError('No space left on device')
+    monkeypatch.setattr(fig, 'savefig', broken)
+    with pytest.raises(OSError):
+        plots.save(fig, str(path))
+    assert path.read_bytes() == b'old picture' and [p.name for p in tmp_path.iterdir()] == ['losses.png']
+
+
+def test_without_matplotlib_nothing_is_drawn(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, 'pyplot', lambda: None)
+    runs = {'a': [([3.0, 2.0], [[2, 2.5]])]}
+    assert not plots.run_losses(str(tmp_path / 'a.png'), [3.0, 2.0], [], 'run')
+    assert not plots.curves(str(tmp_path / 'b.png'), runs)
+    assert not plots.small_multiples(str(tmp_path / 'c.png'), runs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_plot_overlays_runs_and_ablations_and_refuses_other_folders(small):
+    assert train_small(small / 'run') == 0
+    assert main_output(cli.main, 'ablate', '--data', 'docs.txt', '--steps', '5', '--n-embd', '8',
+                       '--n-head', '2', '--jobs', '1', '--out', 'abl')[0] == 0
+    code, out, err = main_output(cli.main, 'plot', 'run', 'abl', '--png', 'both.png')
+    assert code == 0, err
+    assert 'plot: both.png (5 curves)' in out and (small / 'both.png').read_bytes()[:8] == PNG
+    (small / 'empty').mkdir()
+    code, _, err = main_output(cli.main, 'plot', 'run', 'empty')
+    assert code == 1 and one_line_error(err) and 'neither a run record' in err
+
+
+def test_many_curves_are_drawn_as_small_multiples(small, monkeypatch):
+    for seed in range(9):
+        assert train_small(small / f'run{seed}', '--steps', '4', '--seed', seed) == 0
+    drawn = []
+    monkeypatch.setattr(plots, 'curves', lambda path, groups: drawn.append('curves'))
+    real = plots.small_multiples
+    monkeypatch.setattr(plots, 'small_multiples',
+                        lambda path, groups: drawn.append(len(groups)) or real(path, groups))
+    code, out, err = main_output(cli.main, 'plot', *[f'run{s}' for s in range(9)], '--png', 'm.png')
+    assert code == 0, err
+    assert drawn == [9] and (small / 'm.png').read_bytes()[:8] == PNG
+
+
+def test_plot_refuses_an_unfinished_run_and_needs_matplotlib(small, monkeypatch):
+    assert train_small(small / 'run') == 0
+    metrics = small / 'run' / 'metrics.json'
+    metrics.write_text(metrics.read_text().replace('"completed"', '"interrupted"'))
+    code, _, err = main_output(cli.main, 'plot', 'run')
+    assert code == 1 and one_line_error(err) and 'the run is interrupted' in err
+    assert train_small(small / 'run2') == 0
+    monkeypatch.setattr(plots, 'pyplot', lambda: None)
+    code, _, err = main_output(cli.main, 'plot', 'run2', '--png', 'x.png')
+    assert code == 1 and one_line_error(err) and "pip install -e '.[plot]'" in err
+    assert not (small / 'x.png').exists()
