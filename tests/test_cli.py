@@ -98,3 +98,11 @@ def test_a_run_started_from_another_folder_finds_the_shipped_data(tmp_path):
     assert code == 0, err
     assert 'num docs: 32033 (28830 train, 3203 validation)' in out
     assert re.search(r'^sample  1: \w+$', out, re.M)
+
+
+def test_the_package_installs_every_module_the_command_line_imports():
+    import configparser
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / 'setup.cfg')
+    listed = {m.strip() for m in setup['options']['py_modules'].split(',')}
+    assert listed == {p.stem for p in ROOT.glob('*.py')}
