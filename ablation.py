@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 
+import numpy as np
+
 import data
 import plots
 import records
@@ -162,7 +164,7 @@ def run_one(cfg, run_dir, stop_file):
     contents = data.load(cfg['data'], cfg['data_format'], fetch=False)
     with records.owned(run_dir), training.stop_signals() as caught, \
             open(os.path.join(run_dir, 'train.log'), 'w', encoding='utf-8') as log, \
-            contextlib.redirect_stdout(log):
+            contextlib.redirect_stdout(log), np.errstate(all='ignore'):
         metrics = training.run(cfg, run_dir, contents,
                                should_stop=lambda: bool(caught) or os.path.exists(stop_file))
     if caught and not os.path.exists(stop_file):
@@ -196,7 +198,7 @@ def read_plan(out):
         if name not in cfg:
             raise UserError(f"{path}: config {name} is missing")
     training.check_settings(cfg, lambda name: f"{path}: config {name}")
-    records.field(cfg, 'jobs', path, (int, type(None)), lambda j: j is None or j >= 1, 'a count')
+    records.field(cfg, 'jobs', path, (int, type(None)), lambda j: j is None or 1 <= j <= 1024, 'a count up to 1024')
     variants = list(records.field(plan, 'variants', path, (list, dict)))
     axes = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
         isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)
@@ -309,7 +311,7 @@ def run_all(base, seeds, variants, axes, out, jobs, caught):
     diverged = summarize(out, runs, seeds, axes)
     if diverged:
         print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "
-              "out; try a lower --lr", file=sys.stderr)
+              "out; try a lower --lr or --init-std", file=sys.stderr)
         return 2
     return 0
 
@@ -339,23 +341,26 @@ def summarize(out, runs, seeds, axes):
                          records.csv_text(list(rows[0]), (r.values() for r in rows)))
     grid = list(dict.fromkeys(cell for cell, _, _ in runs))
     reference = grid[0]
-    ref_val = {seed: row['val_loss'] for (cell, seed, _), row in zip(runs, rows) if cell == reference}
+    done = lambda row: row['status'] == 'completed'  # a diverged run's figures are left out
+    ref_val = {seed: row['val_loss'] for (cell, seed, _), row in zip(runs, rows)
+               if cell == reference and done(row)}
     table = []
     for cell in grid:
         rs = [row for (c, _, _), row in zip(runs, rows) if c == cell]
-        stats = {k: mean_sd([r[k] for r in rs]) for k in (
+        ok = [r for r in rs if done(r)]
+        stats = {k: mean_sd([r[k] for r in ok]) for k in (
             'final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s',
             'samples_train', 'samples_val', 'samples_new')}
-        diffs = [r['val_loss'] - ref_val[r['seed']] for r in rs
+        diffs = [r['val_loss'] - ref_val[r['seed']] for r in ok
                  if r['val_loss'] is not None and ref_val.get(r['seed']) is not None]
         delta = paired_interval(diffs) if cell != reference else None
         table.append({'cell': label(cell), 'variant': cell[0], **dict(cell[1]), 'seeds': len(rs),
-                      **stats, 'val_delta': delta,
-                      'diverged': sum(r['status'] == 'diverged' for r in rs)})
+                      **stats, 'last_n': (ok or rs)[0]['last_n'], 'val_delta': delta,
+                      'diverged': len(rs) - len(ok)})
     records.write_json(os.path.join(out, 'summary.json'), dict(
         seeds=seeds, reference=label(reference), varied=[name for name, _ in axes],
         variants=table, runs=rows))
-    md = markdown_table(table, [name for name, _ in axes], rows[0]['last_n'], label(reference))
+    md = markdown_table(table, [name for name, _ in axes], label(reference))
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
     plot(out, [(cell, run_dir) for (cell, _, run_dir), row in zip(runs, rows)
@@ -364,7 +369,9 @@ def summarize(out, runs, seeds, axes):
     return sum(r['diverged'] for r in table)
 
 
-def markdown_table(table, varied, last_n, reference):
+def markdown_table(table, varied, reference):
+    last_n = {r['last_n'] for r in table if r['mean_loss_last_n'][0] is not None}
+    own_n = lambda r: '' if len(last_n) <= 1 else f" (N={r['last_n']})"  # cells differ in steps
     def pm(stat, fmt='.4f'):
         mean, sd = stat
         if mean is None:
@@ -373,19 +380,20 @@ def markdown_table(table, varied, last_n, reference):
 
     lines = ["| variant | lm_head | input rmsnorm | "
              + ''.join(f"{name.replace('_', '-')} | " for name in varied)
-             + f"final loss | mean loss, last {last_n} | val loss | Δ val vs {reference} (95% CI)"
+             + f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'} | val loss"
+             f" | Δ val vs {reference} (95% CI)"
              " | steps/s | tokens/s | samples: train / val / new |",
              '|' + ' --- |' * (10 + len(varied))]
     for r in table:
         tie, norm = VARIANTS[r['variant']]
         d = r['val_delta']
-        delta = '(reference)' if r['cell'] == reference else 'n/a (needs ≥ 2 seeds)' \
+        delta = '(reference)' if r['cell'] == reference else 'n/a (needs ≥ 2 paired seeds)' \
             if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
         shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                             for k in ('samples_train', 'samples_val', 'samples_new'))
         lines.append(f"| {r['variant']} | {'tied' if tie else 'untied'} | {'on' if norm else 'off'}"
                      f" | {''.join(f'{r[name]} | ' for name in varied)}{pm(r['final_loss'])}"
-                     f" | {pm(r['mean_loss_last_n'])} | {pm(r['val_loss'])}"
+                     f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['val_loss'])}"
                      f" | {delta} | {pm(r['steps_per_s'], '.1f')} | {pm(r['tokens_per_s'], '.0f')}"
                      f" | {shares} |")
     lines += ['', f"Mean ± standard deviation over {table[0]['seeds']} seed(s)."]

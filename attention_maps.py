@@ -43,7 +43,9 @@ def attention_weights(ckpt, text):
                                  config['vocab_size'], random.Random(0))
     model.load_weights(ckpt['weights'])
     maps = []
-    model.forward(np.array(ids), np.arange(len(ids)), np.array([0, len(ids)]), attention_maps=maps)
+    with np.errstate(all='ignore'):  # huge weights overflow to inf, as training would
+        model.forward(np.array(ids), np.arange(len(ids)), np.array([0, len(ids)]),
+                      attention_maps=maps)
     labels = ['BOS' if i == tok.bos else show(tok.chars[i]) for i in ids]
     return labels, [m[0] for m in maps]
 
@@ -82,6 +84,7 @@ def draw(path, labels, maps, title):
 def attention_command(cfg):
     """`cli.py attention`: print every head's heatmap over cfg['text'] and draw them all
     to cfg['png']."""
+    plots.check_png(cfg['png'])
     ckpt = checkpoint.load(cfg['checkpoint'])
     labels, maps = attention_weights(ckpt, cfg['text'])
     for layer, heads in enumerate(maps):

@@ -95,12 +95,13 @@ Sample options:
                       order of random draws (so other samples).
 
 Ablation options:
-  --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 [default: 1]
+  --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 (K <= 10000) [default: 1]
   --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm [default: all]
   --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train
                       option --NAME too; repeatable. The first variant with the first
                       values is the reference cell, which the others are compared with.
-  --jobs N            Runs at once (results do not change); auto: the cores [default: auto]
+  --jobs N            Runs at once, up to 1024 (results do not change); auto: the cores
+                      [default: auto]
 
 Bench options:
   --bench-steps N     Timed steps a run, after --warmup (text: no scalar mode) [default: 100]
@@ -113,15 +114,17 @@ Bench options:
                       unmodified, between its printed step lines; reference config only.
 
 Picture options:
-  --png PATH          The picture; auto: plot.png, attention.png [default: auto]
+  --png PATH          The picture, a .png file; auto: plot.png, attention.png [default: auto]
   --text TEXT         attention: a document (framed by BOS) or passage, within the block.
 
 Exit status: 0 done; 1 an error (one line on stderr, no half-written file); 2 training
 diverged (the record up to then is kept); 130 Ctrl-C, 143 SIGTERM: the step under way
 finishes, the record keeps every finished step, and --resume continues it.
 """
-import os
-import re
+import signal
+if __name__ == '__main__':  # Ctrl-C while the modules load: stop at once, no traceback
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+import re  # noqa: E402 (the imports below take a moment)
 import sys
 
 from docopt import DocoptExit, docopt
@@ -230,10 +233,10 @@ def parse_args(argv):
 # Conversion and checks: every option's string becomes a typed setting, checked by the
 # rules in training.SETTINGS (those a run records) or the command's own below.
 OPTION_OF = {'fetch': '--no-fetch', 'input_rmsnorm': '--no-input-rmsnorm'}  # the others: --n-embd
-COMMAND_RULES = dict(num=Rule(int, 0, optional=True), seeds=Rule(int, 1),
-                     jobs=Rule(int, 1, optional=True),
+COMMAND_RULES = dict(num=Rule(int, 0, optional=True), seeds=Rule(int, 1, 10000),
+                     jobs=Rule(int, 1, 1024, optional=True),
                      bench_steps=Rule(int, 1), warmup=Rule(int, 0), repeats=Rule(int, 1),
-                     threads=Rule(int, 1))
+                     threads=Rule(int, 1, 1024))
 
 
 def option(name):
@@ -252,7 +255,7 @@ def convert(name, raw, opt):
         return None
     if rule.kind in (int, float):
         try:
-            raw = rule.kind(raw)
+            raw = rule.kind(raw) + rule.kind(0)  # + 0.0 makes -0.0 the 0.0 it means
         except ValueError:
             raise UserError(f"{opt} must be {'an integer' if rule.kind is int else 'a number'}, "
                             f"got {raw!r}") from None
@@ -348,31 +351,9 @@ def cmd_attention(cfg, args):
     return attention_maps.attention_command(cfg)
 
 
-class QuietPipe:
-    """stdout that outlives its reader (`cli.py train | head`): once the pipe closes, the
-    rest of the output goes to /dev/null, and the work goes on to write its record."""
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text):
-        return self.guard(self.stream.write, text)
-
-    def flush(self):
-        return self.guard(self.stream.flush)
-
-    def guard(self, call, *args):
-        try:
-            return call(*args)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    stdout, sys.stdout = sys.stdout, QuietPipe(sys.stdout)
+    stdout, sys.stdout = sys.stdout, records.QuietPipe(sys.stdout)
     try:
         args = parse_args(argv)
         cfg = parse_config(args)
@@ -396,4 +377,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C is ours to handle
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C cannot change the status
+    sys.exit(code)

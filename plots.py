@@ -19,6 +19,7 @@ def pyplot():
     try:
         import matplotlib
         matplotlib.use('Agg')
+        matplotlib.rcParams['text.parse_math'] = False  # a '$' in a file name is a '$'
         import matplotlib.pyplot as plt
     except ImportError:
         return None
@@ -32,10 +33,22 @@ def save(fig, path):
     try:
         fig.savefig(tmp, dpi=110)
         os.replace(tmp, path)
+    except OSError as e:  # named by the path asked for, not the temporary file
+        raise OSError(e.errno, e.strerror, path) from None
     finally:
         plt.close(fig)
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_png(path):
+    """A UserError unless path can name a new picture: a .png file (so that no record's
+    file, e.g. a checkpoint.json, can be written over by mistake), not a folder."""
+    from records import UserError
+    if not path.lower().endswith('.png'):
+        raise UserError(f"--png {path}: a picture's name ends in .png")
+    if os.path.isdir(path):
+        raise UserError(f"--png {path} is a folder")
 
 
 def moving_average(losses, window=None):
@@ -141,9 +154,12 @@ def plot_command(cfg):
     over its seeds."""
     import records
     from records import UserError
+    check_png(cfg['png'])
+    names = [os.path.basename(os.path.normpath(folder)) for folder in cfg['dirs']]
+    if len(set(names)) < len(names):  # e.g. a/run and b/run: the paths tell them apart
+        names = [os.path.normpath(folder) for folder in cfg['dirs']]
     groups = {}
-    for folder in cfg['dirs']:
-        name = os.path.basename(os.path.normpath(folder))
+    for folder, name in zip(cfg['dirs'], names):
         if os.path.exists(os.path.join(folder, 'metrics.json')):
             m = records.read_run(folder)
             if m['status'] != 'completed':

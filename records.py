@@ -5,7 +5,7 @@ A record is a folder that one command owns while it works (a `.running` file mar
 claim) and fills with files that are written whole or not at all. Every file a command
 reads back is checked as it is read: a wrong one is a one-line `UserError` naming the file
 and the field. A record also notes where it came from (commit, versions, machine), so that
-it can be reproduced.
+it can be reproduced. And the printed output survives its reader going away.
 """
 import contextlib
 import csv
@@ -96,6 +96,8 @@ def write_record(out, files):
 # Reading back: every file checked, every problem named by file and field.
 def read_json(path, what):
     """The JSON object in path, which should be `what` (e.g. 'a run record')."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise UserError(f"{path} is not a regular file")  # a FIFO or a device: no end to it
     try:
         with open(path, encoding='utf-8') as f:
             obj = json.load(f)
@@ -166,6 +168,8 @@ def read_run(run_dir):
         raise UserError(f"{path}: samples should be the shares of train, val and new samples")
     m['samples'] = shares
     if m['status'] == 'completed':
+        if m['steps'] < 1:
+            raise UserError(f"{path}: a completed run has steps >= 1, not {m['steps']}")
         m['losses'] = read_losses(os.path.join(run_dir, 'losses.csv'), m['steps'])
     return m
 
@@ -298,3 +302,27 @@ def environment(seed, mode, backend, start):
 
 def now():
     return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------------------
+# The printed record: a command's output, which a closed pipe must not cut short.
+class QuietPipe:
+    """stdout that outlives its reader (`cli.py train | head`): once the pipe closes, the
+    rest of the output goes to /dev/null, and the work goes on to write its record."""
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        return self.guard(self.stream.write, text)
+
+    def flush(self):
+        return self.guard(self.stream.flush)
+
+    def guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)

@@ -101,6 +101,9 @@ def check_settings(cfg, name_of):
                         f"{name_of('n_head')} ({cfg['n_head']})")
     if cfg['min_lr'] > cfg['lr']:
         raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
+    if cfg['warmup_steps'] > cfg['steps']:
+        raise UserError(f"{name_of('warmup_steps')} ({cfg['warmup_steps']}) must be <= "
+                        f"{name_of('steps')} ({cfg['steps']})")
     if cfg['data_format'] == 'text' and cfg['val_docs'] is not None:
         raise UserError(f"{name_of('val_docs')} counts documents: a text validates on all of "
                         "its held-out part")
@@ -123,7 +126,7 @@ def check_data(cfg, source, needed_by=None):
         if len(train) <= cfg['block_size']:
             raise UserError(f"the text's training part ({len(train)} characters) must be longer "
                             f"than --block-size ({cfg['block_size']})")
-        no_validation = (len(val) - 1) // cfg['block_size'] == 0
+        no_validation = (len(val) - 1) // cfg['block_size'] < 1  # no whole window (or no text)
         vocab, longest = len(set(source)), cfg['block_size']
     else:
         no_validation = data.n_validation(len(source), cfg['val_fraction']) == 0
@@ -422,8 +425,8 @@ def draw_losses(out, losses, val_history, cfg):
         if not plots.run_losses(os.path.join(out, 'losses.png'), losses, val_history,
                                 title):
             print(f"losses.png skipped: matplotlib is not installed ({plots.GET_MATPLOTLIB})")
-    except OSError as e:
-        print(f"losses.png not written: {e.strerror or e}")
+    except Exception as e:  # whatever fails in the picture, the record stands
+        print(f"losses.png not written: {getattr(e, 'strerror', None) or str(e).strip()[:200]}")
 
 
 def draw_samples(cfg, model, tok, rng, should_stop, first_id=None):
@@ -453,7 +456,8 @@ def draw_samples(cfg, model, tok, rng, should_stop, first_id=None):
 def train_command(cfg, source=None, resume=False):
     """`cli.py train`: a new run as cfg says; or, from the record in `source`, a re-run of
     it (--from) or its continuation (--resume, resume=True). Returns the exit status."""
-    with stop_signals() as caught:
+    # numpy's overflow warnings stay quiet: a run that overflows is caught as diverged
+    with stop_signals() as caught, np.errstate(all='ignore'):
         resumed = None
         if source:
             cfg, resumed = recorded_run(source, cfg['out'], resume)
@@ -464,7 +468,7 @@ def train_command(cfg, source=None, resume=False):
         with records.owned(out, made=made):
             metrics = run(cfg, out, contents, resumed, should_stop=lambda: bool(caught))
     if metrics['status'] == 'diverged':
-        print(f"error: training diverged at step {metrics['steps']}; try a lower --lr. "
+        print(f"error: training diverged at step {metrics['steps']}; try a lower --lr or --init-std. "
               f"The record up to that step is in {os.path.relpath(out)}", file=sys.stderr)
         return 2
     return 128 + caught[0] if metrics['status'] == 'interrupted' else 0

@@ -123,6 +123,7 @@ def test_ablation_resume_refuses_changed_data(small):
     (lambda a: a['config'].pop('steps'), 'config steps is missing'),
     (lambda a: a['config'].update(lr=-1), 'config lr must be > 0'),
     (lambda a: a.pop('data_sha256'), 'data_sha256 is missing'),
+    (lambda a: a['config'].update(jobs=2 ** 40), 'is not a count up to 1024'),
 ])
 def test_ablation_resume_checks_its_plan(small, finished, change, message):
     shutil.copytree(finished, small / 'abl')
@@ -148,6 +149,11 @@ def test_an_ablation_without_validation_documents_is_refused_before_it_starts(sm
     code, _, err = ablate(small / 'abl', data='one.txt')
     assert code == 1 and one_line_error(err) and 'ablate needs validation data' in err
     assert not (small / 'abl').exists()
+    (small / 'text.txt').write_text('to be or not to be\n' * 20)
+    code, _, err = ablate(small / 'abl', '--mode', 'tensor', '--data-format', 'text',
+                          '--val-fraction', '0', data='text.txt')
+    assert code == 1 and one_line_error(err) and 'ablate needs validation data' in err
+    assert not (small / 'abl').exists()
 
 
 def test_diverged_runs_are_left_out_and_said(small):
@@ -158,6 +164,27 @@ def test_diverged_runs_are_left_out_and_said(small):
     summary = json.loads((small / 'abl' / 'summary.json').read_text())
     assert sum(v['diverged'] for v in summary['variants']) >= 1
     assert 'diverged and are left out' in (small / 'abl' / 'table.md').read_text()
+
+
+def test_a_cell_whose_runs_all_diverge_has_no_figures_and_the_others_keep_theirs(small):
+    code, _, err = ablate(small / 'g', '--mode', 'tensor', '--batch-size', '4', '--seeds', '2',
+                          '--variants', 'untied-norm', '--vary', 'lr=0.01,1e30', '--jobs', '1')
+    assert code == 2 and 'runs diverged' in err, err
+    cells = json.loads((small / 'g' / 'summary.json').read_text())['variants']
+    assert [c['diverged'] for c in cells] == [0, 2]
+    for key in ('final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s'):
+        assert cells[1][key] == [None, None] and cells[0][key][0] is not None
+    assert cells[1]['val_delta'] is None
+    row = (small / 'g' / 'table.md').read_text().splitlines()[3]
+    assert row.startswith('| untied-norm | untied | on | 1e+30 | n/a | n/a | n/a | n/a (needs ≥ 2 paired')
+
+
+def test_cells_of_different_lengths_each_say_over_how_many_steps_their_mean_runs(small):
+    assert ablate(small / 'g', '--variants', 'untied-norm', '--vary', 'steps=6,4', '--last-n', '5',
+                  '--jobs', '1', '--seeds', '2')[0] == 0
+    lines = (small / 'g' / 'table.md').read_text().splitlines()
+    assert '| mean loss, last N |' in lines[0]
+    assert ' (N=5) |' in lines[2] and ' (N=4) |' in lines[3]
 
 
 def test_ctrl_c_during_an_ablation_keeps_finished_runs_and_says_how_to_resume(small):
@@ -232,6 +259,9 @@ def test_a_grid_gives_the_same_results_for_any_jobs_and_resumes(small):
     (('--vary', 'n-head=3'), '--n-embd (8) must be divisible by --n-head (3)'),
     (('--vary', 'lr'), 'give NAME=V1,V2'),
     (('--vary', 'lr=0.1,0.1'), 'give distinct values'),
+    (('--vary', 'weight-decay=0,-0', '--mode', 'tensor'), 'give distinct values'),  # -0 is 0
+    (('--jobs', str(2 ** 31)), '--jobs must be >= 1 and <= 1024'),
+    (('--seeds', str(2 ** 62)), '--seeds must be >= 1 and <= 10000'),
     (('--vary', 'lr=0.1', '--vary', 'lr=0.2'), 'each setting once'),
     (('--vary', 'seed=1,2'), 'the seeds are --seeds'),
     (('--vary', 'val-fraction=0.1,0.2'), 'one validation set'),

@@ -53,3 +53,19 @@ def test_heatmap_text_shades_each_weight_by_its_tenth():
         '  a    @  ',
         '  ␣  : - =',
     ]
+
+
+def test_a_checkpoint_that_is_not_a_regular_file_is_refused_at_once(small):
+    import os
+    os.mkfifo(small / 'fifo.json')
+    code, _, err = main_output(cli.main, 'attention', '--checkpoint', 'fifo.json', '--text', 'an')
+    assert code == 1 and one_line_error(err) and 'fifo.json is not a regular file' in err, err
+
+
+def test_the_picture_must_be_a_png_so_that_it_cannot_replace_the_checkpoint(small):
+    assert train_small(small / 'run') == 0
+    before = (small / 'run' / 'checkpoint.json').read_bytes()
+    code, _, err = main_output(cli.main, 'attention', '--checkpoint', 'run/checkpoint.json',
+                               '--text', 'an', '--png', 'run/checkpoint.json')
+    assert code == 1 and one_line_error(err) and 'ends in .png' in err
+    assert (small / 'run' / 'checkpoint.json').read_bytes() == before

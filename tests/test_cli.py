@@ -106,3 +106,34 @@ def test_the_package_installs_every_module_the_command_line_imports():
     setup.read(ROOT / 'setup.cfg')
     listed = {m.strip() for m in setup['options']['py_modules'].split(',')}
     assert listed == {p.stem for p in ROOT.glob('*.py')}
+
+
+def run_with_a_ctrl_c(when, *argv):
+    """cli.py run as a script, sent a SIGINT `when`: 'loading' (as numpy is imported) or
+    'exiting' (at interpreter exit, after main has returned)."""
+    import subprocess
+    import sys
+    script = f"""
+import atexit, builtins, os, runpy, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+sys.argv = ['cli.py', *{list(argv)!r}]
+ctrl_c = lambda: os.kill(os.getpid(), signal.SIGINT)
+if {when!r} == 'loading':
+    real = builtins.__import__
+    builtins.__import__ = lambda name, *a, **k: (name == 'numpy' and ctrl_c()) or real(name, *a, **k)
+else:
+    atexit.register(ctrl_c)
+runpy.run_path({str(ROOT / 'cli.py')!r}, run_name='__main__')
+"""
+    p = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stderr
+
+
+def test_ctrl_c_while_the_modules_load_stops_at_once_without_a_traceback(tmp_path):
+    code, err = run_with_a_ctrl_c('loading', 'train', '--out', str(tmp_path / 'run'))
+    assert code == -2 and err == '' and not (tmp_path / 'run').exists()
+
+
+def test_ctrl_c_after_the_command_has_finished_changes_nothing(tmp_path):
+    code, err = run_with_a_ctrl_c('exiting', 'plot', str(tmp_path))
+    assert code == 1 and one_line_error(err) and 'neither a run record' in err, err

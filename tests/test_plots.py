@@ -85,3 +85,47 @@ def test_plot_refuses_an_unfinished_run_and_needs_matplotlib(small, monkeypatch)
     code, _, err = main_output(cli.main, 'plot', 'run2', '--png', 'x.png')
     assert code == 1 and one_line_error(err) and "pip install -e '.[plot]'" in err
     assert not (small / 'x.png').exists()
+
+
+def test_dollars_and_carets_in_names_are_drawn_as_they_are(small):
+    (small / 'a$x^$.txt').write_text((small / 'docs.txt').read_text())
+    code, out, err = main_output(cli.main, 'train', '--data', 'a$x^$.txt', '--steps', '4',
+                                 '--n-embd', '8', '--n-head', '2', '--out', 'run$x^$')
+    assert code == 0 and err == '' and 'run record: run$x^$' in out, err
+    assert (small / 'run$x^$' / 'losses.png').read_bytes()[:8] == PNG
+    code, out, err = main_output(cli.main, 'plot', 'run$x^$', '--png', 'p.png')
+    assert code == 0 and (small / 'p.png').read_bytes()[:8] == PNG, err
+
+
+def test_runs_of_one_name_in_different_folders_stay_apart(small):
+    for folder, steps in (('a', 4), ('b', 6)):
+        assert train_small(small / folder / 'run', '--steps', steps) == 0
+    code, out, err = main_output(cli.main, 'plot', 'a/run', 'b/run', '--png', 'p.png')
+    assert code == 0 and 'plot: p.png (2 curves)' in out, err
+
+
+@pytest.mark.parametrize('png, message', [
+    ('run/metrics.json', 'ends in .png'), ('picture', 'ends in .png'), ('folder.png', 'is a folder'),
+])
+def test_the_picture_must_be_a_png_and_never_a_records_file(small, png, message):
+    assert train_small(small / 'run') == 0
+    (small / 'folder.png').mkdir()
+    before = (small / 'run' / 'metrics.json').read_text()
+    code, _, err = main_output(cli.main, 'plot', 'run', '--png', png)
+    assert code == 1 and one_line_error(err) and message in err, err
+    assert (small / 'run' / 'metrics.json').read_text() == before
+
+
+def test_a_picture_that_cannot_be_saved_names_the_path_asked_for(tmp_path):
+    plt = plots.pyplot()
+    with pytest.raises(OSError) as e:
+        plots.save(plt.figure(), str(tmp_path / 'missing' / 'p.png'))
+    assert e.value.filename == str(tmp_path / 'missing' / 'p.png')
+
+
+def test_a_completed_record_without_steps_is_refused(small):
+    assert train_small(small / 'run') == 0
+    metrics = small / 'run' / 'metrics.json'
+    metrics.write_text(metrics.read_text().replace('"steps": 12', '"steps": 0'))
+    code, _, err = main_output(cli.main, 'plot', 'run')
+    assert code == 1 and one_line_error(err) and 'a completed run has steps >= 1' in err, err

@@ -531,6 +531,8 @@ def test_scalar_mode_runs_betas_init_std_and_top_k_as_tensor_mode_does(small, ca
 @pytest.mark.parametrize('args, message', [
     (('--block-size', '2000'), "the text's training part"),
     (('--eval-every', '5', '--val-fraction', '0.01'), '--eval-every needs validation data'),
+    (('--eval-every', '5', '--val-fraction', '0'), '--eval-every needs validation data'),
+    (('--warmup-steps', '20', '--steps', '12'), '--warmup-steps (20) must be <= --steps (12)'),
     (('--val-docs', '5'), '--val-docs counts documents'),
     (('--min-lr', '1', '--lr', '0.1'), '--min-lr (1.0) must be <= --lr (0.1)'),
 ])
@@ -548,3 +550,22 @@ def test_without_matplotlib_a_run_says_how_to_get_its_picture(small, capsys, mon
     assert "losses.png skipped: matplotlib is not installed (pip install -e '.[plot]')" in \
         capsys.readouterr().out
     assert not (small / 'run' / 'losses.png').exists() and (small / 'run' / 'metrics.json').exists()
+
+
+def test_a_picture_that_fails_leaves_the_run_completed(small, capsys, monkeypatch):
+    import plots
+    def broken(*args):
+        raise ValueError('matplotlib could not draw this\nsecond line')
+    monkeypatch.setattr(plots, 'run_losses', broken)
+    assert train_small(small / 'run') == 0
+    assert 'losses.png not written: matplotlib could not draw this' in capsys.readouterr().out
+    assert metrics_of(small / 'run')['status'] == 'completed'
+
+
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_weights_too_big_to_compute_diverge_in_one_line_without_numpys_warnings(small, mode):
+    code, _, err = run_cli('train', '--data', 'docs.txt', '--mode', mode, '--init-std', '1e300',
+                           '--steps', '3', '--n-embd', '8', '--n-head', '2', '--out', 'run',
+                           cwd=small)
+    assert code == 2 and err.count('\n') == 1 and 'Warning' not in err, err
+    assert 'diverged at step 1; try a lower --lr or --init-std' in err
