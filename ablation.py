@@ -405,6 +405,10 @@ def markdown_table(table, varied, reference):
 def plot(out, runs, grid):
     """losses.png: each cell's curves, the mean over its seeds; in small multiples, one
     panel a cell, when there are more cells than one picture holds clearly."""
+    if len(grid) > plots.MAX_PANELS:
+        print(f"plot skipped: {len(grid)} cells are more than one picture shows "
+              f"({plots.MAX_PANELS}); the table and summary hold them all")
+        return
     groups = {}
     for cell, run_dir in runs:
         m = records.read_run(run_dir)

@@ -131,6 +131,8 @@ def load(path, need_adam=False, need_rng=False):
     if not isinstance(chars, str) or len(set(chars)) != len(chars) \
             or len(chars) + (data_format == 'lines') != config['vocab_size']:
         raise bad("its vocabulary does not match vocab_size")
+    if data_format == 'lines' and '\n' in chars:  # a document is a line: it holds no newline
+        raise bad("its vocabulary holds a newline, which documents (lines) cannot")
     if type(step) is not int or step < 0:
         raise bad(f"step = {step!r}")
     expected = expected_shapes(config)

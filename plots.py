@@ -12,6 +12,9 @@ import re
 import numpy as np
 
 GET_MATPLOTLIB = "pip install -e '.[plot]'"
+# The most curves one picture draws: small multiples of 48 panels take some 20 s, and the
+# time grows faster than the panels (900 took over 6 minutes).
+MAX_PANELS = 48
 
 
 def pyplot():
@@ -179,5 +182,8 @@ def plot_command(cfg):
                             "(ablation.json)")
     if pyplot() is None:
         raise UserError(f"plot needs matplotlib: {GET_MATPLOTLIB}")
+    if len(groups) > MAX_PANELS:
+        raise UserError(f"{len(groups)} curves are more than one picture shows ({MAX_PANELS}): "
+                        "give fewer folders")
     (curves if len(groups) <= 8 else small_multiples)(cfg['png'], groups)
     print(f"plot: {cfg['png']} ({len(groups)} curves)")

@@ -96,8 +96,7 @@ def write_record(out, files):
 # Reading back: every file checked, every problem named by file and field.
 def read_json(path, what):
     """The JSON object in path, which should be `what` (e.g. 'a run record')."""
-    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
-        raise UserError(f"{path} is not a regular file")  # a FIFO or a device: no end to it
+    regular_file(path)
     try:
         with open(path, encoding='utf-8') as f:
             obj = json.load(f)
@@ -105,8 +104,8 @@ def read_json(path, what):
         raise UserError(f"{path} not found: is {os.path.dirname(path) or '.'} {what}?") from None
     except IsADirectoryError:
         raise UserError(f"{path} is a directory, not a file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is not readable JSON ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is not readable JSON ({str(e)[:100]})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} should hold a JSON object, not {type(obj).__name__}")
     return obj
@@ -125,8 +124,17 @@ def field(obj, key, path, kind, check=None, why=''):
     return value
 
 
-def read_losses(path, steps):
-    """The first `steps` losses of a losses.csv (step,loss; one row a step, from 1)."""
+def regular_file(path):
+    """A UserError if path is there but is no file to read to its end: a FIFO or a device
+    would keep a reader waiting, or reading, for ever."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise UserError(f"{path} is not a regular file")
+
+
+def read_losses(path, steps, counted_by='the checkpoint'):
+    """The first `steps` losses of a losses.csv (step,loss; one row a step, from 1), as
+    many as `counted_by` says the run made."""
+    regular_file(path)
     try:
         with open(path, encoding='utf-8', newline='') as f:
             rows = list(csv.reader(f))
@@ -139,14 +147,16 @@ def read_losses(path, steps):
     losses = []
     for i, row in enumerate(rows[1:steps + 1], 1):
         try:
-            step, loss = int(row[0]), float(row[1])
-        except (ValueError, IndexError):
+            step, loss = (int(row[0]), float(row[1])) if len(row) == 2 else (None, None)
+        except ValueError:
             raise UserError(f"{path}, line {i + 1}: not a step and a loss: {','.join(row)!r}") from None
-        if step != i or not math.isfinite(loss):
-            raise UserError(f"{path}, line {i + 1}: expected step {i} and a finite loss")
+        if step is None:
+            raise UserError(f"{path}, line {i + 1}: not a step and a loss: {','.join(row)!r}")
+        if step != i or not math.isfinite(loss) or loss < 0:  # a cross-entropy is >= 0
+            raise UserError(f"{path}, line {i + 1}: expected step {i} and a finite loss >= 0")
         losses.append(loss)
     if len(losses) < steps:
-        raise UserError(f"{path} has {len(losses)} steps, the checkpoint {steps}")
+        raise UserError(f"{path} has {len(losses)} steps, {counted_by} {steps}")
     return losses
 
 
@@ -170,7 +180,7 @@ def read_run(run_dir):
     if m['status'] == 'completed':
         if m['steps'] < 1:
             raise UserError(f"{path}: a completed run has steps >= 1, not {m['steps']}")
-        m['losses'] = read_losses(os.path.join(run_dir, 'losses.csv'), m['steps'])
+        m['losses'] = read_losses(os.path.join(run_dir, 'losses.csv'), m['steps'], 'metrics.json')
     return m
 
 

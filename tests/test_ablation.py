@@ -14,6 +14,7 @@ import pytest
 
 import ablation
 import cli
+import plots
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 # Student's t, 97.5% quantile, df 1..30, as printed in statistics textbooks.
@@ -278,3 +279,10 @@ def test_many_cells_are_drawn_in_small_multiples(small):
     assert ablate(small / 'g', '--vary', 'lr=0.02,0.01,0.005', '--vary', 'last-n=3,5', '--jobs', '2',
                   '--variants', 'untied-norm,tied-norm')[0] == 0
     assert (small / 'g' / 'losses.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_a_grid_too_big_for_one_picture_keeps_its_summary_and_skips_the_picture(tmp_path, capsys):
+    grid = [('untied-norm', (('lr', 0.001 * i),)) for i in range(1, plots.MAX_PANELS + 2)]
+    ablation.plot(str(tmp_path), [], grid)
+    assert f'plot skipped: {plots.MAX_PANELS + 1} cells are more than' in capsys.readouterr().out
+    assert not (tmp_path / 'losses.png').exists()

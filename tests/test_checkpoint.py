@@ -52,6 +52,7 @@ def test_adam_state_and_generator_round_trip(tmp_path):
     (lambda c: c['config'].update(n_head=3), 'not divisible'),
     (lambda c: c['config'].update(n_layer=2 ** 40), 'config n_layer'),
     (lambda c: c.update(vocab='ab'), 'vocabulary'),
+    (lambda c: c.update(vocab='\n' + c['vocab'][1:]), 'holds a newline'),
     (lambda c: c.update(step=-1), 'step = -1'),
     (lambda c: c.update(step='3'), "step = '3'"),
     (lambda c: c['weights'].pop('wpe'), 'the weight names should be exactly'),

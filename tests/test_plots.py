@@ -129,3 +129,12 @@ def test_a_completed_record_without_steps_is_refused(small):
     metrics.write_text(metrics.read_text().replace('"steps": 12', '"steps": 0'))
     code, _, err = main_output(cli.main, 'plot', 'run')
     assert code == 1 and one_line_error(err) and 'a completed run has steps >= 1' in err, err
+
+
+def test_more_curves_than_a_picture_shows_is_one_line(small, monkeypatch):
+    for name in ('a', 'b'):
+        assert train_small(small / name, '--steps', 4) == 0
+    monkeypatch.setattr(plots, 'MAX_PANELS', 1)
+    code, _, err = main_output(cli.main, 'plot', 'a', 'b', '--png', 'p.png')
+    assert code == 1 and one_line_error(err) and '2 curves are more than one picture shows' in err
+    assert not (small / 'p.png').exists()

@@ -106,6 +106,8 @@ def test_field_checks_presence_type_and_value():
     ('step,loss\n1,2.5\n2,nan\n', 'expected step 2 and a finite loss'),
     ('step,loss\n1,2.5\n', 'has 1 steps, the checkpoint 2'),
     ('step,loss\n1,2.5\n2\n', 'not a step and a loss'),
+    ('step,loss\n1,2.5\n2,2.4,7\n', 'not a step and a loss'),
+    ('step,loss\n1,2.5\n2,-2.4\n', 'a finite loss >= 0'),
 ])
 def test_read_losses_checks_every_row_it_needs(tmp_path, text, message):
     path = tmp_path / 'losses.csv'
@@ -121,3 +123,20 @@ def test_the_environment_notes_commit_versions_and_machine():
     env = records.environment(7, 'tensor', 'numpy+numba float32', records.now())
     assert env['seed'] == 7 and env['mode'] == 'tensor'
     assert len(env['commit']) == 40 and env['cores'] >= 1 and env['numpy'] and env['python']
+
+
+def test_a_fifo_is_refused_before_it_is_read(tmp_path):
+    import os
+    for name in ('losses.csv', 'metrics.json'):
+        os.mkfifo(tmp_path / name)  # opening it would wait for a writer for ever
+    with pytest.raises(UserError, match='losses.csv is not a regular file'):
+        records.read_losses(str(tmp_path / 'losses.csv'), 2)
+    with pytest.raises(UserError, match='metrics.json is not a regular file'):
+        records.read_json(str(tmp_path / 'metrics.json'), 'a run record')
+
+
+def test_json_nested_too_deep_to_read_is_one_error(tmp_path):
+    path = tmp_path / 'config.json'
+    path.write_text('[' * 100000 + ']' * 100000)
+    with pytest.raises(UserError, match='config.json is not readable JSON'):
+        records.read_json(str(path), 'a run record')
