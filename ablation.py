@@ -25,8 +25,6 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 import data
 import plots
 import records
@@ -164,7 +162,7 @@ def run_one(cfg, run_dir, stop_file):
     contents = data.load(cfg['data'], cfg['data_format'], fetch=False)
     with records.owned(run_dir), training.stop_signals() as caught, \
             open(os.path.join(run_dir, 'train.log'), 'w', encoding='utf-8') as log, \
-            contextlib.redirect_stdout(log), np.errstate(all='ignore'):
+            contextlib.redirect_stdout(log):
         metrics = training.run(cfg, run_dir, contents,
                                should_stop=lambda: bool(caught) or os.path.exists(stop_file))
     if caught and not os.path.exists(stop_file):
@@ -198,7 +196,8 @@ def read_plan(out):
         if name not in cfg:
             raise UserError(f"{path}: config {name} is missing")
     training.check_settings(cfg, lambda name: f"{path}: config {name}")
-    records.field(cfg, 'jobs', path, (int, type(None)), lambda j: j is None or 1 <= j <= 1024, 'a count up to 1024')
+    records.field(cfg, 'jobs', path, (int, type(None)), lambda j: j is None or 1 <= j <= 1024,
+                  'a count up to 1024')
     variants = list(records.field(plan, 'variants', path, (list, dict)))
     axes = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
         isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)

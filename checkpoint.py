@@ -12,11 +12,11 @@ import base64
 import binascii
 import json
 import math
-import os
 import random
 
 import numpy as np
 
+import records
 from records import UserError
 
 FORMAT, VERSION = 'microgpt-lab checkpoint', 1
@@ -101,8 +101,7 @@ def load(path, need_adam=False, need_rng=False):
     continue training; need_rng: to continue the run's random draws)."""
     def bad(why):
         return UserError(f"{path} is not a valid checkpoint: {why}")
-    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
-        raise UserError(f"{path} is not a regular file")  # a FIFO or a device: no end to it
+    records.regular_file(path)
     try:
         with open(path, encoding='utf-8') as f:
             ckpt = json.load(f)

@@ -83,6 +83,24 @@ def run_losses(path, losses, val_history, title):
     return True
 
 
+def mean_curve(runs):
+    """(steps, moving average) of the mean training loss of runs [(losses, val_history),
+    ...], over the steps they all made."""
+    n = min(len(losses) for losses, _ in runs)
+    return moving_average(np.mean([losses[:n] for losses, _ in runs], axis=0))
+
+
+def mean_validation(runs):
+    """(steps, means): at each step where any of the runs validated, the mean of their
+    validation losses."""
+    vals = {}
+    for _, history in runs:
+        for step, val, *_ in history:
+            vals.setdefault(step, []).append(val)
+    steps = sorted(vals)
+    return steps, [np.mean(vals[s]) for s in steps]
+
+
 def curves(path, groups):
     """Training (moving average) and validation curves of several groups of runs side by
     side, each group's mean over its runs: {label: [(losses, val_history), ...]}. Returns
@@ -92,15 +110,8 @@ def curves(path, groups):
         return False
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, runs in groups.items():
-        n = min(len(losses) for losses, _ in runs)
-        ax_train.plot(*moving_average(np.mean([losses[:n] for losses, _ in runs], axis=0)),
-                      label=label)
-        vals = {}
-        for _, history in runs:
-            for step, val, *_ in history:
-                vals.setdefault(step, []).append(val)
-        steps = sorted(vals)
-        ax_val.plot(steps, [np.mean(vals[s]) for s in steps], marker='o', label=label)
+        ax_train.plot(*mean_curve(runs), label=label)
+        ax_val.plot(*mean_validation(runs), marker='o', label=label)
     ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',
                  ylabel='loss')
     ax_val.set(title='validation loss (mean over seeds)', xlabel='step', ylabel='loss')
@@ -125,21 +136,11 @@ def small_multiples(path, groups):
     rows = -(-len(labels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), sharex=True,
                              sharey=True, squeeze=False)
-
-    def mean_curve(runs):
-        n = min(len(losses) for losses, _ in runs)
-        return moving_average(np.mean([losses[:n] for losses, _ in runs], axis=0))
-
     reference = mean_curve(groups[labels[0]])
     for ax, name in zip(axes.flat, labels):
         ax.plot(*reference, color='0.7', linewidth=1)
         ax.plot(*mean_curve(groups[name]), color='tab:blue')
-        vals = {}
-        for _, history in groups[name]:
-            for step, val, *_ in history:
-                vals.setdefault(step, []).append(val)
-        steps = sorted(vals)
-        ax.plot(steps, [np.mean(vals[s]) for s in steps], 'o', color='tab:orange', markersize=3)
+        ax.plot(*mean_validation(groups[name]), 'o', color='tab:orange', markersize=3)
         ax.set_title(name, fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(labels):]:

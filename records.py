@@ -94,6 +94,13 @@ def write_record(out, files):
 
 # ---------------------------------------------------------------------------
 # Reading back: every file checked, every problem named by file and field.
+def regular_file(path):
+    """A UserError if path is there but is no file to read to its end: a FIFO or a device
+    would keep a reader waiting, or reading, for ever."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise UserError(f"{path} is not a regular file")
+
+
 def read_json(path, what):
     """The JSON object in path, which should be `what` (e.g. 'a run record')."""
     regular_file(path)
@@ -124,13 +131,6 @@ def field(obj, key, path, kind, check=None, why=''):
     return value
 
 
-def regular_file(path):
-    """A UserError if path is there but is no file to read to its end: a FIFO or a device
-    would keep a reader waiting, or reading, for ever."""
-    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
-        raise UserError(f"{path} is not a regular file")
-
-
 def read_losses(path, steps, counted_by='the checkpoint'):
     """The first `steps` losses of a losses.csv (step,loss; one row a step, from 1), as
     many as `counted_by` says the run made."""
@@ -147,11 +147,11 @@ def read_losses(path, steps, counted_by='the checkpoint'):
     losses = []
     for i, row in enumerate(rows[1:steps + 1], 1):
         try:
-            step, loss = (int(row[0]), float(row[1])) if len(row) == 2 else (None, None)
-        except ValueError:
+            step, loss = int(row[0]), float(row[1])
+            if len(row) != 2:
+                raise ValueError('more than a step and a loss')
+        except (ValueError, IndexError):
             raise UserError(f"{path}, line {i + 1}: not a step and a loss: {','.join(row)!r}") from None
-        if step is None:
-            raise UserError(f"{path}, line {i + 1}: not a step and a loss: {','.join(row)!r}")
         if step != i or not math.isfinite(loss) or loss < 0:  # a cross-entropy is >= 0
             raise UserError(f"{path}, line {i + 1}: expected step {i} and a finite loss >= 0")
         losses.append(loss)

@@ -239,7 +239,8 @@ def sample_shares(samples, train_docs, val_docs):
 
 
 # ---------------------------------------------------------------------------
-# The run.
+# The run. numpy's overflow warnings stay quiet: a run that overflows is caught as diverged.
+@np.errstate(all='ignore')
 def run(cfg, out, source, resumed=None, should_stop=lambda: False):
     """Train as cfg says on source (documents, or a text), print progress, and write the
     record to the folder out; return the metrics. `resumed` continues a stopped run (see
@@ -456,8 +457,7 @@ def draw_samples(cfg, model, tok, rng, should_stop, first_id=None):
 def train_command(cfg, source=None, resume=False):
     """`cli.py train`: a new run as cfg says; or, from the record in `source`, a re-run of
     it (--from) or its continuation (--resume, resume=True). Returns the exit status."""
-    # numpy's overflow warnings stay quiet: a run that overflows is caught as diverged
-    with stop_signals() as caught, np.errstate(all='ignore'):
+    with stop_signals() as caught:
         resumed = None
         if source:
             cfg, resumed = recorded_run(source, cfg['out'], resume)
@@ -468,8 +468,9 @@ def train_command(cfg, source=None, resume=False):
         with records.owned(out, made=made):
             metrics = run(cfg, out, contents, resumed, should_stop=lambda: bool(caught))
     if metrics['status'] == 'diverged':
-        print(f"error: training diverged at step {metrics['steps']}; try a lower --lr or --init-std. "
-              f"The record up to that step is in {os.path.relpath(out)}", file=sys.stderr)
+        print(f"error: training diverged at step {metrics['steps']}; try a lower --lr or "
+              f"--init-std. The record up to that step is in {os.path.relpath(out)}",
+              file=sys.stderr)
         return 2
     return 128 + caught[0] if metrics['status'] == 'interrupted' else 0
 

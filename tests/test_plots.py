@@ -138,3 +138,10 @@ def test_more_curves_than_a_picture_shows_is_one_line(small, monkeypatch):
     code, _, err = main_output(cli.main, 'plot', 'a', 'b', '--png', 'p.png')
     assert code == 1 and one_line_error(err) and '2 curves are more than one picture shows' in err
     assert not (small / 'p.png').exists()
+
+
+def test_means_over_runs_take_the_common_steps_and_each_validation_step():
+    runs = [([4.0, 3.0, 2.0], [[2, 3.0, 0.1], [3, 2.0]]), ([2.0, 1.0], [[2, 1.0]])]
+    steps, avg = plots.mean_curve(runs)
+    assert list(steps) == [1, 2] and np.allclose(avg, [3.0, 2.0])  # the 2 steps both made
+    assert plots.mean_validation(runs) == ([2, 3], [2.0, 2.0])
