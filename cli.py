@@ -129,16 +129,10 @@ import sys
 
 from docopt import DocoptExit, docopt
 
-import ablation
-import attention_maps
-import bench
 import data
-import plots
-import records
-import sampling
-import training
-from records import UserError
-from training import Rule
+from microgpt_lab import ablation, attention_maps, bench, plots, records, sampling, training
+from microgpt_lab.records import UserError
+from microgpt_lab.training import Rule
 
 COMMANDS = ('train', 'sample', 'ablate', 'bench', 'plot', 'attention')
 

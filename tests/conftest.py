@@ -19,7 +19,7 @@ settings.register_profile('project', max_examples=25, deadline=None)
 settings.load_profile('project')
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the modules are flat files at the top level
+sys.path.insert(0, str(ROOT))  # the top-level modules and the microgpt_lab package
 
 NAMES = ROOT / 'names.txt'                                   # shipped with the project
 REFERENCE_OUTPUT = ROOT / 'reference_seed42_output.txt'      # what the reference script printed

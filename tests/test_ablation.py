@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-import ablation
 import cli
-import plots
+from microgpt_lab import ablation, plots
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 # Student's t, 97.5% quantile, df 1..30, as printed in statistics textbooks.

@@ -1,9 +1,8 @@
 """attention_maps.py: the attention weights of every layer and head, from the forward pass
 training uses, as text heatmaps and a picture."""
 import numpy as np
-import attention_maps
-import checkpoint
 import cli
+from microgpt_lab import attention_maps, checkpoint
 from conftest import main_output, one_line_error, train_small
 
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import bench
 import cli
+from microgpt_lab import bench
 from conftest import main_output, one_line_error
 
 

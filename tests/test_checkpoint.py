@@ -6,12 +6,12 @@ import random
 import numpy as np
 import pytest
 
-import checkpoint
 import cli
 import microgpt
 import tensorgpt
+from microgpt_lab import checkpoint
 from conftest import one_line_error, train_small
-from records import UserError
+from microgpt_lab.records import UserError
 
 
 def write(path, model, rng=None, step=0, chars='abc'):

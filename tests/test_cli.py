@@ -5,7 +5,7 @@ import re
 import pytest
 
 import cli
-import training
+from microgpt_lab import training
 from conftest import ROOT, one_line_error, run_cli
 
 
@@ -100,12 +100,16 @@ def test_a_run_started_from_another_folder_finds_the_shipped_data(tmp_path):
     assert re.search(r'^sample  1: \w+$', out, re.M)
 
 
-def test_the_package_installs_every_module_the_command_line_imports():
+def test_the_package_installs_the_top_level_modules_and_the_lab_package_only():
     import configparser
     setup = configparser.ConfigParser()
     setup.read(ROOT / 'setup.cfg')
     listed = {m.strip() for m in setup['options']['py_modules'].split(',')}
-    assert listed == {p.stem for p in ROOT.glob('*.py')}
+    assert listed == {p.stem for p in ROOT.glob('*.py')} == {'microgpt', 'tensorgpt', 'data', 'cli'}
+    assert setup['options']['packages'].split() == ['microgpt_lab']
+    lab = {p.stem for p in (ROOT / 'microgpt_lab').glob('*.py')} - {'__init__'}
+    tested = {p.stem[len('test_'):] for p in (ROOT / 'tests').glob('test_*.py')}
+    assert lab | listed == tested  # one test file per module
 
 
 def run_with_a_ctrl_c(when, *argv):

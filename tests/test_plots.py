@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import cli
-import plots
+from microgpt_lab import plots
 from conftest import main_output, one_line_error, train_small
 
 PNG = b'\x89PNG\r\n\x1a\n'

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-import records
-from records import UserError
+from microgpt_lab import records
+from microgpt_lab.records import UserError
 
 
 def test_write_atomic_leaves_no_temporary_file_and_replaces_whole(tmp_path):

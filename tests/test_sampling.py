@@ -5,10 +5,10 @@ import random
 
 import numpy as np
 
-import checkpoint
 import cli
 import data
 import microgpt
+from microgpt_lab import checkpoint
 from conftest import main_output, one_line_error, train_small
 
 

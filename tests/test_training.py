@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import checkpoint
 import cli
 import data
 import microgpt
-import records
 import tensorgpt
-import training
+from microgpt_lab import checkpoint, records, training
 from conftest import (DOCS, NAMES, ROOT, one_line_error, reference_run, run_cli,
                       train_small)
 
@@ -544,7 +542,7 @@ def test_text_settings_that_cannot_work_are_refused(text, args, message):
 
 
 def test_without_matplotlib_a_run_says_how_to_get_its_picture(small, capsys, monkeypatch):
-    import plots
+    from microgpt_lab import plots
     monkeypatch.setattr(plots, 'pyplot', lambda: None)
     assert train_small(small / 'run') == 0
     assert "losses.png skipped: matplotlib is not installed (pip install -e '.[plot]')" in \
@@ -553,7 +551,7 @@ def test_without_matplotlib_a_run_says_how_to_get_its_picture(small, capsys, mon
 
 
 def test_a_picture_that_fails_leaves_the_run_completed(small, capsys, monkeypatch):
-    import plots
+    from microgpt_lab import plots
     def broken(*args):
         raise ValueError('matplotlib could not draw this\nsecond line')
     monkeypatch.setattr(plots, 'run_losses', broken)

@@ -10,10 +10,9 @@ import random
 
 import numpy as np
 
-import checkpoint
 import data
-import training
-from records import UserError
+from microgpt_lab import checkpoint, training
+from microgpt_lab.records import UserError
 
 
 def sample_command(cfg):

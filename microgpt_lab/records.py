@@ -22,7 +22,7 @@ from importlib import metadata
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.abspath(__file__))  # the project: results/ lives here
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project: results/ lives here
 CLAIM = '.running'  # in a record's folder while a command writes it
 
 

@@ -26,10 +26,8 @@ import threading
 import time
 
 import data
-import plots
-import records
-import training
-from records import UserError
+from microgpt_lab import plots, records, training
+from microgpt_lab.records import UserError
 
 # (tie_lm_head, input_rmsnorm) of each variant; the first is the reference.
 VARIANTS = {'untied-norm': (False, True), 'tied-norm': (True, True),

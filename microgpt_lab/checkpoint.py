@@ -16,8 +16,8 @@ import random
 
 import numpy as np
 
-import records
-from records import UserError
+from microgpt_lab import records
+from microgpt_lab.records import UserError
 
 FORMAT, VERSION = 'microgpt-lab checkpoint', 1
 MODEL_KEYS = ('vocab_size', 'n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',

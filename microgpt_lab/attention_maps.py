@@ -11,11 +11,9 @@ import random
 
 import numpy as np
 
-import checkpoint
 import data
-import plots
-import training
-from records import UserError
+from microgpt_lab import checkpoint, plots, training
+from microgpt_lab.records import UserError
 
 SHADES = ' .:-=+*#%@'  # weight 0 to 1, a tenth a step
 

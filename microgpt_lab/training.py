@@ -23,11 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-import checkpoint
 import data
-import plots
-import records
-from records import UserError
+from microgpt_lab import checkpoint, plots, records
+from microgpt_lab.records import UserError
 
 
 # ---------------------------------------------------------------------------
@@ -483,7 +481,7 @@ STATUSES = ('completed', 'stopped', 'interrupted', 'diverged')
 def recorded_data(path, sha256, src):
     """The data file a record names, if it still holds the same bytes; else the data set of
     that name shipped beside this file (names.txt), if that one does."""
-    for candidate in (path, os.path.join(records.ROOT, os.path.basename(path))):
+    for candidate in (path, os.path.join(data.HERE, os.path.basename(path))):
         if os.path.isfile(candidate) and data.sha256_of(candidate) == sha256:
             return os.path.abspath(candidate)
     raise UserError(f"{path} is missing or has changed since the run in {src} "

@@ -24,9 +24,8 @@ import numba
 import numpy as np
 
 import data
-import records
-import training
-from records import UserError
+from microgpt_lab import records, training
+from microgpt_lab.records import UserError
 
 TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
 
