@@ -2,109 +2,43 @@
 tensorgpt.py: the microgpt model on NumPy arrays, batched and fast.
 
 The same GPT as microgpt.py, weight for weight, but each value of the autograd is a whole
-array (`Tensor`) instead of a single number, a batch of documents (or windows of a text)
-goes through at once, matrix products go to NumPy's BLAS, and the other hot loops
-(attention's softmax, rmsnorm, cross-entropy, embedding, Adam) are numba kernels. With
-dtype='float64' and batch_size=1 it trains as microgpt.py does and prints the reference's
-numbers; with the default float32 and larger batches it trains much faster.
+array (`Tensor`) instead of a single number, and a batch of documents (or windows of a
+text) goes through at once. With dtype='float64' and batch_size=1 it trains as microgpt.py
+does and prints the reference's numbers; with the default float32 and larger batches it
+trains much faster.
 
 A batch is packed: its documents' positions back to back in one array of N rows, rather than
 padded to the longest and masked. Everything but attention works position by position, and
 attention keeps to each document, so the result is the same, with no work on padding.
 
-Read it top to bottom: autograd, ops (each numba kernel right after the op it serves, with a
-plain NumPy twin that states the same math and serves the tests as oracle), model (with
-sampling and text generation), Adam (AdamW, clipping), the learning-rate schedule, training.
-Shapes are in comments: N positions, B documents, T positions in the longest, C = n_embd,
-H heads, D = C // H per head, V = vocab_size.
+The file is in two parts. Part I is the GPT, in the order a learner wants it: the
+hyperparameters, `Tensor` and the chain rule, each op with its backward below its forward
+and its math as plain NumPy (`*_numpy`, the tests' oracles), the model (with sampling and
+text generation), Adam (AdamW, clipping), the learning-rate schedule and training. Part II
+is speed: the numba kernels that the ops call, in the order of the ops (matrix products
+go to NumPy's BLAS), then the plumbing they need: numba's on-disk cache, its threads, and
+malloc. Importing the file changes nothing outside it; what the kernels need of the
+process is applied when training starts. Shapes are in comments: N positions, B documents,
+T positions in the longest, C = n_embd, H heads, D = C // H per head, V = vocab_size.
 
 As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` documents as token
 lists ([BOS] + ids + [BOS]) or a function of the step that returns windows [B, T + 1] of a
 text, and call `model.sample(...)` or `model.generate(...)`. NumPy, numba and the standard
 library only.
 """
-import contextlib
-import ctypes
 import math
-import os
 import random
-import sys
 
 import numpy as np
-import numba
-import numba.core.caching
-from numba import njit, prange
 
 # The reference hyperparameters, as in microgpt.py; every one can be overridden by keyword.
 n_layer, n_embd, block_size, n_head = 1, 16, 16, 4
 learning_rate, beta1, beta2, eps_adam = 0.01, 0.85, 0.99, 1e-8
 init_std = 0.08
 
-# The numba kernels are compiled on first use and cached on disk (beside this file, or in
-# numba's user-wide cache). Two settings let the compiler vectorise their loops:
-# error_model='numpy' (x / 0 gives inf or nan, as in NumPy, instead of a check that raises)
-# and fastmath 'reassoc' (a sum may be added up in another order: results move in the last
-# bits, not more).
-class KernelCache(numba.core.caching.FunctionCache):
-    """numba's on-disk cache, except that a cache it cannot read (corrupt files) or write (a
-    read-only or full disk) is a cache miss, noted once on stderr, never an error."""
-    def load_overload(self, sig, target_context):
-        try:
-            return super().load_overload(sig, target_context)
-        except Exception as e:
-            note_cache_trouble(f"unreadable ({type(e).__name__}): compiled afresh, and "
-                               "cached again")
-            with contextlib.suppress(OSError):  # start its index over: the next save mends it
-                os.remove(self._cache_file._index_path)
-
-    def save_overload(self, sig, data):
-        try:
-            super().save_overload(sig, data)
-        except Exception as e:
-            note_cache_trouble(f"not writable ({type(e).__name__}): kernels are compiled "
-                               "on every run")
-
-
-def note_cache_trouble(why, noted=[]):
-    if not noted:
-        noted.append(why)
-        print(f"note: numba's kernel cache is {why}", file=sys.stderr)
-
-
-def jit(**options):
-    options = dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}), **options)
-
-    def decorate(f):
-        kernel = njit(**options)(f)
-        try:
-            kernel._cache = KernelCache(f)  # what njit(cache=True) does, with KernelCache
-        except RuntimeError:  # no folder to cache in at all
-            note_cache_trouble("not writable anywhere: kernels are compiled on every run")
-        return kernel
-    return decorate
-
-
-kernel, kernel_parallel = jit(), jit(parallel=True)
-
-
-# A step's large arrays (activations, gradients) come from malloc, which by default maps
-# fresh pages for each one over 128 KB and unmaps them when the array goes: every step then
-# pays a page fault per 4 KB of activations, a quarter of its time. glibc's mallopt keeps
-# freed memory for the next step instead. (Where there is no glibc, nothing changes.)
-def keep_freed_memory():
-    try:
-        mallopt = ctypes.CDLL('libc.so.6').mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(-3, 32 * 2 ** 20)  # M_MMAP_THRESHOLD: arrays of up to 32 MB come from the heap
-    mallopt(-1, 2 ** 30)       # M_TRIM_THRESHOLD: and freed heap stays, up to 1 GB
-
-
-keep_freed_memory()
-PARALLEL_WORK = 2 ** 22  # multiply-adds, about 1 ms: enough to pay for waking threads
-# numba's threads: the 'workqueue' layer, whose threads sleep when idle. OpenMP's spin
-# while they wait, taking the cores from NumPy's BLAS threads (a 5x slowdown here).
-numba.config.THREADING_LAYER = 'workqueue'
+# ===========================================================================
+# Part I: the GPT
+# ===========================================================================
 
 
 # ---------------------------------------------------------------------------
@@ -169,7 +103,8 @@ def unbroadcast(g, shape):
 
 
 # ---------------------------------------------------------------------------
-# Ops: each one's backward right below its forward.
+# Ops: each one's backward right below its forward. A name without _numpy (such as
+# embedding_backward) is a numba kernel of Part II, which computes its _numpy twin here.
 def add(a, b):
     """a + b, broadcasting like NumPy."""
     def backward(g):
@@ -189,14 +124,6 @@ def embedding(w, ids):
 def embedding_backward_numpy(ids, g, V):
     gw = np.zeros((V, g.shape[1]), g.dtype)
     np.add.at(gw, ids, g)
-    return gw
-
-
-@kernel
-def embedding_backward(ids, g, V):
-    gw = np.zeros((V, g.shape[1]), g.dtype)
-    for i in range(len(ids)):
-        gw[ids[i]] += g[i]
     return gw
 
 
@@ -228,223 +155,50 @@ def relu(x):
     return Tensor(np.maximum(x.data, 0), (x,), backward)
 
 
-# The gradient passes where x > 0: g * (x > 0), in one pass rather than NumPy's three.
+# The gradient passes where x > 0.
 def relu_backward_numpy(x, g):
     return g * (x > 0)
-
-
-@kernel
-def relu_backward(x, g):
-    out = np.empty_like(g)
-    xs, gs, o = x.ravel(), g.ravel(), out.ravel()
-    for i in range(xs.size):
-        o[i] = gs[i] if xs[i] > 0 else 0
-    return out
 
 
 def rmsnorm(x):
     """x / sqrt(mean(x^2) + 1e-5) over the last axis; no gain. [..., C] -> [..., C]."""
     x2 = x.data.reshape(-1, x.data.shape[-1])         # [N, C]
-    y, s = rmsnorm_forward(x2)                          # [N, C], [N]
+    y, inv_rms = rmsnorm_forward(x2)                    # [N, C], [N]
     def backward(g):
-        add_grad(x, rmsnorm_backward(x2, s, g.reshape(x2.shape)).reshape(x.data.shape))
+        add_grad(x, rmsnorm_backward(x2, inv_rms, g.reshape(x2.shape)).reshape(x.data.shape))
     return Tensor(y.reshape(x.data.shape), (x,), backward)
 
 
-# y = x * s with s = (mean(x^2) + eps)^-1/2. Since ds/dx_j = -s^3 x_j / C,
-# dx = s * g - x * s^3 * mean(g * x).
+# y = x * r with r = (mean(x^2) + eps)^-1/2, the inverse rms. Since dr/dx_j = -r^3 x_j / C,
+# dx = r * g - x * r^3 * mean(g * x).
 def rmsnorm_forward_numpy(x):
-    s = (np.mean(x * x, axis=-1) + 1e-5) ** -0.5   # [N, C] -> [N]
-    return x * s[:, None], s
+    r = (np.mean(x * x, axis=-1) + 1e-5) ** -0.5   # [N, C] -> [N]
+    return x * r[:, None], r
 
 
-def rmsnorm_backward_numpy(x, s, g):
-    s = s[:, None]                                   # [N, 1]
-    return s * g - x * s ** 3 * np.mean(g * x, axis=-1, keepdims=True)
+def rmsnorm_backward_numpy(x, r, g):
+    r = r[:, None]                                   # [N, 1]
+    return r * g - x * r ** 3 * np.mean(g * x, axis=-1, keepdims=True)
 
 
-# The kernels do the same row by row, in one pass each, with float64 sums.
-@kernel
-def rmsnorm_forward(x):
-    N, C = x.shape
-    y, s = np.empty_like(x), np.empty(N, x.dtype)
-    for i in range(N):
-        ms = 0.0
-        for j in range(C):
-            ms += x[i, j] * x[i, j]
-        si = (ms / C + 1e-5) ** -0.5
-        s[i] = si
-        for j in range(C):
-            y[i, j] = x[i, j] * si
-    return y, s
-
-
-@kernel
-def rmsnorm_backward(x, s, g):
-    N, C = x.shape
-    dx = np.empty_like(x)
-    for i in range(N):
-        gx = 0.0
-        for j in range(C):
-            gx += g[i, j] * x[i, j]
-        si = s[i]
-        c = si ** 3 * gx / C
-        for j in range(C):
-            dx[i, j] = si * g[i, j] - x[i, j] * c
-    return dx
-
-
-def attention(qkv, starts, n_head, keep=None):
+def attention(qkv, starts, n_head, attention_maps=None):
     """Causal multi-head self-attention within each document: a position attends to itself
     and the earlier positions of its own document. Rows starts[b]:starts[b + 1] are
     document b; qkv holds q, k and v side by side, and each its heads side by side.
-    [N, 3C] -> [N, C].
+    [N, 3C] -> [N, C]. A list attention_maps gets the weights, [B, H, T, T], 0 outside
+    each document's triangle.
 
-    Documents of one length, 32 positions or more (a text's windows), go through BLAS matrix
-    products, in [B, H, T, T] blocks; others (names) through kernels that walk each
-    document's own triangle. A list `keep` gets the weights, [B, H, T, T], 0 outside each
-    document's triangle."""
-    T = starts[1] - starts[0]
-    if T >= 32 and np.all(np.diff(starts) == T):  # long enough for BLAS to pay
-        return attention_blocks(qkv, len(starts) - 1, n_head, keep=keep)
-    y, att = attention_forward(qkv.data, starts, n_head)                  # [N, C], [B, H, T, T]
-    if keep is not None:  # each document's triangle; the kernel leaves the rest unset
-        T = att.shape[2]
-        inside = np.tril(np.ones((T, T), bool)) & \
-            (np.arange(T)[:, None] < np.diff(starts)[:, None, None, None])  # [B, 1, T, T]
-        keep.append(np.where(inside, att, 0))
-    def backward(g):
-        add_grad(qkv, attention_backward(qkv.data, att, g, starts, n_head))  # [N, 3C]
-    return Tensor(y, (qkv,), backward)
-
-
-def attention_blocks(qkv, B, n_head, tile=64, keep=None):
-    """attention() for B documents of T positions each, rows b*T:(b+1)*T, by batched matrix
-    products over all (document, head) pairs: s = q k^T / sqrt(D), att = causal softmax(s),
-    y = att v. Queries go `tile` positions at a time, each against the keys up to its last
-    position only: causal attention needs no more, about half of the whole square. Every
-    matrix a product reads is laid out row by row (k^T, v^T as copies): BLAS is twice as
-    fast on those as on transposed views."""
-    N, C = qkv.data.shape[0], qkv.data.shape[1] // 3
-    T, D = N // B, C // n_head
-    parts = qkv.data.reshape(B, T, 3, n_head, D)                       # [B, T, (q k v), H, D]
-    split = lambda x, *axes: np.ascontiguousarray(x.transpose(*axes))
-    qh, kT, vh = split(parts[:, :, 0], 0, 2, 1, 3), split(parts[:, :, 1], 0, 2, 3, 1), \
-        split(parts[:, :, 2], 0, 2, 1, 3)                             # [B, H, T, D], kT [B, H, D, T]
-    tiles = [(i, min(i + tile, T)) for i in range(0, T, tile)]       # query rows i:j see keys :j
-    scale = qkv.data.dtype.type(1 / math.sqrt(D))                    # in the arrays' dtype
-    y, atts = np.empty_like(qh), []
-    for i, j in tiles:
-        att = qh[:, :, i:j] @ kT[:, :, :, :j]                        # [B, H, j - i, j] scores
-        causal_softmax(att, scale, i)                                # in place: att
-        y[:, :, i:j] = att @ vh[:, :, :j]                            # [B, H, j - i, D]
-        atts.append(att)
-    if keep is not None:                                             # the whole [B, H, T, T]
-        keep.append(np.zeros((B, n_head, T, T), qkv.data.dtype))
-        for (i, j), att in zip(tiles, atts):
-            keep[-1][:, :, i:j, :j] = att
-    def backward(g):
-        gh = split(g.reshape(B, T, n_head, D), 0, 2, 1, 3)           # [B, H, T, D]
-        vT, kh = split(parts[:, :, 2], 0, 2, 3, 1), split(parts[:, :, 1], 0, 2, 1, 3)
-        dq, dk, dv = np.empty_like(qh), np.zeros_like(kh), np.zeros_like(vh)
-        for (i, j), att in zip(tiles, atts):
-            dv[:, :, :j] += att.transpose(0, 1, 3, 2) @ gh[:, :, i:j]  # dv = att^T dy
-            ds = gh[:, :, i:j] @ vT[:, :, :, :j]                       # d att = dy v^T
-            causal_softmax_backward(att, ds, scale, i, scale * 0)      # in place: d scores
-            dq[:, :, i:j] = ds @ kh[:, :, :j]                          # dq = ds k
-            dk[:, :, :j] += ds.transpose(0, 1, 3, 2) @ qh[:, :, i:j]   # dk = ds^T q
-        dqkv = np.empty_like(qkv.data)
-        for n, d in enumerate((dq, dk, dv)):                         # [B, H, T, D] -> [N, 3C]
-            dqkv.reshape(B, T, 3, n_head, D)[:, :, n] = d.transpose(0, 2, 1, 3)
-        add_grad(qkv, dqkv)
-    return Tensor(y.transpose(0, 2, 1, 3).reshape(N, C), (qkv,), backward)
-
-
-# Softmax over each row's causal part after scaling: row t of a tile whose first row is
-# position i sees keys j <= i + t; the rest of the row is 0. Backward, given datt:
-# ds = att * (datt - sum_j att * datt) * scale.
-def causal_softmax_numpy(s, scale, i=0):
-    T, J = s.shape[-2:]
-    s = np.where(np.arange(J) <= i + np.arange(T)[:, None], s * scale, -np.inf)
-    e = np.exp(s - s.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def causal_softmax_backward_numpy(att, datt, scale):
-    return att * (datt - np.sum(att * datt, axis=-1, keepdims=True)) * scale
-
-
-def causal_softmax(s, scale, i=0):
-    """causal_softmax_numpy, in place on s [B, H, T, J], in three passes: the kernels do
-    what vectorises in numba, NumPy the exp (numba's is one value at a time)."""
-    scale_and_shift(s, scale, i)             # (s - max over the causal part) * scale, -inf past it
-    np.exp(s, out=s)                         # exp(-inf) = 0
-    normalize_rows(s, i, s.dtype.type(0))
-
-
-# The kernels keep their per-row sums and maxima in 16 lanes, so that LLVM can fill the
-# CPU's vector registers (one running maximum would be one value at a time).
-@jit(fastmath={'reassoc', 'contract', 'nnan', 'nsz'})
-def scale_and_shift(s, scale, i):
-    B, H, T, J = s.shape
-    lanes = np.empty(16, s.dtype)
-    for b in range(B):
-        for h in range(H):
-            a = s[b, h]
-            for t in range(T):
-                n = min(i + t + 1, J)          # the row's causal part: keys 0..i+t
-                lanes[:] = a[t, 0]
-                whole = n - n % 16
-                for j0 in range(0, whole, 16):
-                    for lane in range(16):
-                        x = a[t, j0 + lane]
-                        lanes[lane] = x if x > lanes[lane] else lanes[lane]
-                m = lanes.max()
-                for j in range(whole, n):
-                    m = a[t, j] if a[t, j] > m else m
-                for j in range(n):
-                    a[t, j] = (a[t, j] - m) * scale
-                for j in range(n, J):
-                    a[t, j] = -np.inf
-
-
-# Their sums run in the arrays' own dtype (`zero`): float32 sums vectorise twice as wide.
-@kernel
-def normalize_rows(s, i, zero):
-    B, H, T, J = s.shape
-    for b in range(B):
-        for h in range(H):
-            a = s[b, h]
-            for t in range(T):
-                n = min(i + t + 1, J)
-                total = zero
-                for j in range(n):
-                    total += a[t, j]
-                r = 1 / total
-                for j in range(n):
-                    a[t, j] *= r
-
-
-@kernel
-def causal_softmax_backward(att, datt, scale, i, zero):
-    B, H, T, J = att.shape
-    for b in range(B):
-        for h in range(H):
-            a, d = att[b, h], datt[b, h]
-            for t in range(T):
-                n = min(i + t + 1, J)
-                rowsum = zero
-                for j in range(n):
-                    rowsum += a[t, j] * d[t, j]
-                for j in range(n):
-                    d[t, j] = a[t, j] * (d[t, j] - rowsum) * scale
-                for j in range(n, J):
-                    d[t, j] = 0
+    The math is attention_forward_numpy and attention_backward_numpy below; Part II
+    computes it fast (attention_kernels), in one of two ways chosen by the batch's shape."""
+    y, backward, weights = attention_kernels(qkv.data, starts, n_head)  # [N, C]
+    if attention_maps is not None:
+        attention_maps.append(weights())
+    return Tensor(y, (qkv,), lambda g: add_grad(qkv, backward(g)))      # g: [N, C] -> [N, 3C]
 
 
 # Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = att v.
 # Backward: dv = att^T dy; datt = dy v^T; ds = att * (datt - rowsum(att * datt)) / sqrt(D);
-# dq = ds k; dk = ds^T q. att is kept as [B, H, T, T], T the longest document, for backward.
+# dq = ds k; dk = ds^T q. att is [B, H, T, T], T the longest document, 0 outside each one's triangle.
 def _heads(x, n_head):
     n, C = x.shape
     return x.reshape(n, n_head, C // n_head).transpose(1, 0, 2)  # [n, C] -> [H, n, D]
@@ -482,106 +236,6 @@ def attention_backward_numpy(q, k, v, att, dy, starts, n_head):
     return dq, dk, dv
 
 
-# The kernels work one (document, head) at a time, over the causal triangle. Head h of
-# position t is the slice q[s + t, o:o+D], s the document's first row. Reductions (dot
-# products) and updates (row additions) sit in separate innermost loops over D, so that
-# each vectorises. Big batches spread the (document, head) pairs over the CPU's threads;
-# small ones stay in one thread, since waking the others costs some 50 us.
-@kernel
-def _attention_forward_head(q, k, v, s, n, o, D, y, a):
-    scale = 1 / math.sqrt(D)
-    y[s:s + n, o:o + D] = 0
-    for t in range(n):
-        at, qt, yt = a[t], q[s + t, o:o + D], y[s + t, o:o + D]
-        for j in range(t + 1):                  # scores
-            kj = k[s + j, o:o + D]
-            dot = 0.0
-            for d in range(D):
-                dot += qt[d] * kj[d]
-            at[j] = dot * scale
-        m = at[0]                               # softmax, in q's dtype (exp of float32 is faster)
-        for j in range(1, t + 1):
-            m = max(m, at[j])
-        total = 0.0
-        for j in range(t + 1):
-            at[j] = math.exp(at[j] - m)
-            total += at[j]
-        for j in range(t + 1):                  # y_t = sum_j att[t, j] v_j
-            at[j] /= total
-            vj = v[s + j, o:o + D]
-            for d in range(D):
-                yt[d] += at[j] * vj[d]
-
-
-@kernel_parallel
-def attention_forward(qkv, starts, n_head):
-    N, C = qkv.shape[0], qkv.shape[1] // 3
-    q = np.ascontiguousarray(qkv[:, :C])          # the twins' q, k and v, each row in a row:
-    k = np.ascontiguousarray(qkv[:, C:2 * C])     # the loops below vectorise on rows only
-    v = np.ascontiguousarray(qkv[:, 2 * C:])
-    B, D = len(starts) - 1, C // n_head
-    T = 0                                       # the longest document (a loop: in a parallel
-    for b in range(B):                          # kernel, an array expression would wake threads)
-        T = max(T, starts[b + 1] - starts[b])
-    y = np.empty((N, C), q.dtype)
-    att = np.empty((B, n_head, T, T), q.dtype)  # only each document's triangle is set
-    if n_head * N * T * D >= PARALLEL_WORK:
-        for bh in prange(B * n_head):
-            b, h = bh // n_head, bh % n_head
-            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
-    else:
-        for bh in range(B * n_head):
-            b, h = bh // n_head, bh % n_head
-            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
-    return y, att
-
-
-@kernel
-def _attention_backward_head(q, k, v, a, dy, s, n, o, D, dq, dk, dv):
-    scale = 1 / math.sqrt(D)
-    dq[s:s + n, o:o + D], dk[s:s + n, o:o + D], dv[s:s + n, o:o + D] = 0, 0, 0
-    datt = np.empty(n)                          # d loss / d att[t, j], for one t at a time
-    for t in range(n):
-        at, qt, dyt, dqt = a[t], q[s + t, o:o + D], dy[s + t, o:o + D], dq[s + t, o:o + D]
-        rowsum = 0.0                            # sum_j att[t, j] * datt[t, j]
-        for j in range(t + 1):
-            vj, dvj = v[s + j, o:o + D], dv[s + j, o:o + D]
-            dot = 0.0
-            for d in range(D):
-                dot += dyt[d] * vj[d]
-            for d in range(D):
-                dvj[d] += at[j] * dyt[d]
-            datt[j] = dot
-            rowsum += at[j] * dot
-        for j in range(t + 1):
-            ds = at[j] * (datt[j] - rowsum) * scale
-            kj, dkj = k[s + j, o:o + D], dk[s + j, o:o + D]
-            for d in range(D):
-                dqt[d] += ds * kj[d]
-            for d in range(D):
-                dkj[d] += ds * qt[d]
-
-
-@kernel_parallel
-def attention_backward(qkv, att, dy, starts, n_head):
-    N, C = qkv.shape[0], qkv.shape[1] // 3
-    q = np.ascontiguousarray(qkv[:, :C])
-    k = np.ascontiguousarray(qkv[:, C:2 * C])
-    v = np.ascontiguousarray(qkv[:, 2 * C:])
-    B, D = len(starts) - 1, C // n_head
-    T = att.shape[2]
-    dq, dk, dv = np.empty((N, C), q.dtype), np.empty((N, C), q.dtype), np.empty((N, C), q.dtype)
-    if n_head * N * T * D >= PARALLEL_WORK:
-        for bh in prange(B * n_head):
-            b, h = bh // n_head, bh % n_head
-            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
-    else:
-        for bh in range(B * n_head):
-            b, h = bh // n_head, bh % n_head
-            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
-    return np.hstack((dq, dk, dv))
-
-
 def cross_entropy(logits, targets, weights):
     """sum over positions of weights * -log softmax(logits)[target]: a scalar.
     [N, V], targets [N], weights [N] -> []."""
@@ -603,40 +257,6 @@ def cross_entropy_backward_numpy(logits, targets, weights, lse, g):
     p = np.exp(logits - lse[:, None])                                       # softmax [N, V]
     p[np.arange(len(targets)), targets] -= 1
     return (g * weights[:, None] * p).astype(logits.dtype)
-
-
-# The kernels skip positions of weight 0, whose gradient is 0.
-@kernel
-def cross_entropy_forward(logits, targets, weights):
-    N, V = logits.shape
-    lse = np.zeros(N)
-    loss = 0.0
-    for i in range(N):
-        if weights[i] == 0:
-            continue
-        m = logits[i, 0]
-        for c in range(1, V):
-            m = max(m, logits[i, c])
-        total = 0.0
-        for c in range(V):
-            total += math.exp(logits[i, c] - m)
-        lse[i] = m + math.log(total)
-        loss += weights[i] * (lse[i] - logits[i, targets[i]])
-    return loss, lse
-
-
-@kernel
-def cross_entropy_backward(logits, targets, weights, lse, g):
-    N, V = logits.shape
-    dl = np.zeros_like(logits)
-    for i in range(N):
-        if weights[i] == 0:
-            continue
-        gw = g * weights[i]
-        for c in range(V):
-            dl[i, c] = gw * math.exp(logits[i, c] - lse[i])
-        dl[i, targets[i]] -= gw
-    return dl
 
 
 # ---------------------------------------------------------------------------
@@ -690,7 +310,7 @@ class GPT:
             h = rmsnorm(x)                                                     # [N, C]
             w = concat_rows(*(sd[f'layer{i}.attn_w{x}'] for x in 'qkv'))      # [3C, C]
             qkv = linear(h, w)                                                 # [N, 3C]: q, k, v
-            y = attention(qkv, starts, self.n_head, keep=attention_maps)       # [N, C]
+            y = attention(qkv, starts, self.n_head, attention_maps)           # [N, C]
             x = x + linear(y, sd[f'layer{i}.attn_wo'])
             # 2) MLP: widen 4x, ReLU, narrow back
             h = relu(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']))              # [N, 4C]
@@ -743,29 +363,31 @@ class GPT:
         """Logits [n, V] for the token after token_ids [n], all at position pos, given the
         cache filled for positions 0..pos-1; fills position pos. The same as forward() would
         give at position pos of each document."""
-        W = {name: t.data for name, t in self.state_dict.items()}
+        arrays = {name: t.data for name, t in self.state_dict.items()}  # no autograd here
         n, H, C = len(token_ids), self.n_head, self.n_embd
-        x = W['wte'][token_ids] + W['wpe'][pos]                          # [n, C]
+        x = arrays['wte'][token_ids] + arrays['wpe'][pos]                          # [n, C]
         if self.input_rmsnorm:
             x = rmsnorm_forward(x)[0]
         for i, (keys, values) in enumerate(cache):
             h = rmsnorm_forward(x)[0]                                    # [n, C]
-            q = (h @ W[f'layer{i}.attn_wq'].T).reshape(n, H, 1, C // H)  # [n, H, 1, D]
-            keys[:, pos] = h @ W[f'layer{i}.attn_wk'].T                  # [n, C]
-            values[:, pos] = h @ W[f'layer{i}.attn_wv'].T
+            q = (h @ arrays[f'layer{i}.attn_wq'].T).reshape(n, H, 1, C // H)  # [n, H, 1, D]
+            keys[:, pos] = h @ arrays[f'layer{i}.attn_wk'].T                  # [n, C]
+            values[:, pos] = h @ arrays[f'layer{i}.attn_wv'].T
             k = keys[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 3, 1)  # [n, H, D, t]
             v = values[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 1, 3)  # [n, H, t, D]
             scores = (q @ k) / math.sqrt(C // H)                         # [n, H, 1, t]
             att = np.exp(scores - scores.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
-            x = x + (att @ v).reshape(n, C) @ W[f'layer{i}.attn_wo'].T   # [n, H, 1, D] -> [n, C]
-            h = np.maximum(rmsnorm_forward(x)[0] @ W[f'layer{i}.mlp_fc1'].T, 0)  # [n, 4C]
-            x = x + h @ W[f'layer{i}.mlp_fc2'].T                         # [n, C]
-        return x @ W['wte' if self.tie_lm_head else 'lm_head'].T          # [n, V]
+            x = x + (att @ v).reshape(n, C) @ arrays[f'layer{i}.attn_wo'].T   # [n, H, 1, D] -> [n, C]
+            h = np.maximum(rmsnorm_forward(x)[0] @ arrays[f'layer{i}.mlp_fc1'].T, 0)  # [n, 4C]
+            x = x + h @ arrays[f'layer{i}.mlp_fc2'].T                         # [n, C]
+        return x @ arrays['wte' if self.tie_lm_head else 'lm_head'].T         # [n, V]
 
     def _probs(self, logits, temperature, top_k=None):
         """softmax(logits / temperature) in float64, like microgpt's: [n, V]. With top_k, the
         tokens below the k-th largest probability get 0 (random.choices renormalises)."""
+        # times temperature ** -1, not / temperature: microgpt's Value divides so, and the
+        # same rounding keeps the samples of both models bit-equal
         logits = logits.astype(np.float64) * temperature ** -1
         e = np.exp(logits - logits.max(axis=-1, keepdims=True))
         p = e / e.sum(axis=-1, keepdims=True)
@@ -884,28 +506,6 @@ def squared_norm_numpy(g):
     return float(np.sum(g.astype(np.float64) ** 2))
 
 
-# The kernels: one pass over all the weights, in float64 arithmetic whatever the storage.
-# With decay and scale 1, p * decay - x is p - x exactly: the reference's update, bit for bit.
-@kernel
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
-    for i in range(p.size):
-        gi = np.float64(g[i]) * scale
-        m[i] = beta1 * m[i] + (1 - beta1) * gi
-        v[i] = beta2 * v[i] + (1 - beta2) * gi ** 2
-        m_hat = m[i] / bc1
-        v_hat = v[i] / bc2
-        p[i] = p[i] * decay - lr * m_hat / (math.sqrt(v_hat) + eps)  # sqrt: v_hat ** 0.5, correctly rounded
-        g[i] = 0
-
-
-@kernel
-def squared_norm(g):
-    total = 0.0
-    for i in range(g.size):
-        total += np.float64(g[i]) ** 2
-    return total
-
-
 # ---------------------------------------------------------------------------
 # Training: batch_size documents (or windows of a text) per step, the learning rate on a
 # schedule: by default the reference's, decaying linearly to zero.
@@ -938,6 +538,7 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
     is a function, on docs(s) (e.g. windows of a text at random offsets). Its learning rate
     is schedule(s) (default: lr decaying linearly to 0), its gradients' norm capped at
     grad_clip (0: no cap). Pass `adam` and `start_step` to resume a run."""
+    configure_process()  # the kernels' needs of the whole process (Part II): now, not on import
     adam = adam or Adam(model.params)
     schedule = schedule or lr_schedule(lr, num_steps)
     for step in range(start_step, num_steps):
@@ -949,6 +550,465 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
         yield step + 1, float(loss.data), n_targets(batch, model.block_size)
 
 
+def evaluate(model, docs, batch_size=32):
+    """Mean over docs of each document's mean cross-entropy; no update."""
+    total = 0.0
+    for i in range(0, len(docs), batch_size):
+        batch = docs[i:i + batch_size]
+        total += float(model.loss(batch).data) * len(batch)
+    return total / len(docs)
+
+
+# ===========================================================================
+# Part II: speed
+#
+# The numba kernels that Part I's ops call, in the order of the ops; each computes the
+# _numpy twin beside its op (the tests check that they agree), in one pass over the data,
+# with its loops written so that they vectorise. A kernel is a plain function marked
+# @kernel here; the end of the file compiles them all, with numba's on-disk cache, once
+# the plumbing they need is defined. Two settings let the compiler vectorise:
+# error_model='numpy' (x / 0 gives inf or nan, as in NumPy, instead of a check that
+# raises) and fastmath 'reassoc' (a sum may be added up in another order: results move in
+# the last bits, not more).
+# ===========================================================================
+import contextlib  # noqa: E402 (Part II's imports: Part I needs none of them)
+import ctypes  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import numba  # noqa: E402
+import numba.core.caching  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+KERNELS = {}  # name: (the Python function, numba's options), compiled at the end
+PARALLEL_WORK = 2 ** 22  # multiply-adds, about 1 ms: enough to pay for waking threads
+
+
+def kernel(f=None, **options):
+    """Mark f as a numba kernel, compiled with `options` at the end of the file."""
+    if f is None:
+        return lambda f: kernel(f, **options)
+    KERNELS[f.__name__] = f, options
+    return f
+
+
+# embedding: the scatter-add of its backward.
+@kernel
+def embedding_backward(ids, g, V):
+    gw = np.zeros((V, g.shape[1]), g.dtype)
+    for i in range(len(ids)):
+        gw[ids[i]] += g[i]
+    return gw
+
+
+# relu: its backward, in one pass rather than NumPy's three.
+@kernel
+def relu_backward(x, g):
+    out = np.empty_like(g)
+    xs, gs, o = x.ravel(), g.ravel(), out.ravel()
+    for i in range(xs.size):
+        o[i] = gs[i] if xs[i] > 0 else 0
+    return out
+
+
+# rmsnorm: forward and backward row by row, in one pass each, with float64 sums.
+@kernel
+def rmsnorm_forward(x):
+    N, C = x.shape
+    y, inv_rms = np.empty_like(x), np.empty(N, x.dtype)
+    for i in range(N):
+        ms = 0.0
+        for j in range(C):
+            ms += x[i, j] * x[i, j]
+        r = (ms / C + 1e-5) ** -0.5
+        inv_rms[i] = r
+        for j in range(C):
+            y[i, j] = x[i, j] * r
+    return y, inv_rms
+
+
+@kernel
+def rmsnorm_backward(x, inv_rms, g):
+    N, C = x.shape
+    dx = np.empty_like(x)
+    for i in range(N):
+        gx = 0.0
+        for j in range(C):
+            gx += g[i, j] * x[i, j]
+        r = inv_rms[i]
+        c = r ** 3 * gx / C
+        for j in range(C):
+            dx[i, j] = r * g[i, j] - x[i, j] * c
+    return dx
+
+
+# attention: which of two ways depends on the batch's shape.
+def attention_kernels(qkv, starts, n_head):
+    """attention()'s work on arrays: (y [N, C], backward: dy [N, C] -> dqkv [N, 3C],
+    weights: () -> [B, H, T, T]). Documents of one length, 32 positions or more (a text's
+    windows), go through BLAS matrix products, in [B, H, T, T] blocks; others (names)
+    through kernels that walk each document's own triangle."""
+    T = starts[1] - starts[0]
+    if T >= 32 and np.all(np.diff(starts) == T):  # long enough for BLAS to pay
+        return attention_blocks(qkv, len(starts) - 1, n_head)
+    y, att = attention_forward(qkv, starts, n_head)                   # [N, C], [B, H, T, T]
+
+    def weights():  # each document's triangle; the kernel leaves the rest unset
+        T = att.shape[2]
+        inside = np.tril(np.ones((T, T), bool)) & \
+            (np.arange(T)[:, None] < np.diff(starts)[:, None, None, None])  # [B, 1, T, T]
+        return np.where(inside, att, 0)
+    return y, lambda g: attention_backward(qkv, att, g, starts, n_head), weights
+
+
+def attention_blocks(qkv, B, n_head, tile=64):
+    """attention_kernels() for B documents of T positions each, rows b*T:(b+1)*T, by batched matrix
+    products over all (document, head) pairs: s = q k^T / sqrt(D), att = causal softmax(s),
+    y = att v. Queries go `tile` positions at a time, each against the keys up to its last
+    position only: causal attention needs no more, about half of the whole square. Every
+    matrix a product reads is laid out row by row (k^T, v^T as copies): BLAS is twice as
+    fast on those as on transposed views."""
+    N, C = qkv.shape[0], qkv.shape[1] // 3
+    T, D = N // B, C // n_head
+    parts = qkv.reshape(B, T, 3, n_head, D)                       # [B, T, (q k v), H, D]
+    split = lambda x, *axes: np.ascontiguousarray(x.transpose(*axes))
+    qh, kT, vh = split(parts[:, :, 0], 0, 2, 1, 3), split(parts[:, :, 1], 0, 2, 3, 1), \
+        split(parts[:, :, 2], 0, 2, 1, 3)                             # [B, H, T, D], kT [B, H, D, T]
+    tiles = [(i, min(i + tile, T)) for i in range(0, T, tile)]       # query rows i:j see keys :j
+    scale = qkv.dtype.type(1 / math.sqrt(D))                    # in the arrays' dtype
+    y, atts = np.empty_like(qh), []
+    for i, j in tiles:
+        att = qh[:, :, i:j] @ kT[:, :, :, :j]                        # [B, H, j - i, j] scores
+        causal_softmax(att, scale, i)                                # in place: att
+        y[:, :, i:j] = att @ vh[:, :, :j]                            # [B, H, j - i, D]
+        atts.append(att)
+
+    def weights():                                                   # the whole [B, H, T, T]
+        att_all = np.zeros((B, n_head, T, T), qkv.dtype)
+        for (i, j), att in zip(tiles, atts):
+            att_all[:, :, i:j, :j] = att
+        return att_all
+
+    def backward(g):
+        gh = split(g.reshape(B, T, n_head, D), 0, 2, 1, 3)           # [B, H, T, D]
+        vT, kh = split(parts[:, :, 2], 0, 2, 3, 1), split(parts[:, :, 1], 0, 2, 1, 3)
+        dq, dk, dv = np.empty_like(qh), np.zeros_like(kh), np.zeros_like(vh)
+        for (i, j), att in zip(tiles, atts):
+            dv[:, :, :j] += att.transpose(0, 1, 3, 2) @ gh[:, :, i:j]  # dv = att^T dy
+            ds = gh[:, :, i:j] @ vT[:, :, :, :j]                       # d att = dy v^T
+            causal_softmax_backward(att, ds, scale, i, scale * 0)      # in place: d scores
+            dq[:, :, i:j] = ds @ kh[:, :, :j]                          # dq = ds k
+            dk[:, :, :j] += ds.transpose(0, 1, 3, 2) @ qh[:, :, i:j]   # dk = ds^T q
+        dqkv = np.empty_like(qkv)
+        for n, d in enumerate((dq, dk, dv)):                         # [B, H, T, D] -> [N, 3C]
+            dqkv.reshape(B, T, 3, n_head, D)[:, :, n] = d.transpose(0, 2, 1, 3)
+        return dqkv
+    return y.transpose(0, 2, 1, 3).reshape(N, C), backward, weights
+
+
+# Softmax over each row's causal part after scaling: row t of a tile whose first row is
+# position i sees keys j <= i + t; the rest of the row is 0. Backward, given datt:
+# ds = att * (datt - sum_j att * datt) * scale.
+def causal_softmax_numpy(s, scale, i=0):
+    T, J = s.shape[-2:]
+    s = np.where(np.arange(J) <= i + np.arange(T)[:, None], s * scale, -np.inf)
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def causal_softmax_backward_numpy(att, datt, scale):
+    return att * (datt - np.sum(att * datt, axis=-1, keepdims=True)) * scale
+
+
+def causal_softmax(scores, scale, i=0):
+    """causal_softmax_numpy, in place on scores [B, H, T, J], in three passes: the kernels do
+    what vectorises in numba, NumPy the exp (numba's is one value at a time)."""
+    scale_and_shift(scores, scale, i)    # (s - max over the causal part) * scale, -inf past it
+    np.exp(scores, out=scores)           # exp(-inf) = 0
+    normalize_rows(scores, i, scores.dtype.type(0))
+
+
+# The kernels keep their per-row sums and maxima in 16 lanes, so that LLVM can fill the
+# CPU's vector registers (one running maximum would be one value at a time).
+@kernel(fastmath={'reassoc', 'contract', 'nnan', 'nsz'})
+def scale_and_shift(s, scale, i):
+    B, H, T, J = s.shape
+    lanes = np.empty(16, s.dtype)
+    for b in range(B):
+        for h in range(H):
+            a = s[b, h]
+            for t in range(T):
+                n = min(i + t + 1, J)          # the row's causal part: keys 0..i+t
+                lanes[:] = a[t, 0]
+                whole = n - n % 16
+                for j0 in range(0, whole, 16):
+                    for lane in range(16):
+                        x = a[t, j0 + lane]
+                        lanes[lane] = x if x > lanes[lane] else lanes[lane]
+                m = lanes.max()
+                for j in range(whole, n):
+                    m = a[t, j] if a[t, j] > m else m
+                for j in range(n):
+                    a[t, j] = (a[t, j] - m) * scale
+                for j in range(n, J):
+                    a[t, j] = -np.inf
+
+
+# Their sums run in the arrays' own dtype (`zero`): float32 sums vectorise twice as wide.
+@kernel
+def normalize_rows(s, i, zero):
+    B, H, T, J = s.shape
+    for b in range(B):
+        for h in range(H):
+            a = s[b, h]
+            for t in range(T):
+                n = min(i + t + 1, J)
+                total = zero
+                for j in range(n):
+                    total += a[t, j]
+                r = 1 / total
+                for j in range(n):
+                    a[t, j] *= r
+
+
+@kernel
+def causal_softmax_backward(att, datt, scale, i, zero):
+    B, H, T, J = att.shape
+    for b in range(B):
+        for h in range(H):
+            a, d = att[b, h], datt[b, h]
+            for t in range(T):
+                n = min(i + t + 1, J)
+                rowsum = zero
+                for j in range(n):
+                    rowsum += a[t, j] * d[t, j]
+                for j in range(n):
+                    d[t, j] = a[t, j] * (d[t, j] - rowsum) * scale
+                for j in range(n, J):
+                    d[t, j] = 0
+
+
+# The kernels work one (document, head) at a time, over the causal triangle. Head h of
+# position t is the slice q[start + t, o:o+D], start the document's first row. Reductions (dot
+# products) and updates (row additions) sit in separate innermost loops over D, so that
+# each vectorises. Big batches spread the (document, head) pairs over the CPU's threads;
+# small ones stay in one thread, since waking the others costs some 50 us.
+@kernel
+def _attention_forward_head(q, k, v, start, n, o, D, y, a):
+    scale = 1 / math.sqrt(D)
+    y[start:start + n, o:o + D] = 0
+    for t in range(n):
+        at, qt, yt = a[t], q[start + t, o:o + D], y[start + t, o:o + D]
+        for j in range(t + 1):                  # scores
+            kj = k[start + j, o:o + D]
+            dot = 0.0
+            for d in range(D):
+                dot += qt[d] * kj[d]
+            at[j] = dot * scale
+        m = at[0]                               # softmax, in q's dtype (exp of float32 is faster)
+        for j in range(1, t + 1):
+            m = max(m, at[j])
+        total = 0.0
+        for j in range(t + 1):
+            at[j] = math.exp(at[j] - m)
+            total += at[j]
+        for j in range(t + 1):                  # y_t = sum_j att[t, j] v_j
+            at[j] /= total
+            vj = v[start + j, o:o + D]
+            for d in range(D):
+                yt[d] += at[j] * vj[d]
+
+
+@kernel(parallel=True)
+def attention_forward(qkv, starts, n_head):
+    N, C = qkv.shape[0], qkv.shape[1] // 3
+    q = np.ascontiguousarray(qkv[:, :C])          # the twins' q, k and v, each row in a row:
+    k = np.ascontiguousarray(qkv[:, C:2 * C])     # the loops below vectorise on rows only
+    v = np.ascontiguousarray(qkv[:, 2 * C:])
+    B, D = len(starts) - 1, C // n_head
+    T = 0                                       # the longest document (a loop: in a parallel
+    for b in range(B):                          # kernel, an array expression would wake threads)
+        T = max(T, starts[b + 1] - starts[b])
+    y = np.empty((N, C), q.dtype)
+    att = np.empty((B, n_head, T, T), q.dtype)  # only each document's triangle is set
+    if n_head * N * T * D >= PARALLEL_WORK:
+        for bh in prange(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
+    else:
+        for bh in range(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
+    return y, att
+
+
+@kernel
+def _attention_backward_head(q, k, v, a, dy, start, n, o, D, dq, dk, dv):
+    scale = 1 / math.sqrt(D)
+    rows = slice(start, start + n)
+    dq[rows, o:o + D], dk[rows, o:o + D], dv[rows, o:o + D] = 0, 0, 0
+    datt = np.empty(n)                          # d loss / d att[t, j], for one t at a time
+    for t in range(n):
+        at, qt, dyt, dqt = a[t], q[start + t, o:o + D], dy[start + t, o:o + D], dq[start + t, o:o + D]
+        rowsum = 0.0                            # sum_j att[t, j] * datt[t, j]
+        for j in range(t + 1):
+            vj, dvj = v[start + j, o:o + D], dv[start + j, o:o + D]
+            dot = 0.0
+            for d in range(D):
+                dot += dyt[d] * vj[d]
+            for d in range(D):
+                dvj[d] += at[j] * dyt[d]
+            datt[j] = dot
+            rowsum += at[j] * dot
+        for j in range(t + 1):
+            ds = at[j] * (datt[j] - rowsum) * scale
+            kj, dkj = k[start + j, o:o + D], dk[start + j, o:o + D]
+            for d in range(D):
+                dqt[d] += ds * kj[d]
+            for d in range(D):
+                dkj[d] += ds * qt[d]
+
+
+@kernel(parallel=True)
+def attention_backward(qkv, att, dy, starts, n_head):
+    N, C = qkv.shape[0], qkv.shape[1] // 3
+    q = np.ascontiguousarray(qkv[:, :C])
+    k = np.ascontiguousarray(qkv[:, C:2 * C])
+    v = np.ascontiguousarray(qkv[:, 2 * C:])
+    B, D = len(starts) - 1, C // n_head
+    T = att.shape[2]
+    dq, dk, dv = np.empty((N, C), q.dtype), np.empty((N, C), q.dtype), np.empty((N, C), q.dtype)
+    if n_head * N * T * D >= PARALLEL_WORK:
+        for bh in prange(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
+    else:
+        for bh in range(B * n_head):
+            b, h = bh // n_head, bh % n_head
+            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
+    return np.hstack((dq, dk, dv))
+
+
+# cross_entropy: the kernels skip positions of weight 0, whose gradient is 0.
+@kernel
+def cross_entropy_forward(logits, targets, weights):
+    N, V = logits.shape
+    lse = np.zeros(N)
+    loss = 0.0
+    for i in range(N):
+        if weights[i] == 0:
+            continue
+        m = logits[i, 0]
+        for c in range(1, V):
+            m = max(m, logits[i, c])
+        total = 0.0
+        for c in range(V):
+            total += math.exp(logits[i, c] - m)
+        lse[i] = m + math.log(total)
+        loss += weights[i] * (lse[i] - logits[i, targets[i]])
+    return loss, lse
+
+
+@kernel
+def cross_entropy_backward(logits, targets, weights, lse, g):
+    N, V = logits.shape
+    dl = np.zeros_like(logits)
+    for i in range(N):
+        if weights[i] == 0:
+            continue
+        gw = g * weights[i]
+        for c in range(V):
+            dl[i, c] = gw * math.exp(logits[i, c] - lse[i])
+        dl[i, targets[i]] -= gw
+    return dl
+
+
+# Adam: one pass over all the weights, in float64 arithmetic whatever the storage.
+# With decay and scale 1, p * decay - x is p - x exactly: the reference's update, bit for bit.
+@kernel
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
+    for i in range(p.size):
+        gi = np.float64(g[i]) * scale
+        m[i] = beta1 * m[i] + (1 - beta1) * gi
+        v[i] = beta2 * v[i] + (1 - beta2) * gi ** 2
+        m_hat = m[i] / bc1
+        v_hat = v[i] / bc2
+        p[i] = p[i] * decay - lr * m_hat / (math.sqrt(v_hat) + eps)  # sqrt: v_hat ** 0.5, correctly rounded
+        g[i] = 0
+
+
+@kernel
+def squared_norm(g):
+    total = 0.0
+    for i in range(g.size):
+        total += np.float64(g[i]) ** 2
+    return total
+
+
+# ---------------------------------------------------------------------------
+# Plumbing. The kernels are compiled on first use and cached on disk (beside this file, or
+# in numba's user-wide cache).
+class KernelCache(numba.core.caching.FunctionCache):
+    """numba's on-disk cache, except that a cache it cannot read (corrupt files) or write (a
+    read-only or full disk) is a cache miss, noted once on stderr, never an error."""
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as e:
+            note_cache_trouble(f"unreadable ({type(e).__name__}): compiled afresh, and "
+                               "cached again")
+            with contextlib.suppress(OSError):  # start its index over: the next save mends it
+                os.remove(self._cache_file._index_path)
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as e:
+            note_cache_trouble(f"not writable ({type(e).__name__}): kernels are compiled "
+                               "on every run")
+
+
+def note_cache_trouble(why, noted=[]):
+    if not noted:
+        noted.append(why)
+        print(f"note: numba's kernel cache is {why}", file=sys.stderr)
+
+
+def compile_kernel(f, **options):
+    """numba's njit(cache=True) of f, with KernelCache."""
+    kernel = njit(**dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}), **options))(f)
+    try:
+        kernel._cache = KernelCache(f)  # what njit(cache=True) does, with KernelCache
+    except RuntimeError:  # no folder to cache in at all
+        note_cache_trouble("not writable anywhere: kernels are compiled on every run")
+    return kernel
+
+
+# A step's large arrays (activations, gradients) come from malloc, which by default maps
+# fresh pages for each one over 128 KB and unmaps them when the array goes: every step then
+# pays a page fault per 4 KB of activations, a quarter of its time. glibc's mallopt keeps
+# freed memory for the next step instead. (Where there is no glibc, nothing changes.)
+def keep_freed_memory():
+    try:
+        mallopt = ctypes.CDLL('libc.so.6').mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 * 2 ** 20)  # M_MMAP_THRESHOLD: arrays of up to 32 MB come from the heap
+    mallopt(-1, 2 ** 30)       # M_TRIM_THRESHOLD: and freed heap stays, up to 1 GB
+
+
+def configure_process():
+    """What the kernels need of the whole process, which train() applies when training
+    starts (never on import: a program that copies this file in keeps its own settings):
+    freed memory kept for the next step (keep_freed_memory); and numba's 'workqueue' threads,
+    which sleep when idle, where OpenMP's would spin while they wait, taking the cores from
+    NumPy's BLAS threads (a 5x slowdown here). A threading layer the user chose
+    (NUMBA_THREADING_LAYER) stays, and once numba has started its threads, none changes."""
+    keep_freed_memory()
+    if 'NUMBA_THREADING_LAYER' not in os.environ:
+        numba.config.THREADING_LAYER = 'workqueue'
+
+
 def warm_up(dtype='float32'):
     """Compile (or load from numba's cache) every kernel for dtype, on a tiny model, so that
     a timed run times the model, not the compiler."""
@@ -958,10 +1018,5 @@ def warm_up(dtype='float32'):
     model.sample(random.Random(0), bos=2)
 
 
-def evaluate(model, docs, batch_size=32):
-    """Mean over docs of each document's mean cross-entropy; no update."""
-    total = 0.0
-    for i in range(0, len(docs), batch_size):
-        batch = docs[i:i + batch_size]
-        total += float(model.loss(batch).data) * len(batch)
-    return total / len(docs)
+# Every kernel marked above, compiled (on first call) from here on.
+globals().update({name: compile_kernel(f, **options) for name, (f, options) in KERNELS.items()})

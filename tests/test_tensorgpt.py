@@ -128,7 +128,13 @@ def test_attention_grad_matches_finite_difference(starts, n_head, D, seed):
        st.integers(1, 4), seeds)
 def test_attention_of_equal_documents_grad_matches_finite_difference(B, T, n_head, D, tile, seed):
     qkv = np.random.default_rng(seed).standard_normal((B * T, 3 * n_head * D))
-    grad_check(lambda qkv: tg.attention_blocks(qkv, B, n_head, tile), qkv)
+    grad_check(lambda qkv: attention_in_tiles(qkv, B, n_head, tile), qkv)
+
+
+def attention_in_tiles(qkv, B, n_head, tile):
+    """attention_blocks (the BLAS way of attention_kernels) as an op: a Tensor in and out."""
+    y, backward, _ = tg.attention_blocks(qkv.data, B, n_head, tile)
+    return tg.Tensor(y, (qkv,), lambda g: tg.add_grad(qkv, backward(g)))
 
 
 @given(st.integers(1, 3), st.integers(1, 40), st.sampled_from([1, 2, 4]), st.integers(1, 5),
@@ -141,7 +147,7 @@ def test_attention_in_tiles_is_the_attention_of_each_document(B, T, n_head, D, t
     y = tg.attention(qkv, starts, n_head)            # documents of one length: in tiles
     y_np, att = tg.attention_forward_numpy(q, k, v, starts, n_head)
     assert y.data.dtype == dtype
-    assert_close(tg.attention_blocks(tg.Tensor(qkv.data), B, n_head, tile).data, y_np, dtype)
+    assert_close(tg.attention_blocks(qkv.data, B, n_head, tile)[0], y_np, dtype)
     y.backward(dy)
     assert_close(qkv.grad, np.hstack(tg.attention_backward_numpy(q, k, v, att, dy, starts, n_head)), dtype)
 
@@ -521,6 +527,32 @@ def test_no_writable_cache_folder_is_a_note_not_an_error(tmp_path):
                            NUMBA_CACHE_DIR='/proc/no')
     assert (code, out) == (0, '[[2.0, 2.0], [1.0, 1.0]]') and 'Traceback' not in err
     assert err.count('\n') == 1 and 'kernels are compiled on every run' in err
+
+
+# Importing changes nothing outside the file; training applies what the kernels need.
+PROCESS_PROBE = """
+import ctypes, numba, numpy as np
+libc = ctypes.CDLL('libc.so.6')
+class Info(ctypes.Structure):  # glibc's mallinfo2: hblks counts the blocks malloc mmapped
+    _fields_ = [(n, ctypes.c_size_t) for n in ('arena ordblks smblks hblks hblkhd usmblks '
+                                                'fsmblks uordblks fordblks keepcost').split()]
+libc.mallinfo2.restype = Info
+def mmapped():  # does a 30 MB array get pages of its own (glibc's default), or heap?
+    before = libc.mallinfo2().hblks
+    a = np.ones(30 * 2 ** 20 // 8)
+    return libc.mallinfo2().hblks - before
+import tensorgpt as tg
+print(numba.config.THREADING_LAYER, mmapped())
+tg.warm_up()
+print(numba.config.THREADING_LAYER, mmapped())
+"""
+
+
+def test_importing_tensorgpt_leaves_malloc_and_numba_as_they_were_and_training_sets_them():
+    env = {k: v for k, v in os.environ.items() if k != 'NUMBA_THREADING_LAYER'}
+    p = subprocess.run([sys.executable, '-c', PROCESS_PROBE], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert p.stdout.split() == ['default', '1', 'workqueue', '0'], p.stderr
 
 
 WARM_UP_PROBE = """
