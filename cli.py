@@ -130,12 +130,9 @@ import sys
 from docopt import DocoptExit, docopt
 
 import data
-from microgpt_lab import ablation, attention_maps, bench, plots, records, sampling, training
+from microgpt_lab import (ablation, attention_maps, bench, plots, records, sampling, settings,
+                          training)
 from microgpt_lab.records import UserError
-from microgpt_lab.training import Rule
-
-COMMANDS = ('train', 'sample', 'ablate', 'bench', 'plot', 'attention')
-
 
 # ---------------------------------------------------------------------------
 # Which options each command takes: read off the usage above, by its headings.
@@ -224,71 +221,45 @@ def parse_args(argv):
 
 
 # ---------------------------------------------------------------------------
-# Conversion and checks: every option's string becomes a typed setting, checked by the
-# rules in training.SETTINGS (those a run records) or the command's own below.
-OPTION_OF = {'fetch': '--no-fetch', 'input_rmsnorm': '--no-input-rmsnorm'}  # the others: --n-embd
-COMMAND_RULES = dict(num=Rule(int, 0, optional=True), seeds=Rule(int, 1, 10000),
-                     jobs=Rule(int, 1, 1024, optional=True),
-                     bench_steps=Rule(int, 1), warmup=Rule(int, 0), repeats=Rule(int, 1),
-                     threads=Rule(int, 1, 1024))
-
-
-def option(name):
-    return OPTION_OF.get(name, '--' + name.replace('_', '-'))
+# Conversion and checks: every option's string becomes a typed setting, checked, by the
+# one table of settings.py (the settings a run records, and the commands' own options).
+option = settings.option
 
 
 def value(args, name):
-    """Option `name`'s value, converted to its rule's type and checked."""
-    return convert(name, args[option(name)], option(name))
-
-
-def convert(name, raw, opt):
-    """The string raw, given for setting `name` (as opt), converted and checked."""
-    rule = training.SETTINGS.get(name) or COMMAND_RULES[name]
-    if rule.optional and raw in (None, 'auto'):
-        return None
-    if rule.kind in (int, float):
-        try:
-            raw = rule.kind(raw) + rule.kind(0)  # + 0.0 makes -0.0 the 0.0 it means
-        except ValueError:
-            raise UserError(f"{opt} must be {'an integer' if rule.kind is int else 'a number'}, "
-                            f"got {raw!r}") from None
-    why = training.problem(rule, raw)
-    if why:
-        raise UserError(f"{opt} {why}")
-    return raw
+    """Setting (or command option) `name` from docopt's dict: a flag's truth (a --no- flag
+    the opposite), or the string converted and checked; the table's default if not given."""
+    s, opt = settings.SETTINGS.get(name) or settings.COMMAND_OPTIONS[name], option(name)
+    if not opt:
+        return s.default
+    if s.kind is bool:
+        return not args[opt] if opt.startswith('--no-') else args[opt]
+    if args[opt] is None and not s.optional:  # no [default: ...] in the usage
+        return s.default
+    return settings.convert(name, args[opt], opt)
 
 
 def parse_config(args):
     """The command's settings, typed and checked, from docopt's strings."""
-    mode = args['--mode']
-    cfg = dict(mode=None if mode == 'auto' else value(args, 'mode'),
-               temperature=value(args, 'temperature'),
-               top_k=value(args, 'top_k'), length=value(args, 'length'),
-               seed=None if args['--seed'] is None else value(args, 'seed'))
     if args['plot']:
         return dict(dirs=args['DIR'], png='plot.png' if args['--png'] == 'auto' else args['--png'])
     if args['attention']:
         return dict(checkpoint=args['--checkpoint'], text=args['--text'],
                     png='attention.png' if args['--png'] == 'auto' else args['--png'])
+    mode = None if args['--mode'] == 'auto' else value(args, 'mode')
     if args['sample']:  # mode None: the checkpoint's data says (see sampling.py)
-        if args['--batched'] and cfg['mode'] != 'tensor':
+        if args['--batched'] and mode != 'tensor':
             raise UserError("--batched needs --mode tensor")
-        return dict(cfg, checkpoint=args['--checkpoint'], num=value(args, 'num'),
-                    prompt=args['--prompt'], batched=args['--batched'])
-    cfg.update({name: value(args, name) for name in (
-        'data_format', 'val_fraction', 'dtype', 'n_embd', 'n_head', 'n_layer', 'block_size',
-        'init_std', 'steps', 'lr', 'lr_schedule', 'min_lr', 'warmup_steps', 'beta1', 'beta2',
-        'weight_decay', 'grad_clip', 'batch_size', 'eval_every', 'val_docs', 'last_n',
-        'log_every', 'samples', 'stop_after')})
-    cfg.update(eps=1e-8, data=args['--data'] or data.NAMES, fetch=not args['--no-fetch'],
-               tie_lm_head=args['--tie-lm-head'], input_rmsnorm=not args['--no-input-rmsnorm'],
-               out=None if args['--out'] in ('auto', None) else args['--out'])
-    cfg['seed'] = 42 if cfg['seed'] is None else cfg['seed']
-    cfg['mode'] = 'tensor' if args['bench'] else cfg['mode'] or 'scalar'  # bench: every mode
-    if cfg['mode'] == 'scalar':
-        cfg['batch_size'], cfg['dtype'] = 1, 'float64'  # one document a step, Python floats
-    training.check_settings(cfg, option)
+        return dict({name: value(args, name) for name in ('temperature', 'top_k', 'length', 'num')},
+                    mode=mode, seed=None if args['--seed'] is None else value(args, 'seed'),
+                    checkpoint=args['--checkpoint'], prompt=args['--prompt'],
+                    batched=args['--batched'])
+    mode = 'tensor' if args['bench'] else mode or 'scalar'  # bench: every mode
+    cfg = {name: mode if name == 'mode' else value(args, name) for name in settings.SETTINGS}
+    if mode == 'scalar':
+        cfg = settings.scalar_values(cfg)  # one document a step, Python floats
+    settings.check(cfg, option)
+    cfg['out'] = None if args['--out'] in ('auto', None) else args['--out']
     if args['ablate']:
         cfg.update(seeds=value(args, 'seeds'), jobs=value(args, 'jobs'),
                    variants=list(ablation.VARIANTS) if args['--variants'] == 'all'
@@ -311,38 +282,24 @@ def axis(spec):
         raise UserError(f"--vary {spec}: {opt} is a flag and takes no value (the variants "
                         "set lm_head and the input rmsnorm: --variants)")
     setting = opt[2:].replace('-', '_')
-    if setting not in training.SETTINGS or option(setting) != opt:
+    if setting not in settings.SETTINGS or option(setting) != opt:
         raise UserError(f"--vary {spec}: {opt} is not an option of train that takes a value")
     if not values:
         raise UserError(f"--vary {spec}: give NAME=V1,V2,...")
-    return setting, [convert(setting, v, f"--vary {opt}") for v in values.split(',')]
+    return setting, [settings.convert(setting, v, f"--vary {opt}") for v in values.split(',')]
 
 
 # ---------------------------------------------------------------------------
 # The commands: each hands its settings to the module that does the work.
-def cmd_train(cfg, args):
-    return training.train_command(cfg, source=args['--from'] or args['--resume'],
-                                  resume=bool(args['--resume']))
-
-
-def cmd_sample(cfg, args):
-    return sampling.sample_command(cfg)
-
-
-def cmd_ablate(cfg, args):
-    return ablation.ablate_command(cfg, resume=args['--resume'])
-
-
-def cmd_bench(cfg, args):
-    return bench.bench_command(cfg)
-
-
-def cmd_plot(cfg, args):
-    return plots.plot_command(cfg)
-
-
-def cmd_attention(cfg, args):
-    return attention_maps.attention_command(cfg)
+COMMANDS = dict(
+    train=lambda cfg, args: training.train_command(
+        cfg, source=args['--from'] or args['--resume'], resume=bool(args['--resume'])),
+    sample=lambda cfg, args: sampling.sample_command(cfg),
+    ablate=lambda cfg, args: ablation.ablate_command(cfg, resume=args['--resume']),
+    bench=lambda cfg, args: bench.bench_command(cfg),
+    plot=lambda cfg, args: plots.plot_command(cfg),
+    attention=lambda cfg, args: attention_maps.attention_command(cfg),
+)
 
 
 def main(argv=None):
@@ -352,7 +309,7 @@ def main(argv=None):
         args = parse_args(argv)
         cfg = parse_config(args)
         command = next(c for c in COMMANDS if args[c])
-        return globals()[f"cmd_{command}"](cfg, args) or 0
+        return COMMANDS[command](cfg, args) or 0
     except (UserError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

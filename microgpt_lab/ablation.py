@@ -26,7 +26,7 @@ import threading
 import time
 
 import data
-from microgpt_lab import plots, records, training
+from microgpt_lab import plots, records, settings, training
 from microgpt_lab.records import UserError
 
 # (tie_lm_head, input_rmsnorm) of each variant; the first is the reference.
@@ -84,13 +84,8 @@ def mean_sd(xs):
 # The grid: the chosen variants, crossed with the values of each varied setting (--vary);
 # every cell trained with every seed. The first cell, the first variant with the first
 # value of each setting, is the reference.
-SAME_VALIDATION = 'cells are compared on one validation set'
-NOT_VARIED = {  # the settings a grid keeps fixed, and why
-    'data': SAME_VALIDATION, 'data_format': SAME_VALIDATION, 'val_fraction': SAME_VALIDATION,
-    'val_docs': SAME_VALIDATION, 'seed': 'the seeds are --seeds', 'out': 'one ablation, one folder',
-    'stop_after': 'an ablation runs to the end', 'eps': 'it is not an option',
-    'fetch': 'it is a flag, with no value', 'tie_lm_head': 'the variants are --variants',
-    'input_rmsnorm': 'the variants are --variants'}
+NOT_VARIED = {name: s.fixed for name, s in settings.SETTINGS.items() if s.fixed}  # and why
+NOT_VARIED['out'] = 'one ablation, one folder'
 
 
 def cells(variants, axes):
@@ -116,7 +111,8 @@ def run_name(cell, seed):
 def cell_config(base, cell, seed):
     variant, combo = cell
     tie, norm = VARIANTS[variant]
-    return dict(base, **dict(combo), seed=seed, tie_lm_head=tie, input_rmsnorm=norm)
+    return dict({name: base[name] for name in settings.SETTINGS}, **dict(combo), seed=seed,
+                tie_lm_head=tie, input_rmsnorm=norm)
 
 
 def check_grid(base, variants, axes, name_of):
@@ -128,19 +124,19 @@ def check_grid(base, variants, axes, name_of):
     if not variants or len(set(variants)) != len(variants):
         raise UserError(f"{name_of('variants')}: give each variant at most once, at least one")
     for name, values in axes:
-        if name in NOT_VARIED or name not in training.SETTINGS:
+        if name in NOT_VARIED or name not in settings.SETTINGS:
             why = NOT_VARIED.get(name, 'it is not a setting of a run')
             raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: not varied: {why}")
         if not values or len(set(map(str, values))) != len(values):
             raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: give distinct values")
         for value in values:
-            why = training.problem(training.SETTINGS[name], value)
+            why = settings.problem(settings.SETTINGS[name], value)
             if why:
                 raise UserError(f"{name_of('vary')} {name.replace('_', '-')}={value}: {why}")
     if len({name for name, _ in axes}) != len(axes):
         raise UserError(f"{name_of('vary')}: each setting once")
     for cell in cells(variants, axes):
-        training.check_settings(cell_config(base, cell, base['seed']), name_of)
+        settings.check(cell_config(base, cell, base['seed']), name_of)
 
 
 
@@ -181,21 +177,20 @@ def worker_init(parent):
     threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
+PLAN_FIELDS = ('seeds', 'jobs', 'out')  # in the plan's config beside the settings
+
+
 def read_plan(out):
     """The plan of the ablation in out (ablation.json), checked: (settings, seeds, variants,
     axes). A plan from before grids has all four variants and no axes."""
     path = os.path.join(out, 'ablation.json')
     plan = records.read_json(path, 'an ablation')
-    cfg = records.field(plan, 'config', path, dict)
+    recorded = records.field(plan, 'config', path, dict)
     seeds = records.field(plan, 'seeds', path, list, lambda s: s and all(
         type(x) is int and x >= 0 for x in s) and len(set(s)) == len(s), 'a list of seeds')
-    cfg = dict(training.LATER, **cfg)
-    for name in training.SETTINGS:
-        if name not in cfg:
-            raise UserError(f"{path}: config {name} is missing")
-    training.check_settings(cfg, lambda name: f"{path}: config {name}")
-    records.field(cfg, 'jobs', path, (int, type(None)), lambda j: j is None or 1 <= j <= 1024,
-                  'a count up to 1024')
+    cfg = dict(settings.read(recorded, f"{path}: config", PLAN_FIELDS),
+               jobs=records.field(recorded, 'jobs', path, (int, type(None)),
+                                  lambda j: j is None or 1 <= j <= 1024, 'a count up to 1024'))
     variants = list(records.field(plan, 'variants', path, (list, dict)))
     axes = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
         isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)
@@ -203,7 +198,7 @@ def read_plan(out):
     axes = [(name, values) for name, values in axes]
     check_grid(cfg, variants, axes, lambda name: f"{path}: {name}")
     sha = records.field(plan, 'data_sha256', path, str)
-    cfg['data'] = training.recorded_data(cfg['data'], sha, out)
+    cfg['data'] = settings.recorded_data(cfg['data'], sha, out)
     return cfg, seeds, variants, axes
 
 

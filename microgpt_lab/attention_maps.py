@@ -7,8 +7,6 @@ t is how position t spreads its attention over positions 0..t, and sums to 1. Th
 shown as text heatmaps in the terminal, and as a grid of heatmaps, a layer a row and a
 head a column, in a PNG.
 """
-import random
-
 import numpy as np
 
 import data
@@ -26,20 +24,17 @@ def show(ch):
 def attention_weights(ckpt, text):
     """(labels, maps): the characters the model reads, and maps[layer] [H, T, T], the
     attention weights of that layer's heads over them."""
-    config, is_text = ckpt['config'], ckpt['data_format'] == 'text'
-    tok = data.Tokenizer(ckpt['vocab'], bos=not is_text)
+    model, tok = training.from_checkpoint(ckpt, 'tensor')
+    is_text = ckpt['data_format'] == 'text'
     try:
         ids = tok.encode(text) if is_text else [tok.bos] + tok.encode(text)
     except data.DataError as e:
         raise UserError(f"--text: {e} of this checkpoint") from None
     if not ids:
         raise UserError("--text is empty")
-    if len(ids) > config['block_size']:
+    if len(ids) > model.block_size:
         raise UserError(f"--text is {len(ids)} tokens; the model's context holds "
-                        f"{config['block_size']}")
-    model = training.build_model(dict(config, mode='tensor', dtype='float64'),
-                                 config['vocab_size'], random.Random(0))
-    model.load_weights(ckpt['weights'])
+                        f"{model.block_size}")
     maps = []
     with np.errstate(all='ignore'):  # huge weights overflow to inf, as training would
         model.forward(np.array(ids), np.arange(len(ids)), np.array([0, len(ids)]),

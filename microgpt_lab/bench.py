@@ -21,7 +21,6 @@ import tempfile
 import time
 
 import numba
-import numpy as np
 
 import data
 from microgpt_lab import records, training
@@ -30,20 +29,17 @@ from microgpt_lab.records import UserError
 TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
 
 
-def time_ours(cfg, mode, batch_size, train_data, vocab_size, steps, warmup):
-    """One fresh run of warmup + steps steps: (steps/s, tokens/s) over the last `steps`.
-    train_data: framed documents, or a text's token ids, drawn from in random windows."""
+def time_ours(cfg, mode, batch_size, d, steps, warmup):
+    """One fresh run of warmup + steps steps on the run's data d (training.run_data):
+    (steps/s, tokens/s) over the last `steps`."""
     run_cfg = dict(cfg, mode=mode, batch_size=batch_size, steps=warmup + steps,
                    dtype=cfg['dtype'] if mode == 'tensor' else 'float64')
-    lib = training.model_lib(mode)
     rng = random.Random(cfg['seed'])
-    model = training.build_model(run_cfg, vocab_size, rng)
-    if cfg['data_format'] == 'text':
-        ids, train_data = train_data, lambda step: data.random_windows(
-            ids, rng, batch_size, cfg['block_size'])
+    model = training.build_model(run_cfg, d.tok.vocab_size, rng)
     tokens, t0 = 0, time.perf_counter()
-    for step, _, n in lib.train(model, train_data, warmup + steps, lr=cfg['lr'],
-                                **training.train_kwargs(run_cfg)):
+    for step, _, n in training.model_lib(mode).train(
+            model, training.batches(run_cfg, d, rng), warmup + steps, lr=cfg['lr'],
+            **training.train_kwargs(run_cfg)):
         if step == warmup:  # the timed steps begin after this one
             tokens, t0 = 0, time.perf_counter()
         else:
@@ -161,13 +157,7 @@ def bench_command(cfg):
     start = records.now()
     contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
     training.check_data(cfg, contents)
-    if text:  # windows of the text's training part; scalar mode trains on documents only
-        tok = data.Tokenizer.from_text(contents)
-        train_tokens, _ = data.split_text(np.array(tok.encode(contents)), cfg['val_fraction'])
-    else:
-        tok = data.Tokenizer.from_docs(contents)
-        train_docs, _ = data.split_docs(contents, random.Random(cfg['seed']), cfg['val_fraction'])
-        train_tokens = [tok.frame(d, cfg['block_size']) for d in train_docs]
+    d = training.run_data(cfg, contents, random.Random(cfg['seed']))  # as a run splits it
     steps, warmup, B = cfg['bench_steps'], cfg['warmup'], cfg['batch_size']
     contenders = [('reference', 1)] if cfg['reference'] else []
     contenders += ([('scalar', 1)] if cfg['scalar'] and not text else [])
@@ -195,9 +185,9 @@ def bench_command(cfg):
                 if mode == 'torch':
                     t = time_torch(cfg, b, steps, warmup)
                 elif mode == 'reference':
-                    t = time_reference(cfg, train_tokens, steps, warmup)
+                    t = time_reference(cfg, d.train, steps, warmup)
                 else:
-                    t = time_ours(cfg, mode, b, train_tokens, tok.vocab_size, steps, warmup)
+                    t = time_ours(cfg, mode, b, d, steps, warmup)
                 timings[(mode, b)].append(t)
                 print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
                       f"{t[1]:11.0f} tokens/s", flush=True)

@@ -16,12 +16,11 @@ import random
 
 import numpy as np
 
-from microgpt_lab import records
+from microgpt_lab import records, settings
 from microgpt_lab.records import UserError
 
 FORMAT, VERSION = 'microgpt-lab checkpoint', 1
-MODEL_KEYS = ('vocab_size', 'n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',
-              'input_rmsnorm')
+MODEL_KEYS = ('vocab_size', *settings.MODEL)  # the model's config: its vocabulary and settings
 
 
 def encode_array(a):
@@ -101,26 +100,21 @@ def load(path, need_adam=False, need_rng=False):
     continue training; need_rng: to continue the run's random draws)."""
     def bad(why):
         return UserError(f"{path} is not a valid checkpoint: {why}")
-    records.regular_file(path)
-    try:
-        with open(path, encoding='utf-8') as f:
-            ckpt = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path} not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory; pass its checkpoint.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise bad(f"not readable JSON ({e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
+    ckpt = records.read_json(path, 'a checkpoint', in_folder=False)
+    if ckpt.get('format') != FORMAT:
         raise bad("it does not say it is one")
     if ckpt.get('version') != VERSION:
         raise bad(f"version {ckpt.get('version')!r}; this program reads {VERSION}")
     config, chars, step = ckpt.get('config'), ckpt.get('vocab'), ckpt.get('step')
-    if not isinstance(config, dict) or any(k not in config for k in MODEL_KEYS):
+    if not isinstance(config, dict):
+        raise bad("it has no config")
+    config = dict({name: s.default for name, s in settings.SETTINGS.items()
+                   if s.part == 'model' and s.later}, **config)  # older checkpoints: defaults
+    if any(k not in config for k in MODEL_KEYS):
         raise bad(f"its config lacks one of {', '.join(MODEL_KEYS)}")
     for k in MODEL_KEYS:
-        want = bool if k in ('tie_lm_head', 'input_rmsnorm') else int
-        if type(config[k]) is not want or (want is int and not 1 <= config[k] <= 2 ** 31):
+        s = settings.SETTINGS.get(k, settings.Setting(int, low=1))  # vocab_size: a count
+        if settings.problem(s, config[k]) or (s.kind is int and config[k] > 2 ** 31):
             raise bad(f"config {k} = {config[k]!r}")
     if config['n_embd'] % config['n_head']:
         raise bad("n_embd is not divisible by n_head")

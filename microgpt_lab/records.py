@@ -101,16 +101,19 @@ def regular_file(path):
         raise UserError(f"{path} is not a regular file")
 
 
-def read_json(path, what):
-    """The JSON object in path, which should be `what` (e.g. 'a run record')."""
+def read_json(path, what, in_folder=True):
+    """The JSON object in path, which should be `what` (e.g. 'a run record': the folder of
+    path, in_folder; or 'a checkpoint': the file itself)."""
     regular_file(path)
     try:
         with open(path, encoding='utf-8') as f:
             obj = json.load(f)
     except FileNotFoundError:
-        raise UserError(f"{path} not found: is {os.path.dirname(path) or '.'} {what}?") from None
+        hint = f": is {os.path.dirname(path) or '.'} {what}?" if in_folder else ''
+        raise UserError(f"{path} not found{hint}") from None
     except IsADirectoryError:
-        raise UserError(f"{path} is a directory, not a file") from None
+        hint = 'not a file' if in_folder else 'pass the file in it'
+        raise UserError(f"{path} is a directory, {hint}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"{path} is not readable JSON ({str(e)[:100]})") from None
     if not isinstance(obj, dict):

@@ -20,7 +20,8 @@ def sample_command(cfg):
     and its continuation: documents, or passages of cfg['length'] characters of a text."""
     ckpt = checkpoint.load(cfg['checkpoint'], need_rng=cfg['seed'] is None)
     config, text = ckpt['config'], ckpt['data_format'] == 'text'
-    tok = data.Tokenizer(ckpt['vocab'], bos=not text)
+    mode = cfg['mode'] or ('tensor' if text else 'scalar')
+    model, tok = training.from_checkpoint(ckpt, mode)
     try:
         prompt = tok.encode(cfg['prompt'])
     except data.DataError as e:
@@ -28,16 +29,12 @@ def sample_command(cfg):
     if not text and len(prompt) >= config['block_size']:
         raise UserError(f"--prompt is {len(prompt)} characters; the model's context holds "
                         f"{config['block_size']} tokens, so at most {config['block_size'] - 1}")
-    mode = cfg['mode'] or ('tensor' if text else 'scalar')
     if text and (mode == 'scalar' or cfg['batched']):
         raise UserError("a text's passages are drawn in tensor mode, one at a time: "
                         "--mode scalar and --batched do not apply")
     if text and not prompt and '\n' not in tok.ids:
         raise UserError("this text has no newline to begin a passage at: give a --prompt")
     rng = ckpt['rng'] if cfg['seed'] is None else random.Random(cfg['seed'])
-    model = training.build_model(dict(config, mode=mode, dtype='float64'),
-                                 config['vocab_size'], random.Random(0))
-    model.load_weights(ckpt['weights'])
     num = cfg['num'] if cfg['num'] is not None else 1 if text else 20
     temperature, top_k = cfg['temperature'], cfg['top_k']
     if text:

@@ -1,0 +1,204 @@
+"""
+settings.py: every setting of a run, defined once.
+
+A setting has a name (config.json's), a type, a default, the values it allows, the modes
+that take it, and its option on the command line (`--n-embd`, or a flag). This one table is
+what cli.py converts its options by, what a run records in config.json, what `ablate --vary`
+may vary, and what every recorded config is checked against when it is read back (`train
+--from`, `--resume`, `ablate --resume`), by the one reader at the end of this file. The model
+settings (part='model') also build the model and describe it in its checkpoint.
+
+Adding a setting takes its line in cli.py's usage, its entry here, and the model code that
+uses it.
+"""
+import math
+import os
+from typing import NamedTuple
+
+import data
+from microgpt_lab.records import UserError
+
+
+class Setting(NamedTuple):
+    kind: object            # int, float, bool, str, or a tuple of the allowed strings
+    default: object = None  # what a run takes when not told, and what records older than
+    #                         the setting ran with (see `later`)
+    low: float = None       # the smallest number allowed
+    high: float = None      # the largest
+    above: bool = False     # low itself is not allowed: the value must be > low
+    below: bool = False     # high itself is not allowed
+    optional: bool = False  # None is allowed (the command line's 'auto')
+    modes: tuple = ('scalar', 'tensor')  # the modes that take any value; the others
+    #                         run the default (or `scalar`) and refuse the rest
+    scalar: object = None   # scalar mode's own value, which it sets whatever is given
+    part: str = 'run'       # 'model': it builds the model and is in its checkpoint
+    option: str = None      # on the command line; default --NAME, '' for none
+    fixed: str = None       # why `ablate --vary` keeps it fixed (None: it may vary it)
+    later: bool = False     # came after the first records: one without it ran with the default
+
+
+SAME_VALIDATION = 'cells are compared on one validation set'
+REFERENCE_OPTIMIZER = "scalar mode trains on documents with the reference's optimizer and schedule"
+
+SETTINGS = dict(
+    # the data
+    data=Setting(str, data.NAMES, fixed=SAME_VALIDATION),
+    data_format=Setting(data.FORMATS, 'lines', modes=('tensor',), fixed=SAME_VALIDATION,
+                        later=True),
+    fetch=Setting(bool, True, option='--no-fetch', fixed='it is a flag, with no value'),
+    val_fraction=Setting(float, 0.1, 0, 0.99, fixed=SAME_VALIDATION),
+    # the model
+    mode=Setting(('scalar', 'tensor'), 'scalar'),
+    dtype=Setting(('float32', 'float64'), 'float32', scalar='float64'),
+    n_embd=Setting(int, 16, 1, part='model'),
+    n_head=Setting(int, 4, 1, part='model'),
+    n_layer=Setting(int, 1, 1, part='model'),
+    block_size=Setting(int, 16, 1, part='model'),
+    tie_lm_head=Setting(bool, False, part='model', fixed='the variants are --variants'),
+    input_rmsnorm=Setting(bool, True, part='model', option='--no-input-rmsnorm',
+                          fixed='the variants are --variants'),
+    init_std=Setting(float, 0.08, 0, above=True, later=True),
+    # training
+    seed=Setting(int, 42, 0, fixed='the seeds are --seeds'),
+    steps=Setting(int, 1000, 1),
+    batch_size=Setting(int, 32, 1, scalar=1),
+    lr=Setting(float, 0.01, 0, above=True),
+    lr_schedule=Setting(('linear', 'cosine'), 'linear', modes=('tensor',), later=True),
+    warmup_steps=Setting(int, 0, 0, modes=('tensor',), later=True),
+    min_lr=Setting(float, 0.0, 0, modes=('tensor',), later=True),
+    beta1=Setting(float, 0.85, 0, 1, below=True),
+    beta2=Setting(float, 0.99, 0, 1, below=True),
+    eps=Setting(float, 1e-8, 0, above=True, option='', fixed='it is not an option'),
+    weight_decay=Setting(float, 0.0, 0, 1, modes=('tensor',), later=True),
+    grad_clip=Setting(float, 0.0, 0, modes=('tensor',), later=True),
+    eval_every=Setting(int, 0, 0),
+    val_docs=Setting(int, None, 1, optional=True, fixed=SAME_VALIDATION),
+    last_n=Setting(int, 100, 1),
+    log_every=Setting(int, None, 1, optional=True),
+    # generation
+    samples=Setting(int, 20, 0),
+    length=Setting(int, 500, 0, later=True),
+    temperature=Setting(float, 0.5, 0.001, 1000),
+    top_k=Setting(int, None, 1, optional=True, later=True),
+    # stopping
+    stop_after=Setting(int, None, 1, optional=True, fixed='an ablation runs to the end'),
+)
+MODEL = tuple(name for name, s in SETTINGS.items() if s.part == 'model')
+
+# The options of commands, which no run records.
+COMMAND_OPTIONS = dict(
+    num=Setting(int, None, 0, optional=True), seeds=Setting(int, 1, 1, 10000),
+    jobs=Setting(int, None, 1, 1024, optional=True), bench_steps=Setting(int, 100, 1),
+    warmup=Setting(int, 10, 0), repeats=Setting(int, 3, 1), threads=Setting(int, 2, 1, 1024))
+
+
+def option(name):
+    """A setting's option on the command line: '--n-embd', a flag ('--no-fetch'), or ''."""
+    s = SETTINGS.get(name) or COMMAND_OPTIONS.get(name)
+    return '--' + name.replace('_', '-') if s is None or s.option is None else s.option
+
+
+# ---------------------------------------------------------------------------
+# Checking a value, and a run's settings together
+def problem(s, value):
+    """Why `value` breaks the Setting s, as a phrase ('must be >= 1, got 0'), or None."""
+    if value is None:
+        return None if s.optional else "must be given"
+    if isinstance(s.kind, tuple):
+        return None if value in s.kind else f"must be {' or '.join(s.kind)}, got {value!r}"
+    if s.kind in (bool, str):
+        return None if type(value) is s.kind else \
+            f"must be {'true or false' if s.kind is bool else 'a string'}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int if s.kind is int else (int, float)) \
+            or (isinstance(value, float) and not math.isfinite(value)):
+        return f"must be {'an integer' if s.kind is int else 'a finite number'}, got {value!r}"
+    if s.kind is int and abs(value) >= 2 ** 63:
+        return f"must be below 2**63, got {str(value)[:12]}... ({len(str(value))} digits)"
+    too_low = s.low is not None and (value <= s.low if s.above else value < s.low)
+    too_high = s.high is not None and (value >= s.high if s.below else value > s.high)
+    if too_low or too_high:
+        bounds = [f"{'>' if s.above else '>='} {s.low}" if s.low is not None else None,
+                  f"{'<' if s.below else '<='} {s.high}" if s.high is not None else None]
+        return f"must be {' and '.join(b for b in bounds if b)}, got {value}"
+    return None
+
+
+def convert(name, raw, opt):
+    """The command line's string raw for setting (or command option) `name`, given as opt,
+    converted to its type and checked."""
+    s = SETTINGS.get(name) or COMMAND_OPTIONS[name]
+    if s.optional and raw in (None, 'auto'):
+        return None
+    if s.kind in (int, float):
+        try:
+            raw = s.kind(raw) + s.kind(0)  # + 0.0 makes -0.0 the 0.0 it means
+        except ValueError:
+            raise UserError(f"{opt} must be {'an integer' if s.kind is int else 'a number'}, "
+                            f"got {raw!r}") from None
+    why = problem(s, raw)
+    if why:
+        raise UserError(f"{opt} {why}")
+    return raw
+
+
+def check(cfg, name_of):
+    """Raise a UserError for the first setting of cfg that is not allowed, alone or with the
+    others. name_of(setting) is how the user knows it: '--n-embd', or 'config.json: n_embd'."""
+    for name, s in SETTINGS.items():
+        why = problem(s, cfg[name])
+        if why:
+            raise UserError(f"{name_of(name)} {why}")
+    if cfg['n_embd'] % cfg['n_head']:
+        raise UserError(f"{name_of('n_embd')} ({cfg['n_embd']}) must be divisible by "
+                        f"{name_of('n_head')} ({cfg['n_head']})")
+    if cfg['min_lr'] > cfg['lr']:
+        raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
+    if cfg['warmup_steps'] > cfg['steps']:
+        raise UserError(f"{name_of('warmup_steps')} ({cfg['warmup_steps']}) must be <= "
+                        f"{name_of('steps')} ({cfg['steps']})")
+    if cfg['data_format'] == 'text' and cfg['val_docs'] is not None:
+        raise UserError(f"{name_of('val_docs')} counts documents: a text validates on all of "
+                        "its held-out part")
+    if cfg['mode'] == 'scalar':
+        own = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
+        if any(cfg[name] != value for name, value in own.items()):
+            raise UserError(f"{name_of('mode')} scalar trains one document a step in float64: "
+                            f"{name_of('batch_size')} must be 1 and {name_of('dtype')} float64")
+        for name, s in SETTINGS.items():
+            if 'scalar' not in s.modes and cfg[name] != s.default:
+                raise UserError(f"{name_of(name)} {cfg[name]} needs --mode tensor: "
+                                f"{REFERENCE_OPTIMIZER}")
+
+
+def scalar_values(cfg):
+    """cfg as scalar mode runs it: with its own values (one document a step, in float64)."""
+    return dict(cfg, **{name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None})
+
+
+# ---------------------------------------------------------------------------
+# Reading a recorded config back: one reader for every record.
+def read(recorded, where, extra=()):
+    """The checked settings of a recorded config (a dict): every setting, those that came
+    after the record taking their defaults. A UserError, begun with `where` (the file:
+    'config.json:'), names the setting that is unknown (besides the names in `extra`),
+    missing or not allowed."""
+    unknown = sorted(set(recorded) - set(SETTINGS) - set(extra))
+    if unknown:
+        raise UserError(f"{where} {unknown[0]} is not a setting of a run")
+    cfg = {}
+    for name, s in SETTINGS.items():
+        if name not in recorded and not s.later:
+            raise UserError(f"{where} {name} is missing")
+        cfg[name] = recorded.get(name, s.default)
+    check(cfg, lambda name: f"{where} {name}")
+    return cfg
+
+
+def recorded_data(path, sha256, src):
+    """The data file a record names, if it still holds the same bytes; else the data set of
+    that name shipped beside data.py (names.txt), if that one does."""
+    for candidate in (path, os.path.join(data.HERE, os.path.basename(path))):
+        if os.path.isfile(candidate) and data.sha256_of(candidate) == sha256:
+            return os.path.abspath(candidate)
+    raise UserError(f"{path} is missing or has changed since the run in {src} "
+                    f"(sha256 {sha256[:12]}...)")
