@@ -51,19 +51,21 @@ def read_bytes(path):
     return raw[3:] if raw.startswith(b'\xef\xbb\xbf') else raw
 
 
-def not_utf8(path, raw, error):
-    line = raw[:error.start].count(b'\n') + 1
-    column = error.start - (raw.rfind(b'\n', 0, error.start) + 1) + 1
-    return DataError(f"{path}, line {line}: bytes that are not UTF-8 (at column {column})")
+def read_utf8(path):
+    """The text of a UTF-8 file (see read_bytes); bytes that are not UTF-8 are an error that
+    says where they are."""
+    raw = read_bytes(path)
+    try:
+        return raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b'\n') + 1
+        column = e.start - (raw.rfind(b'\n', 0, e.start) + 1) + 1
+        raise DataError(f"{path}, line {line}: bytes that are not UTF-8 (at column {column})") from None
 
 
 def read_docs(path):
     """The non-empty, stripped lines of a UTF-8 text file, in file order."""
-    raw = read_bytes(path)
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, raw, e) from None
+    text = read_utf8(path)
     # the lines as bytes.splitlines() cuts them (at \n, \r\n, \r), not str's wider set
     docs = [line.strip() for line in re.split(r'\r\n|\r|\n', text) if line.strip()]
     if not docs:
@@ -76,11 +78,7 @@ def read_docs(path):
 def read_text(path):
     """The whole of a UTF-8 text file as one string: newlines are characters, nothing is
     stripped."""
-    raw = read_bytes(path)
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, raw, e) from None
+    text = read_utf8(path)
     if len(set(text)) < 2:
         raise DataError(f"{path} uses fewer than two distinct characters: there is nothing to learn")
     return text
