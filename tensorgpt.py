@@ -709,10 +709,10 @@ def attention_blocks(qkv, B, n_head, tile=64):
 # Softmax over each row's causal part after scaling: row t of a tile whose first row is
 # position i sees keys j <= i + t; the rest of the row is 0. Backward, given datt:
 # ds = att * (datt - sum_j att * datt) * scale.
-def causal_softmax_numpy(s, scale, i=0):
-    T, J = s.shape[-2:]
-    s = np.where(np.arange(J) <= i + np.arange(T)[:, None], s * scale, -np.inf)
-    e = np.exp(s - s.max(axis=-1, keepdims=True))
+def causal_softmax_numpy(scores, scale, i=0):
+    T, J = scores.shape[-2:]
+    scores = np.where(np.arange(J) <= i + np.arange(T)[:, None], scores * scale, -np.inf)
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
@@ -731,12 +731,12 @@ def causal_softmax(scores, scale, i=0):
 # The kernels keep their per-row sums and maxima in 16 lanes, so that LLVM can fill the
 # CPU's vector registers (one running maximum would be one value at a time).
 @kernel(fastmath={'reassoc', 'contract', 'nnan', 'nsz'})
-def scale_and_shift(s, scale, i):
-    B, H, T, J = s.shape
-    lanes = np.empty(16, s.dtype)
+def scale_and_shift(scores, scale, i):
+    B, H, T, J = scores.shape
+    lanes = np.empty(16, scores.dtype)
     for b in range(B):
         for h in range(H):
-            a = s[b, h]
+            a = scores[b, h]
             for t in range(T):
                 n = min(i + t + 1, J)          # the row's causal part: keys 0..i+t
                 lanes[:] = a[t, 0]
@@ -756,11 +756,11 @@ def scale_and_shift(s, scale, i):
 
 # Their sums run in the arrays' own dtype (`zero`): float32 sums vectorise twice as wide.
 @kernel
-def normalize_rows(s, i, zero):
-    B, H, T, J = s.shape
+def normalize_rows(scores, i, zero):
+    B, H, T, J = scores.shape
     for b in range(B):
         for h in range(H):
-            a = s[b, h]
+            a = scores[b, h]
             for t in range(T):
                 n = min(i + t + 1, J)
                 total = zero
