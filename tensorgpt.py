@@ -976,12 +976,12 @@ def note_cache_trouble(why, noted=[]):
 
 def compile_kernel(f, **options):
     """numba's njit(cache=True) of f, with KernelCache."""
-    kernel = njit(**dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}), **options))(f)
+    compiled = njit(**dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}), **options))(f)
     try:
-        kernel._cache = KernelCache(f)  # what njit(cache=True) does, with KernelCache
+        compiled._cache = KernelCache(f)  # what njit(cache=True) does, with KernelCache
     except RuntimeError:  # no folder to cache in at all
         note_cache_trouble("not writable anywhere: kernels are compiled on every run")
-    return kernel
+    return compiled
 
 
 # A step's large arrays (activations, gradients) come from malloc, which by default maps

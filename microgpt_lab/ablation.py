@@ -189,8 +189,9 @@ def read_plan(out):
     seeds = records.field(plan, 'seeds', path, list, lambda s: s and all(
         type(x) is int and x >= 0 for x in s) and len(set(s)) == len(s), 'a list of seeds')
     cfg = dict(settings.read(recorded, f"{path}: config", PLAN_FIELDS),
-               jobs=records.field(recorded, 'jobs', path, (int, type(None)),
-                                  lambda j: j is None or 1 <= j <= 1024, 'a count up to 1024'))
+               jobs=records.field(recorded, 'jobs', path, (int, type(None)), lambda j: not
+                                  settings.problem(settings.COMMAND_OPTIONS['jobs'], j),
+                                  'a count up to 1024'))
     variants = list(records.field(plan, 'variants', path, (list, dict)))
     axes = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
         isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)

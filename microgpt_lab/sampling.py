@@ -21,6 +21,9 @@ def sample_command(cfg):
     ckpt = checkpoint.load(cfg['checkpoint'], need_rng=cfg['seed'] is None)
     config, text = ckpt['config'], ckpt['data_format'] == 'text'
     mode = cfg['mode'] or ('tensor' if text else 'scalar')
+    if text and (mode == 'scalar' or cfg['batched']):  # before a model is built for nothing
+        raise UserError("a text's passages are drawn in tensor mode, one at a time: "
+                        "--mode scalar and --batched do not apply")
     model, tok = training.from_checkpoint(ckpt, mode)
     try:
         prompt = tok.encode(cfg['prompt'])
@@ -29,9 +32,6 @@ def sample_command(cfg):
     if not text and len(prompt) >= config['block_size']:
         raise UserError(f"--prompt is {len(prompt)} characters; the model's context holds "
                         f"{config['block_size']} tokens, so at most {config['block_size'] - 1}")
-    if text and (mode == 'scalar' or cfg['batched']):
-        raise UserError("a text's passages are drawn in tensor mode, one at a time: "
-                        "--mode scalar and --batched do not apply")
     if text and not prompt and '\n' not in tok.ids:
         raise UserError("this text has no newline to begin a passage at: give a --prompt")
     rng = ckpt['rng'] if cfg['seed'] is None else random.Random(cfg['seed'])

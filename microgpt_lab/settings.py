@@ -84,6 +84,7 @@ SETTINGS = dict(
     stop_after=Setting(int, None, 1, optional=True, fixed='an ablation runs to the end'),
 )
 MODEL = tuple(name for name, s in SETTINGS.items() if s.part == 'model')
+SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
 
 # The options of commands, which no run records.
 COMMAND_OPTIONS = dict(
@@ -160,8 +161,7 @@ def check(cfg, name_of):
         raise UserError(f"{name_of('val_docs')} counts documents: a text validates on all of "
                         "its held-out part")
     if cfg['mode'] == 'scalar':
-        own = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
-        if any(cfg[name] != value for name, value in own.items()):
+        if any(cfg[name] != value for name, value in SCALAR_OWN.items()):
             raise UserError(f"{name_of('mode')} scalar trains one document a step in float64: "
                             f"{name_of('batch_size')} must be 1 and {name_of('dtype')} float64")
         for name, s in SETTINGS.items():
@@ -172,7 +172,7 @@ def check(cfg, name_of):
 
 def scalar_values(cfg):
     """cfg as scalar mode runs it: with its own values (one document a step, in float64)."""
-    return dict(cfg, **{name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None})
+    return dict(cfg, **SCALAR_OWN)
 
 
 # ---------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
     cfg = dict(cfg, data=os.path.abspath(cfg['data']), data_sha256=data.sha256_of(cfg['data']),
                out=os.path.abspath(out))
     n_params = sum(np.size(w) for w in model.weights().values())
-    print_header(cfg, d, n_params, out, resumed and progress.step)
+    print_header(cfg, d, n_params, out, progress.step if resumed else None)
     warmup_s = warm_up(cfg)
     # the loop, then the end: the final validation and the samples. Any stage can stop the
     # run (Stopped), and this is where its status is decided.
