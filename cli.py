@@ -67,6 +67,9 @@ Training options:
   --last-n N          The summary's mean loss is over the last N steps [default: 100]
   --log-every N       Print a step line every N steps; auto: every step in scalar mode,
                       100 lines a run in tensor mode [default: auto]
+  --threads N         Threads of BLAS and numba (and bench's PyTorch); recorded, since
+                      BLAS's count changes how products round; auto: the cores, or in
+                      ablate 1 a run whatever --jobs is [default: auto]
   --out DIR           New folder for the record, the ablation or the bench [default: auto]
 
 Generation options:
@@ -100,14 +103,13 @@ Ablation options:
   --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train
                       option --NAME too; repeatable. The first variant with the first
                       values is the reference cell, which the others are compared with.
-  --jobs N            Runs at once, up to 1024 (results do not change); auto: the cores
-                      [default: auto]
+  --jobs N            Runs at once, up to 1024; results do not change, as every run
+                      runs its own --threads; auto: the cores / threads [default: auto]
 
 Bench options:
   --bench-steps N     Timed steps a run, after --warmup (text: no scalar mode) [default: 100]
   --warmup N          Untimed steps at the start of each run [default: 10]
   --repeats R         Timed runs of each configuration, alternating [default: 3]
-  --threads T         Threads for numba (and PyTorch) [default: 2]
   --no-scalar         Leave scalar mode out (for models too big for it).
   --torch PYTHON      Also time ../shared/bench/torch_ref.py, run by this Python (with PyTorch).
   --reference PATH    Also time the reference script saved at PATH (not shipped), run
@@ -178,7 +180,7 @@ def allowed_options(command, given):
         - {'--tie-lm-head', '--no-input-rmsnorm'},
         'sample': s['sample'] | s['generation'] - {'--samples'} | {'--mode', '--seed'},
         'bench': s['data'] | s['model'] | s['bench'] | {'--seed', '--lr', '--batch-size',
-                                                        '--dtype', '--out'},
+                                                        '--dtype', '--threads', '--out'},
         'plot': {'--png'},
         'attention': {'--checkpoint', '--text', '--png'},
     }[command]
@@ -204,7 +206,9 @@ def parse_args(argv):
                             f"{' with ' + recorded[0] if recorded else ''}"
                             f" (see: {records.program()} --help)")
     try:
-        return docopt(__doc__, argv)
+        args = docopt(__doc__, argv)
+        args['given'] = set(given)  # which options were typed, not defaults
+        return args
     except DocoptExit as e:
         first = str(e).splitlines()[0] if str(e) else ''
         needs = {'sample': ['--checkpoint'], 'attention': ['--checkpoint', '--text']}
@@ -256,19 +260,20 @@ def parse_config(args):
                     batched=args['--batched'])
     mode = 'tensor' if args['bench'] else mode or 'scalar'  # bench: every mode
     cfg = {name: mode if name == 'mode' else value(args, name) for name in settings.SETTINGS}
-    if mode == 'scalar':
-        cfg = settings.scalar_values(cfg)  # one document a step, Python floats
+    vary = [axis(spec) for spec in args['--vary']] if args['ablate'] else []
+    modes = {mode}.union(*[values for name, values in vary if name == 'mode'])
+    if 'scalar' in modes:  # every cell of a grid with scalar mode in it runs as it can
+        given = {name for name in settings.SETTINGS if option(name) in args['given']}
+        cfg = settings.scalar_values(cfg, given, option)  # one document a step, Python floats
     settings.check(cfg, option)
     cfg['out'] = None if args['--out'] in ('auto', None) else args['--out']
     if args['ablate']:
         cfg.update(seeds=value(args, 'seeds'), jobs=value(args, 'jobs'),
                    variants=list(ablation.VARIANTS) if args['--variants'] == 'all'
-                   else args['--variants'].split(','),
-                   vary=[axis(spec) for spec in args['--vary']])
+                   else args['--variants'].split(','), vary=vary)
         ablation.check_grid(cfg, cfg['variants'], cfg['vary'], option)
     if args['bench']:
-        cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats',
-                                                         'threads')},
+        cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats')},
                    scalar=not args['--no-scalar'], torch=args['--torch'],
                    reference=args['--reference'])
     return cfg
@@ -302,9 +307,27 @@ COMMANDS = dict(
 )
 
 
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a dropped ssh session) ends a command as Ctrl-C does: its
+    folders are released and nothing is half-written. (train and ablate catch them
+    themselves, to stop after the step under way and keep their records.)"""
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_signalled(signum, frame):
+    raise Signalled(signum)
+
+
+ENDING = (signal.SIGTERM, signal.SIGHUP)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    records.standard_streams()
     stdout, sys.stdout = sys.stdout, records.QuietPipe(sys.stdout)
+    previous = {s: signal.signal(s, raise_signalled) for s in ENDING}
     try:
         args = parse_args(argv)
         cfg = parse_config(args)
@@ -320,15 +343,21 @@ def main(argv=None):
         print("error: out of memory: try a smaller model (--n-embd, --n-layer), --batch-size "
               "or --block-size", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, 'signum', signal.SIGINT)
+        print(f"\n{'interrupted' if signum == signal.SIGINT else signal.Signals(signum).name}",
+              file=sys.stderr)
+        return 128 + signum
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        sys.stdout.flush()
         sys.stdout = stdout
 
 
 if __name__ == '__main__':
     signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C is ours to handle
     code = main()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C cannot change the status
+    for s in (signal.SIGINT, *ENDING):  # done: a late signal cannot change the status
+        signal.signal(s, signal.SIG_IGN)
     sys.exit(code)

@@ -13,6 +13,7 @@ Read top to bottom: the statistics, the grid, running it (and resuming), the sum
 """
 import concurrent.futures
 import contextlib
+import hashlib
 import math
 import multiprocessing
 import itertools
@@ -104,8 +105,13 @@ def run_name(cell, seed):
     """The folder name of a cell's run: the label, safe for a file system."""
     variant, combo = cell
     safe = lambda value: re.sub(r'[^A-Za-z0-9.+-]', '_', str(value))
-    return variant + ''.join(f"-{name.replace('_', '-')}={safe(value)}"
-                             for name, value in combo) + f"-seed{seed}"
+    name = variant + ''.join(f"-{name.replace('_', '-')}={safe(value)}" for name, value in combo)
+    if len(name) > MAX_NAME:  # a file name holds 255 bytes: keep a readable start, made unique
+        name = f"{name[:MAX_NAME - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return f"{name}-seed{seed}"
+
+
+MAX_NAME = 120  # characters of a run's folder name before its seed
 
 
 def cell_config(base, cell, seed):
@@ -137,6 +143,12 @@ def check_grid(base, variants, axes, name_of):
         raise UserError(f"{name_of('vary')}: each setting once")
     for cell in cells(variants, axes):
         settings.check(cell_config(base, cell, base['seed']), name_of)
+    scored = {training.val_docs_of(cell_config(base, cell, base['seed']))
+              for cell in cells(variants, axes)}
+    if len(scored) > 1 and base['data_format'] == 'lines':
+        raise UserError(f"{name_of('vary')} mode: its cells would be scored on different "
+                        "validation sets (tensor mode: every held-out document; scalar mode: "
+                        f"200 of them), which cannot be compared: give {name_of('val_docs')} N")
 
 
 
@@ -146,35 +158,70 @@ THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NU
 STOP_FILE = '.stop'  # written when the ablation is interrupted: holds the signal's number
 
 
-def run_one(cfg, run_dir, stop_file):
-    """One (variant, seed) run; its metrics, or None if the ablation was interrupted before
-    it began. A signal stops it after its step; so does the stop file, which it writes
-    itself when a signal reached it first, so that the queued runs skip."""
+def run_one(cfg, run_dir, stop_file, resume=False):
+    """One (cell, seed) run; its metrics, or None if the ablation was interrupted before it
+    began. With `resume`, it continues the stopped or interrupted run recorded in run_dir,
+    in place, as `train --resume` does. A signal stops it after its step; so does the stop
+    file, which it writes itself when a signal reached it first, so that the queued runs
+    skip."""
     if os.path.exists(stop_file):
         return None
     os.makedirs(run_dir, exist_ok=True)
     contents = data.load(cfg['data'], cfg['data_format'], fetch=False)
-    with records.owned(run_dir), training.stop_signals() as caught, \
-            open(os.path.join(run_dir, 'train.log'), 'w', encoding='utf-8') as log, \
-            contextlib.redirect_stdout(log):
-        metrics = training.run(cfg, run_dir, contents,
+    with records.owned(run_dir, must_be_empty=not resume), training.stop_signals() as caught, \
+            open(os.path.join(run_dir, 'train.log'), 'a' if resume else 'w',
+                 encoding='utf-8', errors='replace') as log, \
+            contextlib.redirect_stdout(records.QuietPipe(log, f"{run_dir}/train.log")):
+        state = training.recorded_run(run_dir, run_dir, resume=True)[1] if resume else None
+        metrics = training.run(cfg, run_dir, contents, state,
                                should_stop=lambda: bool(caught) or os.path.exists(stop_file))
     if caught and not os.path.exists(stop_file):
         records.write_atomic(stop_file, str(caught[0]))
     return metrics
 
 
+def state_of(run_dir, cfg):
+    """What a run's folder holds: 'done' (completed, or diverged: it would diverge again),
+    'resume' (stopped or interrupted, with its checkpoint, by the plan's settings cfg),
+    or 'new' (nothing, or nothing it can go on from: it starts over)."""
+    try:
+        status = records.read_run(run_dir)['status']
+    except UserError:  # none, or not a run's
+        return 'new'
+    if status in ('completed', 'diverged'):
+        return 'done'
+    try:
+        recorded, _ = training.recorded_run(run_dir, run_dir, resume=True)
+    except UserError:  # no checkpoint, or one that does not fit
+        return 'new'
+    same = all(recorded[k] == cfg[k] for k in settings.SETTINGS if k != 'stop_after')
+    return 'resume' if same else 'new'
+
+
 def worker_init(parent):
     # An idle worker ignores the signals (its parent handles them); a training one stops
     # after its step (run_one).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for s in training.STOPPING:
+        signal.signal(s, signal.SIG_IGN)
 
     def exit_with_parent():  # a worker whose ablation was killed must not run on alone
         while os.getppid() == parent:
             time.sleep(1)
         os._exit(1)
     threading.Thread(target=exit_with_parent, daemon=True).start()
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """Within, the stopping signals are ignored, so that a worker process started meanwhile
+    starts ignoring them (a Ctrl-C at the terminal reaches every process of the group: one
+    still starting up would die of it, and break the pool)."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in training.STOPPING}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 PLAN_FIELDS = ('seeds', 'jobs', 'out')  # in the plan's config beside the settings
@@ -212,9 +259,13 @@ def ablate_command(cfg, resume=None):
             plan = read_plan(resume)
             with records.owned(resume, must_be_empty=False):
                 return run_all(*plan, resume, cfg['jobs'] or plan[0]['jobs'], caught)
+        cfg = dict(cfg, threads=cfg['threads'] or 1)  # a run's threads do not follow --jobs
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
-        for cell in cells(cfg['variants'], cfg['vary']):
-            training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate')
+        grid = cells(cfg['variants'], cfg['vary'])
+        at_once = min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
+        for cell in grid:
+            training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
+                                at_once=at_once)
         seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
         out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], records.now())
         with records.owned(out, made=made):
@@ -228,78 +279,92 @@ def ablate_command(cfg, resume=None):
 
 
 def run_all(base, seeds, variants, axes, out, jobs, caught):
-    jobs = jobs or os.cpu_count() or 1
     grid = cells(variants, axes)
-    runs, todo = [], []
+    threads = max(cell_config(base, cell, seeds[0])['threads'] or 1 for cell in grid)
+    jobs = jobs or max(1, (os.cpu_count() or 1) // threads)
+    runs, todo, resumed = [], [], 0
     for seed in seeds:
         for cell in grid:
             run_dir = os.path.join(out, 'runs', run_name(cell, seed))
             runs.append((cell, seed, run_dir))
-            try:  # a diverged run is finished too: it would diverge again
-                done = records.read_run(run_dir)['status'] in ('completed', 'diverged')
-            except UserError:  # none, or not a finished run's
-                done = False
-            if not done:
-                shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
-                todo.append((dict(cell_config(base, cell, seed), out=run_dir, stop_after=None),
-                             label(cell), seed, run_dir))
+            run_cfg = dict(cell_config(base, cell, seed), out=run_dir, stop_after=None)
+            state = state_of(run_dir, run_cfg)
+            if state == 'new':
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing to go on from: start over
+            if state != 'done':
+                todo.append((run_cfg, label(cell), seed, run_dir, state == 'resume'))
+                resumed += state == 'resume'
+    steps = sorted({cell_config(base, cell, 0)['steps'] for cell in grid})
     grid_size = f"{len(variants)} variants" + ''.join(f" x {len(v)} {n.replace('_', '-')}"
                                                      for n, v in axes)
-    print(f"ablation: {grid_size} x {len(seeds)} seeds, {base['steps']} steps, "
-          f"{base['mode']} mode; {len(runs) - len(todo)} runs done, {len(todo)} to go, "
-          f"{min(jobs, max(1, len(todo)))} at a time; record: {os.path.relpath(out)}")
+    print(f"ablation: {grid_size} x {len(seeds)} seeds, {'/'.join(map(str, steps))} steps, "
+          f"{base['mode']} mode, {threads} thread(s) a run; {len(runs) - len(todo)} runs done, "
+          f"{len(todo)} to go{f' ({resumed} continued from their checkpoints)' if resumed else ''}"
+          f", {min(jobs, max(1, len(todo)))} at a time; record: {os.path.relpath(out)}")
     stop_file = os.path.join(out, STOP_FILE)
     if os.path.exists(stop_file):
         os.remove(stop_file)
+    finished = 0
 
-    def report(i, variant, seed, m):
-        if m is None:
+    def report(variant, seed, m):
+        nonlocal finished
+        if m is None:  # skipped: the ablation was stopped before it began
             return
+        finished += 1
         num = lambda x, fmt: 'n/a' if x is None else format(x, fmt)
-        print(f"[{i:2d}/{len(todo)}] {variant} seed {seed}: {m['status']}, final loss "
+        print(f"[{finished:2d}/{len(todo)}] {variant} seed {seed}: {m['status']}, final loss "
               f"{num(m['final_loss'], '.4f')}, val loss {num(m['val_loss'], '.4f')}, "
               f"{num(m['tokens_per_s'], '.0f')} tok/s", flush=True)
 
+    broken = None
     if jobs == 1:
-        for i, (run_cfg, variant, seed, run_dir) in enumerate(todo, 1):
-            report(i, variant, seed, run_one(run_cfg, run_dir, stop_file))
+        for run_cfg, variant, seed, run_dir, resume in todo:
+            report(variant, seed, run_one(run_cfg, run_dir, stop_file, resume))
             if caught or os.path.exists(stop_file):
                 break
     else:
-        # Share the cores out: each worker's BLAS and numba get cores // jobs threads (more
-        # would fight over the cores, several times slower). Results do not change: no
-        # kernel, BLAS's included, splits a sum across threads.
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        # Each worker's BLAS starts with the runs' thread count (a run sets it again, as
+        # every run does): so the results do not depend on --jobs.
         saved = {var: os.environ.get(var) for var in THREAD_VARS}
-        os.environ.update(dict.fromkeys(THREAD_VARS, threads))  # read by the new workers
+        os.environ.update(dict.fromkeys(THREAD_VARS, str(threads)))  # read by the new workers
         try:
             with concurrent.futures.ProcessPoolExecutor(
                     jobs, mp_context=multiprocessing.get_context('spawn'),
                     initializer=worker_init, initargs=(os.getpid(),)) as pool:
-                pending = {pool.submit(run_one, c, d, stop_file): (v, s) for c, v, s, d in todo}
-                i = 0
+                with signals_ignored():  # the workers start now
+                    pending = {pool.submit(run_one, c, d, stop_file, r): (v, s, d)
+                               for c, v, s, d, r in todo}
                 while pending:
                     done, _ = concurrent.futures.wait(
                         pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
                     for f in done:
-                        variant, seed = pending.pop(f)
-                        if not f.cancelled():
-                            i += 1
-                            report(i, variant, seed, f.result())
-                    if caught and not os.path.exists(stop_file):
+                        variant, seed, run_dir = pending.pop(f)
+                        if f.cancelled():
+                            continue
+                        try:
+                            report(variant, seed, f.result())
+                        except concurrent.futures.process.BrokenProcessPool:
+                            broken = broken or run_dir  # a worker died: the others are stopped
+                    if (caught or broken) and not os.path.exists(stop_file):
                         # Running runs stop after their step, queued ones skip.
-                        records.write_atomic(stop_file, str(caught[0]))
+                        records.write_atomic(stop_file, str(caught[0] if caught else signal.SIGTERM))
                         for f in pending:
                             f.cancel()
         finally:
             for var, value in saved.items():
                 os.environ.pop(var) if value is None else os.environ.update({var: value})
+    to_go = f"{records.program()} ablate --resume {os.path.relpath(out)}"
+    if broken and not caught:
+        print(f"error: a worker process died (killed, or out of memory?) while it ran "
+              f"{os.path.relpath(broken)}; the finished runs are kept, and the stopped ones "
+              f"continue from their checkpoints with: {to_go}", file=sys.stderr)
+        return 1
     if caught or os.path.exists(stop_file):
         if not caught:  # the signal reached a run, which noted its number
             with open(stop_file, encoding='utf-8') as f:
                 caught.append(int(f.read() or signal.SIGINT))
-        print(f"interrupted: the finished runs are kept; to go on: "
-              f"{records.program()} ablate --resume {os.path.relpath(out)}")
+        print(f"interrupted: the finished runs are kept, the stopped ones continue from their "
+              f"checkpoints; to go on: {to_go}")
         return 128 + caught[0]
     diverged = summarize(out, runs, seeds, axes)
     if diverged:

@@ -20,8 +20,6 @@ import sys
 import tempfile
 import time
 
-import numba
-
 import data
 from microgpt_lab import records, training
 from microgpt_lab.records import UserError
@@ -75,17 +73,18 @@ def time_reference(cfg, train_tokens, steps, warmup):
         shutil.copy(cfg['data'], os.path.join(folder, 'input.txt'))
         p = subprocess.Popen([sys.executable, '-u', os.path.abspath(cfg['reference'])], cwd=folder,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        t0 = None
+        t0 = first = None
         try:
             for line in p.stdout:
                 step = re.match(r'step +(\d+) /', line)
-                if step and int(step.group(1)) == warmup:
-                    t0 = time.perf_counter()
-                elif step and int(step.group(1)) == warmup + steps:
+                step = step and int(step.group(1))
+                if step and first is None and step >= warmup:  # the first line from warmup on
+                    t0, first = time.perf_counter(), step
+                elif step and first is not None and step >= warmup + steps:
                     dt = time.perf_counter() - t0
                     tokens = sum(min(cfg['block_size'], len(t) - 1)
-                                 for t in train_tokens[warmup:warmup + steps])
-                    return steps / dt, tokens / dt
+                                 for t in train_tokens[first:step])
+                    return (step - first) / dt, tokens / dt
         finally:
             p.kill()
             p.wait()
@@ -155,6 +154,7 @@ def bench_command(cfg):
     if text and cfg['reference']:
         raise UserError("--reference trains on documents: it cannot take --data-format text")
     start = records.now()
+    cfg = dict(cfg, threads=training.use_threads(dict(cfg, mode='tensor')))  # BLAS's and numba's
     contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
     training.check_data(cfg, contents)
     d = training.run_data(cfg, contents, random.Random(cfg['seed']))  # as a run splits it
@@ -175,8 +175,8 @@ def bench_command(cfg):
         training.model_lib('tensor').warm_up(cfg['dtype'])
         warmup_s = time.perf_counter() - t0
         print(f"warm-up (numba compile or cache load): {warmup_s:.1f} s")
-        numba_threads = min(cfg['threads'], numba.config.NUMBA_NUM_THREADS)
-        numba.set_num_threads(numba_threads)
+        import numba
+        numba_threads = numba.get_num_threads()
         if numba_threads < cfg['threads']:
             print(f"numba runs {numba_threads} threads, the most it has here")
         timings = {c: [] for c in contenders}

@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -190,20 +191,52 @@ def read_run(run_dir):
 # ---------------------------------------------------------------------------
 # Folders: a command owns the folder it writes, so that two at once cannot mix records.
 def claim(folder, must_be_empty=True):
-    """Mark folder as this process's by creating folder/.running exclusively. Fails, with
-    a UserError, if another command holds it, or (must_be_empty) if it holds anything."""
+    """Mark folder as this process's by creating folder/.running exclusively, with its
+    process id and machine. Fails, with a UserError, if a live command holds it, or
+    (must_be_empty) if it holds anything. A claim left by a process that is gone (killed
+    with -9, a machine that rebooted) is taken over, with a note on stderr."""
+    path = os.path.join(folder, CLAIM)
     try:
-        fd = os.open(os.path.join(folder, CLAIM), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        raise UserError(f"{folder} is in use by another command (if none is running, it was "
-                        f"killed: remove {os.path.join(folder, CLAIM)})") from None
+        owner = dead_owner(path)
+        if owner is None:
+            raise UserError(f"{folder} is in use by another command (if none is running, "
+                            f"remove {path})") from None
+        print(f"note: {folder} was claimed by process {owner}, which is gone: taken over",
+              file=sys.stderr)
+        release(folder)
+        return claim(folder, must_be_empty)
     except OSError as e:
         raise UserError(f"cannot write in {folder}: {e.strerror}") from None
     with os.fdopen(fd, 'w') as f:
-        f.write(f"{os.getpid()}\n")
+        f.write(f"{os.getpid()} {platform.node()}\n")
     if must_be_empty and set(os.listdir(folder)) != {CLAIM}:
         release(folder)
         raise UserError(f"{folder} is not empty; choose another --out")
+
+
+def dead_owner(path):
+    """The process id in the claim file at path if that process is gone from this machine;
+    None while it may be alive (or the claim is another machine's, or unreadable)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read().strip()
+        if not text:  # killed between making the claim and writing in it
+            return 'unknown' if time.time() - os.path.getmtime(path) > 60 else None
+        pid, _, host = text.partition(' ')
+        pid = int(pid)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if (host and host != platform.node()) or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid
+    except OSError:  # alive, another user's
+        return None
+    return None
 
 
 def release(folder):
@@ -305,11 +338,31 @@ def blas():
         return 'unknown'
 
 
+def thread_pools():
+    """What runs the products now: each BLAS (and OpenMP) library loaded, its version, the
+    kernel it chose for this CPU ('architecture', e.g. SkylakeX) and its thread count; and
+    numba's thread count, if numba is loaded."""
+    import threadpoolctl
+    pools = [{k: info.get(k) for k in ('user_api', 'internal_api', 'version', 'architecture',
+                                       'num_threads', 'threading_layer')}
+             for info in threadpoolctl.threadpool_info()]
+    if 'numba' in sys.modules:
+        pools.append(dict(user_api='numba', num_threads=sys.modules['numba'].get_num_threads(),
+                          threading_layer=sys.modules['numba'].config.THREADING_LAYER))
+    return pools
+
+
+THREAD_PREFIXES = ('OPENBLAS_', 'MKL_', 'OMP_', 'NUMBA_', 'GOTO_', 'BLIS_', 'VECLIB_')
+
+
 def environment(seed, mode, backend, start):
     commit, dirty = git_commit()
     return dict(seed=seed, mode=mode, backend=backend, commit=commit, commit_dirty=dirty,
                 python=platform.python_version(), numpy=np.__version__,
                 numba=version_of('numba'), blas=blas(), cpu=cpu_model(), cores=os.cpu_count(),
+                thread_pools=thread_pools(),
+                variables={k: v for k, v in sorted(os.environ.items())
+                           if k.startswith(THREAD_PREFIXES)},
                 start_time=start.isoformat(timespec='seconds'), argv=sys.argv[1:])
 
 
@@ -318,12 +371,36 @@ def now():
 
 
 # ---------------------------------------------------------------------------
-# The printed record: a command's output, which a closed pipe must not cut short.
+# The printed record: a command's output, which must never cost the work its record.
+def standard_streams():
+    """Make stdin, stdout and stderr usable whatever the shell left: a closed one (`>&-`)
+    becomes /dev/null (else the next file opened would take its number, and prints would
+    land in a record), and text that the terminal's encoding lacks is written with
+    replacement characters (`?`), never an error."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    for name in ('stdout', 'stderr'):
+        stream = getattr(sys, name)
+        if stream is None:  # Python found the descriptor closed at its start
+            setattr(sys, name, open(os.devnull, 'w', encoding='utf-8'))
+        elif hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='replace' if name == 'stdout' else 'backslashreplace')
+
+
 class QuietPipe:
-    """stdout that outlives its reader (`cli.py train | head`): once the pipe closes, the
-    rest of the output goes to /dev/null, and the work goes on to write its record."""
-    def __init__(self, stream):
-        self.stream = stream
+    """A stream (stdout, a run's train.log) whose failures never stop the work: once its
+    reader has gone (`cli.py train | head`) or it cannot be written (a full disk, a file
+    size limit, a dropped terminal), the rest goes to /dev/null, with one warning line on
+    stderr unless the reader simply left, and the work goes on to write its record.
+    .lost tells whether that happened (sample stops then: nobody reads its samples)."""
+    def __init__(self, stream, name='stdout'):
+        self.stream, self.name, self.lost = stream, name, False
 
     def write(self, text):
         return self.guard(self.stream.write, text)
@@ -334,8 +411,20 @@ class QuietPipe:
     def guard(self, call, *args):
         try:
             return call(*args)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except OSError as e:
+            self.lost = True
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            if not isinstance(e, BrokenPipeError):
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"warning: cannot write to {self.name} ({e.strerror or e}): the rest "
+                          "of its lines are dropped; the work goes on, and its record is kept",
+                          file=sys.stderr, flush=True)
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
+
+
+def output_lost():
+    """Whether stdout can no longer be written (see QuietPipe)."""
+    return getattr(sys.stdout, 'lost', False)

@@ -11,7 +11,7 @@ import random
 import numpy as np
 
 import data
-from microgpt_lab import checkpoint, training
+from microgpt_lab import checkpoint, records, training
 from microgpt_lab.records import UserError
 
 
@@ -37,22 +37,26 @@ def sample_command(cfg):
     rng = ckpt['rng'] if cfg['seed'] is None else random.Random(cfg['seed'])
     num = cfg['num'] if cfg['num'] is not None else 1 if text else 20
     temperature, top_k = cfg['temperature'], cfg['top_k']
-    if text:
-        start = prompt or [tok.ids['\n']]
-        samples = lambda: (model.generate(rng, start, cfg['length'], temperature, top_k)
-                           for _ in range(num))
-    elif cfg['batched']:
-        samples = lambda: model.sample_batch(rng, tok.bos, num, temperature, prompt, top_k)
-    else:
-        samples = lambda: (model.sample(rng, tok.bos, temperature, prompt, top_k)
-                           for _ in range(num))
     try:
         with np.errstate(all='ignore'):
-            for i, ids in enumerate(samples()):
-                if text:
-                    print(f"--- passage {i + 1} ---\n{tok.decode(start + ids)}", flush=True)
-                else:
-                    print(f"sample {i + 1:2d}: {cfg['prompt']}{tok.decode(ids)}", flush=True)
+            if text:
+                start = prompt or [tok.ids['\n']]
+                for i in range(num):  # each passage shown as it grows
+                    print(f"--- passage {i + 1} ---\n{tok.decode(start)}", end='', flush=True)
+                    for chunk in training.passage(model, rng, start, cfg['length'], temperature,
+                                                  top_k):
+                        print(tok.decode(chunk), end='', flush=True)
+                        if records.output_lost():
+                            return
+                    print(flush=True)
+                return
+            samples = model.sample_batch(rng, tok.bos, num, temperature, prompt, top_k) \
+                if cfg['batched'] else (model.sample(rng, tok.bos, temperature, prompt, top_k)
+                                        for _ in range(num))
+            for i, ids in enumerate(samples):
+                print(f"sample {i + 1:2d}: {cfg['prompt']}{tok.decode(ids)}", flush=True)
+                if records.output_lost():  # the reader has gone (`| head`): stop drawing
+                    return
     except ValueError:  # random.choices: the probabilities are not finite
         raise UserError(f"the model in {cfg['checkpoint']} gives NaN probabilities: its "
                         "training diverged") from None

@@ -75,6 +75,9 @@ SETTINGS = dict(
     val_docs=Setting(int, None, 1, optional=True, fixed=SAME_VALIDATION),
     last_n=Setting(int, 100, 1),
     log_every=Setting(int, None, 1, optional=True),
+    # the machine: how many threads BLAS and numba run (None: the cores; ablate: 1 a run).
+    # BLAS's count changes how a matrix product's sums round, so it is a setting.
+    threads=Setting(int, None, 1, 1024, optional=True, later=True),
     # generation
     samples=Setting(int, 20, 0),
     length=Setting(int, 500, 0, later=True),
@@ -90,7 +93,7 @@ SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not 
 COMMAND_OPTIONS = dict(
     num=Setting(int, None, 0, optional=True), seeds=Setting(int, 1, 1, 10000),
     jobs=Setting(int, None, 1, 1024, optional=True), bench_steps=Setting(int, 100, 1),
-    warmup=Setting(int, 10, 0), repeats=Setting(int, 3, 1), threads=Setting(int, 2, 1, 1024))
+    warmup=Setting(int, 10, 0), repeats=Setting(int, 3, 1))
 
 
 def option(name):
@@ -170,8 +173,14 @@ def check(cfg, name_of):
                                 f"{REFERENCE_OPTIMIZER}")
 
 
-def scalar_values(cfg):
-    """cfg as scalar mode runs it: with its own values (one document a step, in float64)."""
+def scalar_values(cfg, given=(), name_of=option):
+    """cfg as scalar mode runs it: with its own values (one document a step, in float64).
+    A value of those that the user gave (the settings in `given`) and scalar mode cannot
+    run is an error, never dropped."""
+    for name, own in SCALAR_OWN.items():
+        if name in given and cfg[name] != own:
+            raise UserError(f"{name_of(name)} {cfg[name]} needs --mode tensor: scalar mode "
+                            f"trains one document a step in float64 ({name_of(name)} {own})")
     return dict(cfg, **SCALAR_OWN)
 
 

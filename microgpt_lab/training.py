@@ -46,8 +46,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
     recorded_run). Once should_stop() is true, the run stops after the step under way and
     records that it was interrupted; so it does if that happens during the final
     evaluation or the samples, and --resume then finishes them."""
-    env = records.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
-                              else f"numpy+numba {cfg['dtype']}", records.now())
+    start = records.now()
     # data: the run's one generator shuffles it, then draws the weights, batches and samples
     rng = random.Random(cfg['seed'])
     d = run_data(cfg, source, rng)
@@ -58,10 +57,12 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
         model = build_model(cfg, d.tok.vocab_size, rng)
         adam, progress = optimizer(cfg, model), Progress()
     cfg = dict(cfg, data=os.path.abspath(cfg['data']), data_sha256=data.sha256_of(cfg['data']),
-               out=os.path.abspath(out))
+               out=os.path.abspath(out), threads=use_threads(cfg))
     n_params = sum(np.size(w) for w in model.weights().values())
     print_header(cfg, d, n_params, out, progress.step if resumed else None)
     warmup_s = warm_up(cfg)
+    env = records.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
+                              else f"numpy+numba {cfg['dtype']}", start)  # what ran, threads too
     # the loop, then the end: the final validation and the samples. Any stage can stop the
     # run (Stopped), and this is where its status is decided.
     status, val_loss, samples = 'completed', None, []
@@ -121,12 +122,19 @@ def run_data(cfg, source, rng):
                        f"{len(source)} characters ({len(train)} train, {len(val)} validation)")
     tok = data.Tokenizer.from_docs(source)
     train_docs, val_docs = data.split_docs(source, rng, cfg['val_fraction'])
-    n_val = len(val_docs) if cfg['val_docs'] is None and cfg['mode'] == 'tensor' else \
-        min(len(val_docs), cfg['val_docs'] or 200)
+    n_val = len(val_docs) if val_docs_of(cfg) is None else min(len(val_docs), val_docs_of(cfg))
     train = [tok.frame(doc, bs) for doc in train_docs]
     return RunData(tok, train, [tok.frame(doc, bs) for doc in val_docs[:n_val]], train[:1],
                    f"{len(source)} ({len(train_docs)} train, {len(val_docs)} validation)",
                    (train_docs, val_docs))
+
+
+def val_docs_of(cfg):
+    """How many held-out documents a run evaluates: None for all of them (tensor mode's
+    default), else at most this many (scalar mode's default: 200, its evaluation is slow)."""
+    if cfg['val_docs'] is None and cfg['mode'] == 'tensor':
+        return None
+    return cfg['val_docs'] or 200
 
 
 def batches(cfg, d, rng):
@@ -285,8 +293,12 @@ def draw_samples(cfg, model, d, rng, should_stop):
     try:
         if cfg['data_format'] == 'text' and cfg['length']:
             start = [tok.ids['\n']] if '\n' in tok.ids else [int(d.train[0])]
-            samples.append(tok.decode(start + model.generate(rng, start, cfg['length'],
-                                                             temperature, top_k)))
+            ids = list(start)
+            for chunk in passage(model, rng, start, cfg['length'], temperature, top_k):
+                ids += chunk
+                if should_stop():
+                    raise Stopped('interrupted')
+            samples.append(tok.decode(ids))
         for _ in range(cfg['samples'] if cfg['data_format'] == 'lines' else 0):
             samples.append(tok.decode(model.sample(rng, tok.bos, temperature, top_k=top_k)))
             if should_stop():
@@ -297,6 +309,18 @@ def draw_samples(cfg, model, d, rng, should_stop):
     if should_stop():
         raise Stopped('interrupted')
     return samples
+
+
+def passage(model, rng, start, length, temperature, top_k, chunk=100):
+    """A text's passage of `length` ids after the ids `start`, drawn `chunk` ids at a time
+    (the same draws as one call: the model sees the last block_size ids either way), so
+    that a long one can be stopped, or shown as it grows."""
+    ids = list(start)
+    for i in range(0, length, chunk):
+        new = model.generate(rng, ids[-model.block_size:], min(chunk, length - i),
+                             temperature, top_k)
+        ids += new
+        yield new
 
 
 def show_samples(cfg, d, samples, metrics):
@@ -350,6 +374,21 @@ def print_header(cfg, d, n_params, out, resumed_after):
           f"{f', resuming after step {resumed_after}' if resumed_after is not None else ''}")
 
 
+def use_threads(cfg):
+    """Run BLAS and numba with cfg's thread count (None: every core); returns that count,
+    which the run records. The count is a setting: OpenBLAS splits a product's sums across
+    its threads, so they round differently with another count. (numba's kernels give the
+    same numbers with any count; it runs at most the threads it started with.)"""
+    import threadpoolctl
+    n = cfg['threads'] or os.cpu_count() or 1
+    threadpoolctl.threadpool_limits(n)
+    if cfg['mode'] == 'tensor':
+        import numba
+        model_lib('tensor').configure_process()  # its threading layer, before its threads start
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return n
+
+
 def warm_up(cfg):
     """Seconds that numba took to compile (or load from its cache) every kernel, now, so
     that the training time counts training only."""
@@ -361,14 +400,18 @@ def warm_up(cfg):
 
 # ---------------------------------------------------------------------------
 # Stopping: a signal asks the run to stop where it is consistent, not in the middle.
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def stop_signals():
-    """Within, Ctrl-C (SIGINT) and SIGTERM (what timeout, docker and systemd send) do not
-    end the program: each appends its number to the yielded list, which the work checks
-    after every training step, so that it stops there and writes its record."""
+    """Within, Ctrl-C (SIGINT), SIGTERM (what timeout, docker and systemd send) and SIGHUP
+    (a terminal or ssh session that goes away) do not end the program: each appends its
+    number to the yielded list, which the work checks after every training step, so that
+    it stops there and writes its record."""
     caught = []
     previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
+                for s in STOPPING}
     try:
         yield caught
     finally:
@@ -383,11 +426,23 @@ def model_lib(mode):
     if mode == 'scalar':
         import microgpt
         return microgpt
+    bad = numba_environment()
+    if bad:
+        raise UserError(bad)
     try:
         import tensorgpt
     except ImportError as e:
         raise UserError(f"--mode tensor needs {e.name}: install the project with pip") from None
     return tensorgpt
+
+
+def numba_environment():
+    """Why numba would refuse to start in this environment (NUMBA_NUM_THREADS=0, say), as a
+    phrase; None when it will start."""
+    raw = os.environ.get('NUMBA_NUM_THREADS')
+    if raw is None or (raw.strip().isdigit() and int(raw) >= 1):
+        return None
+    return f"NUMBA_NUM_THREADS={raw} in the environment: numba needs a whole number >= 1 (or unset it)"
 
 
 def build_model(cfg, vocab_size, rng):
@@ -504,10 +559,11 @@ def recorded_run(src, out, resume):
 
 # ---------------------------------------------------------------------------
 # What a run needs, checked before anything runs.
-def check_data(cfg, source, needed_by=None):
+def check_data(cfg, source, needed_by=None, at_once=1):
     """A UserError, before anything runs, if the data (documents or a text) cannot make the
     run: a text too short for a window, or no validation data when validation is asked for
-    (--eval-every, or by `needed_by`, e.g. 'ablate'); or a run too big for the memory."""
+    (--eval-every, or by `needed_by`, e.g. 'ablate'); or `at_once` such runs too big for
+    the memory."""
     if cfg['data_format'] == 'text':
         train, val = data.split_text(source, cfg['val_fraction'])
         if len(train) <= cfg['block_size']:
@@ -523,13 +579,13 @@ def check_data(cfg, source, needed_by=None):
             f"a document ({len(source)} document(s))"
         raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
                         f"{cfg['val_fraction']} leaves not even {what} for it")
-    check_memory(cfg, vocab, longest)
+    check_memory(cfg, vocab, longest, at_once)
 
 
-def check_memory(cfg, vocab_size, longest_doc):
-    """A UserError, before anything is built, if the run would need more memory than this
-    machine has: a rough count of the weights with their gradients and Adam's moments, and
-    of one step's activations (scalar mode: one graph node per dot product)."""
+def check_memory(cfg, vocab_size, longest_doc, at_once=1):
+    """A UserError, before anything is built, if `at_once` such runs would need more memory
+    than this machine has: a rough count of the weights with their gradients and Adam's
+    moments, and of one step's activations (scalar mode: one graph node per dot product)."""
     C, L, V, B = cfg['n_embd'], cfg['n_layer'], vocab_size, cfg['batch_size']
     T = min(cfg['block_size'], longest_doc + 1)  # positions a document can fill
     params = V * C * (1 if cfg['tie_lm_head'] else 2) + cfg['block_size'] * C + 12 * L * C * C
@@ -538,13 +594,16 @@ def check_memory(cfg, vocab_size, longest_doc):
     else:
         size = 4 if cfg['dtype'] == 'float32' else 8
         need = 40 * params + B * T * size * (40 * C * L + 4 * V + 2 * cfg['n_head'] * T * L)
+    need *= at_once
     try:
         have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     except (ValueError, OSError, AttributeError):
         return
     if need > 0.9 * have:
-        raise UserError(f"this model and batch need about {need / 2 ** 30:.0f} GiB of memory, "
-                        f"the machine has {have / 2 ** 30:.0f}: choose a smaller --n-embd, "
-                        "--n-layer, --block-size or --batch-size")
+        runs = f"{at_once} runs at once of " if at_once > 1 else ''
+        raise UserError(f"{runs}this model and batch need about {need / 2 ** 30:.0f} GiB of "
+                        f"memory, the machine has {have / 2 ** 30:.0f}: choose a smaller "
+                        f"--n-embd, --n-layer, --block-size or --batch-size"
+                        f"{', or fewer --jobs' if at_once > 1 else ''}")
 
 

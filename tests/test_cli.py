@@ -6,6 +6,7 @@ import pytest
 
 import cli
 from microgpt_lab import settings
+from microgpt_lab.records import UserError
 from conftest import ROOT, one_line_error, run_cli
 
 
@@ -34,8 +35,20 @@ def test_options_become_typed_settings():
     assert cfg['steps'] == 7 and cfg['lr'] == 0.02 and cfg['val_docs'] is None
     assert cfg['input_rmsnorm'] is False and cfg['tie_lm_head'] is False and cfg['out'] == 'r'
     assert cfg['data'] == str(ROOT / 'names.txt') and cfg['seed'] == 42
-    scalar = config('train', '--batch-size', '64', '--dtype', 'float32')
+    scalar = config('train')
     assert (scalar['batch_size'], scalar['dtype']) == (1, 'float64')  # scalar mode's own
+    assert config('train', '--batch-size', '1', '--dtype', 'float64')['batch_size'] == 1
+
+
+def test_an_option_scalar_mode_cannot_run_is_an_error_never_dropped():
+    # scalar mode (the default) used to run batch 1 in float64 and say nothing
+    with pytest.raises(UserError, match='--batch-size 64 needs --mode tensor'):
+        config('train', '--batch-size', '64')
+    with pytest.raises(UserError, match='--dtype float32 needs --mode tensor'):
+        config('train', '--dtype', 'float32')
+    with pytest.raises(UserError, match='--batch-size 16 needs --mode tensor'):  # in any cell
+        config('ablate', '--mode', 'tensor', '--batch-size', '16', '--vary', 'mode=tensor,scalar',
+               '--val-docs', '50')
 
 
 def test_no_line_of_an_options_description_begins_with_a_dash():
