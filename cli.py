@@ -25,8 +25,9 @@ Commands:
              heatmaps in the terminal, and a grid of heatmaps in a PNG.
 
 Data options:
-  --data PATH         A UTF-8 text file; default: names.txt beside cli.py (shipped, as is
-                      tinyshakespeare.txt). A missing input.txt (the reference's way) is
+  --data PATH         A UTF-8 text file; default: the shipped names.txt (it and
+                      tinyshakespeare.txt are beside cli.py, or installed in
+                      share/microgpt-lab). A missing input.txt (the reference's way) is
                       first downloaded: makemore's names.txt, pinned and checksummed.
   --data-format FMT   lines: one document a line, framed by BOS, shuffled. text: one stream
                       of characters, newlines included; a step trains on windows of block

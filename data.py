@@ -15,14 +15,22 @@ one-line message.
 import hashlib
 import os
 import re
+import site
+import sys
 import tempfile
 import urllib.request
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-NAMES = os.path.join(HERE, 'names.txt')                    # shipped
-SHAKESPEARE = os.path.join(HERE, 'tinyshakespeare.txt')    # shipped
+# The shipped data sets: beside this file in a checkout (or a copy of it), and where pip
+# puts a package's data files (share/microgpt-lab under its prefix) in an installed copy.
+SHIPPED = next((folder for folder in (
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.join(sys.prefix, 'share', 'microgpt-lab'),
+    os.path.join(site.getuserbase(), 'share', 'microgpt-lab'))
+    if os.path.isfile(os.path.join(folder, 'names.txt'))), os.path.dirname(os.path.abspath(__file__)))
+NAMES = os.path.join(SHIPPED, 'names.txt')
+SHAKESPEARE = os.path.join(SHIPPED, 'tinyshakespeare.txt')
 FORMATS = ('lines', 'text')
 NAMES_URL = ('https://raw.githubusercontent.com/karpathy/makemore/'
              '988aa59e4d8fefa526d06f3b453ad116258398d4/names.txt')

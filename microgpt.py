@@ -270,6 +270,8 @@ NAMES_URL = ('https://raw.githubusercontent.com/karpathy/makemore/'
 
 
 def read_docs(path):
+    if os.path.exists(path) and not os.path.isfile(path):  # a device or a FIFO reads for ever
+        raise SystemExit(f"error: {path} is not a regular file")
     try:
         with open(path, encoding='utf-8-sig') as f:  # -sig: a byte-order mark is no character
             docs = [line.strip() for line in f if line.strip()]
@@ -278,6 +280,8 @@ def read_docs(path):
     except OSError as e:
         raise SystemExit(f"error: cannot read {path} ({e.strerror}); put one document a line "
                          f"there, e.g. {NAMES_URL}")
+    except MemoryError:
+        raise SystemExit(f"error: {path} is too big to read into memory")
     if not docs:
         raise SystemExit(f"error: {path} has no documents (it is empty or holds only blank lines)")
     return docs

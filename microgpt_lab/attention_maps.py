@@ -14,6 +14,8 @@ from microgpt_lab import checkpoint, plots, training
 from microgpt_lab.records import UserError
 
 SHADES = ' .:-=+*#%@'  # weight 0 to 1, a tenth a step
+MAX_WIDE = 80     # the most characters a text heatmap shows: a terminal's width
+MAX_INCHES = 40   # the picture's longer side at most (4,400 pixels), whatever the text
 
 
 def show(ch):
@@ -60,13 +62,14 @@ def draw(path, labels, maps, title):
     if plt is None:
         return False
     L, H = len(maps), maps[0].shape[0]
-    size = 0.9 + 0.12 * len(labels)
+    size = min(0.9 + 0.12 * len(labels), MAX_INCHES / max(L, H))  # the picture stays in bounds
     fig, axes = plt.subplots(L, H, figsize=(size * H, size * L + 0.6), squeeze=False)
     for layer, heads in enumerate(maps):
         for head, ax in enumerate(axes[layer]):
             ax.imshow(heads[head], cmap='viridis', vmin=0, vmax=1)
-            ax.set_xticks(range(len(labels)), labels, fontsize=7)
-            ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            if len(labels) <= MAX_WIDE:  # more characters than that are too small to read
+                ax.set_xticks(range(len(labels)), labels, fontsize=7)
+                ax.set_yticks(range(len(labels)), labels, fontsize=7)
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (size * L + 0.6)))  # room for the title
@@ -79,12 +82,21 @@ def attention_command(cfg):
     to cfg['png']."""
     plots.check_png(cfg['png'])
     ckpt = checkpoint.load(cfg['checkpoint'])
+    L, H = ckpt['config']['n_layer'], ckpt['config']['n_head']
+    if L * H > plots.MAX_PANELS:
+        raise UserError(f"{L} layers x {H} heads are more maps than one picture shows "
+                        f"({plots.MAX_PANELS})")
     labels, maps = attention_weights(ckpt, cfg['text'])
     for layer, heads in enumerate(maps):
         for head, weights in enumerate(heads):
+            if len(labels) > MAX_WIDE:
+                break
             print(f"--- layer {layer}, head {head} (row: a position; column: where it looks; "
                   f"'{SHADES[1]}' to '{SHADES[-1]}': weight 0.1 to 1) ---")
             print(heatmap_text(weights, labels))
+    if len(labels) > MAX_WIDE:
+        print(f"text heatmaps skipped: {len(labels)} positions are wider than a terminal "
+              f"({MAX_WIDE}); the picture has every map")
     if draw(cfg['png'], labels, maps, f"attention over {cfg['text']!r}"):
         print(f"picture: {cfg['png']}")
     else:

@@ -8,6 +8,7 @@ contract.
 """
 import os
 import re
+import textwrap
 
 import numpy as np
 
@@ -110,6 +111,7 @@ def curves(path, groups):
         return False
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, runs in groups.items():
+        label = textwrap.fill(label, 50)  # a long one (a grid of many settings) on lines
         ax_train.plot(*mean_curve(runs), label=label)
         ax_val.plot(*mean_validation(runs), marker='o', label=label)
     ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',
@@ -152,6 +154,12 @@ def small_multiples(path, groups):
     return True
 
 
+def shown(name):
+    """A file name as a label: bytes that are not UTF-8 (kept by Python as surrogates,
+    which no font draws) become replacement characters."""
+    return name.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
+
+
 def plot_command(cfg):
     """`cli.py plot`: the curves of the run records and ablations in cfg['dirs'] over each
     other, in one PNG, cfg['png']: a run's own, and each cell of an ablation as the mean
@@ -159,9 +167,9 @@ def plot_command(cfg):
     from microgpt_lab import records
     from microgpt_lab.records import UserError
     check_png(cfg['png'])
-    names = [os.path.basename(os.path.normpath(folder)) for folder in cfg['dirs']]
+    names = [shown(os.path.basename(os.path.normpath(folder))) for folder in cfg['dirs']]
     if len(set(names)) < len(names):  # e.g. a/run and b/run: the paths tell them apart
-        names = [os.path.normpath(folder) for folder in cfg['dirs']]
+        names = [shown(os.path.normpath(folder)) for folder in cfg['dirs']]
     groups = {}
     for folder, name in zip(cfg['dirs'], names):
         if os.path.exists(os.path.join(folder, 'metrics.json')):
@@ -172,10 +180,12 @@ def plot_command(cfg):
         elif os.path.exists(os.path.join(folder, 'ablation.json')):
             runs = os.path.join(folder, 'runs')
             for run in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+                if not os.path.exists(os.path.join(runs, run, 'metrics.json')):
+                    continue  # still running, or not begun: a partial ablation draws the rest
                 m = records.read_run(os.path.join(runs, run))
                 if m['status'] == 'completed':  # a cell: the run's name less its seed
                     cell = re.sub(r'-seed\d+$', '', run)
-                    groups.setdefault(f"{name}: {cell}", []).append((m['losses'], m['val_history']))
+                    groups.setdefault(f"{name}: {shown(cell)}", []).append((m['losses'], m['val_history']))
             if not any(label.startswith(f"{name}: ") for label in groups):
                 raise UserError(f"{folder}: the ablation has no finished run yet")
         else:

@@ -205,8 +205,8 @@ def read(recorded, where, extra=()):
 
 def recorded_data(path, sha256, src):
     """The data file a record names, if it still holds the same bytes; else the data set of
-    that name shipped beside data.py (names.txt), if that one does."""
-    for candidate in (path, os.path.join(data.HERE, os.path.basename(path))):
+    that name shipped with the project (names.txt), if that one does."""
+    for candidate in (path, os.path.join(data.SHIPPED, os.path.basename(path))):
         if os.path.isfile(candidate) and data.sha256_of(candidate) == sha256:
             return os.path.abspath(candidate)
     raise UserError(f"{path} is missing or has changed since the run in {src} "

@@ -355,6 +355,8 @@ def draw_losses(out, losses, val_history, cfg):
     """losses.png beside the record, when matplotlib is there: a picture, not part of it."""
     title = (f"{os.path.basename(cfg['data'])}: n_embd {cfg['n_embd']}, n_layer {cfg['n_layer']}, "
              f"block {cfg['block_size']}, batch {cfg['batch_size']}, lr {cfg['lr']}")
+    if not losses:  # stopped before its first step: nothing to draw
+        return
     try:
         if not plots.run_losses(os.path.join(out, 'losses.png'), losses, val_history,
                                 title):

@@ -3,6 +3,8 @@ from its run records, parallel runs giving the same results, resuming, and inter
 import csv
 import json
 import math
+import os
+import re
 import shutil
 import signal
 import statistics
@@ -13,7 +15,8 @@ import time
 import pytest
 
 import cli
-from microgpt_lab import ablation, plots
+from microgpt_lab import ablation, plots, training
+from microgpt_lab.records import UserError
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 # Student's t, 97.5% quantile, df 1..30, as printed in statistics textbooks.
@@ -52,8 +55,16 @@ def finished(tmp_path_factory):
 
 
 def ablate(out, *extra, data='docs.txt'):
-    return main_output(cli.main, 'ablate', '--data', data, '--steps', '6', '--samples', '4',
-                       '--n-embd', '8', '--n-head', '2', '--out', out, *extra)
+    """cli.main(['ablate', ...]) of a tiny model on docs.txt; --n-embd and --steps in extra
+    override the defaults."""
+    options = {'--steps': '6', '--n-embd': '8'}
+    extra = list(extra)
+    for opt in options:
+        if opt in extra:
+            options[opt] = extra.pop(extra.index(opt) + 1)
+            extra.remove(opt)
+    return main_output(cli.main, 'ablate', '--data', data, '--samples', '4', '--n-head', '2',
+                       '--out', out, *(x for kv in options.items() for x in kv), *extra)
 
 
 def test_an_ablations_intervals_recomputed_from_its_run_records(small):
@@ -80,10 +91,13 @@ def test_an_ablations_intervals_recomputed_from_its_run_records(small):
     assert table in printed and '(reference)' in table and '±' in table
 
 
-@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
-def test_ablation_results_do_not_depend_on_jobs(small, mode):
-    assert ablate(small / 'one', '--jobs', '1', '--mode', mode)[0] == 0
-    assert ablate(small / 'two', '--jobs', '2', '--mode', mode)[0] == 0
+@pytest.mark.parametrize('mode, model', [('scalar', ()), ('tensor', ('--n-embd', '64',
+                                                                   '--n-layer', '2'))])
+def test_ablation_results_do_not_depend_on_jobs(small, mode, model):
+    # at n_embd 64, 2 layers, OpenBLAS rounds a product's sums by its thread count, which
+    # once followed --jobs: every run now has --threads (1 in an ablation) whatever --jobs
+    assert ablate(small / 'one', '--jobs', '1', '--mode', mode, *model)[0] == 0
+    assert ablate(small / 'two', '--jobs', '2', '--mode', mode, *model)[0] == 0
     for v in ablation.VARIANTS:
         run = f"runs/{v}-seed42/losses.csv"
         assert (small / 'one' / run).read_text() == (small / 'two' / run).read_text()
@@ -205,6 +219,149 @@ def test_ctrl_c_during_an_ablation_keeps_finished_runs_and_says_how_to_resume(sm
     assert statuses and set(statuses.values()) <= {'completed', 'interrupted'}
     assert len(statuses) < 4  # the queued runs did not start
     assert not (small / 'abl' / '.running').exists()
+
+
+def start_ablation(cwd, *extra):
+    return subprocess.Popen([sys.executable, str(ROOT / 'cli.py'), 'ablate', '--data', 'docs.txt',
+                             '--mode', 'tensor', '--n-embd', '8', '--n-head', '2', '--samples', '3',
+                             '--jobs', '2', '--out', 'abl', *extra], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_until_training(abl, runs, steps=50):
+    """Until each of the runs has printed a step line past `steps` in its train.log."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        logs = [abl / 'runs' / r / 'train.log' for r in runs]
+        if all(log.exists() and re.search(rf'^step +\d{{{len(str(steps)) + 1},}} /', log.read_text(), re.M)
+               for log in logs):
+            return
+        time.sleep(0.2)
+    raise AssertionError('the runs did not start training')
+
+
+GRID = ('--variants', 'untied-norm,tied-norm', '--steps', '4000', '--log-every', '10')
+RUNS = ('untied-norm-seed42', 'tied-norm-seed42')
+
+
+@pytest.fixture(scope='module')
+def whole(tmp_path_factory):
+    """The grid of the interruption tests, run without interruption."""
+    folder = tmp_path_factory.mktemp('whole')
+    (folder / 'docs.txt').write_text('\n'.join(DOCS) + '\n')
+    p = start_ablation(folder, *GRID)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    return folder / 'abl'
+
+
+def test_an_interrupted_ablation_continues_its_runs_from_their_checkpoints(small, whole):
+    p = start_ablation(small, *GRID)
+    wait_until_training(small / 'abl', RUNS)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and 'Traceback' not in err, err
+    steps = {r: json.loads((small / 'abl' / 'runs' / r / 'metrics.json').read_text())['steps']
+             for r in RUNS}
+    assert all(0 < n < 4000 for n in steps.values())  # stopped midway, with their checkpoints
+    # a run an ablation made is a run record like any other: it resumes alone, and re-runs
+    stopped = small / 'abl' / 'runs' / RUNS[1]
+    assert cli.main(['train', '--resume', str(stopped), '--out', str(small / 'alone')]) == 0
+    assert (small / 'alone' / 'losses.csv').read_text() == \
+        (whole / 'runs' / RUNS[1] / 'losses.csv').read_text()
+    code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'abl')
+    assert code == 0, err
+    assert '0 runs done, 2 to go (2 continued from their checkpoints)' in out
+    assert re.findall(r'^\[ ?(\d)/2\]', out, re.M) == ['1', '2']
+    for r in RUNS:  # the same losses as the ablation that was never stopped
+        assert (small / 'abl' / 'runs' / r / 'losses.csv').read_text() == \
+            (whole / 'runs' / r / 'losses.csv').read_text()
+        assert (small / 'abl' / 'runs' / r / 'samples.txt').read_text() == \
+            (whole / 'runs' / r / 'samples.txt').read_text()
+    # and a train of the same settings (threads included) gives the ablation's losses
+    assert cli.main(['train', '--from', str(whole / 'runs' / RUNS[0]), '--out', str(small / 'solo')]) == 0
+    assert (small / 'solo' / 'losses.csv').read_text() == \
+        (whole / 'runs' / RUNS[0] / 'losses.csv').read_text()
+
+
+def test_a_worker_killed_mid_run_is_one_line_and_the_ablation_resumes(small, whole):
+    p = start_ablation(small, *GRID)
+    wait_until_training(small / 'abl', RUNS)
+    claim = small / 'abl' / 'runs' / RUNS[0] / '.running'
+    os.kill(int(claim.read_text().split()[0]), signal.SIGKILL)  # as the OOM killer does
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and one_line_error(err) and 'a worker process died' in err, err
+    assert 'ablate --resume abl' in err
+    code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'abl')
+    assert code == 0, err
+    assert '0 runs done, 2 to go (1 continued from their checkpoints)' in out  # the killed: anew
+    for r in RUNS:
+        assert (small / 'abl' / 'runs' / r / 'losses.csv').read_text() == \
+            (whole / 'runs' / r / 'losses.csv').read_text()
+
+
+def test_a_ctrl_c_while_the_workers_start_is_one_line_and_resumes(small):
+    p = start_ablation(small, '--steps', '200')
+    for line in p.stdout:
+        if line.startswith('ablation: '):
+            break
+    p.send_signal(signal.SIGINT)  # as the workers start up: they ignore it, their parent stops
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'Traceback' not in err and err == '', err
+    assert main_output(cli.main, 'ablate', '--resume', small / 'abl')[0] == 0
+
+
+def test_a_grid_of_many_single_values_has_run_names_that_fit(small):
+    values = ('lr=0.01', 'beta1=0.85', 'beta2=0.99', 'last-n=100', 'samples=4', 'temperature=0.5',
+              'init-std=0.08', 'eval-every=0', 'n-layer=1', 'block-size=16', 'steps=6')
+    code, out, err = ablate(small / 'g', '--variants', 'untied-norm', '--jobs', '1',
+                            *(x for v in values for x in ('--vary', v)))
+    assert code == 0, err
+    (run,) = (small / 'g' / 'runs').iterdir()
+    assert len(run.name) <= ablation.MAX_NAME + len('-seed42') and run.name.endswith('-seed42')
+    assert run.name.startswith('untied-norm-lr=0.01-beta1=0.85')
+    assert ablation.run_name(('untied-norm', (('lr', 0.01),) * 20), 42) != \
+        ablation.run_name(('untied-norm', (('lr', 0.02),) * 20), 42)  # still one a cell
+
+
+def test_the_header_shows_the_steps_of_every_cell(small):
+    code, out, _ = ablate(small / 'g', '--variants', 'untied-norm', '--jobs', '1',
+                          '--vary', 'steps=4,6')
+    assert code == 0 and '2 variants' not in out and ', 4/6 steps,' in out
+
+
+def test_varying_mode_needs_one_validation_set_and_then_the_modes_agree(small):
+    code, _, err = ablate(small / 'g', '--variants', 'untied-norm', '--vary', 'mode=scalar,tensor')
+    assert code == 1 and one_line_error(err) and 'different validation sets' in err
+    assert not (small / 'g').exists()
+    code, out, err = ablate(small / 'g', '--variants', 'untied-norm', '--vary', 'mode=scalar,tensor',
+                            '--val-docs', '2', '--jobs', '1')
+    assert code == 0, err
+    runs = {m: json.loads((small / 'g' / 'runs' / f'untied-norm-mode={m}-seed42' / 'metrics.json')
+                          .read_text()) for m in ('scalar', 'tensor')}
+    config = json.loads((small / 'g' / 'runs' / 'untied-norm-mode=tensor-seed42' / 'config.json')
+                        .read_text())
+    assert (config['batch_size'], config['dtype']) == (1, 'float64')  # as scalar mode runs
+    assert runs['tensor']['val_loss'] == pytest.approx(runs['scalar']['val_loss'], abs=1e-12)
+
+
+def test_the_memory_check_counts_the_runs_at_once():
+    cfg = dict(mode='tensor', n_embd=512, n_layer=8, n_head=8, batch_size=64, block_size=256,
+               dtype='float32', tie_lm_head=False)
+    training.check_memory(cfg, 65, 10 ** 6)  # one fits
+    with pytest.raises(UserError, match='1024 runs at once'):
+        training.check_memory(cfg, 65, 10 ** 6, at_once=1024)
+
+
+def test_the_ablation_table_prints_where_the_terminal_has_no_greek(small):
+    env = dict(os.environ, PYTHONIOENCODING='ascii')
+    p = subprocess.run([sys.executable, str(ROOT / 'cli.py'), 'ablate', '--data', 'docs.txt',
+                        '--steps', '4', '--samples', '2', '--n-embd', '8', '--n-head', '2',
+                        '--seeds', '2', '--jobs', '1', '--variants', 'untied-norm,tied-norm',
+                        '--out', 'g'], cwd=small, env=env, capture_output=True, encoding='ascii')
+    assert p.returncode == 0 and p.stderr == '', p.stderr
+    assert '? val vs untied-norm' in p.stdout and '(95% CI)' in p.stdout
+    assert 'Δ val' in (small / 'g' / 'table.md').read_text(encoding='utf-8')
 
 
 # ---------------------------------------------------------------------------

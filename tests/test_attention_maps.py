@@ -68,3 +68,24 @@ def test_the_picture_must_be_a_png_so_that_it_cannot_replace_the_checkpoint(smal
                                '--text', 'an', '--png', 'run/checkpoint.json')
     assert code == 1 and one_line_error(err) and 'ends in .png' in err
     assert (small / 'run' / 'checkpoint.json').read_bytes() == before
+
+
+def test_a_long_text_keeps_the_terminal_and_the_picture_in_bounds(small):
+    (small / 'text.txt').write_text('to be or not to be, that is the question\n' * 20)
+    assert train_small(small / 'run', '--mode', 'tensor', '--data-format', 'text', '--block-size',
+                       '200', '--n-head', '4', '--batch-size', '2', '--steps', '2', '--length', '0',
+                       data='text.txt') == 0
+    code, out, err = main_output(cli.main, 'attention', '--checkpoint', 'run/checkpoint.json',
+                                 '--text', ('to be or not to be, ' * 10)[:190], '--png', 'a.png')
+    assert code == 0, err
+    assert 'text heatmaps skipped: 190 positions' in out and out.count('\n') < 5
+    from PIL import Image
+    assert max(Image.open(small / 'a.png').size) <= attention_maps.MAX_INCHES * 110 + 1
+
+
+def test_more_maps_than_a_picture_shows_are_refused_before_the_forward_pass(small):
+    assert train_small(small / 'run', '--mode', 'tensor', '--n-layer', '13', '--n-head', '4',
+                       '--n-embd', '8', '--steps', '1', '--batch-size', '2') == 0
+    code, _, err = main_output(cli.main, 'attention', '--checkpoint', 'run/checkpoint.json',
+                               '--text', 'anna')
+    assert code == 1 and one_line_error(err) and '13 layers x 4 heads' in err

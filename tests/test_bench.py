@@ -1,15 +1,18 @@
 """bench.py: the contenders timed side by side, the table and its ratios, which say how
 many times faster tensor mode is; a PyTorch that fails is a one-line error."""
 import json
+import signal
 import stat
+import subprocess
 import sys
+import time
 
 import pytest
 
 import cli
 import data
 from microgpt_lab import bench, training
-from conftest import main_output, one_line_error
+from conftest import ROOT, main_output, one_line_error
 
 
 def test_bench_times_both_modes_side_by_side_and_saves_the_table(small):
@@ -128,3 +131,37 @@ def test_bench_times_text_windows_in_tensor_mode(small):
     r = result['results'][1]
     assert r['tokens_per_s'] / r['steps_per_s'] == pytest.approx(4 * 8)  # B windows of T a step
     assert result['config']['data_format'] == 'text' and 'scalar mode trains on documents only' in out
+
+
+def test_bench_stopped_by_sigterm_leaves_no_folder(small):
+    p = subprocess.Popen([sys.executable, str(ROOT / 'cli.py'), 'bench', '--data', 'docs.txt',
+                          '--bench-steps', '100000', '--warmup', '1', '--no-scalar', '--n-embd',
+                          '8', '--n-head', '2', '--out', 'b'], cwd=small, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in p.stdout:
+        if line.startswith('warm-up'):
+            break
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and 'Traceback' not in err and err.strip() == 'SIGTERM', err
+    assert not (small / 'b').exists()  # neither an empty folder nor a claim stays
+
+
+SPARSE_REFERENCE = """import time
+for step in range(1000):
+    time.sleep(0.002)
+    if (step + 1) % 10 == 0:
+        print(f"step {step + 1:4d} / 1000 | loss 3.0000")
+"""
+
+
+def test_a_reference_that_prints_some_steps_is_timed_from_its_first_line_after_warmup(small):
+    (small / 'reference.py').write_text(SPARSE_REFERENCE)  # no line of step 5, nor 25
+    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--reference',
+                                 'reference.py', '--bench-steps', '20', '--warmup', '5',
+                                 '--repeats', '1', '--out', 'b')
+    assert code == 0, err
+    result = json.loads((small / 'b' / 'bench.json').read_text())
+    reference = next(r for r in result['results'] if r['mode'] == 'reference')
+    assert 100 < reference['steps_per_s'] < 500  # steps 10 to 30, one per 2 ms

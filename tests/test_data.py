@@ -1,7 +1,10 @@
 """data.py: reading documents and texts, the download, the tokenizer, shuffle, split and windows."""
 import hashlib
+import os
 import random
 import re
+import subprocess
+import sys
 
 import numpy as np
 
@@ -10,6 +13,7 @@ from hypothesis import given, strategies as st
 
 import data
 from data import DataError, Tokenizer
+from conftest import ROOT
 
 VOCAB = 'abcdefgh'
 words = st.text(alphabet=VOCAB, max_size=30)
@@ -202,3 +206,23 @@ def test_tiled_windows_cover_the_text_without_overlap(n, block_size):
     assert len(windows) == (n - 1) // block_size
     for i, w in enumerate(windows):  # window i predicts positions i*bs+1 .. (i+1)*bs
         assert np.array_equal(w, np.arange(i * block_size, (i + 1) * block_size + 1))
+
+
+def test_an_installed_copy_not_editable_has_the_shipped_data(tmp_path):
+    """`pip install .` (a wheel, not a link to the checkout): names.txt and tinyshakespeare.txt
+    come with it, and the default data is found from anywhere."""
+    pip = [sys.executable, '-m', 'pip', '-q', '--disable-pip-version-check']
+    subprocess.run([*pip, 'wheel', '--no-deps', '-w', tmp_path / 'wheel', ROOT], check=True,
+                   cwd=tmp_path, timeout=300)
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', tmp_path / 'venv'], check=True)
+    python = tmp_path / 'venv' / 'bin' / 'python'
+    subprocess.run([*pip, '--python', python, 'install', '--no-deps',
+                    *(tmp_path / 'wheel').glob('*.whl')], check=True, timeout=300)
+    deps = os.path.dirname(os.path.dirname(np.__file__))  # numpy and the rest, not the project
+    p = subprocess.run([python, '-c', 'import data; print(data.__file__); print(data.NAMES); '
+                        'print(len(data.load()), len(data.load(data.SHAKESPEARE, "text")))'],
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=deps), capture_output=True,
+                       text=True, timeout=60)
+    module, names, sizes = p.stdout.splitlines()
+    assert p.returncode == 0 and module.startswith(str(tmp_path / 'venv')), p.stderr
+    assert names.startswith(str(tmp_path / 'venv')) and sizes == '32033 1115394'

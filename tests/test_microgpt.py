@@ -1,6 +1,7 @@
 """microgpt.py: every Value gradient against finite differences, the model's pieces, and
 the reference run's published figures."""
 import math
+import os
 import random
 import subprocess
 import sys
@@ -213,3 +214,13 @@ def test_run_alone_a_byte_order_mark_is_not_a_character(tmp_path, capsys):
     (tmp_path / 'in.txt').write_bytes(b'\xef\xbb\xbfab\nba\n')
     microgpt.main(str(tmp_path / 'in.txt'), num_steps=1, num_samples=0)
     assert 'vocab size: 3' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('kind', ['device', 'fifo'])
+def test_run_alone_on_a_device_or_a_fifo_it_says_so_at_once(tmp_path, kind):
+    path = '/dev/zero' if kind == 'device' else str(tmp_path / 'fifo')
+    if kind == 'fifo':
+        os.mkfifo(path)  # reading it would wait for a writer for ever
+    p = subprocess.run([sys.executable, str(ROOT / 'microgpt.py'), path], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1 and p.stderr == f"error: {path} is not a regular file\n"

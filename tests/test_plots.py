@@ -1,5 +1,7 @@
 """plots.py: a run's picture, the overlay of runs and ablations, and what happens without
 matplotlib."""
+import os
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,24 @@ def test_means_over_runs_take_the_common_steps_and_each_validation_step():
     steps, avg = plots.mean_curve(runs)
     assert list(steps) == [1, 2] and np.allclose(avg, [3.0, 2.0])  # the 2 steps both made
     assert plots.mean_validation(runs) == ([2, 3], [2.0, 2.0])
+
+
+def test_a_running_ablation_draws_its_finished_runs(small):
+    assert main_output(cli.main, 'ablate', '--data', 'docs.txt', '--steps', '5', '--n-embd', '8',
+                       '--n-head', '2', '--jobs', '1', '--variants', 'untied-norm,tied-norm',
+                       '--out', 'abl')[0] == 0
+    running = small / 'abl' / 'runs' / 'tied-norm-seed42'
+    for name in os.listdir(running):  # as the second run looks while it trains
+        if name != 'train.log':
+            os.remove(running / name)
+    (running / '.running').write_text(f"{os.getpid()}\n")
+    code, out, err = main_output(cli.main, 'plot', 'abl', '--png', 'p.png')
+    assert code == 0 and 'plot: p.png (1 curves)' in out, err
+
+
+def test_a_folder_name_that_is_not_utf8_is_drawn(small):
+    assert train_small(small / 'run') == 0
+    odd = os.fsdecode(b'run\xff')
+    os.rename(small / 'run', small / odd)
+    code, out, err = main_output(cli.main, 'plot', odd, '--png', 'p.png')
+    assert code == 0 and 'Traceback' not in err and (small / 'p.png').read_bytes()[:8] == PNG, err

@@ -3,6 +3,9 @@ checked, with a one-line error naming the file and the field."""
 import errno
 import json
 import os
+import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -140,3 +143,19 @@ def test_json_nested_too_deep_to_read_is_one_error(tmp_path):
     path.write_text('[' * 100000 + ']' * 100000)
     with pytest.raises(UserError, match='config.json is not readable JSON'):
         records.read_json(str(path), 'a run record')
+
+
+def test_a_claim_left_by_a_process_that_is_gone_is_taken_over(tmp_path, capsys):
+    gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+    gone.wait()  # its process id now names no process
+    (tmp_path / records.CLAIM).write_text(f"{gone.pid} {platform.node()}\n")
+    records.claim(str(tmp_path), must_be_empty=False)
+    assert f"claimed by process {gone.pid}, which is gone: taken over" in capsys.readouterr().err
+    assert (tmp_path / records.CLAIM).read_text().split()[0] == str(os.getpid())
+    records.release(str(tmp_path))
+    (tmp_path / records.CLAIM).write_text(f"{os.getppid()} {platform.node()}\n")  # alive
+    with pytest.raises(UserError, match='in use by another command'):
+        records.claim(str(tmp_path), must_be_empty=False)
+    (tmp_path / records.CLAIM).write_text(f"{gone.pid} another-machine\n")  # not ours to judge
+    with pytest.raises(UserError, match='in use by another command'):
+        records.claim(str(tmp_path), must_be_empty=False)

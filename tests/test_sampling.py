@@ -2,6 +2,8 @@
 modes, and every bad input is a one-line error."""
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 
@@ -9,7 +11,7 @@ import cli
 import data
 import microgpt
 from microgpt_lab import checkpoint
-from conftest import main_output, one_line_error, train_small
+from conftest import ROOT, main_output, one_line_error, train_small
 
 
 def sample(*args):
@@ -132,3 +134,14 @@ def test_a_text_checkpoint_refuses_scalar_mode_and_batches(small, capsys):
     for args in (('--mode', 'scalar'), ('--mode', 'tensor', '--batched')):
         code, _, err = sample('--checkpoint', path, *args)
         assert code == 1 and one_line_error(err) and 'tensor mode, one at a time' in err
+
+
+def test_sample_stops_when_its_reader_has_gone(small):
+    train_small(small / 'run')
+    p = subprocess.Popen([sys.executable, str(ROOT / 'cli.py'), 'sample', '--checkpoint',
+                          'run/checkpoint.json', '--num', '10000000'], cwd=small, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = [p.stdout.readline(), p.stdout.readline()]
+    p.stdout.close()  # as `| head -2` does when it has its lines
+    assert p.wait(timeout=60) == 0 and p.stderr.read() == ''  # not ten million samples later
+    assert all(line.startswith('sample ') for line in first)

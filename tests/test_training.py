@@ -336,7 +336,8 @@ def wait_for_line(p, text):
     raise AssertionError(f"no line with {text!r}; stderr: {p.stderr.read()}")
 
 
-@pytest.mark.parametrize('signum, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize('signum, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                          (signal.SIGHUP, 129)])  # SIGHUP: ssh dropped
 def test_a_signal_during_training_keeps_a_record_that_resumes(small, signum, code):
     p = start('train', '--data', 'docs.txt', '--steps', '100000', '--n-embd', '8', '--n-head', '2',
               '--samples', '2', '--out', 'run', cwd=small)
@@ -427,6 +428,98 @@ def test_output_to_a_closed_pipe_does_not_stop_the_run(small):
     p.stdout.close()  # as `| head -1` does
     assert p.wait(timeout=120) == 0 and 'Traceback' not in p.stderr.read()
     assert metrics_of(small / 'run')['status'] == 'completed'
+
+
+ACCENTED = 'hełło\nwőrld\nnaïve\ncafé\nzoğ\n'  # ł, ő and ğ are in none of the encodings below
+
+
+@pytest.mark.parametrize('encoding', ['ascii', 'latin-1', 'cp1252'])
+def test_text_the_terminal_cannot_encode_is_replaced_and_never_taken_for_divergence(small, encoding):
+    (small / 'acc.txt').write_text(ACCENTED * 4, encoding='utf-8')
+    env = dict(os.environ, PYTHONIOENCODING=encoding)
+    run = lambda *args: subprocess.run([sys.executable, str(ROOT / 'cli.py'), *args], cwd=small,
+                                       env=env, capture_output=True, encoding=encoding)
+    p = run('train', '--mode', 'tensor', '--steps', '5', '--data', 'acc.txt', '--out', 'r',
+            '--n-embd', '8', '--n-head', '2', '--samples', '30', '--temperature', '2')
+    assert p.returncode == 0 and p.stderr == '', p.stderr
+    assert metrics_of(small / 'r')['status'] == 'completed' and (small / 'r' / 'checkpoint.json').exists()
+    drawn = (small / 'r' / 'samples.txt').read_text(encoding='utf-8')  # the record keeps them whole
+    assert 'ł' in drawn and 'ł' not in p.stdout and '?' in p.stdout  # the terminal shows what it can
+    p = run('sample', '--checkpoint', 'r/checkpoint.json', '--num', '30', '--temperature', '2')
+    assert p.returncode == 0 and p.stderr == '' and '?' in p.stdout
+    p = run('attention', '--checkpoint', 'r/checkpoint.json', '--text', 'zoğ', '--png', 'a.png')
+    assert p.returncode == 0 and p.stderr == '' and 'z o ?' in p.stdout
+
+
+@pytest.mark.parametrize('where', ['/dev/full', 'a file size limit', 'closed'])
+def test_a_stdout_that_cannot_be_written_keeps_the_run_and_its_record(small, where):
+    """A full disk (/dev/full answers every write with ENOSPC), `ulimit -f` and `>&-`: the run
+    goes on to its end and keeps its record; at most one warning line."""
+    import resource
+    cmd = [sys.executable, str(ROOT / 'cli.py'), 'train', '--mode', 'tensor', '--steps', '1500',
+           '--log-every', '1', '--batch-size', '4', '--n-embd', '8', '--n-head', '2',
+           '--data', 'docs.txt', '--out', 'r']
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # the log's
+    with open(small / 'log', 'w') as log, open('/dev/full', 'w') as full:
+        if where == 'closed':
+            p = subprocess.run(['sh', '-c', '"$@" >&-', 'sh', *cmd], cwd=small, timeout=300,
+                               stderr=subprocess.PIPE, text=True)
+        else:
+            p = subprocess.run(cmd, cwd=small, stdout=full if where == '/dev/full' else log,
+                               stderr=subprocess.PIPE, text=True, timeout=300,
+                               preexec_fn=limit if where != '/dev/full' else None)
+    assert p.returncode == 0 and 'Traceback' not in p.stderr, p.stderr
+    assert p.stderr.count('\n') == (0 if where == 'closed' else 1)
+    if where != 'closed':
+        assert p.stderr.startswith('warning: cannot write to stdout')
+    assert metrics_of(small / 'r')['status'] == 'completed' and metrics_of(small / 'r')['steps'] == 1500
+    assert (small / 'r' / 'checkpoint.json').exists()
+    assert len((small / 'r' / 'losses.csv').read_text().splitlines()) == 1501
+
+
+def test_the_thread_count_is_a_recorded_setting_that_reruns_use(small, capsys):
+    assert train_small(small / 'one', '--mode', 'tensor', '--threads', '1') == 0
+    assert json.loads((small / 'one' / 'config.json').read_text())['threads'] == 1
+    assert train_small(small / 'auto', '--mode', 'tensor') == 0  # auto: every core
+    assert json.loads((small / 'auto' / 'config.json').read_text())['threads'] == os.cpu_count()
+    env = metrics_of(small / 'one')['environment']
+    assert [p['num_threads'] for p in env['thread_pools'] if p['user_api'] in ('blas', 'numba')] \
+        == [1, 1] and all(p.get('architecture') for p in env['thread_pools'] if p['user_api'] == 'blas')
+    assert cli.main(['train', '--from', str(small / 'one'), '--out', str(small / 'again')]) == 0
+    assert json.loads((small / 'again' / 'config.json').read_text())['threads'] == 1
+    assert (small / 'again' / 'losses.csv').read_text() == (small / 'one' / 'losses.csv').read_text()
+
+
+def test_a_bad_numba_environment_is_one_line(small):
+    env = dict(os.environ, NUMBA_NUM_THREADS='0')
+    code, _, err = run_cli('train', '--mode', 'tensor', '--steps', '2', '--data', 'docs.txt',
+                           cwd=small, env=env)
+    assert code == 1 and one_line_error(err) and 'NUMBA_NUM_THREADS=0' in err
+    assert not (small / 'results').exists()
+    code, _, err = run_cli('plot', 'nothing', cwd=small, env=env)  # a command without numba
+    assert code == 1 and one_line_error(err) and 'neither a run record' in err
+
+
+def test_a_stop_before_the_first_step_keeps_a_record_without_a_picture(small, capsys):
+    cfg = config('--data', 'docs.txt', '--steps', '12', '--n-embd', '8', '--n-head', '2')
+    (small / 'r').mkdir()
+    metrics = training.run(cfg, str(small / 'r'), DOCS, should_stop=lambda: True)
+    out = capsys.readouterr().out
+    assert metrics['status'] == 'interrupted' and metrics['steps'] == 0
+    assert 'losses.png' not in out and not (small / 'r' / 'losses.png').exists()
+
+
+def test_a_long_passage_stops_on_a_signal(small):
+    (small / 'text.txt').write_text(TEXT)
+    p = start('train', '--mode', 'tensor', '--data-format', 'text', '--data', 'text.txt',
+              '--block-size', '8', '--batch-size', '4', '--n-embd', '8', '--n-head', '2',
+              '--steps', '3', '--length', '10000000', '--out', 'run', cwd=small)
+    wait_for_line(p, 'step    3 / ')
+    time.sleep(2)  # drawing the passage, which would take an hour
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and 'Traceback' not in err
+    assert metrics_of(small / 'run')['status'] == 'interrupted'
 
 
 # ---------------------------------------------------------------------------
