@@ -88,7 +88,8 @@ Run options (train):
                       spans --steps).
   --resume DIR        train: continue the stopped or interrupted run recorded in DIR in a
                       new record of all its steps (only --out may be given). ablate:
-                      finish the ablation in DIR (only --jobs may be given).
+                      finish the ablation in DIR, its stopped runs continued from
+                      their checkpoints (only --jobs may be given).
   --from DIR          Re-run the run recorded in DIR, its data checked by sha256 (+ --out).
 
 Sample options:
@@ -121,8 +122,9 @@ Picture options:
   --text TEXT         attention: a document (framed by BOS) or passage, within the block.
 
 Exit status: 0 done; 1 an error (one line on stderr, no half-written file); 2 training
-diverged (the record up to then is kept); 130 Ctrl-C, 143 SIGTERM: the step under way
-finishes, the record keeps every finished step, and --resume continues it.
+diverged (the record up to then is kept); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: the step
+under way finishes, the record keeps every finished step, and --resume continues it.
+Output that cannot be written (a full disk, a closed terminal) never stops a run.
 """
 import signal
 if __name__ == '__main__':  # Ctrl-C while the modules load: stop at once, no traceback

@@ -372,7 +372,7 @@ def print_header(cfg, d, n_params, out, resumed_after):
     print(f"num {'characters' if text else 'docs'}: {d.sizes}")
     print(f"vocab size: {d.tok.vocab_size}\nnum params: {n_params}")
     print(f"mode: {cfg['mode']}{' ' + cfg['dtype'] if cfg['mode'] == 'tensor' else ''}, "
-          f"seed {cfg['seed']}, run record: {os.path.relpath(out)}"
+          f"seed {cfg['seed']}, {cfg['threads']} thread(s), run record: {os.path.relpath(out)}"
           f"{f', resuming after step {resumed_after}' if resumed_after is not None else ''}")
 
 
