@@ -335,7 +335,15 @@ def main(argv=None):
         args = parse_args(argv)
         cfg = parse_config(args)
         command = next(c for c in COMMANDS if args[c])
-        return COMMANDS[command](cfg, args) or 0
+        code = COMMANDS[command](cfg, args) or 0
+        lost = records.output_error()
+        if lost and command == 'sample':  # its output is all it makes
+            raise UserError(f"cannot write the samples to stdout ({lost})")
+        if lost:
+            print(f"warning: stdout could not be written to its end ({lost}); the work went on"
+                  f"{', and its record is whole' if command in ('train', 'ablate', 'bench') else ''}",
+                  file=sys.stderr)
+        return code
     except (UserError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -171,10 +171,13 @@ def run_one(cfg, run_dir, stop_file, resume=False):
     with records.owned(run_dir, must_be_empty=not resume), training.stop_signals() as caught, \
             open(os.path.join(run_dir, 'train.log'), 'a' if resume else 'w',
                  encoding='utf-8', errors='replace') as log, \
-            contextlib.redirect_stdout(records.QuietPipe(log, f"{run_dir}/train.log")):
+            contextlib.redirect_stdout(records.QuietPipe(log)) as pipe:
         state = training.recorded_run(run_dir, run_dir, resume=True)[1] if resume else None
         metrics = training.run(cfg, run_dir, contents, state,
                                should_stop=lambda: bool(caught) or os.path.exists(stop_file))
+    if pipe.error:
+        print(f"warning: {run_dir}/train.log could not be written to its end ({pipe.error}); "
+              "the run's record is whole", file=sys.stderr)
     if caught and not os.path.exists(stop_file):
         records.write_atomic(stop_file, str(caught[0]))
     return metrics

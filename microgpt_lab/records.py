@@ -396,11 +396,12 @@ def standard_streams():
 class QuietPipe:
     """A stream (stdout, a run's train.log) whose failures never stop the work: once its
     reader has gone (`cli.py train | head`) or it cannot be written (a full disk, a file
-    size limit, a dropped terminal), the rest goes to /dev/null, with one warning line on
-    stderr unless the reader simply left, and the work goes on to write its record.
-    .lost tells whether that happened (sample stops then: nobody reads its samples)."""
-    def __init__(self, stream, name='stdout'):
-        self.stream, self.name, self.lost = stream, name, False
+    size limit, a dropped terminal), the rest goes to /dev/null and the work goes on to
+    write its record. .lost tells that it happened (sample stops then: nobody gets its
+    samples), and .error why, unless the reader simply left (a broken pipe): the command
+    says so when it ends (cli.main)."""
+    def __init__(self, stream):
+        self.stream, self.lost, self.error = stream, False, None
 
     def write(self, text):
         return self.guard(self.stream.write, text)
@@ -413,13 +414,10 @@ class QuietPipe:
             return call(*args)
         except OSError as e:
             self.lost = True
+            if not isinstance(e, BrokenPipeError):
+                self.error = self.error or e
             with contextlib.suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-            if not isinstance(e, BrokenPipeError):
-                with contextlib.suppress(OSError, ValueError):
-                    print(f"warning: cannot write to {self.name} ({e.strerror or e}): the rest "
-                          "of its lines are dropped; the work goes on, and its record is kept",
-                          file=sys.stderr, flush=True)
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
@@ -428,3 +426,10 @@ class QuietPipe:
 def output_lost():
     """Whether stdout can no longer be written (see QuietPipe)."""
     return getattr(sys.stdout, 'lost', False)
+
+
+def output_error():
+    """Why stdout could not be written, as a phrase ('No space left on device'); None if it
+    could, or its reader just left."""
+    e = getattr(sys.stdout, 'error', None)
+    return e and (e.strerror or str(e))

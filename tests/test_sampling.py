@@ -145,3 +145,12 @@ def test_sample_stops_when_its_reader_has_gone(small):
     p.stdout.close()  # as `| head -2` does when it has its lines
     assert p.wait(timeout=60) == 0 and p.stderr.read() == ''  # not ten million samples later
     assert all(line.startswith('sample ') for line in first)
+
+
+def test_samples_that_cannot_be_written_are_an_error(small):
+    train_small(small / 'run')
+    with open('/dev/full', 'w') as full:  # a full disk: every write fails with ENOSPC
+        p = subprocess.run([sys.executable, str(ROOT / 'cli.py'), 'sample', '--checkpoint',
+                            'run/checkpoint.json'], cwd=small, stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    assert p.returncode == 1 and one_line_error(p.stderr) and 'No space left on device' in p.stderr
