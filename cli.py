@@ -326,6 +326,20 @@ def raise_signalled(signum, frame):
 ENDING = (signal.SIGTERM, signal.SIGHUP)
 
 
+def interruption(e):
+    """The KeyboardInterrupt (or Signalled) that e was raised from, if any."""
+    while e is not None and not isinstance(e, KeyboardInterrupt):
+        e = e.__cause__ or e.__context__
+    return e
+
+
+def interrupted(e):
+    signum = getattr(e, 'signum', signal.SIGINT)
+    print(f"\n{'interrupted' if signum == signal.SIGINT else signal.Signals(signum).name}",
+          file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     records.standard_streams()
@@ -354,11 +368,13 @@ def main(argv=None):
         print("error: out of memory: try a smaller model (--n-embd, --n-layer), --batch-size "
               "or --block-size", file=sys.stderr)
         return 1
+    except Exception as e:  # a signal that came while a library ran (numba loading a kernel)
+        signalled = interruption(e)  # may come back wrapped in that library's error
+        if signalled is None:
+            raise
+        return interrupted(signalled)
     except KeyboardInterrupt as e:
-        signum = getattr(e, 'signum', signal.SIGINT)
-        print(f"\n{'interrupted' if signum == signal.SIGINT else signal.Signals(signum).name}",
-              file=sys.stderr)
-        return 128 + signum
+        return interrupted(e)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -14,9 +14,9 @@ Read top to bottom: the statistics, the grid, running it (and resuming), the sum
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import math
 import multiprocessing
-import itertools
 import os
 import re
 import shutil
@@ -25,6 +25,7 @@ import statistics
 import sys
 import threading
 import time
+from multiprocessing import resource_tracker
 
 import data
 from microgpt_lab import plots, records, settings, training
@@ -130,6 +131,9 @@ def check_grid(base, variants, axes, name_of):
     if not variants or len(set(variants)) != len(variants):
         raise UserError(f"{name_of('variants')}: give each variant at most once, at least one")
     for name, values in axes:
+        if name == 'threads' and None in values:
+            raise UserError(f"{name_of('vary')} threads=auto: an ablation's runs each run a "
+                            "given number of threads, so that --jobs changes nothing")
         if name in NOT_VARIED or name not in settings.SETTINGS:
             why = NOT_VARIED.get(name, 'it is not a setting of a run')
             raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: not varied: {why}")
@@ -158,13 +162,13 @@ THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NU
 STOP_FILE = '.stop'  # written when the ablation is interrupted: holds the signal's number
 
 
-def run_one(cfg, run_dir, stop_file, resume=False):
+def run_one(cfg, run_dir, stop_file, resume=False, caught_before=()):
     """One (cell, seed) run; its metrics, or None if the ablation was interrupted before it
     began. With `resume`, it continues the stopped or interrupted run recorded in run_dir,
     in place, as `train --resume` does. A signal stops it after its step; so does the stop
     file, which it writes itself when a signal reached it first, so that the queued runs
-    skip."""
-    if os.path.exists(stop_file):
+    skip. (caught_before: the signals its caller caught, in the same process.)"""
+    if os.path.exists(stop_file) or caught_before:
         return None
     os.makedirs(run_dir, exist_ok=True)
     contents = data.load(cfg['data'], cfg['data_format'], fetch=False)
@@ -174,7 +178,8 @@ def run_one(cfg, run_dir, stop_file, resume=False):
             contextlib.redirect_stdout(records.QuietPipe(log)) as pipe:
         state = training.recorded_run(run_dir, run_dir, resume=True)[1] if resume else None
         metrics = training.run(cfg, run_dir, contents, state,
-                               should_stop=lambda: bool(caught) or os.path.exists(stop_file))
+                               should_stop=lambda: bool(caught or caught_before)
+                               or os.path.exists(stop_file))
     if pipe.error:
         print(f"warning: {run_dir}/train.log could not be written to its end ({pipe.error}); "
               "the run's record is whole", file=sys.stderr)
@@ -186,26 +191,41 @@ def run_one(cfg, run_dir, stop_file, resume=False):
 def state_of(run_dir, cfg):
     """What a run's folder holds: 'done' (completed, or diverged: it would diverge again),
     'resume' (stopped or interrupted, with its checkpoint, by the plan's settings cfg),
-    or 'new' (nothing, or nothing it can go on from: it starts over)."""
+    or 'new' (nothing, or nothing it can go on from: it starts over, with a note saying
+    why). A finished run by other settings than the plan's is an error: its figures
+    would stand in the summary for a cell they do not belong to."""
+    if not os.path.exists(os.path.join(run_dir, 'metrics.json')):
+        return 'new'  # not begun, or killed before it wrote its record
     try:
         status = records.read_run(run_dir)['status']
-    except UserError:  # none, or not a run's
+        recorded, _ = training.recorded_run(run_dir, run_dir, resume=status in STOPPED)
+    except UserError as e:
+        print(f"note: {os.path.relpath(run_dir)} cannot be used ({e}): it starts over",
+              file=sys.stderr)
         return 'new'
-    if status in ('completed', 'diverged'):
-        return 'done'
-    try:
-        recorded, _ = training.recorded_run(run_dir, run_dir, resume=True)
-    except UserError:  # no checkpoint, or one that does not fit
+    different = [k for k in settings.SETTINGS if k not in ('stop_after', 'data')
+                 and recorded[k] != cfg[k] and not (k == 'threads' and cfg[k] is None)]
+    if different and status not in STOPPED:
+        k = different[0]
+        raise UserError(f"{run_dir}/config.json: {k} is {recorded[k]!r}, but the ablation's "
+                        f"plan says {cfg[k]!r} for this run: remove the run to train it again")
+    if different:
+        print(f"note: {os.path.relpath(run_dir)} ran with {different[0]} {recorded[different[0]]!r}, "
+              f"the plan says {cfg[different[0]]!r}: it starts over", file=sys.stderr)
         return 'new'
-    same = all(recorded[k] == cfg[k] for k in settings.SETTINGS if k != 'stop_after')
-    return 'resume' if same else 'new'
+    return 'done' if status not in STOPPED else 'resume'
+
+
+STOPPED = ('stopped', 'interrupted')  # statuses a run continues from
 
 
 def worker_init(parent):
     # An idle worker ignores the signals (its parent handles them); a training one stops
-    # after its step (run_one).
+    # after its step (run_one). It started with them held (signals_held): ignored now, any
+    # that came meanwhile are dropped.
     for s in training.STOPPING:
         signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, training.STOPPING)
 
     def exit_with_parent():  # a worker whose ablation was killed must not run on alone
         while os.getppid() == parent:
@@ -215,16 +235,17 @@ def worker_init(parent):
 
 
 @contextlib.contextmanager
-def signals_ignored():
-    """Within, the stopping signals are ignored, so that a worker process started meanwhile
-    starts ignoring them (a Ctrl-C at the terminal reaches every process of the group: one
-    still starting up would die of it, and break the pool)."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in training.STOPPING}
+def signals_held():
+    """Within, the stopping signals wait (blocked, not lost: they arrive on leaving), and a
+    process started meanwhile keeps them blocked: a worker until it is ready to ignore them
+    (worker_init), multiprocessing's resource tracker for good. A Ctrl-C at the terminal, or
+    a hangup, reaches every process of the group; without this, one still starting up would
+    die of it, with a traceback, and break the pool."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, training.STOPPING)
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, training.STOPPING)
 
 
 PLAN_FIELDS = ('seeds', 'jobs', 'out')  # in the plan's config beside the settings
@@ -283,7 +304,9 @@ def ablate_command(cfg, resume=None):
 
 def run_all(base, seeds, variants, axes, out, jobs, caught):
     grid = cells(variants, axes)
-    threads = max(cell_config(base, cell, seeds[0])['threads'] or 1 for cell in grid)
+    # an ablation recorded before the thread count was a setting: its runs take the cores
+    threads = max(cell_config(base, cell, seeds[0])['threads'] or os.cpu_count() or 1
+                  for cell in grid)
     jobs = jobs or max(1, (os.cpu_count() or 1) // threads)
     runs, todo, resumed = [], [], 0
     for seed in seeds:
@@ -322,7 +345,7 @@ def run_all(base, seeds, variants, axes, out, jobs, caught):
     broken = None
     if jobs == 1:
         for run_cfg, variant, seed, run_dir, resume in todo:
-            report(variant, seed, run_one(run_cfg, run_dir, stop_file, resume))
+            report(variant, seed, run_one(run_cfg, run_dir, stop_file, resume, caught))
             if caught or os.path.exists(stop_file):
                 break
     else:
@@ -331,12 +354,14 @@ def run_all(base, seeds, variants, axes, out, jobs, caught):
         saved = {var: os.environ.get(var) for var in THREAD_VARS}
         os.environ.update(dict.fromkeys(THREAD_VARS, str(threads)))  # read by the new workers
         try:
-            with concurrent.futures.ProcessPoolExecutor(
+            with signals_held():  # the helper processes start now, and inherit it
+                resource_tracker.ensure_running()  # multiprocessing's, which would die of SIGHUP
+                pool = concurrent.futures.ProcessPoolExecutor(
                     jobs, mp_context=multiprocessing.get_context('spawn'),
-                    initializer=worker_init, initargs=(os.getpid(),)) as pool:
-                with signals_ignored():  # the workers start now
-                    pending = {pool.submit(run_one, c, d, stop_file, r): (v, s, d)
-                               for c, v, s, d, r in todo}
+                    initializer=worker_init, initargs=(os.getpid(),))
+                pending = {pool.submit(run_one, c, d, stop_file, r): (v, s, d)
+                           for c, v, s, d, r in todo}
+            with pool:
                 while pending:
                     done, _ = concurrent.futures.wait(
                         pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,11 +84,14 @@ def write_record(out, files):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(out, name))
         why = f"cannot write the record to {out} ({e.strerror or e})"
+    rescue = None
     try:
         rescue = tempfile.mkdtemp(prefix='microgpt-lab-record-')
         for name, text in files.items():
             write_atomic(os.path.join(rescue, name), text)
     except OSError as e:
+        if rescue:
+            shutil.rmtree(rescue, ignore_errors=True)  # no half of a record is left anywhere
         raise UserError(f"{why}, nor to a temporary folder ({e.strerror or e}): "
                         "the record is lost") from None
     raise UserError(f"{why}; it was saved to {rescue} instead")
@@ -203,8 +207,9 @@ def claim(folder, must_be_empty=True):
         if owner is None:
             raise UserError(f"{folder} is in use by another command (if none is running, "
                             f"remove {path})") from None
-        print(f"note: {folder} was claimed by process {owner}, which is gone: taken over",
-              file=sys.stderr)
+        with contextlib.suppress(OSError):  # a note: a stderr that fails changes nothing
+            print(f"note: {folder} was claimed by process {owner}, which is gone: taken over",
+                  file=sys.stderr)
         release(folder)
         return claim(folder, must_be_empty)
     except OSError as e:

@@ -149,13 +149,44 @@ def test_ablation_resume_checks_its_plan(small, finished, change, message):
     assert code == 1 and one_line_error(err) and message in err, err
 
 
-def test_a_damaged_run_record_is_run_again_on_resume(small, finished):
+def test_a_damaged_run_record_is_run_again_on_resume_and_says_why(small, finished):
     shutil.copytree(finished, small / 'abl')
     run = small / 'abl' / 'runs' / 'tied-norm-seed42'
     losses = (run / 'losses.csv').read_text()
     (run / 'metrics.json').write_text('[]')
     code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'abl', '--jobs', '1')
     assert code == 0 and '3 runs done, 1 to go' in out and (run / 'losses.csv').read_text() == losses
+    assert 'tied-norm-seed42 cannot be used' in err and 'should hold a JSON object' in err
+
+
+def test_a_finished_run_by_other_settings_than_the_plans_is_refused(small, finished):
+    shutil.copytree(finished, small / 'abl')
+    config = small / 'abl' / 'runs' / 'tied-norm-seed42' / 'config.json'
+    config.write_text(config.read_text().replace('"lr": 0.01', '"lr": 0.02'))
+    code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'abl', '--jobs', '1')
+    assert code == 1 and one_line_error(err) and 'lr is 0.02' in err and 'plan says 0.01' in err
+
+
+def test_a_ctrl_c_as_a_run_starts_stops_the_ablation_after_its_first_step(small, monkeypatch):
+    # --jobs 1: the signal reaches the ablation before its run catches signals itself
+    assert ablate(small / 'abl', '--jobs', '1', '--steps', '50')[0] == 0
+    shutil.rmtree(small / 'abl' / 'runs')
+    plan = ablation.read_plan(str(small / 'abl'))
+    load, caught = ablation.data.load, []
+
+    def load_then_signal(*args, **kwargs):  # Ctrl-C while the run loads its data
+        caught.append(signal.SIGINT)
+        return load(*args, **kwargs)
+    monkeypatch.setattr(ablation.data, 'load', load_then_signal)
+    code = ablation.run_all(*plan, str(small / 'abl'), 1, caught)
+    runs = sorted((small / 'abl' / 'runs').iterdir())
+    assert code == 130 and [r.name for r in runs] == ['untied-norm-seed42']  # the rest skipped
+    assert json.loads((runs[0] / 'metrics.json').read_text())['steps'] < 50
+
+
+def test_a_vary_of_auto_threads_is_refused(small):
+    code, _, err = ablate(small / 'g', '--mode', 'tensor', '--vary', 'threads=auto,1')
+    assert code == 1 and one_line_error(err) and 'threads=auto' in err
 
 
 def test_an_ablation_without_validation_documents_is_refused_before_it_starts(small):
@@ -222,10 +253,12 @@ def test_ctrl_c_during_an_ablation_keeps_finished_runs_and_says_how_to_resume(sm
 
 
 def start_ablation(cwd, *extra):
+    """In a session of its own, as a terminal's job is: a signal to its group reaches every
+    process of it, the workers and multiprocessing's helpers too."""
     return subprocess.Popen([sys.executable, str(ROOT / 'cli.py'), 'ablate', '--data', 'docs.txt',
                              '--mode', 'tensor', '--n-embd', '8', '--n-head', '2', '--samples', '3',
                              '--jobs', '2', '--out', 'abl', *extra], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def wait_until_training(abl, runs, steps=50):
@@ -282,6 +315,16 @@ def test_an_interrupted_ablation_continues_its_runs_from_their_checkpoints(small
     assert cli.main(['train', '--from', str(whole / 'runs' / RUNS[0]), '--out', str(small / 'solo')]) == 0
     assert (small / 'solo' / 'losses.csv').read_text() == \
         (whole / 'runs' / RUNS[0] / 'losses.csv').read_text()
+
+
+def test_a_dropped_terminal_stops_an_ablation_as_sigterm_does(small):
+    p = start_ablation(small, *GRID)
+    wait_until_training(small / 'abl', RUNS)
+    os.killpg(p.pid, signal.SIGHUP)  # the hangup reaches the whole process group
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 129 and err == '', err  # no process of the group dies noisily
+    assert {json.loads((small / 'abl' / 'runs' / r / 'metrics.json').read_text())['status']
+            for r in RUNS} == {'interrupted'}
 
 
 def test_a_worker_killed_mid_run_is_one_line_and_the_ablation_resumes(small, whole):

@@ -1,13 +1,14 @@
 """cli.py: the usage string is the manual, every option is converted and checked in one
 place, and every mistake a user can make is one line on stderr, exit 1, nothing written."""
 import re
+import signal
 
 import pytest
 
 import cli
 from microgpt_lab import settings
 from microgpt_lab.records import UserError
-from conftest import ROOT, one_line_error, run_cli
+from conftest import ROOT, main_output, one_line_error, run_cli
 
 
 def test_help_documents_every_option_and_every_command():
@@ -154,3 +155,15 @@ def test_ctrl_c_while_the_modules_load_stops_at_once_without_a_traceback(tmp_pat
 def test_ctrl_c_after_the_command_has_finished_changes_nothing(tmp_path):
     code, err = run_with_a_ctrl_c('exiting', 'plot', str(tmp_path))
     assert code == 1 and one_line_error(err) and 'neither a run record' in err, err
+
+
+def test_a_signal_that_a_library_wraps_in_its_own_error_still_ends_as_the_signal(monkeypatch):
+    # numba, loading a kernel when SIGTERM came, raises its own error from ours
+    def wrapped(cfg, args):
+        try:
+            raise cli.Signalled(signal.SIGTERM)
+        except cli.Signalled as e:
+            raise RuntimeError('error during unpickling') from e
+    monkeypatch.setitem(cli.COMMANDS, 'plot', wrapped)
+    code, out, err = main_output(cli.main, 'plot', 'x')
+    assert code == 143 and err.strip() == 'SIGTERM'

@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 
@@ -38,6 +39,7 @@ def test_write_record_moves_the_whole_record_when_its_folder_fails(tmp_path, mon
     assert os.listdir(tmp_path) == []  # nothing half-written stays
     rescue = str(e.value).split('saved to ')[1].split(' instead')[0]
     assert sorted(os.listdir(rescue)) == ['a.txt', 'b.txt', 'metrics.json']
+    shutil.rmtree(rescue)
 
 
 # ---------------------------------------------------------------------------

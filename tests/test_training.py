@@ -5,9 +5,11 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -405,6 +407,7 @@ def test_a_record_that_cannot_be_written_goes_to_a_temporary_folder(small, capsy
     assert metrics_of(Path(rescue))['status'] == 'completed'
     assert sorted(os.listdir(rescue)) == ['checkpoint.json', 'config.json', 'losses.csv',
                                           'metrics.json', 'samples.txt']
+    shutil.rmtree(rescue)
     assert not (small / 'run').exists() or os.listdir(small / 'run') == []
 
 
@@ -416,9 +419,12 @@ def test_a_record_that_cannot_be_written_anywhere_says_so(small, capsys, monkeyp
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write(path, text)
     monkeypatch.setattr(records, 'write_atomic', no_space)
+    rescues = lambda: set(Path(tempfile.gettempdir()).glob('microgpt-lab-record-*'))
+    before = rescues()
     assert train_small(small / 'run') == 1
     err = capsys.readouterr().err
     assert one_line_error(err) and 'the record is lost' in err
+    assert rescues() == before  # no half of the record was left in a temporary folder
 
 
 def test_output_to_a_closed_pipe_does_not_stop_the_run(small):
