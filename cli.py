@@ -43,6 +43,8 @@ Model options:
   --block-size N      Longest context, in tokens [default: 16]
   --tie-lm-head       Compute the logits with wte (no separate lm_head matrix).
   --no-input-rmsnorm  Skip the rmsnorm of the token + position embedding.
+  --activation ACT    The MLP's nonlinearity: relu (the reference's), relu2 (relu
+                      squared, nanochat's) or gelu (GPT-2's tanh form) [default: relu]
   --init-std S        Standard deviation of the initial weights [default: 0.08]
 
 Training options:

@@ -58,6 +58,10 @@ class Value:
     def relu(self):
         return Value(max(0, self.data), (self,), (float(self.data > 0),))
 
+    def tanh(self):  # for GELU
+        t = math.tanh(self.data)
+        return Value(t, (self,), (1 - t * t,))
+
     def __neg__(self): return self * -1
     def __radd__(self, other): return self + other
     def __sub__(self, other): return self + (-other)
@@ -111,6 +115,17 @@ def softmax(logits):
     total = sum(exps)
     return [e / total for e in exps]
 
+def activate(x, kind='relu'):
+    """The MLP's nonlinearity: relu (the reference's), relu2 (relu squared: nanochat's) or
+    gelu (GPT-2's, in its tanh approximation)."""
+    if kind == 'relu':
+        return x.relu()
+    if kind == 'relu2':
+        return x.relu() ** 2
+    return 0.5 * x * (1 + (GELU_C * (x + 0.044715 * x ** 3)).tanh())
+
+GELU_C = math.sqrt(2 / math.pi)
+
 def rmsnorm(x):
     ms = dot(x, x) / len(x)
     scale = (ms + 1e-5) ** -0.5
@@ -121,14 +136,16 @@ class GPT:
     """The weights (`state_dict`, by the reference's names) and the forward pass."""
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, init_std=init_std):
+                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, init_std=init_std,
+                 activation='relu'):
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                            block_size=block_size, tie_lm_head=tie_lm_head,
-                           input_rmsnorm=input_rmsnorm)
+                           input_rmsnorm=input_rmsnorm, activation=activation)
         self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
         self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
+        self.activation = activation
         # The order of the draws is part of the model: it is what makes a seed reproducible.
         matrix = lambda nout, nin: [[Value(rng.gauss(0, init_std)) for _ in range(nin)]
                                     for _ in range(nout)]
@@ -168,10 +185,10 @@ class GPT:
                 x_attn.extend(dot(attn_weights, [v[j] for v in v_h]) for j in range(hd))
             x = linear(x_attn, sd[f'layer{li}.attn_wo'])
             x = [a + b for a, b in zip(x, x_residual)]
-            # 2) MLP: widen 4x, ReLU, narrow back
+            # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             x_residual = x
             x = rmsnorm(x)
-            x = [xi.relu() for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
+            x = [activate(xi, self.activation) for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
             x = linear(x, sd[f'layer{li}.mlp_fc2'])
             x = [a + b for a, b in zip(x, x_residual)]
         return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])

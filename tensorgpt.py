@@ -160,6 +160,36 @@ def relu_backward_numpy(x, g):
     return g * (x > 0)
 
 
+def activate(x, kind='relu'):
+    """The MLP's nonlinearity, elementwise: relu (the reference's), relu2 (relu squared:
+    nanochat's) or gelu (GPT-2's, in its tanh approximation)."""
+    if kind == 'relu':
+        return relu(x)
+    def backward(g):
+        add_grad(x, ACTIVATION_GRADS[kind](x.data, g))
+    return Tensor(ACTIVATIONS[kind](x.data), (x,), backward)
+
+
+# relu2: y = max(x, 0)^2, dy/dx = 2 max(x, 0).
+# gelu:  y = x/2 (1 + tanh u), u = c (x + 0.044715 x^3), c = sqrt(2/pi);
+#        dy/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) c (1 + 3 * 0.044715 x^2).
+GELU_C = math.sqrt(2 / math.pi)
+
+
+def gelu_numpy(x):
+    return 0.5 * x * (1 + np.tanh(GELU_C * (x + 0.044715 * x ** 3)))
+
+
+def gelu_backward_numpy(x, g):
+    t = np.tanh(GELU_C * (x + 0.044715 * x ** 3))
+    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
+
+
+ACTIVATIONS = dict(relu=lambda x: np.maximum(x, 0), relu2=lambda x: np.maximum(x, 0) ** 2,
+                   gelu=gelu_numpy)
+ACTIVATION_GRADS = dict(relu2=lambda x, g: g * 2 * np.maximum(x, 0), gelu=gelu_backward_numpy)
+
+
 def rmsnorm(x):
     """x / sqrt(mean(x^2) + 1e-5) over the last axis; no gain. [..., C] -> [..., C]."""
     x2 = x.data.reshape(-1, x.data.shape[-1])         # [N, C]
@@ -266,14 +296,17 @@ class GPT:
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                  block_size=block_size, tie_lm_head=False, input_rmsnorm=True, dtype='float32',
-                 init_std=init_std):
+                 init_std=init_std, activation='relu'):
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                            block_size=block_size, tie_lm_head=tie_lm_head,
-                           input_rmsnorm=input_rmsnorm, dtype=dtype)
+                           input_rmsnorm=input_rmsnorm, dtype=dtype, activation=activation)
         self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
         self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
+        self.activation = activation
         self.dtype = np.dtype(dtype)
         # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
         # models the same weights.
@@ -312,8 +345,8 @@ class GPT:
             qkv = linear(h, w)                                                 # [N, 3C]: q, k, v
             y = attention(qkv, starts, self.n_head, attention_maps)           # [N, C]
             x = x + linear(y, sd[f'layer{i}.attn_wo'])
-            # 2) MLP: widen 4x, ReLU, narrow back
-            h = relu(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']))              # [N, 4C]
+            # 2) MLP: widen 4x, ReLU (or another activation), narrow back
+            h = activate(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']), self.activation)  # [N, 4C]
             x = x + linear(h, sd[f'layer{i}.mlp_fc2'])                         # [N, C]
         return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])     # [N, V]
 
@@ -379,7 +412,7 @@ class GPT:
             att = np.exp(scores - scores.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
             x = x + (att @ v).reshape(n, C) @ arrays[f'layer{i}.attn_wo'].T   # [n, H, 1, D] -> [n, C]
-            h = np.maximum(rmsnorm_forward(x)[0] @ arrays[f'layer{i}.mlp_fc1'].T, 0)  # [n, 4C]
+            h = ACTIVATIONS[self.activation](rmsnorm_forward(x)[0] @ arrays[f'layer{i}.mlp_fc1'].T)  # [n, 4C]
             x = x + h @ arrays[f'layer{i}.mlp_fc2'].T                         # [n, C]
         return x @ arrays['wte' if self.tie_lm_head else 'lm_head'].T         # [n, V]
 

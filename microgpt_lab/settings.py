@@ -57,6 +57,7 @@ SETTINGS = dict(
     tie_lm_head=Setting(bool, False, part='model', fixed='the variants are --variants'),
     input_rmsnorm=Setting(bool, True, part='model', option='--no-input-rmsnorm',
                           fixed='the variants are --variants'),
+    activation=Setting(('relu', 'relu2', 'gelu'), 'relu', part='model', later=True),
     init_std=Setting(float, 0.08, 0, above=True, later=True),
     # training
     seed=Setting(int, 42, 0, fixed='the seeds are --seeds'),

@@ -74,6 +74,17 @@ def test_neg_sub_div_and_reflected_ops_grads_match_finite_difference(a, b, c):
                 [a, b, c + 4])
 
 
+@given(finite)
+def test_tanh_grad_matches_finite_difference(a):
+    check_grads(lambda v: v[0].tanh(), [a])
+
+
+@pytest.mark.parametrize('kind', ['relu2', 'gelu'])
+@given(away_from_zero)
+def test_activation_grad_matches_finite_difference(kind, a):
+    check_grads(lambda v: microgpt.activate(v[0], kind), [a])
+
+
 @given(st.integers(1, 6).flatmap(lambda n: st.lists(finite, min_size=2 * n, max_size=2 * n)))
 def test_dot_grad_matches_finite_difference(xs):
     n = len(xs) // 2

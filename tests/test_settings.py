@@ -52,7 +52,7 @@ def test_the_usage_says_the_default_the_table_holds(name):
 
 def test_model_settings_are_the_checkpoints_config_and_the_variants_keep_two_fixed():
     assert settings.MODEL == ('n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',
-                              'input_rmsnorm')
+                              'input_rmsnorm', 'activation')
     assert checkpoint.MODEL_KEYS == ('vocab_size', *settings.MODEL)
     assert {n for n in ablation.NOT_VARIED if n in settings.SETTINGS} == \
         {n for n, s in settings.SETTINGS.items() if s.fixed} >= {'tie_lm_head', 'input_rmsnorm'}

@@ -100,6 +100,22 @@ def test_relu_grad_matches_finite_difference(data):
     grad_check(tg.relu, data.draw(arrays((data.draw(dims), data.draw(dims)), away_from_kink)))
 
 
+@pytest.mark.parametrize('kind', ['relu2', 'gelu'])
+@given(st.data())
+def test_activation_grad_matches_finite_difference(kind, data):
+    away_from_kink = values.filter(lambda v: abs(v) > 1e-3)  # relu2's second derivative jumps at 0
+    grad_check(lambda x: tg.activate(x, kind), data.draw(arrays((data.draw(dims), data.draw(dims)),
+                                                              away_from_kink)))
+
+
+def test_activations_are_their_textbook_formulas():
+    x = np.linspace(-4, 4, 81)
+    np.testing.assert_array_equal(tg.ACTIVATIONS['relu2'](x), np.where(x > 0, x * x, 0))
+    from math import erf
+    exact = np.array([0.5 * v * (1 + erf(v / np.sqrt(2))) for v in x])  # GELU's definition
+    np.testing.assert_allclose(tg.ACTIVATIONS['gelu'](x), exact, atol=1e-3)  # tanh form: close
+
+
 @given(st.data())
 def test_rmsnorm_grad_matches_finite_difference(data):
     x = data.draw(arrays((data.draw(dims), data.draw(dims), data.draw(dims))))
@@ -302,7 +318,8 @@ def test_adam_step_is_microgpts():
 # ---------------------------------------------------------------------------
 # The model against microgpt.py
 configs = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'n_layer': 2},
-           {'n_layer': 2, 'tie_lm_head': True, 'input_rmsnorm': False, 'n_embd': 8, 'n_head': 2, 'block_size': 5}]
+           {'n_layer': 2, 'tie_lm_head': True, 'input_rmsnorm': False, 'n_embd': 8, 'n_head': 2, 'block_size': 5},
+           {'activation': 'relu2'}, {'activation': 'gelu', 'n_layer': 2}]  # every architecture choice
 documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids + [10])  # BOS = 10
 
 
@@ -422,11 +439,13 @@ def test_evaluate_is_the_mean_document_loss_and_changes_nothing():
     assert not any(t.grad.any() for t in model.params)
 
 
-@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+@pytest.mark.parametrize('dtype, activation', [('float32', 'relu'), ('float64', 'relu'),
+                                               ('float64', 'relu2'), ('float32', 'gelu')])
 @settings(max_examples=5)
 @given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)
-def test_kv_cache_logits_match_full_forward(dtype, docs, seed):
-    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, n_layer=2, block_size=6, dtype=dtype)
+def test_kv_cache_logits_match_full_forward(dtype, activation, docs, seed):
+    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, n_layer=2, block_size=6, dtype=dtype,
+                   activation=activation)
     T = 6
     tokens = np.array([(d + [0] * T)[:T] for d in docs])  # [B, T]
     full = model.forward(tokens.ravel(), np.tile(np.arange(T), len(docs)), np.arange(0, tokens.size + 1, T))

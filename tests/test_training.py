@@ -668,3 +668,20 @@ def test_weights_too_big_to_compute_diverge_in_one_line_without_numpys_warnings(
                            cwd=small)
     assert code == 2 and err.count('\n') == 1 and 'Warning' not in err, err
     assert 'diverged at step 1; try a lower --lr or --init-std' in err
+
+
+@pytest.mark.parametrize('activation', ['relu2', 'gelu'])
+def test_an_activation_is_recorded_and_both_modes_train_it_alike(small, capsys, activation):
+    assert train_small(small / 's', '--activation', activation) == 0
+    assert train_small(small / 't', '--activation', activation, '--mode', 'tensor', '--dtype',
+                       'float64', '--batch-size', '1') == 0
+    assert json.loads((small / 's' / 'config.json').read_text())['activation'] == activation
+    assert checkpoint.load(small / 't' / 'checkpoint.json')['config']['activation'] == activation
+    losses = [[float(r['loss']) for r in csv.DictReader(open(small / run / 'losses.csv'))]
+              for run in ('s', 't')]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-12)
+    assert (small / 's' / 'samples.txt').read_text() == (small / 't' / 'samples.txt').read_text()
+    relu = train_small(small / 'r') == 0 and (small / 'r' / 'losses.csv').read_text()
+    assert relu != (small / 's' / 'losses.csv').read_text()  # the choice changes the run
+    assert cli.main(['train', '--from', str(small / 's'), '--out', str(small / 'again')]) == 0
+    assert (small / 'again' / 'losses.csv').read_text() == (small / 's' / 'losses.csv').read_text()
