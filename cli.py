@@ -45,6 +45,7 @@ Model options:
   --no-input-rmsnorm  Skip the rmsnorm of the token + position embedding.
   --activation ACT    The MLP's nonlinearity: relu (the reference's), relu2 (relu
                       squared, nanochat's) or gelu (GPT-2's tanh form) [default: relu]
+  --final-norm X      on: an rmsnorm before lm_head, as GPT-2's ln_f [default: off]
   --init-std S        Standard deviation of the initial weights [default: 0.08]
 
 Training options:
@@ -237,11 +238,12 @@ option = settings.option
 
 def value(args, name):
     """Setting (or command option) `name` from docopt's dict: a flag's truth (a --no- flag
-    the opposite), or the string converted and checked; the table's default if not given."""
+    the opposite), or the string converted and checked (a switch's on or off too); the
+    table's default if not given."""
     s, opt = settings.SETTINGS.get(name) or settings.COMMAND_OPTIONS[name], option(name)
     if not opt:
         return s.default
-    if s.kind is bool:
+    if s.kind is bool and opt not in TAKES_VALUE:
         return not args[opt] if opt.startswith('--no-') else args[opt]
     if args[opt] is None and not s.optional:  # no [default: ...] in the usage
         return s.default

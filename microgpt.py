@@ -137,15 +137,16 @@ class GPT:
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                  block_size=block_size, tie_lm_head=False, input_rmsnorm=True, init_std=init_std,
-                 activation='relu'):
+                 activation='relu', final_norm=False):
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                            block_size=block_size, tie_lm_head=tie_lm_head,
-                           input_rmsnorm=input_rmsnorm, activation=activation)
+                           input_rmsnorm=input_rmsnorm, activation=activation,
+                           final_norm=final_norm)
         self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
         self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
-        self.activation = activation
+        self.activation, self.final_norm = activation, final_norm
         # The order of the draws is part of the model: it is what makes a seed reproducible.
         matrix = lambda nout, nin: [[Value(rng.gauss(0, init_std)) for _ in range(nin)]
                                     for _ in range(nout)]
@@ -191,6 +192,8 @@ class GPT:
             x = [activate(xi, self.activation) for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
             x = linear(x, sd[f'layer{li}.mlp_fc2'])
             x = [a + b for a, b in zip(x, x_residual)]
+        if self.final_norm:
+            x = rmsnorm(x)
         return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])
 
     def loss(self, tokens):

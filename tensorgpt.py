@@ -296,17 +296,18 @@ class GPT:
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                  block_size=block_size, tie_lm_head=False, input_rmsnorm=True, dtype='float32',
-                 init_std=init_std, activation='relu'):
+                 init_std=init_std, activation='relu', final_norm=False):
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                            block_size=block_size, tie_lm_head=tie_lm_head,
-                           input_rmsnorm=input_rmsnorm, dtype=dtype, activation=activation)
+                           input_rmsnorm=input_rmsnorm, dtype=dtype, activation=activation,
+                           final_norm=final_norm)
         self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
         self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
-        self.activation = activation
+        self.activation, self.final_norm = activation, final_norm
         self.dtype = np.dtype(dtype)
         # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
         # models the same weights.
@@ -348,6 +349,8 @@ class GPT:
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             h = activate(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']), self.activation)  # [N, 4C]
             x = x + linear(h, sd[f'layer{i}.mlp_fc2'])                         # [N, C]
+        if self.final_norm:
+            x = rmsnorm(x)
         return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])     # [N, V]
 
     def loss(self, batch):
@@ -414,6 +417,8 @@ class GPT:
             x = x + (att @ v).reshape(n, C) @ arrays[f'layer{i}.attn_wo'].T   # [n, H, 1, D] -> [n, C]
             h = ACTIVATIONS[self.activation](rmsnorm_forward(x)[0] @ arrays[f'layer{i}.mlp_fc1'].T)  # [n, 4C]
             x = x + h @ arrays[f'layer{i}.mlp_fc2'].T                         # [n, C]
+        if self.final_norm:
+            x = rmsnorm_forward(x)[0]
         return x @ arrays['wte' if self.tie_lm_head else 'lm_head'].T         # [n, V]
 
     def _probs(self, logits, temperature, top_k=None):

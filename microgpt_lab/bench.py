@@ -21,7 +21,7 @@ import tempfile
 import time
 
 import data
-from microgpt_lab import records, training
+from microgpt_lab import records, settings, training
 from microgpt_lab.records import UserError
 
 TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
@@ -139,8 +139,10 @@ def bench_command(cfg):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
     if cfg['torch'] is not None and not shutil.which(cfg['torch']):
         raise UserError(f"--torch {cfg['torch']}: no such program")
-    if cfg['torch'] is not None and cfg['activation'] != 'relu':
-        raise UserError("--torch times torch_ref.py, the reference's blocks: --activation relu")
+    choices = [n for n in ('activation', 'final_norm') if cfg[n] != settings.SETTINGS[n].default]
+    if cfg['torch'] is not None and choices:
+        raise UserError(f"--torch times torch_ref.py, the reference's blocks: leave out "
+                        f"{settings.option(choices[0])}")
     if cfg['reference']:
         reference_config = dict(n_embd=16, n_head=4, n_layer=1, block_size=16, tie_lm_head=False,
                                 input_rmsnorm=True, seed=42, lr=0.01)

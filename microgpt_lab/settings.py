@@ -58,6 +58,7 @@ SETTINGS = dict(
     input_rmsnorm=Setting(bool, True, part='model', option='--no-input-rmsnorm',
                           fixed='the variants are --variants'),
     activation=Setting(('relu', 'relu2', 'gelu'), 'relu', part='model', later=True),
+    final_norm=Setting(bool, False, part='model', later=True),  # --final-norm on|off
     init_std=Setting(float, 0.08, 0, above=True, later=True),
     # training
     seed=Setting(int, 42, 0, fixed='the seeds are --seeds'),
@@ -134,6 +135,10 @@ def convert(name, raw, opt):
     s = SETTINGS.get(name) or COMMAND_OPTIONS[name]
     if s.optional and raw in (None, 'auto'):
         return None
+    if s.kind is bool:  # a switch that takes a value (--final-norm on), not a flag
+        if raw not in ('on', 'off'):
+            raise UserError(f"{opt} must be on or off, got {raw!r}")
+        return raw == 'on'
     if s.kind in (int, float):
         try:
             raw = s.kind(raw) + s.kind(0)  # + 0.0 makes -0.0 the 0.0 it means

@@ -167,3 +167,12 @@ def test_a_signal_that_a_library_wraps_in_its_own_error_still_ends_as_the_signal
     monkeypatch.setitem(cli.COMMANDS, 'plot', wrapped)
     code, out, err = main_output(cli.main, 'plot', 'x')
     assert code == 143 and err.strip() == 'SIGTERM'
+
+
+def test_a_switch_takes_on_or_off():
+    assert config('train', '--final-norm', 'on')['final_norm'] is True
+    assert config('train', '--final-norm', 'off')['final_norm'] is False
+    assert config('train')['final_norm'] is False
+    with pytest.raises(UserError, match="--final-norm must be on or off, got 'yes'"):
+        config('train', '--final-norm', 'yes')
+    assert cli.axis('final-norm=on,off') == ('final_norm', [True, False])

@@ -40,7 +40,7 @@ def test_the_usage_says_the_default_the_table_holds(name):
     said = usage_defaults().get(opt)
     if not opt:  # no option: the reference's value, fixed
         assert name == 'eps' and s.default == 1e-8
-    elif s.kind is bool:  # a flag: absent, it leaves the default
+    elif s.kind is bool and opt not in cli.TAKES_VALUE:  # a flag: absent, it leaves the default
         assert said is None and s.default is opt.startswith('--no-')
     elif name == 'mode':  # auto: scalar, but a text's samples are drawn in tensor mode
         assert said == 'auto' and s.default == 'scalar'
@@ -52,7 +52,7 @@ def test_the_usage_says_the_default_the_table_holds(name):
 
 def test_model_settings_are_the_checkpoints_config_and_the_variants_keep_two_fixed():
     assert settings.MODEL == ('n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',
-                              'input_rmsnorm', 'activation')
+                              'input_rmsnorm', 'activation', 'final_norm')
     assert checkpoint.MODEL_KEYS == ('vocab_size', *settings.MODEL)
     assert {n for n in ablation.NOT_VARIED if n in settings.SETTINGS} == \
         {n for n, s in settings.SETTINGS.items() if s.fixed} >= {'tie_lm_head', 'input_rmsnorm'}

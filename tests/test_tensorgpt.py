@@ -319,7 +319,8 @@ def test_adam_step_is_microgpts():
 # The model against microgpt.py
 configs = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'n_layer': 2},
            {'n_layer': 2, 'tie_lm_head': True, 'input_rmsnorm': False, 'n_embd': 8, 'n_head': 2, 'block_size': 5},
-           {'activation': 'relu2'}, {'activation': 'gelu', 'n_layer': 2}]  # every architecture choice
+           {'activation': 'relu2'}, {'activation': 'gelu', 'n_layer': 2},  # every architecture choice
+           {'final_norm': True}, {'final_norm': True, 'tie_lm_head': True, 'activation': 'relu2'}]
 documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids + [10])  # BOS = 10
 
 
@@ -439,13 +440,15 @@ def test_evaluate_is_the_mean_document_loss_and_changes_nothing():
     assert not any(t.grad.any() for t in model.params)
 
 
-@pytest.mark.parametrize('dtype, activation', [('float32', 'relu'), ('float64', 'relu'),
-                                               ('float64', 'relu2'), ('float32', 'gelu')])
+@pytest.mark.parametrize('dtype, choices', [('float32', {}), ('float64', {}),
+                                            ('float64', {'activation': 'relu2'}),
+                                            ('float32', {'activation': 'gelu'}),
+                                            ('float64', {'final_norm': True})])
 @settings(max_examples=5)
 @given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)
-def test_kv_cache_logits_match_full_forward(dtype, activation, docs, seed):
+def test_kv_cache_logits_match_full_forward(dtype, choices, docs, seed):
     model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, n_layer=2, block_size=6, dtype=dtype,
-                   activation=activation)
+                   **choices)
     T = 6
     tokens = np.array([(d + [0] * T)[:T] for d in docs])  # [B, T]
     full = model.forward(tokens.ravel(), np.tile(np.arange(T), len(docs)), np.arange(0, tokens.size + 1, T))

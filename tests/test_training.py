@@ -670,13 +670,17 @@ def test_weights_too_big_to_compute_diverge_in_one_line_without_numpys_warnings(
     assert 'diverged at step 1; try a lower --lr or --init-std' in err
 
 
-@pytest.mark.parametrize('activation', ['relu2', 'gelu'])
-def test_an_activation_is_recorded_and_both_modes_train_it_alike(small, capsys, activation):
-    assert train_small(small / 's', '--activation', activation) == 0
-    assert train_small(small / 't', '--activation', activation, '--mode', 'tensor', '--dtype',
+@pytest.mark.parametrize('option, value, recorded', [('--activation', 'relu2', 'relu2'),
+                                                     ('--activation', 'gelu', 'gelu'),
+                                                     ('--final-norm', 'on', True)])
+def test_an_architecture_choice_is_recorded_and_both_modes_train_it_alike(small, capsys, option,
+                                                                          value, recorded):
+    name = option[2:].replace('-', '_')
+    assert train_small(small / 's', option, value) == 0
+    assert train_small(small / 't', option, value, '--mode', 'tensor', '--dtype',
                        'float64', '--batch-size', '1') == 0
-    assert json.loads((small / 's' / 'config.json').read_text())['activation'] == activation
-    assert checkpoint.load(small / 't' / 'checkpoint.json')['config']['activation'] == activation
+    assert json.loads((small / 's' / 'config.json').read_text())[name] == recorded
+    assert checkpoint.load(small / 't' / 'checkpoint.json')['config'][name] == recorded
     losses = [[float(r['loss']) for r in csv.DictReader(open(small / run / 'losses.csv'))]
               for run in ('s', 't')]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-12)
