@@ -415,7 +415,8 @@ class GPT:
             att = np.exp(scores - scores.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
             x = x + (att @ v).reshape(n, C) @ arrays[f'layer{i}.attn_wo'].T   # [n, H, 1, D] -> [n, C]
-            h = ACTIVATIONS[self.activation](rmsnorm_forward(x)[0] @ arrays[f'layer{i}.mlp_fc1'].T)  # [n, 4C]
+            h = rmsnorm_forward(x)[0] @ arrays[f'layer{i}.mlp_fc1'].T              # [n, 4C]
+            h = ACTIVATIONS[self.activation](h)
             x = x + h @ arrays[f'layer{i}.mlp_fc2'].T                         # [n, C]
         if self.final_norm:
             x = rmsnorm_forward(x)[0]

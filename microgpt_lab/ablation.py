@@ -99,14 +99,21 @@ def cells(variants, axes):
 
 def label(cell):
     variant, combo = cell
-    return variant + ''.join(f" {name.replace('_', '-')}={value}" for name, value in combo)
+    return variant + ''.join(f" {name.replace('_', '-')}={shown(name, value)}"
+                             for name, value in combo)
+
+
+def shown(name, value):
+    """A varied setting's value as its option takes it: a switch's on or off."""
+    return ('on' if value else 'off') if settings.SETTINGS[name].kind is bool else value
 
 
 def run_name(cell, seed):
     """The folder name of a cell's run: the label, safe for a file system."""
     variant, combo = cell
     safe = lambda value: re.sub(r'[^A-Za-z0-9.+-]', '_', str(value))
-    name = variant + ''.join(f"-{name.replace('_', '-')}={safe(value)}" for name, value in combo)
+    name = variant + ''.join(f"-{name.replace('_', '-')}={safe(shown(name, value))}"
+                             for name, value in combo)
     if len(name) > MAX_NAME:  # a file name holds 255 bytes: keep a readable start, made unique
         name = f"{name[:MAX_NAME - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
     return f"{name}-seed{seed}"
@@ -477,8 +484,9 @@ def markdown_table(table, varied, reference):
             if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
         shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                             for k in ('samples_train', 'samples_val', 'samples_new'))
+        values = ''.join(f"{shown(name, r[name])} | " for name in varied)
         lines.append(f"| {r['variant']} | {'tied' if tie else 'untied'} | {'on' if norm else 'off'}"
-                     f" | {''.join(f'{r[name]} | ' for name in varied)}{pm(r['final_loss'])}"
+                     f" | {values}{pm(r['final_loss'])}"
                      f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['val_loss'])}"
                      f" | {delta} | {pm(r['steps_per_s'], '.1f')} | {pm(r['tokens_per_s'], '.0f')}"
                      f" | {shares} |")

@@ -487,3 +487,12 @@ def test_a_grid_too_big_for_one_picture_keeps_its_summary_and_skips_the_picture(
     ablation.plot(str(tmp_path), [], grid)
     assert f'plot skipped: {plots.MAX_PANELS + 1} cells are more than' in capsys.readouterr().out
     assert not (tmp_path / 'losses.png').exists()
+
+
+def test_a_varied_switch_reads_on_and_off(small):
+    code, out, err = ablate(small / 'g', '--variants', 'untied-norm', '--jobs', '1', '--steps', '3',
+                            '--vary', 'final-norm=off,on')
+    assert code == 0, err
+    assert sorted(p.name for p in (small / 'g' / 'runs').iterdir()) == \
+        ['untied-norm-final-norm=off-seed42', 'untied-norm-final-norm=on-seed42']
+    assert '| on |' in (small / 'g' / 'table.md').read_text() and 'final-norm=off (95% CI)' in out
