@@ -327,7 +327,7 @@ def raise_signalled(signum, frame):
     raise Signalled(signum)
 
 
-ENDING = (signal.SIGTERM, signal.SIGHUP)
+ENDING = tuple(s for s in training.STOPPING if s != signal.SIGINT)  # Ctrl-C: KeyboardInterrupt
 
 
 def interruption(e):
@@ -389,6 +389,6 @@ def main(argv=None):
 if __name__ == '__main__':
     signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C is ours to handle
     code = main()
-    for s in (signal.SIGINT, *ENDING):  # done: a late signal cannot change the status
+    for s in training.STOPPING:  # done: a late signal cannot change the status
         signal.signal(s, signal.SIG_IGN)
     sys.exit(code)

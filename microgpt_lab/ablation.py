@@ -108,6 +108,9 @@ def shown(name, value):
     return ('on' if value else 'off') if settings.SETTINGS[name].kind is bool else value
 
 
+MAX_NAME = 120  # characters of a run's folder name before its seed
+
+
 def run_name(cell, seed):
     """The folder name of a cell's run: the label, safe for a file system."""
     variant, combo = cell
@@ -118,8 +121,6 @@ def run_name(cell, seed):
         name = f"{name[:MAX_NAME - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
     return f"{name}-seed{seed}"
 
-
-MAX_NAME = 120  # characters of a run's folder name before its seed
 
 
 def cell_config(base, cell, seed):
@@ -205,25 +206,24 @@ def state_of(run_dir, cfg):
         return 'new'  # not begun, or killed before it wrote its record
     try:
         status = records.read_run(run_dir)['status']
-        recorded, _ = training.recorded_run(run_dir, run_dir, resume=status in STOPPED)
+        recorded, _ = training.recorded_run(run_dir, run_dir,
+                                            resume=status in training.RESUMABLE)
     except UserError as e:
         print(f"note: {os.path.relpath(run_dir)} cannot be used ({e}): it starts over",
               file=sys.stderr)
         return 'new'
+    # (a plan from before the thread count was a setting lets its runs take the cores)
     different = [k for k in settings.SETTINGS if k not in ('stop_after', 'data')
                  and recorded[k] != cfg[k] and not (k == 'threads' and cfg[k] is None)]
-    if different and status not in STOPPED:
-        k = different[0]
+    if not different:
+        return 'resume' if status in training.RESUMABLE else 'done'
+    k = different[0]
+    if status not in training.RESUMABLE:
         raise UserError(f"{run_dir}/config.json: {k} is {recorded[k]!r}, but the ablation's "
                         f"plan says {cfg[k]!r} for this run: remove the run to train it again")
-    if different:
-        print(f"note: {os.path.relpath(run_dir)} ran with {different[0]} {recorded[different[0]]!r}, "
-              f"the plan says {cfg[different[0]]!r}: it starts over", file=sys.stderr)
-        return 'new'
-    return 'done' if status not in STOPPED else 'resume'
-
-
-STOPPED = ('stopped', 'interrupted')  # statuses a run continues from
+    print(f"note: {os.path.relpath(run_dir)} ran with {k} {recorded[k]!r}, the plan says "
+          f"{cfg[k]!r}: it starts over", file=sys.stderr)
+    return 'new'
 
 
 def worker_init(parent):

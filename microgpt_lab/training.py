@@ -122,9 +122,8 @@ def run_data(cfg, source, rng):
                        f"{len(source)} characters ({len(train)} train, {len(val)} validation)")
     tok = data.Tokenizer.from_docs(source)
     train_docs, val_docs = data.split_docs(source, rng, cfg['val_fraction'])
-    n_val = len(val_docs) if val_docs_of(cfg) is None else min(len(val_docs), val_docs_of(cfg))
     train = [tok.frame(doc, bs) for doc in train_docs]
-    return RunData(tok, train, [tok.frame(doc, bs) for doc in val_docs[:n_val]], train[:1],
+    return RunData(tok, train, [tok.frame(doc, bs) for doc in val_docs[:val_docs_of(cfg)]], train[:1],
                    f"{len(source)} ({len(train_docs)} train, {len(val_docs)} validation)",
                    (train_docs, val_docs))
 
@@ -513,6 +512,7 @@ def train_command(cfg, source=None, resume=False):
 # ---------------------------------------------------------------------------
 # A recorded run, read back: its settings to re-run it, its state to continue it.
 STATUSES = ('completed', 'stopped', 'interrupted', 'diverged')
+RESUMABLE = ('stopped', 'interrupted')  # the statuses --resume continues
 RECORD_FIELDS = ('command', 'out', 'data_sha256', 'rerun_of', 'resumed_from')  # not settings
 
 
@@ -533,7 +533,7 @@ def recorded_run(src, out, resume):
     metrics = records.read_json(mpath, 'a run record')
     status = records.field(metrics, 'status', mpath, str, lambda s: s in STATUSES,
                            f"one of {', '.join(STATUSES)}")
-    if status not in ('stopped', 'interrupted'):
+    if status not in RESUMABLE:
         raise UserError(f"the run in {src} is {status}: only a stopped or interrupted run "
                         "can be resumed")
     cpath = os.path.join(src, 'checkpoint.json')

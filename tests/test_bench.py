@@ -88,17 +88,25 @@ def test_torch_options_that_cannot_work_are_refused(small, monkeypatch):
     assert code == 1 and one_line_error(err) and 'torch_ref.py beside the project' in err, err
 
 
-FAKE_REFERENCE = """import time
+def fake_reference(every=1):
+    """A script that stands in for the saved gist: a step each 2 ms, a line each `every`."""
+    return f"""import time
 for step in range(1000):
     time.sleep(0.002)
-    print(f"step {step + 1:4d} / 1000 | loss 3.0000")
+    if (step + 1) % {every} == 0:
+        print(f"step {{step + 1:4d}} / 1000 | loss 3.0000")
 """
 
 
-def test_the_reference_script_is_timed_between_its_step_lines(small):
-    (small / 'reference.py').write_text(FAKE_REFERENCE)  # stands in for the saved gist
+FAKE_REFERENCE = fake_reference()
+
+
+# every 10: no line of step 5 (the warm-up's last), nor of 25: timed from step 10 to 30
+@pytest.mark.parametrize('every, warmup', [(1, 2), (10, 5)])
+def test_the_reference_script_is_timed_between_its_step_lines(small, every, warmup):
+    (small / 'reference.py').write_text(fake_reference(every))
     code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--reference',
-                                 'reference.py', '--bench-steps', '20', '--warmup', '2',
+                                 'reference.py', '--bench-steps', '20', '--warmup', str(warmup),
                                  '--repeats', '1', '--out', 'b')
     assert code == 0, err
     result = json.loads((small / 'b' / 'bench.json').read_text())
@@ -146,22 +154,3 @@ def test_bench_stopped_by_sigterm_leaves_no_folder(small):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 143 and 'Traceback' not in err and err.strip() == 'SIGTERM', err
     assert not (small / 'b').exists()  # neither an empty folder nor a claim stays
-
-
-SPARSE_REFERENCE = """import time
-for step in range(1000):
-    time.sleep(0.002)
-    if (step + 1) % 10 == 0:
-        print(f"step {step + 1:4d} / 1000 | loss 3.0000")
-"""
-
-
-def test_a_reference_that_prints_some_steps_is_timed_from_its_first_line_after_warmup(small):
-    (small / 'reference.py').write_text(SPARSE_REFERENCE)  # no line of step 5, nor 25
-    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--reference',
-                                 'reference.py', '--bench-steps', '20', '--warmup', '5',
-                                 '--repeats', '1', '--out', 'b')
-    assert code == 0, err
-    result = json.loads((small / 'b' / 'bench.json').read_text())
-    reference = next(r for r in result['results'] if r['mode'] == 'reference')
-    assert 100 < reference['steps_per_s'] < 500  # steps 10 to 30, one per 2 ms
