@@ -45,7 +45,14 @@ Model options:
   --no-input-rmsnorm  Skip the rmsnorm of the token + position embedding.
   --activation ACT    The MLP's nonlinearity: relu (the reference's), relu2 (relu
                       squared, nanochat's) or gelu (GPT-2's tanh form) [default: relu]
-  --final-norm X      on: an rmsnorm before lm_head, as GPT-2's ln_f [default: off]
+  --final-norm X      on: a norm before lm_head, as GPT-2's ln_f [default: off]
+  --norm NORM         rmsnorm (the reference's, no weights) or layernorm (GPT-2's, with a
+                      learned gain and bias per norm, from 1 and 0) [default: rmsnorm]
+  --position P        learned (wpe, the reference's), rope (rotary q and k, no wpe;
+                      heads of even size) or none (causal attention alone) [default: learned]
+  --qk-norm X         on: an rmsnorm of each head's q and k, as nanochat's [default: off]
+  --dropout P         Tensor mode: drop this share of the attention weights and of each
+                      block's two outputs while training, as nanoGPT does [default: 0]
   --init-std S        Standard deviation of the initial weights [default: 0.08]
 
 Training options:

@@ -131,26 +131,47 @@ def rmsnorm(x):
     scale = (ms + 1e-5) ** -0.5
     return [xi * scale for xi in x]
 
+def layernorm(x, gain, bias):  # GPT-2's: the mean taken out too, then a learned gain and bias
+    mean = sum(x) / len(x)
+    xc = [xi - mean for xi in x]
+    scale = (dot(xc, xc) / len(x) + 1e-5) ** -0.5
+    return [c * scale * g + b for c, g, b in zip(xc, gain, bias)]
+
+def rope(x, pos, hd):
+    """Rotary position embedding: in each head of x, dims d and d + hd/2 form a pair, turned
+    by the angle pos * 10000^(-2d/hd); q.k then depends on how far apart q and k are."""
+    out = []
+    for h in range(0, len(x), hd):
+        angles = [pos * 10000.0 ** (-2 * d / hd) for d in range(hd // 2)]
+        x1, x2 = x[h:h + hd // 2], x[h + hd // 2:h + hd]
+        out += [a * math.cos(t) + b * math.sin(t) for a, b, t in zip(x1, x2, angles)]
+        out += [b * math.cos(t) - a * math.sin(t) for a, b, t in zip(x1, x2, angles)]
+    return out
+
 
 class GPT:
     """The weights (`state_dict`, by the reference's names) and the forward pass."""
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                  block_size=block_size, tie_lm_head=False, input_rmsnorm=True, init_std=init_std,
-                 activation='relu', final_norm=False):
+                 activation='relu', final_norm=False, norm='rmsnorm', position='learned',
+                 qk_norm=False):
         if n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                            block_size=block_size, tie_lm_head=tie_lm_head,
                            input_rmsnorm=input_rmsnorm, activation=activation,
-                           final_norm=final_norm)
+                           final_norm=final_norm, norm=norm, position=position, qk_norm=qk_norm)
         self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
         self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
-        self.activation, self.final_norm = activation, final_norm
+        self.activation, self.final_norm, self.norm = activation, final_norm, norm
+        self.position, self.qk_norm = position, qk_norm
         # The order of the draws is part of the model: it is what makes a seed reproducible.
         matrix = lambda nout, nin: [[Value(rng.gauss(0, init_std)) for _ in range(nin)]
                                     for _ in range(nout)]
         sd = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd)}
+        if position != 'learned':
+            del sd['wpe']  # drawn all the same, so that the other weights keep their draws
         if not tie_lm_head:
             sd['lm_head'] = matrix(vocab_size, n_embd)
         for i in range(n_layer):
@@ -160,6 +181,12 @@ class GPT:
             sd[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
             sd[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
             sd[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
+        if norm == 'layernorm':  # a gain and a bias per norm, one row each: 1 and 0, not drawn
+            norms = ['input_norm'] * input_rmsnorm + [f'layer{i}.{n}' for i in range(n_layer)
+                     for n in ('attn_norm', 'mlp_norm')] + ['final_norm'] * final_norm
+            for where in norms:
+                sd[f'{where}_gain'] = [[Value(1.0) for _ in range(n_embd)]]
+                sd[f'{where}_bias'] = [[Value(0.0) for _ in range(n_embd)]]
         self.state_dict = sd
         self.params = [p for mat in sd.values() for row in mat for p in row]
 
@@ -167,15 +194,21 @@ class GPT:
         """Logits for the token after `token_id` at position `pos_id`. keys/values hold,
         per layer, the k and v vectors of the earlier positions; this call appends its own."""
         sd, hd = self.state_dict, self.n_embd // self.n_head
-        x = [t + p for t, p in zip(sd['wte'][token_id], sd['wpe'][pos_id])]
+        x = sd['wte'][token_id]
+        if self.position == 'learned':
+            x = [t + p for t, p in zip(x, sd['wpe'][pos_id])]
         if self.input_rmsnorm:
-            x = rmsnorm(x)  # not redundant: the residual stream carries x un-normalised
+            x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
         for li in range(self.n_layer):
             # 1) multi-head causal self-attention: this position attends to itself and the past
             x_residual = x
-            x = rmsnorm(x)
-            q = linear(x, sd[f'layer{li}.attn_wq'])
-            keys[li].append(linear(x, sd[f'layer{li}.attn_wk']))
+            x = self.normalize(x, f'layer{li}.attn_norm')
+            q, k = linear(x, sd[f'layer{li}.attn_wq']), linear(x, sd[f'layer{li}.attn_wk'])
+            if self.position == 'rope':
+                q, k = rope(q, pos_id, hd), rope(k, pos_id, hd)
+            if self.qk_norm:  # nanochat's: each head's q and k rmsnormed
+                q, k = ([z for h in range(0, self.n_embd, hd) for z in rmsnorm(v[h:h + hd])] for v in (q, k))
+            keys[li].append(k)
             values[li].append(linear(x, sd[f'layer{li}.attn_wv']))
             x_attn = []
             for h in range(self.n_head):
@@ -188,13 +221,18 @@ class GPT:
             x = [a + b for a, b in zip(x, x_residual)]
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             x_residual = x
-            x = rmsnorm(x)
+            x = self.normalize(x, f'layer{li}.mlp_norm')
             x = [activate(xi, self.activation) for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
             x = linear(x, sd[f'layer{li}.mlp_fc2'])
             x = [a + b for a, b in zip(x, x_residual)]
         if self.final_norm:
-            x = rmsnorm(x)
+            x = self.normalize(x, 'final_norm')
         return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])
+
+    def normalize(self, x, where):  # rmsnorm, or layernorm with the weights of `where`
+        if self.norm == 'rmsnorm':
+            return rmsnorm(x)
+        return layernorm(x, self.state_dict[f'{where}_gain'][0], self.state_dict[f'{where}_bias'][0])
 
     def loss(self, tokens):
         """Mean cross-entropy of predicting tokens[1:] from what precedes them, over the

@@ -211,24 +211,127 @@ def rmsnorm_backward_numpy(x, r, g):
     return r * g - x * r ** 3 * np.mean(g * x, axis=-1, keepdims=True)
 
 
-def attention(qkv, starts, n_head, attention_maps=None):
+def layernorm(x, gain, bias):
+    """GPT-2's norm: (x - mean(x)) / sqrt(var(x) + 1e-5) * gain + bias over the last axis,
+    gain and bias [1, C] learned. [..., C] -> [..., C]."""
+    x2 = x.data.reshape(-1, x.data.shape[-1])                  # [N, C]
+    y, mu, inv_std = layernorm_forward(x2, gain.data[0], bias.data[0])   # [N, C], [N], [N]
+    def backward(g):
+        dx, dgain, dbias = layernorm_backward(x2, mu, inv_std, gain.data[0], g.reshape(x2.shape))
+        add_grad(x, dx.reshape(x.data.shape))
+        add_grad(gain, dgain[None])
+        add_grad(bias, dbias[None])
+    return Tensor(y.reshape(x.data.shape), (x, gain, bias), backward)
+
+
+# y = xhat * gain + bias, xhat = (x - mu) * r, r = (var + eps)^-1/2. With gh = g * gain,
+# dx = r * (gh - mean(gh) - xhat * mean(gh * xhat)); dgain = sum over rows of g * xhat; dbias = sum of g.
+def layernorm_forward_numpy(x, gain, bias):
+    mu = x.mean(axis=-1)                                       # [N]
+    r = (np.mean((x - mu[:, None]) ** 2, axis=-1) + 1e-5) ** -0.5
+    return (x - mu[:, None]) * r[:, None] * gain + bias, mu, r
+
+
+def layernorm_backward_numpy(x, mu, r, gain, g):
+    xhat = (x - mu[:, None]) * r[:, None]
+    gh = g * gain
+    dx = r[:, None] * (gh - gh.mean(axis=-1, keepdims=True)
+                       - xhat * np.mean(gh * xhat, axis=-1, keepdims=True))
+    return dx, np.sum(g * xhat, axis=0), np.sum(g, axis=0)
+
+
+def qk_rmsnorm(qkv, n_head):
+    """rmsnorm of each head's q and k (not v), nanochat's QK-norm: the attention scores
+    then stay within +-sqrt(D), whatever the weights grow to. [N, 3C] -> [N, 3C]."""
+    N, D = qkv.data.shape[0], qkv.data.shape[1] // (3 * n_head)
+    qk = lambda a: a.reshape(N, 3 * n_head, D)[:, :2 * n_head]   # [N, 2H, D], a view of q and k
+    x = qk(qkv.data).reshape(-1, D)                            # [N * 2H, D]: a row per head
+    y, inv_rms = rmsnorm_forward(x)
+    out = qkv.data.copy()
+    qk(out)[...] = y.reshape(N, 2 * n_head, D)
+    def backward(g):
+        dqkv = g.copy()
+        qk(dqkv)[...] = rmsnorm_backward(x, inv_rms, qk(g).reshape(-1, D)).reshape(N, 2 * n_head, D)
+        add_grad(qkv, dqkv)
+    return Tensor(out, (qkv,), backward)
+
+
+def rope(qkv, positions, n_head):
+    """Rotary position embedding (RoPE) of q and k: in each head, dims d and d + D/2 form a
+    pair, turned by the angle position * 10000^(-2d/D). The product of a q and a k then
+    depends on how far apart they are, not where they are. [N, 3C], positions [N] -> [N, 3C]."""
+    N, D = qkv.data.shape[0], qkv.data.shape[1] // (3 * n_head)
+    cos, sin = rope_angles(positions, D, qkv.data.dtype)       # [N, 1, D/2] each
+    qk = lambda a: a.reshape(N, 3 * n_head, D)[:, :2 * n_head]
+    def rotated(a, sin):                                       # [N, 3C], q and k turned by +-angle
+        out = a.copy()
+        x1, x2 = qk(a)[..., :D // 2], qk(a)[..., D // 2:]      # [N, 2H, D/2]
+        qk(out)[..., :D // 2] = x1 * cos + x2 * sin
+        qk(out)[..., D // 2:] = x2 * cos - x1 * sin
+        return out
+    # a rotation's transpose is the rotation back: the gradient turns by -angle
+    return Tensor(rotated(qkv.data, sin), (qkv,), lambda g: add_grad(qkv, rotated(g, -sin)))
+
+
+def rope_angles(positions, D, dtype):
+    """cos and sin of position * 10000^(-2d/D), d < D/2, in float64 then dtype: [N, 1, D/2]."""
+    angle = np.asarray(positions, np.float64)[:, None] * 10000.0 ** (-2 * np.arange(D // 2) / D)
+    return np.cos(angle)[:, None].astype(dtype), np.sin(angle)[:, None].astype(dtype)
+
+
+def dropout(x, keep):
+    """x * keep, keep an array of 0 (dropped) and 1/(1 - p) (kept, scaled so that the
+    expected value stays x), drawn by a DropoutStream."""
+    return Tensor(x.data * keep, (x,), lambda g: add_grad(x, g * keep))
+
+
+class DropoutStream:
+    """Dropout's random draws, from a counter-based generator: draw i is the i-th output of
+    splitmix64 from seed,
+    so that its whole state is two integers (a checkpoint keeps them, and a resumed run
+    draws on bit for bit), and a numba kernel draws millions a step (dropout_keep)."""
+    def __init__(self, seed, count=0):
+        self.seed, self.count = seed, count
+
+    def keep(self, shape, p, dtype):
+        """An array of shape: 0 with probability p, else 1 / (1 - p)."""
+        n = math.prod(shape)
+        keep = dropout_keep(n, np.uint64(self.seed), np.uint64(self.count),
+                            np.uint64(round(p * 2 ** 32)), np.dtype(dtype).type(1 / (1 - p)))
+        self.count += n
+        return keep.reshape(shape)
+
+
+# Draw i is kept when the top 32 bits of splitmix64(seed + i) are >= p * 2^32. (Arithmetic
+# mod 2^64, in uint64: NumPy's wraps silently.)
+def dropout_keep_numpy(n, seed, start, threshold, value):
+    z = seed + (start + np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.where((z >> np.uint64(32)) >= threshold, value, type(value)(0))
+
+
+def attention(qkv, starts, n_head, attention_maps=None, drop=None):
     """Causal multi-head self-attention within each document: a position attends to itself
     and the earlier positions of its own document. Rows starts[b]:starts[b + 1] are
     document b; qkv holds q, k and v side by side, and each its heads side by side.
     [N, 3C] -> [N, C]. A list attention_maps gets the weights, [B, H, T, T], 0 outside
-    each document's triangle.
+    each document's triangle. With drop (shape -> a dropout keep array), the weights go
+    through dropout before they weigh v.
 
     The math is attention_forward_numpy and attention_backward_numpy below; Part II
     computes it fast (attention_kernels), in one of two ways chosen by the batch's shape."""
-    y, backward, weights = attention_kernels(qkv.data, starts, n_head)  # [N, C]
+    y, backward, weights = attention_kernels(qkv.data, starts, n_head, drop)  # [N, C]
     if attention_maps is not None:
         attention_maps.append(weights())
     return Tensor(y, (qkv,), lambda g: add_grad(qkv, backward(g)))      # g: [N, C] -> [N, 3C]
 
 
-# Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = att v.
-# Backward: dv = att^T dy; datt = dy v^T; ds = att * (datt - rowsum(att * datt)) / sqrt(D);
-# dq = ds k; dk = ds^T q. att is [B, H, T, T], T the longest document, 0 outside each one's triangle.
+# Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = (att * keep) v, keep
+# dropout's array (1 without). Backward: dv = (att * keep)^T dy; datt = dy v^T * keep;
+# ds = att * (datt - rowsum(att * datt)) / sqrt(D); dq = ds k; dk = ds^T q. att and keep are
+# [B, H, T, T], T the longest document, att 0 outside each one's triangle.
 def _heads(x, n_head):
     n, C = x.shape
     return x.reshape(n, n_head, C // n_head).transpose(1, 0, 2)  # [n, C] -> [H, n, D]
@@ -238,8 +341,9 @@ def _documents(starts):
     return [slice(a, b) for a, b in zip(starts[:-1], starts[1:])]
 
 
-def attention_forward_numpy(q, k, v, starts, n_head):
+def attention_forward_numpy(q, k, v, starts, n_head, keep=None):
     T = np.max(np.diff(starts))
+    keep = np.ones((len(starts) - 1, n_head, T, T), q.dtype) if keep is None else keep
     y, att = np.zeros_like(q), np.zeros((len(starts) - 1, n_head, T, T), q.dtype)
     for b, rows in enumerate(_documents(starts)):
         qh, kh, vh = _heads(q[rows], n_head), _heads(k[rows], n_head), _heads(v[rows], n_head)  # [H, n, D]
@@ -248,20 +352,21 @@ def attention_forward_numpy(q, k, v, starts, n_head):
         scores[:, ~np.tril(np.ones((n, n), bool))] = -np.inf               # no looking ahead
         a = np.exp(scores - scores.max(axis=-1, keepdims=True))
         a /= a.sum(axis=-1, keepdims=True)
-        y[rows] = (a @ vh).transpose(1, 0, 2).reshape(n, -1)             # [H, n, D] -> [n, C]
+        y[rows] = ((a * keep[b, :, :n, :n]) @ vh).transpose(1, 0, 2).reshape(n, -1)  # -> [n, C]
         att[b, :, :n, :n] = a
     return y, att
 
 
-def attention_backward_numpy(q, k, v, att, dy, starts, n_head):
+def attention_backward_numpy(q, k, v, att, dy, starts, n_head, keep=None):
     dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    keep = np.ones_like(att) if keep is None else keep
     for b, rows in enumerate(_documents(starts)):
         qh, kh, vh, dyh = (_heads(x[rows], n_head) for x in (q, k, v, dy))  # [H, n, D]
         n, D = qh.shape[1:]
-        a = att[b, :, :n, :n]                                             # [H, n, n]
-        datt = dyh @ vh.swapaxes(1, 2)
+        a, kp = att[b, :, :n, :n], keep[b, :, :n, :n]                     # [H, n, n]
+        datt = dyh @ vh.swapaxes(1, 2) * kp
         ds = a * (datt - np.sum(a * datt, axis=-1, keepdims=True)) / math.sqrt(D)
-        for out, grad in ((dq, ds @ kh), (dk, ds.swapaxes(1, 2) @ qh), (dv, a.swapaxes(1, 2) @ dyh)):
+        for out, grad in ((dq, ds @ kh), (dk, ds.swapaxes(1, 2) @ qh), (dv, (a * kp).swapaxes(1, 2) @ dyh)):
             out[rows] = grad.transpose(1, 0, 2).reshape(n, -1)            # [H, n, D] -> [n, C]
     return dq, dk, dv
 
@@ -290,24 +395,48 @@ def cross_entropy_backward_numpy(logits, targets, weights, lse, g):
 
 
 # ---------------------------------------------------------------------------
-# The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU.
+# The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU; or,
+# choice by choice, GPT-2's blocks, nanochat's, and those between (see GPT's arguments).
+NORMS, POSITIONS = ('rmsnorm', 'layernorm'), ('learned', 'rope', 'none')
+
+
+def norms_of(config):
+    """Where a model's norms are, in order; layernorm's weights are named after them."""
+    return ((['input_norm'] if config['input_rmsnorm'] else [])
+            + [f'layer{i}.{n}' for i in range(config['n_layer']) for n in ('attn_norm', 'mlp_norm')]
+            + (['final_norm'] if config['final_norm'] else []))
+
+
 class GPT:
-    """The weights (`state_dict`, by microgpt's names and shapes) and the forward pass."""
+    """The weights (`state_dict`, by microgpt's names and shapes) and the forward pass.
+
+    The architecture choices, each defaulting to the reference's: activation (relu, relu2,
+    gelu); norm (rmsnorm; layernorm, with a gain and a bias each); position (learned: wpe;
+    rope; none); qk_norm (an rmsnorm of each head's q and k); final_norm (a norm before
+    lm_head); dropout (its rate p, while training only)."""
 
     def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                  block_size=block_size, tie_lm_head=False, input_rmsnorm=True, dtype='float32',
-                 init_std=init_std, activation='relu', final_norm=False):
-        if n_embd % n_head:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+                 init_std=init_std, activation='relu', final_norm=False, norm='rmsnorm',
+                 position='learned', qk_norm=False, dropout=0.0):
+        for name, value, allowed in (('activation', activation, ACTIVATIONS), ('norm', norm, NORMS),
+                                     ('position', position, POSITIONS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if n_embd % n_head or (position == 'rope' and n_embd // n_head % 2):
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
+                             + (", into heads of an even size for rope" if position == 'rope' else ""))
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be >= 0 and < 1, not {dropout}")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                            block_size=block_size, tie_lm_head=tie_lm_head,
                            input_rmsnorm=input_rmsnorm, dtype=dtype, activation=activation,
-                           final_norm=final_norm)
+                           final_norm=final_norm, norm=norm, position=position, qk_norm=qk_norm,
+                           dropout=dropout)
         self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
         self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
-        self.activation, self.final_norm = activation, final_norm
+        self.activation, self.final_norm, self.norm = activation, final_norm, norm
+        self.position, self.qk_norm, self.dropout = position, qk_norm, dropout
         self.dtype = np.dtype(dtype)
         # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
         # models the same weights.
@@ -315,6 +444,8 @@ class GPT:
             rows = [[rng.gauss(0, init_std) for _ in range(nin)] for _ in range(nout)]
             return Tensor(np.array(rows, dtype=np.float64).reshape(nout, nin).astype(self.dtype))
         sd = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd)}
+        if position != 'learned':
+            del sd['wpe']  # drawn all the same, so that the other weights keep their draws
         if not tie_lm_head:
             sd['lm_head'] = matrix(vocab_size, n_embd)
         for i in range(n_layer):
@@ -324,45 +455,81 @@ class GPT:
             sd[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
             sd[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
             sd[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
+        # layernorm's gains and biases, [1, C] each: 1 and 0, drawn from no generator
+        self.norm_weights = []
+        for where in norms_of(self.config) if norm == 'layernorm' else ():
+            sd[f'{where}_gain'] = Tensor(np.ones((1, n_embd), self.dtype))
+            sd[f'{where}_bias'] = Tensor(np.zeros((1, n_embd), self.dtype))
+            self.norm_weights += [sd[f'{where}_gain'], sd[f'{where}_bias']]
         self.state_dict = sd
         self.params = list(sd.values())
+        # dropout's draws: seeded from a copy of rng, so that rng's own draws (the batches,
+        # the samples) are those of the same run without dropout
+        twin = random.Random()
+        twin.setstate(rng.getstate())
+        self.dropout_stream = DropoutStream(twin.getrandbits(64))
 
-    def forward(self, tokens, positions, starts, attention_maps=None):
+    def forward(self, tokens, positions, starts, attention_maps=None, training=False):
         """Logits for the next token at every position of a packed batch: the documents'
         tokens back to back, tokens [N] at positions [N] (each document's from 0), document
         b in rows starts[b]:starts[b + 1]. -> [N, V]. A list attention_maps gets each layer's
-        attention weights, [B, H, T, T].
+        attention weights, [B, H, T, T]. training: with dropout (if the model has it).
 
         Packing instead of padding to the longest document: no position is computed for
         nothing, and no padding needs masking; the result is the same."""
+        drop = self.keep if training and self.dropout else None
+        attend = lambda i, qkv: attention(qkv, starts, self.n_head, attention_maps, drop)
+        return self.blocks(tokens, positions, attend, drop)
+
+    def blocks(self, tokens, positions, attend, drop=None):
+        """The model from tokens [N] at positions [N] to logits [N, V], attention given by
+        attend(layer, qkv [N, 3C]) -> [N, C]: within each document (forward), or over a
+        cache of the past (next_logits). One story for training and for sampling."""
         sd = self.state_dict
-        x = embedding(sd['wte'], tokens) + embedding(sd['wpe'], positions)    # [N, C]
+        x = embedding(sd['wte'], tokens)                                       # [N, C]
+        if self.position == 'learned':
+            x = x + embedding(sd['wpe'], positions)
         if self.input_rmsnorm:
-            x = rmsnorm(x)  # not redundant: the residual stream carries x un-normalised
+            x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
         for i in range(self.n_layer):
             # 1) multi-head causal self-attention
-            h = rmsnorm(x)                                                     # [N, C]
             w = concat_rows(*(sd[f'layer{i}.attn_w{x}'] for x in 'qkv'))      # [3C, C]
-            qkv = linear(h, w)                                                 # [N, 3C]: q, k, v
-            y = attention(qkv, starts, self.n_head, attention_maps)           # [N, C]
-            x = x + linear(y, sd[f'layer{i}.attn_wo'])
+            qkv = linear(self.normalize(x, f'layer{i}.attn_norm'), w)         # [N, 3C]: q, k, v
+            if self.position == 'rope':
+                qkv = rope(qkv, positions, self.n_head)
+            if self.qk_norm:
+                qkv = qk_rmsnorm(qkv, self.n_head)
+            x = x + self.dropped(linear(attend(i, qkv), sd[f'layer{i}.attn_wo']), drop)
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
-            h = activate(linear(rmsnorm(x), sd[f'layer{i}.mlp_fc1']), self.activation)  # [N, 4C]
-            x = x + linear(h, sd[f'layer{i}.mlp_fc2'])                         # [N, C]
+            h = linear(self.normalize(x, f'layer{i}.mlp_norm'), sd[f'layer{i}.mlp_fc1'])  # [N, 4C]
+            x = x + self.dropped(linear(activate(h, self.activation), sd[f'layer{i}.mlp_fc2']), drop)
         if self.final_norm:
-            x = rmsnorm(x)
+            x = self.normalize(x, 'final_norm')
         return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])     # [N, V]
 
-    def loss(self, batch):
+    def normalize(self, x, where):
+        """The norm at `where` (e.g. 'layer0.attn_norm'): rmsnorm, or layernorm with its weights."""
+        if self.norm == 'rmsnorm':
+            return rmsnorm(x)
+        return layernorm(x, self.state_dict[f'{where}_gain'], self.state_dict[f'{where}_bias'])
+
+    def keep(self, shape):
+        """A dropout keep array of shape, from the model's stream."""
+        return self.dropout_stream.keep(shape, self.dropout, self.dtype)
+
+    def dropped(self, x, drop):
+        return dropout(x, drop(x.data.shape)) if drop else x
+
+    def loss(self, batch, training=False):
         """Mean over the batch of each document's mean cross-entropy of predicting tokens[1:]
         from what precedes them, over its first block_size positions. `batch` is a list of
         documents ([BOS] + ids + [BOS]); with one document this is microgpt's loss. Or it is
         an array [B, T + 1] of windows of a text, T <= block_size: the mean over all of their
-        positions."""
+        positions. training: with dropout."""
         if isinstance(batch, np.ndarray):                            # windows: [B, T + 1]
             B, T = batch.shape[0], batch.shape[1] - 1
             logits = self.forward(batch[:, :-1].ravel(), np.tile(np.arange(T), B),
-                                  np.arange(0, B * T + 1, T))        # [B * T, V]
+                                  np.arange(0, B * T + 1, T), training=training)  # [B * T, V]
             return cross_entropy(logits, batch[:, 1:].ravel(), np.full(B * T, 1 / (B * T)))
         docs = [doc[:self.block_size + 1] for doc in batch]
         lengths = [len(doc) - 1 for doc in docs]                     # positions with a target
@@ -371,7 +538,7 @@ class GPT:
         starts = np.concatenate([[0], np.cumsum(lengths)])           # [B + 1]
         positions = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths)  # [N], from 0 in each
         weights = np.repeat([1 / (n * len(docs)) for n in lengths], lengths)  # [N] float64
-        logits = self.forward(tokens, positions, starts)             # [N, V]
+        logits = self.forward(tokens, positions, starts, training=training)  # [N, V]
         return cross_entropy(logits, targets, weights)               # []
 
     def weights(self):
@@ -388,8 +555,7 @@ class GPT:
 
     # -----------------------------------------------------------------------
     # Sampling, one position at a time, with a key/value cache: each new position runs the
-    # forward pass for itself only and attends to the cached keys and values of the earlier
-    # ones. Plain NumPy arrays, no autograd.
+    # blocks for itself only and attends to the cached keys and values of the earlier ones.
     def kv_cache(self, n):
         """Empty keys and values for n documents: per layer, two [n, block_size, C] arrays."""
         shape = (n, self.block_size, self.n_embd)
@@ -399,28 +565,18 @@ class GPT:
         """Logits [n, V] for the token after token_ids [n], all at position pos, given the
         cache filled for positions 0..pos-1; fills position pos. The same as forward() would
         give at position pos of each document."""
-        arrays = {name: t.data for name, t in self.state_dict.items()}  # no autograd here
         n, H, C = len(token_ids), self.n_head, self.n_embd
-        x = arrays['wte'][token_ids] + arrays['wpe'][pos]                          # [n, C]
-        if self.input_rmsnorm:
-            x = rmsnorm_forward(x)[0]
-        for i, (keys, values) in enumerate(cache):
-            h = rmsnorm_forward(x)[0]                                    # [n, C]
-            q = (h @ arrays[f'layer{i}.attn_wq'].T).reshape(n, H, 1, C // H)  # [n, H, 1, D]
-            keys[:, pos] = h @ arrays[f'layer{i}.attn_wk'].T                  # [n, C]
-            values[:, pos] = h @ arrays[f'layer{i}.attn_wv'].T
+        def attend(i, qkv):                                          # [n, 3C] -> [n, C]
+            keys, values = cache[i]
+            keys[:, pos], values[:, pos] = qkv.data[:, C:2 * C], qkv.data[:, 2 * C:]
+            q = qkv.data[:, :C].reshape(n, H, 1, C // H)                         # [n, H, 1, D]
             k = keys[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 3, 1)  # [n, H, D, t]
             v = values[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 1, 3)  # [n, H, t, D]
-            scores = (q @ k) / math.sqrt(C // H)                         # [n, H, 1, t]
+            scores = (q @ k) / math.sqrt(C // H)                                 # [n, H, 1, t]
             att = np.exp(scores - scores.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
-            x = x + (att @ v).reshape(n, C) @ arrays[f'layer{i}.attn_wo'].T   # [n, H, 1, D] -> [n, C]
-            h = rmsnorm_forward(x)[0] @ arrays[f'layer{i}.mlp_fc1'].T              # [n, 4C]
-            h = ACTIVATIONS[self.activation](h)
-            x = x + h @ arrays[f'layer{i}.mlp_fc2'].T                         # [n, C]
-        if self.final_norm:
-            x = rmsnorm_forward(x)[0]
-        return x @ arrays['wte' if self.tie_lm_head else 'lm_head'].T         # [n, V]
+            return Tensor((att @ v).reshape(n, C))                               # no gradient here
+        return self.blocks(np.asarray(token_ids), np.full(n, pos), attend).data  # [n, V]
 
     def _probs(self, logits, temperature, top_k=None):
         """softmax(logits / temperature) in float64, like microgpt's: [n, V]. With top_k, the
@@ -494,8 +650,8 @@ class GPT:
 
 # ---------------------------------------------------------------------------
 # Adam, with bias correction; the learning rate is given per step (it decays). With
-# weight_decay it is AdamW: every weight (all are matrices) also shrinks by lr * weight_decay
-# of itself, apart from the gradient.
+# weight_decay it is AdamW: every weight matrix also shrinks by lr * weight_decay of itself,
+# apart from the gradient; layernorm's gains and biases (no_decay) do not, as in nanoGPT.
 class Adam:
     """Adam over a list of Tensors, updated by one kernel call.
 
@@ -504,20 +660,25 @@ class Adam:
     (So make the optimizer before keeping references to .data or .grad arrays.) `m` and `v`
     are lists of per-parameter views too: to restore them, assign in place (m[i][...] = x)."""
 
-    def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam, weight_decay=0.0):
+    def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam, weight_decay=0.0,
+                 no_decay=()):
         self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
         self.weight_decay = weight_decay
-        self.theta = np.concatenate([p.data.ravel() for p in params])
-        self.grad = np.concatenate([p.grad.ravel() for p in params])
+        # the decayed weights first in the flat arrays, then the rest: two kernel calls
+        layout = [p for p in params if not any(p is q for q in no_decay)]
+        self.n_decayed = sum(p.data.size for p in layout)
+        layout += [p for p in params if any(p is q for q in no_decay)]
+        self.theta = np.concatenate([p.data.ravel() for p in layout])
+        self.grad = np.concatenate([p.grad.ravel() for p in layout])
         self._m = np.zeros_like(self.theta, dtype=np.float64)  # running mean of gradients
         self._v = np.zeros_like(self.theta, dtype=np.float64)  # ... of squared gradients
-        self.m, self.v, start = [], [], 0
-        for p in params:
+        views, start = {}, 0
+        for p in layout:
             end = start + p.data.size
             p.data, p.grad = self.theta[start:end].reshape(p.data.shape), self.grad[start:end].reshape(p.data.shape)
-            self.m.append(self._m[start:end].reshape(p.data.shape))
-            self.v.append(self._v[start:end].reshape(p.data.shape))
+            views[id(p)] = self._m[start:end].reshape(p.data.shape), self._v[start:end].reshape(p.data.shape)
             start = end
+        self.m, self.v = [views[id(p)][0] for p in params], [views[id(p)][1] for p in params]
         self.t = 0                           # updates done, for the bias correction
 
     def step(self, lr, grad_clip=0.0):
@@ -526,9 +687,11 @@ class Adam:
         at most grad_clip (as torch.nn.utils.clip_grad_norm_ does)."""
         self.t += 1
         scale = min(1.0, grad_clip / (math.sqrt(squared_norm(self.grad)) + 1e-6)) if grad_clip else 1.0
-        adam_update(self.theta, self.grad, self._m, self._v, lr, self.beta1, self.beta2, self.eps,
-                    1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t,
-                    1 - lr * self.weight_decay, scale)
+        for part, decay in ((slice(0, self.n_decayed), 1 - lr * self.weight_decay),
+                            (slice(self.n_decayed, None), 1.0)):
+            adam_update(self.theta[part], self.grad[part], self._m[part], self._v[part], lr,
+                        self.beta1, self.beta2, self.eps, 1 - self.beta1 ** self.t,
+                        1 - self.beta2 ** self.t, decay, scale)
 
 
 # microgpt's formula and order of operations; bias corrections bc1 = 1 - beta1^t, bc2 = 1 - beta2^t;
@@ -583,7 +746,7 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
     for step in range(start_step, num_steps):
         batch = docs(step) if callable(docs) else \
             [docs[(step * batch_size + j) % len(docs)] for j in range(batch_size)]
-        loss = model.loss(batch)
+        loss = model.loss(batch, training=True)
         loss.backward()
         adam.step(schedule(step), grad_clip)
         yield step + 1, float(loss.data), n_targets(batch, model.block_size)
@@ -681,15 +844,78 @@ def rmsnorm_backward(x, inv_rms, g):
     return dx
 
 
+# layernorm: the same, with the mean taken out and a gain and bias.
+@kernel
+def layernorm_forward(x, gain, bias):
+    N, C = x.shape
+    y, mu, inv_std = np.empty_like(x), np.empty(N, x.dtype), np.empty(N, x.dtype)
+    for i in range(N):
+        s = 0.0
+        for j in range(C):
+            s += x[i, j]
+        m = s / C
+        var = 0.0
+        for j in range(C):
+            var += (x[i, j] - m) ** 2
+        r = (var / C + 1e-5) ** -0.5
+        mu[i], inv_std[i] = m, r
+        for j in range(C):
+            y[i, j] = (x[i, j] - m) * r * gain[j] + bias[j]
+    return y, mu, inv_std
+
+
+@kernel
+def layernorm_backward(x, mu, inv_std, gain, g):
+    N, C = x.shape
+    dx = np.empty_like(x)
+    dgain, dbias = np.zeros(C), np.zeros(C)     # float64 sums over the rows
+    for i in range(N):
+        m, r = mu[i], inv_std[i]
+        s, sx = 0.0, 0.0                        # sum(gh), sum(gh * xhat)
+        for j in range(C):
+            xhat = (x[i, j] - m) * r
+            gh = g[i, j] * gain[j]
+            s += gh
+            sx += gh * xhat
+            dgain[j] += g[i, j] * xhat
+            dbias[j] += g[i, j]
+        for j in range(C):
+            xhat = (x[i, j] - m) * r
+            dx[i, j] = r * (g[i, j] * gain[j] - s / C - xhat * sx / C)
+    return dx, dgain.astype(x.dtype), dbias.astype(x.dtype)
+
+
+# dropout: its draws, one splitmix64 each.
+@kernel
+def dropout_keep(n, seed, start, threshold, value):
+    out = np.empty(n, type(value))
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    for i in range(n):
+        z = seed + (start + np.uint64(i) + np.uint64(1)) * golden
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        out[i] = value if (z >> np.uint64(32)) >= threshold else 0
+    return out
+
+
 # attention: which of two ways depends on the batch's shape.
-def attention_kernels(qkv, starts, n_head):
+def attention_kernels(qkv, starts, n_head, drop=None):
     """attention()'s work on arrays: (y [N, C], backward: dy [N, C] -> dqkv [N, 3C],
     weights: () -> [B, H, T, T]). Documents of one length, 32 positions or more (a text's
     windows), go through BLAS matrix products, in [B, H, T, T] blocks; others (names)
-    through kernels that walk each document's own triangle."""
+    through kernels that walk each document's own triangle, or, with dropout, through
+    the NumPy twins."""
     T = starts[1] - starts[0]
     if T >= 32 and np.all(np.diff(starts) == T):  # long enough for BLAS to pay
-        return attention_blocks(qkv, len(starts) - 1, n_head)
+        return attention_blocks(qkv, len(starts) - 1, n_head, drop)
+    if drop:
+        C, T = qkv.shape[1] // 3, np.max(np.diff(starts))
+        q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
+        keep = drop((len(starts) - 1, n_head, T, T))
+        y, att = attention_forward_numpy(q, k, v, starts, n_head, keep)
+        return y, lambda g: np.hstack(attention_backward_numpy(q, k, v, att, g, starts, n_head, keep)), \
+            lambda: att
     y, att = attention_forward(qkv, starts, n_head)                   # [N, C], [B, H, T, T]
 
     def weights():  # each document's triangle; the kernel leaves the rest unset
@@ -700,13 +926,13 @@ def attention_kernels(qkv, starts, n_head):
     return y, lambda g: attention_backward(qkv, att, g, starts, n_head), weights
 
 
-def attention_blocks(qkv, B, n_head, tile=64):
+def attention_blocks(qkv, B, n_head, drop=None, tile=64):
     """attention_kernels() for B documents of T positions each, rows b*T:(b+1)*T, by batched matrix
     products over all (document, head) pairs: s = q k^T / sqrt(D), att = causal softmax(s),
     y = att v. Queries go `tile` positions at a time, each against the keys up to its last
     position only: causal attention needs no more, about half of the whole square. Every
     matrix a product reads is laid out row by row (k^T, v^T as copies): BLAS is twice as
-    fast on those as on transposed views."""
+    fast on those as on transposed views. With drop, y = (att * keep) v."""
     N, C = qkv.shape[0], qkv.shape[1] // 3
     T, D = N // B, C // n_head
     parts = qkv.reshape(B, T, 3, n_head, D)                       # [B, T, (q k v), H, D]
@@ -715,11 +941,12 @@ def attention_blocks(qkv, B, n_head, tile=64):
         split(parts[:, :, 2], 0, 2, 1, 3)                             # [B, H, T, D], kT [B, H, D, T]
     tiles = [(i, min(i + tile, T)) for i in range(0, T, tile)]       # query rows i:j see keys :j
     scale = qkv.dtype.type(1 / math.sqrt(D))                    # in the arrays' dtype
-    y, atts = np.empty_like(qh), []
+    y, atts, keeps = np.empty_like(qh), [], []
     for i, j in tiles:
         att = qh[:, :, i:j] @ kT[:, :, :, :j]                        # [B, H, j - i, j] scores
         causal_softmax(att, scale, i)                                # in place: att
-        y[:, :, i:j] = att @ vh[:, :, :j]                            # [B, H, j - i, D]
+        keeps.append(drop(att.shape) if drop else None)
+        y[:, :, i:j] = (att if keeps[-1] is None else att * keeps[-1]) @ vh[:, :, :j]  # [B, H, j - i, D]
         atts.append(att)
 
     def weights():                                                   # the whole [B, H, T, T]
@@ -732,9 +959,12 @@ def attention_blocks(qkv, B, n_head, tile=64):
         gh = split(g.reshape(B, T, n_head, D), 0, 2, 1, 3)           # [B, H, T, D]
         vT, kh = split(parts[:, :, 2], 0, 2, 3, 1), split(parts[:, :, 1], 0, 2, 1, 3)
         dq, dk, dv = np.empty_like(qh), np.zeros_like(kh), np.zeros_like(vh)
-        for (i, j), att in zip(tiles, atts):
-            dv[:, :, :j] += att.transpose(0, 1, 3, 2) @ gh[:, :, i:j]  # dv = att^T dy
+        for (i, j), att, keep in zip(tiles, atts, keeps):
+            dropped = att if keep is None else att * keep
+            dv[:, :, :j] += dropped.transpose(0, 1, 3, 2) @ gh[:, :, i:j]  # dv = att^T dy
             ds = gh[:, :, i:j] @ vT[:, :, :, :j]                       # d att = dy v^T
+            if keep is not None:
+                ds *= keep
             causal_softmax_backward(att, ds, scale, i, scale * 0)      # in place: d scores
             dq[:, :, i:j] = ds @ kh[:, :, :j]                          # dq = ds k
             dk[:, :, :j] += ds.transpose(0, 1, 3, 2) @ qh[:, :, i:j]   # dk = ds^T q
@@ -1051,10 +1281,11 @@ def configure_process():
 def warm_up(dtype='float32'):
     """Compile (or load from numba's cache) every kernel for dtype, on a tiny model, so that
     a timed run times the model, not the compiler."""
-    model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=32, dtype=dtype)
-    list(train(model, [[2, 0, 1, 2], [2, 1, 2]], 1, batch_size=2, grad_clip=1.0))  # documents
-    list(train(model, lambda step: np.array([[0, 1] * 16 + [0]]), 1))            # a long window
-    model.sample(random.Random(0), bos=2)
+    for choices in ({}, dict(norm='layernorm', qk_norm=True, dropout=0.5)):
+        model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=32, dtype=dtype, **choices)
+        list(train(model, [[2, 0, 1, 2], [2, 1, 2]], 1, batch_size=2, grad_clip=1.0))  # documents
+        list(train(model, lambda step: np.array([[0, 1] * 16 + [0]]), 1))            # a long window
+        model.sample(random.Random(0), bos=2)
 
 
 # Every kernel marked above, compiled (on first call) from here on.

@@ -60,11 +60,15 @@ def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
     for key, values in (('m', flat(adam.m)), ('v', flat(adam.v))):
         parts = np.split(values, np.cumsum([math.prod(s) for s in shapes])[:-1])
         moments[key] = {n: encode_array(p.reshape(s)) for n, p, s in zip(weights, parts, shapes)}
+    stream = getattr(model, 'dropout_stream', None)  # tensor mode's dropout draws
     ckpt = dict(format=FORMAT, version=VERSION,
-                config={k: model.config[k] for k in MODEL_KEYS}, vocab=''.join(chars),
+                config={k: model.config.get(k, settings.SETTINGS.get(k, settings.Setting(int)).default)
+                        for k in MODEL_KEYS}, vocab=''.join(chars),
                 data_format=data_format, step=step,
                 rng_state=rng.getstate(), weights={n: encode_array(w) for n, w in weights.items()},
                 adam=dict(t=adam.t, **moments))
+    if stream:
+        ckpt['dropout_stream'] = [stream.seed, stream.count]
     return json.dumps(ckpt) + '\n'
 
 
@@ -72,13 +76,20 @@ def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
 # Reading
 def expected_shapes(c):
     n, v = c['n_embd'], c['vocab_size']
-    shapes = {'wte': (v, n), 'wpe': (c['block_size'], n)}
+    shapes = {'wte': (v, n)}
+    if c['position'] == 'learned':
+        shapes['wpe'] = (c['block_size'], n)
     if not c['tie_lm_head']:
         shapes['lm_head'] = (v, n)
     for i in range(c['n_layer']):
         for m in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo'):
             shapes[f'layer{i}.{m}'] = (n, n)
         shapes[f'layer{i}.mlp_fc1'], shapes[f'layer{i}.mlp_fc2'] = (4 * n, n), (n, 4 * n)
+    if c['norm'] == 'layernorm':  # a gain and a bias per norm
+        norms = ['input_norm'] * c['input_rmsnorm'] + [f'layer{i}.{m}' for i in range(c['n_layer'])
+                                                      for m in ('attn_norm', 'mlp_norm')]
+        for where in norms + ['final_norm'] * c['final_norm']:
+            shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, n)
     return shapes
 
 
@@ -118,6 +129,8 @@ def load(path, need_adam=False, need_rng=False):
             raise bad(f"config {k} = {config[k]!r}")
     if config['n_embd'] % config['n_head']:
         raise bad("n_embd is not divisible by n_head")
+    if config['position'] == 'rope' and config['n_embd'] // config['n_head'] % 2:
+        raise bad("rope needs heads of an even size")
     data_format = ckpt.get('data_format', 'lines')  # checkpoints before text data: lines
     if data_format not in ('lines', 'text'):
         raise bad(f"data_format {data_format!r}")
@@ -164,8 +177,14 @@ def load(path, need_adam=False, need_rng=False):
             raise bad(f"rng_state is {e}") from None
     elif need_rng:
         raise bad("it has no rng_state, the random generator's state (give a --seed to sample)")
+    stream = ckpt.get('dropout_stream')  # [seed, draws so far]; older checkpoints: none
+    if stream is not None and not (isinstance(stream, list) and len(stream) == 2 and all(
+            type(x) is int and 0 <= x < 2 ** 64 for x in stream)):
+        raise bad(f"dropout_stream = {stream!r}")
+    if stream is None and need_adam and config['dropout']:
+        raise bad("it has no dropout_stream, which continuing a run with dropout needs")
     return dict(config=config, vocab=chars, data_format=data_format, step=step, weights=weights,
-                adam=adam, rng=rng)
+                adam=adam, rng=rng, dropout_stream=stream)
 
 
 def restore_adam(adam, state, names):

@@ -38,6 +38,7 @@ class Setting(NamedTuple):
 
 
 SAME_VALIDATION = 'cells are compared on one validation set'
+SCALAR_BLOCKS = "microgpt.py's blocks have no such choice"
 REFERENCE_OPTIMIZER = "scalar mode trains on documents with the reference's optimizer and schedule"
 
 SETTINGS = dict(
@@ -59,6 +60,10 @@ SETTINGS = dict(
                           fixed='the variants are --variants'),
     activation=Setting(('relu', 'relu2', 'gelu'), 'relu', part='model', later=True),
     final_norm=Setting(bool, False, part='model', later=True),  # --final-norm on|off
+    norm=Setting(('rmsnorm', 'layernorm'), 'rmsnorm', part='model', later=True),
+    position=Setting(('learned', 'rope', 'none'), 'learned', part='model', later=True),
+    qk_norm=Setting(bool, False, part='model', later=True),  # --qk-norm on|off
+    dropout=Setting(float, 0.0, 0, 1, below=True, modes=('tensor',), part='model', later=True),
     init_std=Setting(float, 0.08, 0, above=True, later=True),
     # training
     seed=Setting(int, 42, 0, fixed='the seeds are --seeds'),
@@ -161,6 +166,10 @@ def check(cfg, name_of):
     if cfg['n_embd'] % cfg['n_head']:
         raise UserError(f"{name_of('n_embd')} ({cfg['n_embd']}) must be divisible by "
                         f"{name_of('n_head')} ({cfg['n_head']})")
+    if cfg['position'] == 'rope' and cfg['n_embd'] // cfg['n_head'] % 2:
+        raise UserError(f"{name_of('position')} rope turns pairs of dims: each head's size, "
+                        f"{name_of('n_embd')} / {name_of('n_head')} = "
+                        f"{cfg['n_embd'] // cfg['n_head']}, must be even")
     if cfg['min_lr'] > cfg['lr']:
         raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
     if cfg['warmup_steps'] > cfg['steps']:
@@ -176,7 +185,7 @@ def check(cfg, name_of):
         for name, s in SETTINGS.items():
             if 'scalar' not in s.modes and cfg[name] != s.default:
                 raise UserError(f"{name_of(name)} {cfg[name]} needs --mode tensor: "
-                                f"{REFERENCE_OPTIMIZER}")
+                                f"{SCALAR_BLOCKS if s.part == 'model' else REFERENCE_OPTIMIZER}")
 
 
 def scalar_values(cfg, given=(), name_of=option):

@@ -450,7 +450,8 @@ def build_model(cfg, vocab_size, rng):
     """A new model as cfg says, its weights drawn from rng."""
     extra = dict(dtype=cfg['dtype']) if cfg['mode'] == 'tensor' else {}
     return model_lib(cfg['mode']).GPT(vocab_size, rng, init_std=cfg['init_std'], **extra,
-                                      **{name: cfg[name] for name in settings.MODEL})
+                                      **{name: cfg[name] for name in settings.MODEL
+                                         if cfg['mode'] in settings.SETTINGS[name].modes})
 
 
 def from_checkpoint(ckpt, mode, dtype='float64'):
@@ -463,7 +464,8 @@ def from_checkpoint(ckpt, mode, dtype='float64'):
 
 def optimizer(cfg, model):
     lib = model_lib(cfg['mode'])
-    extra = dict(weight_decay=cfg['weight_decay']) if cfg['mode'] == 'tensor' else {}
+    extra = dict(weight_decay=cfg['weight_decay'], no_decay=model.norm_weights) \
+        if cfg['mode'] == 'tensor' else {}
     return lib.Adam(model.params, beta1=cfg['beta1'], beta2=cfg['beta2'], eps=cfg['eps'], **extra)
 
 
@@ -485,6 +487,8 @@ def restored(cfg, resumed, tok):
         raise UserError(f"the checkpoint's vocabulary is not that of {cfg['data']}")
     adam = optimizer(cfg, model)
     checkpoint.restore_adam(adam, ckpt['adam'], ckpt['weights'])
+    if ckpt['dropout_stream'] and cfg['mode'] == 'tensor':
+        model.dropout_stream = model_lib('tensor').DropoutStream(*ckpt['dropout_stream'])
     return model, adam, ckpt['rng'], resumed['progress']
 
 

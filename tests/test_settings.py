@@ -52,7 +52,8 @@ def test_the_usage_says_the_default_the_table_holds(name):
 
 def test_model_settings_are_the_checkpoints_config_and_the_variants_keep_two_fixed():
     assert settings.MODEL == ('n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',
-                              'input_rmsnorm', 'activation', 'final_norm')
+                              'input_rmsnorm', 'activation', 'final_norm', 'norm', 'position',
+                              'qk_norm', 'dropout')
     assert checkpoint.MODEL_KEYS == ('vocab_size', *settings.MODEL)
     assert {n for n in ablation.NOT_VARIED if n in settings.SETTINGS} == \
         {n for n, s in settings.SETTINGS.items() if s.fixed} >= {'tie_lm_head', 'input_rmsnorm'}
@@ -87,7 +88,8 @@ def defaults(**changes):
 def test_scalar_mode_refuses_a_tensor_only_setting_and_takes_its_own_values():
     for name, s in settings.SETTINGS.items():
         if 'scalar' not in s.modes:
-            value = {'lr_schedule': 'cosine', 'data_format': 'text', 'min_lr': 0.001}.get(name, 1)
+            value = {'lr_schedule': 'cosine', 'data_format': 'text', 'min_lr': 0.001,
+                         'dropout': 0.1}.get(name, 1)
             cfg = defaults(**{name: value})
             with pytest.raises(UserError, match='needs --mode tensor'):
                 settings.check(cfg, settings.option)
