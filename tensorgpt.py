@@ -295,7 +295,7 @@ class DropoutStream:
 
     def keep(self, shape, p, dtype):
         """An array of shape: 0 with probability p, else 1 / (1 - p)."""
-        n = math.prod(shape)
+        n = int(math.prod(shape))
         keep = dropout_keep(n, np.uint64(self.seed), np.uint64(self.count),
                             np.uint64(round(p * 2 ** 32)), np.dtype(dtype).type(1 / (1 - p)))
         self.count += n

@@ -68,7 +68,7 @@ def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
                 rng_state=rng.getstate(), weights={n: encode_array(w) for n, w in weights.items()},
                 adam=dict(t=adam.t, **moments))
     if stream:
-        ckpt['dropout_stream'] = [stream.seed, stream.count]
+        ckpt['dropout_stream'] = [int(stream.seed), int(stream.count)]
     return json.dumps(ckpt) + '\n'
 
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import microgpt
@@ -120,6 +120,114 @@ def test_activations_are_their_textbook_formulas():
 def test_rmsnorm_grad_matches_finite_difference(data):
     x = data.draw(arrays((data.draw(dims), data.draw(dims), data.draw(dims))))
     grad_check(tg.rmsnorm, x, rtol=1e-5, atol=1e-6)  # rows near 0 curve hard: looser differences
+
+
+@given(st.data())
+def test_layernorm_grad_matches_finite_difference(data):
+    N, C = data.draw(dims), data.draw(st.integers(2, 5))
+    x = data.draw(arrays((N, C)))
+    gain, bias = data.draw(arrays((1, C))), data.draw(arrays((1, C)))
+    assume(np.ptp(x, axis=-1).min() > 0.1)  # a row of one value: its variance, near 0, curves hard
+    grad_check(tg.layernorm, x, gain, bias, rtol=1e-5, atol=1e-6)
+
+
+@given(dims, st.integers(1, 40), dtypes, seeds)
+def test_layernorm_kernels_match_numpy(N, C, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
+    gain, bias = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    out, twin = tg.layernorm_forward(x, gain, bias), tg.layernorm_forward_numpy(x, gain, bias)
+    for a, b in zip(out, twin):
+        assert a.dtype == dtype
+        assert_close(a, b, dtype)
+    back = tg.layernorm_backward(x, out[1], out[2], gain, g)
+    for a, b in zip(back, tg.layernorm_backward_numpy(x, out[1], out[2], gain, g)):
+        assert a.dtype == dtype
+        assert_close(a, b, dtype)
+
+
+def test_layernorm_is_the_textbook_formula():
+    x = np.array([[1.0, 2.0, 6.0]])
+    y = tg.layernorm(tg.Tensor(x), tg.Tensor(np.array([[2.0, 1.0, 1.0]])), tg.Tensor(np.array([[0.5, 0, 0]])))
+    np.testing.assert_allclose(y.data, (x - 3) / np.sqrt(14 / 3 + 1e-5) * [2, 1, 1] + [0.5, 0, 0], rtol=1e-14)
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), seeds)
+def test_qk_rmsnorm_grad_matches_finite_difference(N, n_head, D, seed):
+    qkv = np.random.default_rng(seed).standard_normal((N, 3 * n_head * D)) + 0.5
+    grad_check(lambda t: tg.qk_rmsnorm(t, n_head), qkv, rtol=1e-5, atol=1e-6)
+    y = tg.qk_rmsnorm(tg.Tensor(qkv), n_head).data.reshape(N, 3, n_head, D)
+    np.testing.assert_array_equal(y[:, 2], qkv.reshape(N, 3, n_head, D)[:, 2])  # v as it was
+    qk = qkv.reshape(N, 3, n_head, D)[:, :2]                                     # q, k: rmsnormed
+    np.testing.assert_allclose(y[:, :2], qk / np.sqrt(np.mean(qk ** 2, axis=-1, keepdims=True) + 1e-5),
+                               rtol=1e-12)
+
+
+@given(st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), seeds)
+def test_rope_grad_matches_finite_difference(N, n_head, half, seed):
+    rng = np.random.default_rng(seed)
+    qkv, positions = rng.standard_normal((N, 3 * n_head * 2 * half)), rng.integers(0, 50, N)
+    grad_check(lambda t: tg.rope(t, positions, n_head), qkv)
+
+
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(0, 100), seeds)
+def test_rope_scores_depend_only_on_how_far_apart(n_head, half, shift, seed):
+    """q_i . k_j after rope depends on i - j alone: shifting every position changes nothing."""
+    D, rng = 2 * half, np.random.default_rng(seed)
+    qkv, positions = rng.standard_normal((6, 3 * n_head * D)), np.arange(6)
+    scores = []
+    for p in (positions, positions + shift):
+        y = tg.rope(tg.Tensor(qkv), p, n_head).data.reshape(6, 3, n_head, D)
+        scores.append(np.einsum('ihd,jhd->hij', y[:, 0], y[:, 1]))
+    np.testing.assert_allclose(scores[1], scores[0], rtol=1e-9, atol=1e-9)
+
+
+def test_dropout_draws_are_the_numpy_twins_and_keep_one_minus_p():
+    stream = tg.DropoutStream(2 ** 63 + 12345)
+    first, second = stream.keep((300, 400), 0.1, np.float32), stream.keep((7,), 0.1, np.float32)
+    assert stream.count == 120007 and first.dtype == np.float32
+    twin = tg.dropout_keep_numpy(120007, np.uint64(2 ** 63 + 12345), np.uint64(0),
+                                 np.uint64(round(0.1 * 2 ** 32)), np.float32(1 / 0.9))
+    np.testing.assert_array_equal(np.concatenate([first.ravel(), second]), twin)
+    assert set(np.unique(first)) == {0, np.float32(1 / 0.9)}
+    assert abs(np.mean(first == 0) - 0.1) < 4 * math.sqrt(0.09 / 120000)  # 4 sigma
+    again = tg.DropoutStream(2 ** 63 + 12345, count=120000).keep((7,), 0.1, np.float32)
+    np.testing.assert_array_equal(again, second)  # the state is (seed, count): resumable
+
+
+@given(st.data())
+def test_dropout_grad_matches_finite_difference(data):
+    x = data.draw(arrays((data.draw(dims), data.draw(dims))))
+    keep = tg.DropoutStream(data.draw(seeds)).keep(x.shape, 0.5, np.float64)
+    grad_check(lambda t: tg.dropout(t, keep), x)
+
+
+@given(packed_batches(), st.integers(1, 3), st.integers(1, 3), seeds)
+def test_attention_with_dropout_grad_matches_finite_difference(starts, n_head, D, seed):
+    qkv = np.random.default_rng(seed).standard_normal((starts[-1], 3 * n_head * D))
+    drop = lambda shape: tg.DropoutStream(seed).keep(shape, 0.3, np.float64)  # the same each call
+    grad_check(lambda qkv: tg.attention(qkv, starts, n_head, drop=drop), qkv)
+
+
+@given(st.integers(1, 3), st.integers(1, 7), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 4), seeds)
+def test_attention_in_tiles_with_dropout_is_the_numpy_twin(B, T, n_head, D, tile, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v, dy = (rng.standard_normal((B * T, n_head * D)) for _ in range(4))
+    starts = np.arange(0, B * T + 1, T)
+    stream = tg.DropoutStream(seed)
+    keeps = []
+    def drop(shape):  # the tiles' draws, kept to build the whole [B, H, T, T] keep array
+        keeps.append(stream.keep(shape, 0.3, np.float64))
+        return keeps[-1]
+    y, backward, _ = tg.attention_blocks(np.hstack([q, k, v]), B, n_head, drop, tile=tile)
+    keep = np.zeros((B, n_head, T, T))
+    for i, kp in zip(range(0, T, tile), keeps):
+        keep[:, :, i:i + kp.shape[2], :kp.shape[3]] = kp
+    y_np, att = tg.attention_forward_numpy(q, k, v, starts, n_head, keep)
+    np.testing.assert_allclose(y, y_np, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(backward(dy), np.hstack(tg.attention_backward_numpy(
+        q, k, v, att, dy, starts, n_head, keep)), rtol=1e-12, atol=1e-12)
 
 
 def test_rmsnorm_is_microgpts_formula():
@@ -320,7 +428,12 @@ def test_adam_step_is_microgpts():
 configs = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'n_layer': 2},
            {'n_layer': 2, 'tie_lm_head': True, 'input_rmsnorm': False, 'n_embd': 8, 'n_head': 2, 'block_size': 5},
            {'activation': 'relu2'}, {'activation': 'gelu', 'n_layer': 2},  # every architecture choice
-           {'final_norm': True}, {'final_norm': True, 'tie_lm_head': True, 'activation': 'relu2'}]
+           {'final_norm': True}, {'final_norm': True, 'tie_lm_head': True, 'activation': 'relu2'},
+           {'norm': 'layernorm'}, {'norm': 'layernorm', 'input_rmsnorm': False, 'n_layer': 2},
+           {'position': 'rope'}, {'position': 'none'}, {'qk_norm': True},
+           {'qk_norm': True, 'position': 'rope', 'n_layer': 2},
+           GPT2 := {'norm': 'layernorm', 'activation': 'gelu', 'final_norm': True, 'tie_lm_head': True},
+           NANOCHAT := {'activation': 'relu2', 'position': 'rope', 'qk_norm': True, 'final_norm': True}]
 documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids + [10])  # BOS = 10
 
 
@@ -443,7 +556,14 @@ def test_evaluate_is_the_mean_document_loss_and_changes_nothing():
 @pytest.mark.parametrize('dtype, choices', [('float32', {}), ('float64', {}),
                                             ('float64', {'activation': 'relu2'}),
                                             ('float32', {'activation': 'gelu'}),
-                                            ('float64', {'final_norm': True})])
+                                            ('float64', {'final_norm': True}),
+                                            ('float64', {'norm': 'layernorm'}),
+                                            ('float64', {'position': 'rope'}),
+                                            ('float32', {'position': 'rope', 'qk_norm': True}),
+                                            ('float64', {'position': 'none'}),
+                                            ('float64', {'qk_norm': True}),
+                                            ('float64', {'dropout': 0.5}),  # off: not training
+                                            ('float64', GPT2), ('float32', NANOCHAT)])
 @settings(max_examples=5)
 @given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)
 def test_kv_cache_logits_match_full_forward(dtype, choices, docs, seed):
@@ -459,6 +579,19 @@ def test_kv_cache_logits_match_full_forward(dtype, choices, docs, seed):
         step = model.next_logits(tokens[:, pos], pos, cache)
         assert step.dtype == dtype
         np.testing.assert_allclose(step, full[:, pos], rtol=tol, atol=tol)
+
+
+def test_dropout_is_on_while_training_only():
+    docs = [[10, 1, 2, 3, 10], [10, 4, 5, 10]]
+    plain = tg.GPT(11, random.Random(0), dtype='float64')
+    model = tg.GPT(11, random.Random(0), dtype='float64', dropout=0.3)
+    assert all(np.array_equal(w, plain.weights()[n]) for n, w in model.weights().items())
+    # evaluation, validation and sampling: deterministic, and P = 0's
+    assert tg.evaluate(model, docs) == tg.evaluate(model, docs) == tg.evaluate(plain, docs)
+    assert model.sample(random.Random(1), 10) == plain.sample(random.Random(1), 10)
+    assert model.dropout_stream.count == 0
+    trained = [float(model.loss(docs, training=True).data) for _ in range(2)]
+    assert model.dropout_stream.count > 0 and trained[0] != trained[1] != float(plain.loss(docs).data)
 
 
 @pytest.mark.parametrize('prompt', [(), (3, 4)])

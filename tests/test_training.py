@@ -570,15 +570,17 @@ def test_a_text_run_trains_on_windows_and_ends_with_a_passage(text, capsys):
 
 LARGER = ('--beta1', '0.9', '--beta2', '0.95', '--weight-decay', '0.1', '--grad-clip', '0.5',
           '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001', '--init-std',
-          '0.02', '--top-k', '5', '--lr', '0.02')
+          '0.02', '--top-k', '5', '--lr', '0.02', '--norm', 'layernorm', '--position', 'rope',
+          '--qk-norm', 'on', '--final-norm', 'on', '--activation', 'gelu', '--dropout', '0.1')
 
 
 def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys):
     assert train_text(text / 'a', *LARGER, '--steps', '16') == 0
     config = json.loads((text / 'a' / 'config.json').read_text())
     assert (config['weight_decay'], config['grad_clip'], config['warmup_steps'], config['min_lr'],
-            config['lr_schedule'], config['init_std'], config['top_k'], config['beta1']) == \
-        (0.1, 0.5, 4, 0.001, 'cosine', 0.02, 5, 0.9)
+            config['lr_schedule'], config['init_std'], config['top_k'], config['beta1'],
+            config['norm'], config['position'], config['qk_norm'], config['dropout']) == \
+        (0.1, 0.5, 4, 0.001, 'cosine', 0.02, 5, 0.9, 'layernorm', 'rope', True, 0.1)
     assert cli.main(['train', '--from', str(text / 'a'), '--out', str(text / 'b')]) == 0
     assert train_text(text / 'half', *LARGER, '--steps', '16', '--stop-after', '9') == 0
     assert cli.main(['train', '--resume', str(text / 'half'), '--out', str(text / 'rest')]) == 0
@@ -672,7 +674,9 @@ def test_weights_too_big_to_compute_diverge_in_one_line_without_numpys_warnings(
 
 @pytest.mark.parametrize('option, value, recorded', [('--activation', 'relu2', 'relu2'),
                                                      ('--activation', 'gelu', 'gelu'),
-                                                     ('--final-norm', 'on', True)])
+                                                     ('--final-norm', 'on', True),
+                                                     ('--norm', 'layernorm', 'layernorm'),
+                                                     ('--position', 'none', 'none')])
 def test_an_architecture_choice_is_recorded_and_both_modes_train_it_alike(small, capsys, option,
                                                                           value, recorded):
     name = option[2:].replace('-', '_')
