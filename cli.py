@@ -113,8 +113,13 @@ Ablation options:
   --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 (K <= 10000) [default: 1]
   --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm [default: all]
   --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train
-                      option --NAME too; repeatable. The first variant with the first
+                      option --NAME too; repeatable. NAME+NAME=V+V,V+V,... varies
+                      settings together (recipes). The first variant with the first
                       values is the reference cell, which the others are compared with.
+  --design D          product: every variant with every combination of the --vary
+                      values; alone: the reference cell, then one cell for each other
+                      variant and each other value of a --vary, the rest as the
+                      reference's: each choice alone against it [default: product]
   --jobs N            Runs at once, up to 1024; results do not change, as every run
                       runs its own --threads; auto: the cores / threads [default: auto]
 
@@ -284,8 +289,8 @@ def parse_config(args):
     if args['ablate']:
         cfg.update(seeds=value(args, 'seeds'), jobs=value(args, 'jobs'),
                    variants=list(ablation.VARIANTS) if args['--variants'] == 'all'
-                   else args['--variants'].split(','), vary=vary)
-        ablation.check_grid(cfg, cfg['variants'], cfg['vary'], option)
+                   else args['--variants'].split(','), vary=vary, design=value(args, 'design'))
+        ablation.check_grid(cfg, cfg['variants'], cfg['vary'], option, cfg['design'])
     if args['bench']:
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats')},
                    scalar=not args['--no-scalar'], torch=args['--torch'],
@@ -294,8 +299,17 @@ def parse_config(args):
 
 
 def axis(spec):
-    """(setting, [values]) of an --vary NAME=V1,V2,... , the values converted and checked."""
-    name, _, values = spec.partition('=')
+    """(setting, [values]) of an --vary NAME=V1,V2,... , the values converted and checked;
+    of NAME+NAME=V+V,V+V,... ('name+name', [(value, value), ...])."""
+    names, _, values = spec.partition('=')
+    if '+' in names:  # settings varied together: each value a V+V, one part a setting
+        rows = [v.split('+') for v in values.split(',')] if values else []
+        if not rows or any(len(r) != names.count('+') + 1 for r in rows):
+            raise UserError(f"--vary {spec}: give NAME+NAME=V+V,... with a value for each NAME")
+        columns = [axis(f"{name}={','.join(r[i] for r in rows)}")
+                   for i, name in enumerate(names.split('+'))]
+        return '+'.join(c[0] for c in columns), list(zip(*(c[1] for c in columns)))
+    name = names
     opt = '--' + name.lstrip('-')
     if opt in set().union(*option_sections().values()) - TAKES_VALUE:
         raise UserError(f"--vary {spec}: {opt} is a flag and takes no value (the variants "

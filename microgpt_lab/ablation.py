@@ -90,11 +90,28 @@ NOT_VARIED = {name: s.fixed for name, s in settings.SETTINGS.items() if s.fixed}
 NOT_VARIED['out'] = 'one ablation, one folder'
 
 
-def cells(variants, axes):
-    """[(variant, ((name, value), ...)), ...]: every variant with every combination of the
-    axes' values (axes: [(name, [values])]), the reference cell first."""
+DESIGNS = ('product', 'alone')
+
+
+def cells(variants, axes, design='product'):
+    """[(variant, ((name, value), ...)), ...], the reference cell first (the first variant
+    with the first value of each axis; axes: [(name, [values])]). design 'product': every
+    variant with every combination of the axes' values. 'alone': the reference cell, then
+    one cell for each other variant and each other value of an axis, the rest as the
+    reference: each choice alone against the reference, which all of them share."""
+    if design == 'alone':
+        first = tuple((name, values[0]) for name, values in axes)
+        return [(variants[0], first)] + [(v, first) for v in variants[1:]] + [
+            (variants[0], first[:i] + ((name, value),) + first[i + 1:])
+            for i, (name, values) in enumerate(axes) for value in values[1:]]
     combos = itertools.product(*[[(name, value) for value in values] for name, values in axes])
     return [(variant, combo) for combo in combos for variant in variants]
+
+
+def pairs(name, value):
+    """The (setting, value) pairs of one axis's value: an axis of settings varied together
+    ('norm+activation', a recipe) has a value for each."""
+    return list(zip(name.split('+'), value)) if '+' in name else [(name, value)]
 
 
 def label(cell):
@@ -104,7 +121,10 @@ def label(cell):
 
 
 def shown(name, value):
-    """A varied setting's value as its option takes it: a switch's on or off."""
+    """A varied setting's value as its option takes it: a switch's on or off; the values of
+    settings varied together joined by +."""
+    if '+' in name:
+        return '+'.join(str(shown(n, v)) for n, v in pairs(name, value))
     return ('on' if value else 'off') if settings.SETTINGS[name].kind is bool else value
 
 
@@ -126,11 +146,12 @@ def run_name(cell, seed):
 def cell_config(base, cell, seed):
     variant, combo = cell
     tie, norm = VARIANTS[variant]
-    return dict({name: base[name] for name in settings.SETTINGS}, **dict(combo), seed=seed,
+    varied = {n: v for name, value in combo for n, v in pairs(name, value)}
+    return dict({name: base[name] for name in settings.SETTINGS}, **varied, seed=seed,
                 tie_lm_head=tie, input_rmsnorm=norm)
 
 
-def check_grid(base, variants, axes, name_of):
+def check_grid(base, variants, axes, name_of, design='product'):
     """A UserError for the first thing in a grid that cannot run: an unknown variant, a
     setting that is not varied, or a cell whose settings do not fit together."""
     for v in variants:
@@ -138,25 +159,35 @@ def check_grid(base, variants, axes, name_of):
             raise UserError(f"{name_of('variants')}: {v} is not a variant ({', '.join(VARIANTS)})")
     if not variants or len(set(variants)) != len(variants):
         raise UserError(f"{name_of('variants')}: give each variant at most once, at least one")
-    for name, values in axes:
-        if name == 'threads' and None in values:
-            raise UserError(f"{name_of('vary')} threads=auto: an ablation's runs each run a "
-                            "given number of threads, so that --jobs changes nothing")
-        if name in NOT_VARIED or name not in settings.SETTINGS:
-            why = NOT_VARIED.get(name, 'it is not a setting of a run')
-            raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: not varied: {why}")
+    for joint, values in axes:
+        names = joint.split('+')  # settings varied together: a value for each, joined by +
+        if len(names) > 1 and any(not isinstance(v, (list, tuple)) or len(v) != len(names)
+                                  for v in values):
+            raise UserError(f"{name_of('vary')} {joint.replace('_', '-')}: give a value for "
+                            "each setting, joined by +")
         if not values or len(set(map(str, values))) != len(values):
-            raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: give distinct values")
-        for value in values:
-            why = settings.problem(settings.SETTINGS[name], value)
-            if why:
-                raise UserError(f"{name_of('vary')} {name.replace('_', '-')}={value}: {why}")
-    if len({name for name, _ in axes}) != len(axes):
+            raise UserError(f"{name_of('vary')} {joint.replace('_', '-')}: give distinct values")
+        for i, name in enumerate(names):
+            column = [pairs(joint, v)[i][1] for v in values]
+            if name == 'threads' and None in column:
+                raise UserError(f"{name_of('vary')} threads=auto: an ablation's runs each run a "
+                                "given number of threads, so that --jobs changes nothing")
+            if name in NOT_VARIED or name not in settings.SETTINGS:
+                why = NOT_VARIED.get(name, 'it is not a setting of a run')
+                raise UserError(f"{name_of('vary')} {name.replace('_', '-')}: not varied: {why}")
+            for value in column:
+                why = settings.problem(settings.SETTINGS[name], value)
+                if why:
+                    raise UserError(f"{name_of('vary')} {name.replace('_', '-')}={value}: {why}")
+    varied = [n for joint, _ in axes for n in joint.split('+')]
+    if len(set(varied)) != len(varied):
         raise UserError(f"{name_of('vary')}: each setting once")
-    for cell in cells(variants, axes):
+    if design not in DESIGNS:
+        raise UserError(f"{name_of('design')} must be {' or '.join(DESIGNS)}, got {design!r}")
+    for cell in cells(variants, axes, design):
         settings.check(cell_config(base, cell, base['seed']), name_of)
     scored = {training.val_docs_of(cell_config(base, cell, base['seed']))
-              for cell in cells(variants, axes)}
+              for cell in cells(variants, axes, design)}
     if len(scored) > 1 and base['data_format'] == 'lines':
         raise UserError(f"{name_of('vary')} mode: its cells would be scored on different "
                         "validation sets (tensor mode: every held-out document; scalar mode: "
@@ -255,7 +286,7 @@ def signals_held():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, training.STOPPING)
 
 
-PLAN_FIELDS = ('seeds', 'jobs', 'out')  # in the plan's config beside the settings
+PLAN_FIELDS = ('seeds', 'jobs', 'out', 'design')  # in the plan's config beside the settings
 
 
 def read_plan(out):
@@ -269,13 +300,15 @@ def read_plan(out):
     cfg = dict(settings.read(recorded, f"{path}: config", PLAN_FIELDS),
                jobs=records.field(recorded, 'jobs', path, (int, type(None)), lambda j: not
                                   settings.problem(settings.COMMAND_OPTIONS['jobs'], j),
-                                  'a count up to 1024'))
+                                  'a count up to 1024'),
+               design=recorded.get('design', 'product'))  # plans before designs: the product
     variants = list(records.field(plan, 'variants', path, (list, dict)))
     axes = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
         isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)
         for x in a), 'a list of [setting, values]')
-    axes = [(name, values) for name, values in axes]
-    check_grid(cfg, variants, axes, lambda name: f"{path}: {name}")
+    axes = [(name, [tuple(v) if '+' in name and isinstance(v, list) else v for v in values])
+            for name, values in axes]  # values of settings varied together: tuples
+    check_grid(cfg, variants, axes, lambda name: f"{path}: {name}", cfg['design'])
     sha = records.field(plan, 'data_sha256', path, str)
     cfg['data'] = settings.recorded_data(cfg['data'], sha, out)
     return cfg, seeds, variants, axes
@@ -292,7 +325,7 @@ def ablate_command(cfg, resume=None):
                 return run_all(*plan, resume, cfg['jobs'] or plan[0]['jobs'], caught)
         cfg = dict(cfg, threads=cfg['threads'] or 1)  # a run's threads do not follow --jobs
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
-        grid = cells(cfg['variants'], cfg['vary'])
+        grid = cells(cfg['variants'], cfg['vary'], cfg['design'])
         at_once = min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
         for cell in grid:
             training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
@@ -310,7 +343,7 @@ def ablate_command(cfg, resume=None):
 
 
 def run_all(base, seeds, variants, axes, out, jobs, caught):
-    grid = cells(variants, axes)
+    grid = cells(variants, axes, base['design'])
     # an ablation recorded before the thread count was a setting: its runs take the cores
     threads = max(cell_config(base, cell, seeds[0])['threads'] or os.cpu_count() or 1
                   for cell in grid)
@@ -330,6 +363,8 @@ def run_all(base, seeds, variants, axes, out, jobs, caught):
     steps = sorted({cell_config(base, cell, 0)['steps'] for cell in grid})
     grid_size = f"{len(variants)} variants" + ''.join(f" x {len(v)} {n.replace('_', '-')}"
                                                      for n, v in axes)
+    if base['design'] == 'alone':
+        grid_size = f"the reference and {len(grid) - 1} cells of one change each"
     print(f"ablation: {grid_size} x {len(seeds)} seeds, {'/'.join(map(str, steps))} steps, "
           f"{base['mode']} mode, {threads} thread(s) a run; {len(runs) - len(todo)} runs done, "
           f"{len(todo)} to go{f' ({resumed} continued from their checkpoints)' if resumed else ''}"
@@ -401,7 +436,7 @@ def run_all(base, seeds, variants, axes, out, jobs, caught):
         print(f"interrupted: the finished runs are kept, the stopped ones continue from their "
               f"checkpoints; to go on: {to_go}")
         return 128 + caught[0]
-    diverged = summarize(out, runs, seeds, axes)
+    diverged = summarize(out, runs, seeds, axes, base['design'])
     if diverged:
         print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "
               "out; try a lower --lr or --init-std", file=sys.stderr)
@@ -417,7 +452,8 @@ def run_row(cell, seed, run_dir, out):
     variant, combo = cell
     m = records.read_run(run_dir)
     s = m['samples']
-    return {'variant': variant, **dict(combo), **dict(
+    return {'variant': variant, **{name: shown(name, value) if '+' in name else value
+                                   for name, value in combo}, **dict(
         seed=seed, tie_lm_head=VARIANTS[variant][0], input_rmsnorm=VARIANTS[variant][1],
         status=m['status'], final_loss=m['final_loss'], mean_loss_last_n=m['mean_loss_last_n'],
         last_n=m['last_n'], val_loss=m['val_loss'], steps_per_s=m['steps_per_s'],
@@ -425,7 +461,11 @@ def run_row(cell, seed, run_dir, out):
         samples_new=s.get('new'), run=os.path.relpath(run_dir, out))}
 
 
-def summarize(out, runs, seeds, axes):
+DESIGN_WORDS = dict(product="every combination of the variants and the --vary values",
+                    alone="each choice alone against the reference (one change a cell)")
+
+
+def summarize(out, runs, seeds, axes, design='product'):
     """summary.csv (a row a run), summary.json and table.md (a row a cell: means over
     seeds, and the paired difference of validation loss from the reference cell), the
     plot. Returns how many runs diverged."""
@@ -452,8 +492,8 @@ def summarize(out, runs, seeds, axes):
                       'diverged': len(rs) - len(ok)})
     records.write_json(os.path.join(out, 'summary.json'), dict(
         seeds=seeds, reference=label(reference), varied=[name for name, _ in axes],
-        variants=table, runs=rows))
-    md = markdown_table(table, [name for name, _ in axes], label(reference))
+        design=design, variants=table, runs=rows))
+    md = markdown_table(table, [name for name, _ in axes], label(reference), design)
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
     plot(out, [(cell, run_dir) for (cell, _, run_dir), row in zip(runs, rows)
@@ -462,7 +502,7 @@ def summarize(out, runs, seeds, axes):
     return sum(r['diverged'] for r in table)
 
 
-def markdown_table(table, varied, reference):
+def markdown_table(table, varied, reference, design='product'):
     last_n = {r['last_n'] for r in table if r['mean_loss_last_n'][0] is not None}
     own_n = lambda r: '' if len(last_n) <= 1 else f" (N={r['last_n']})"  # cells differ in steps
     def pm(stat, fmt='.4f'):
@@ -490,7 +530,8 @@ def markdown_table(table, varied, reference):
                      f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['val_loss'])}"
                      f" | {delta} | {pm(r['steps_per_s'], '.1f')} | {pm(r['tokens_per_s'], '.0f')}"
                      f" | {shares} |")
-    lines += ['', f"Mean ± standard deviation over {table[0]['seeds']} seed(s)."]
+    lines += ['', f"Design: {DESIGN_WORDS[design]}. Mean ± standard deviation over "
+                  f"{table[0]['seeds']} seed(s)."]
     lines += [f"{r['cell']}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
               for r in table if r['diverged']]
     return '\n'.join(lines) + '\n'

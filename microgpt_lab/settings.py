@@ -100,7 +100,8 @@ SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not 
 COMMAND_OPTIONS = dict(
     num=Setting(int, None, 0, optional=True), seeds=Setting(int, 1, 1, 10000),
     jobs=Setting(int, None, 1, 1024, optional=True), bench_steps=Setting(int, 100, 1),
-    warmup=Setting(int, 10, 0), repeats=Setting(int, 3, 1))
+    warmup=Setting(int, 10, 0), repeats=Setting(int, 3, 1),
+    design=Setting(('product', 'alone'), 'product'))
 
 
 def option(name):
