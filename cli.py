@@ -6,7 +6,7 @@ Usage:
   cli.py train [options]
   cli.py sample --checkpoint PATH [options]
   cli.py ablate [options] [--vary SPEC]...
-  cli.py bench [options]
+  cli.py bench [options] [--vary SPEC]...
   cli.py plot DIR... [options]
   cli.py attention --checkpoint PATH --text TEXT [options]
   cli.py -h | --help
@@ -19,7 +19,8 @@ Commands:
   ablate     Train the variants (tied/untied lm_head x input rmsnorm on/off) with the same
              seeds, data and settings, crossed with the values of each --vary; summarize
              them (JSON, CSV, a markdown table, a plot of the loss curves).
-  bench      Time scalar mode, tensor mode (and PyTorch) side by side, taking turns.
+  bench      Time scalar mode, tensor mode (and PyTorch) side by side, taking turns;
+             with --vary, tensor mode with each value alone too (the cost of a choice).
   plot       Draw the loss curves of run records and ablations over each other, in a PNG.
   attention  Show how a checkpoint's model attends over TEXT, every layer and head: text
              heatmaps in the terminal, and a grid of heatmaps in a PNG.
@@ -198,7 +199,7 @@ def allowed_options(command, given):
         - {'--tie-lm-head', '--no-input-rmsnorm'},
         'sample': s['sample'] | s['generation'] - {'--samples'} | {'--mode', '--seed'},
         'bench': s['data'] | s['model'] | s['bench'] | {'--seed', '--lr', '--batch-size',
-                                                        '--dtype', '--threads', '--out'},
+                                                        '--dtype', '--threads', '--out', '--vary'},
         'plot': {'--png'},
         'attention': {'--checkpoint', '--text', '--png'},
     }[command]
@@ -279,7 +280,7 @@ def parse_config(args):
                     batched=args['--batched'])
     mode = 'tensor' if args['bench'] else mode or 'scalar'  # bench: every mode
     cfg = {name: mode if name == 'mode' else value(args, name) for name in settings.SETTINGS}
-    vary = [axis(spec) for spec in args['--vary']] if args['ablate'] else []
+    vary = [axis(spec) for spec in args['--vary']] if args['ablate'] or args['bench'] else []
     modes = {mode}.union(*[values for name, values in vary if name == 'mode'])
     if 'scalar' in modes:  # every cell of a grid with scalar mode in it runs as it can
         given = {name for name in settings.SETTINGS if option(name) in args['given']}
@@ -294,7 +295,10 @@ def parse_config(args):
     if args['bench']:
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats')},
                    scalar=not args['--no-scalar'], torch=args['--torch'],
-                   reference=args['--reference'])
+                   reference=args['--reference'], vary=vary)
+        for name, values in vary:
+            for v in values:
+                settings.check(dict(cfg, **dict(ablation.pairs(name, v)), mode='tensor'), option)
     return cfg
 
 

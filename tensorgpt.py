@@ -165,29 +165,36 @@ def activate(x, kind='relu'):
     nanochat's) or gelu (GPT-2's, in its tanh approximation)."""
     if kind == 'relu':
         return relu(x)
-    def backward(g):
-        add_grad(x, ACTIVATION_GRADS[kind](x.data, g))
-    return Tensor(ACTIVATIONS[kind](x.data), (x,), backward)
+    if kind == 'relu2':
+        return Tensor(relu2_forward(x.data), (x,), lambda g: add_grad(x, relu2_backward(x.data, g)))
+    y, t = gelu_forward(x.data)                       # t = tanh u, kept for the backward
+    return Tensor(y, (x,), lambda g: add_grad(x, gelu_backward(x.data, t, g)))
+
+
+ACTIVATIONS = ('relu', 'relu2', 'gelu')
 
 
 # relu2: y = max(x, 0)^2, dy/dx = 2 max(x, 0).
+def relu2_forward_numpy(x):
+    return np.maximum(x, 0) ** 2
+
+
+def relu2_backward_numpy(x, g):
+    return g * 2 * np.maximum(x, 0)
+
+
 # gelu:  y = x/2 (1 + tanh u), u = c (x + 0.044715 x^3), c = sqrt(2/pi);
 #        dy/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) c (1 + 3 * 0.044715 x^2).
 GELU_C = math.sqrt(2 / math.pi)
 
 
-def gelu_numpy(x):
-    return 0.5 * x * (1 + np.tanh(GELU_C * (x + 0.044715 * x ** 3)))
+def gelu_forward_numpy(x):  # -> y, tanh u. (x * x * x, not x ** 3: NumPy's power is slow)
+    t = np.tanh(GELU_C * (x + 0.044715 * (x * x * x)))
+    return 0.5 * x * (1 + t), t
 
 
-def gelu_backward_numpy(x, g):
-    t = np.tanh(GELU_C * (x + 0.044715 * x ** 3))
+def gelu_backward_numpy(x, t, g):
     return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
-
-
-ACTIVATIONS = dict(relu=lambda x: np.maximum(x, 0), relu2=lambda x: np.maximum(x, 0) ** 2,
-                   gelu=gelu_numpy)
-ACTIVATION_GRADS = dict(relu2=lambda x, g: g * 2 * np.maximum(x, 0), gelu=gelu_backward_numpy)
 
 
 def rmsnorm(x):
@@ -256,27 +263,32 @@ def qk_rmsnorm(qkv, n_head):
     return Tensor(out, (qkv,), backward)
 
 
-def rope(qkv, positions, n_head):
+def rope(qkv, angles, n_head):
     """Rotary position embedding (RoPE) of q and k: in each head, dims d and d + D/2 form a
-    pair, turned by the angle position * 10000^(-2d/D). The product of a q and a k then
-    depends on how far apart they are, not where they are. [N, 3C], positions [N] -> [N, 3C]."""
-    N, D = qkv.data.shape[0], qkv.data.shape[1] // (3 * n_head)
-    cos, sin = rope_angles(positions, D, qkv.data.dtype)       # [N, 1, D/2] each
-    qk = lambda a: a.reshape(N, 3 * n_head, D)[:, :2 * n_head]
-    def rotated(a, sin):                                       # [N, 3C], q and k turned by +-angle
-        out = a.copy()
-        x1, x2 = qk(a)[..., :D // 2], qk(a)[..., D // 2:]      # [N, 2H, D/2]
-        qk(out)[..., :D // 2] = x1 * cos + x2 * sin
-        qk(out)[..., D // 2:] = x2 * cos - x1 * sin
-        return out
+    pair, turned by the angle position * 10000^(-2d/D) (angles: rope_angles of the
+    positions). The product of a q and a k then depends on how far apart they are, not
+    where they are. [N, 3C] -> [N, 3C]."""
+    cos, sin = angles                                          # [N, D/2] each
     # a rotation's transpose is the rotation back: the gradient turns by -angle
-    return Tensor(rotated(qkv.data, sin), (qkv,), lambda g: add_grad(qkv, rotated(g, -sin)))
+    return Tensor(rope_rotate(qkv.data, cos, sin, n_head), (qkv,),
+                  lambda g: add_grad(qkv, rope_rotate(g, cos, -sin, n_head)))
 
 
 def rope_angles(positions, D, dtype):
-    """cos and sin of position * 10000^(-2d/D), d < D/2, in float64 then dtype: [N, 1, D/2]."""
+    """cos and sin of position * 10000^(-2d/D), d < D/2, in float64 then dtype: [N, D/2] each."""
     angle = np.asarray(positions, np.float64)[:, None] * 10000.0 ** (-2 * np.arange(D // 2) / D)
-    return np.cos(angle)[:, None].astype(dtype), np.sin(angle)[:, None].astype(dtype)
+    return np.cos(angle).astype(dtype), np.sin(angle).astype(dtype)
+
+
+# Pair (x1, x2) = dims (d, d + D/2) of a head of q or k becomes (x1 cos + x2 sin, x2 cos - x1 sin).
+def rope_rotate_numpy(a, cos, sin, n_head):
+    N, D = a.shape[0], a.shape[1] // (3 * n_head)
+    qk = lambda a: a.reshape(N, 3 * n_head, D)[:, :2 * n_head]   # [N, 2H, D], a view of q and k
+    out, cos, sin = a.copy(), cos[:, None], sin[:, None]         # angles [N, 1, D/2]
+    x1, x2 = qk(a)[..., :D // 2], qk(a)[..., D // 2:]
+    qk(out)[..., :D // 2] = x1 * cos + x2 * sin
+    qk(out)[..., D // 2:] = x2 * cos - x1 * sin
+    return out
 
 
 def dropout(x, keep):
@@ -486,6 +498,8 @@ class GPT:
         attend(layer, qkv [N, 3C]) -> [N, C]: within each document (forward), or over a
         cache of the past (next_logits). One story for training and for sampling."""
         sd = self.state_dict
+        if self.position == 'rope':  # the same angles in every layer
+            angles = rope_angles(positions, self.n_embd // self.n_head, self.dtype)
         x = embedding(sd['wte'], tokens)                                       # [N, C]
         if self.position == 'learned':
             x = x + embedding(sd['wpe'], positions)
@@ -496,7 +510,7 @@ class GPT:
             w = concat_rows(*(sd[f'layer{i}.attn_w{x}'] for x in 'qkv'))      # [3C, C]
             qkv = linear(self.normalize(x, f'layer{i}.attn_norm'), w)         # [N, 3C]: q, k, v
             if self.position == 'rope':
-                qkv = rope(qkv, positions, self.n_head)
+                qkv = rope(qkv, angles, self.n_head)
             if self.qk_norm:
                 qkv = qk_rmsnorm(qkv, self.n_head)
             x = x + self.dropped(linear(attend(i, qkv), sd[f'layer{i}.attn_wo']), drop)
@@ -813,6 +827,58 @@ def relu_backward(x, g):
     return out
 
 
+# relu2 and gelu: one pass each (gelu's tanh by NumPy, whose tanh is vectorised).
+@kernel
+def relu2_forward(x):
+    out = np.empty_like(x)
+    xs, o = x.ravel(), out.ravel()
+    for i in range(xs.size):
+        o[i] = xs[i] * xs[i] if xs[i] > 0 else 0
+    return out
+
+
+@kernel
+def relu2_backward(x, g):
+    out = np.empty_like(g)
+    xs, gs, o = x.ravel(), g.ravel(), out.ravel()
+    for i in range(xs.size):
+        o[i] = 2 * gs[i] * xs[i] if xs[i] > 0 else 0
+    return out
+
+
+def gelu_forward(x):
+    t = np.tanh(gelu_tanh_arg(x))                   # u, then tanh u in NumPy
+    return gelu_from_tanh(x, t), t
+
+
+@kernel
+def gelu_tanh_arg(x):
+    out = np.empty_like(x)
+    xs, o = x.ravel(), out.ravel()
+    for i in range(xs.size):
+        o[i] = GELU_C * (xs[i] + 0.044715 * (xs[i] * xs[i] * xs[i]))
+    return out
+
+
+@kernel
+def gelu_from_tanh(x, t):
+    out = np.empty_like(x)
+    xs, ts, o = x.ravel(), t.ravel(), out.ravel()
+    for i in range(xs.size):
+        o[i] = 0.5 * xs[i] * (1 + ts[i])
+    return out
+
+
+@kernel
+def gelu_backward(x, t, g):
+    out = np.empty_like(g)
+    xs, ts, gs, o = x.ravel(), t.ravel(), g.ravel(), out.ravel()
+    for i in range(xs.size):
+        xi, ti = xs[i], ts[i]
+        o[i] = gs[i] * (0.5 * (1 + ti) + 0.5 * xi * (1 - ti * ti) * GELU_C * (1 + 3 * 0.044715 * xi * xi))
+    return out
+
+
 # rmsnorm: forward and backward row by row, in one pass each, with float64 sums.
 @kernel
 def rmsnorm_forward(x):
@@ -842,6 +908,24 @@ def rmsnorm_backward(x, inv_rms, g):
         for j in range(C):
             dx[i, j] = r * g[i, j] - x[i, j] * c
     return dx
+
+
+# rope: a pass over q and k, each pair turned; v copied.
+@kernel
+def rope_rotate(a, cos, sin, n_head):
+    N, D = a.shape[0], a.shape[1] // (3 * n_head)
+    half = D // 2
+    out = np.empty_like(a)
+    for i in range(N):
+        c, s = cos[i], sin[i]
+        for h in range(2 * n_head):
+            x1, x2 = a[i, h * D:h * D + half], a[i, h * D + half:(h + 1) * D]
+            y1, y2 = out[i, h * D:h * D + half], out[i, h * D + half:(h + 1) * D]
+            for d in range(half):
+                y1[d] = x1[d] * c[d] + x2[d] * s[d]
+                y2[d] = x2[d] * c[d] - x1[d] * s[d]
+        out[i, 2 * n_head * D:] = a[i, 2 * n_head * D:]
+    return out
 
 
 # layernorm: the same, with the mean taken out and a gain and bias.
@@ -1281,7 +1365,8 @@ def configure_process():
 def warm_up(dtype='float32'):
     """Compile (or load from numba's cache) every kernel for dtype, on a tiny model, so that
     a timed run times the model, not the compiler."""
-    for choices in ({}, dict(norm='layernorm', qk_norm=True, dropout=0.5)):
+    for choices in ({}, dict(norm='layernorm', qk_norm=True, dropout=0.5, activation='gelu'),
+                    dict(activation='relu2', position='rope')):  # every kernel
         model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=32, dtype=dtype, **choices)
         list(train(model, [[2, 0, 1, 2], [2, 1, 2]], 1, batch_size=2, grad_clip=1.0))  # documents
         list(train(model, lambda step: np.array([[0, 1] * 16 + [0]]), 1))            # a long window

@@ -2,7 +2,8 @@
 bench.py: the speed of scalar mode, tensor mode and PyTorch, measured side by side.
 
 Every contender trains the same model on the same data, seed and settings: scalar mode,
-tensor mode at batch 1 and at --batch-size, and optionally PyTorch and the reference script. Each timed run
+tensor mode at batch 1 and at --batch-size, and optionally PyTorch and the reference script;
+with --vary, tensor mode at --batch-size with each varied value alone. Each timed run
 is fresh: --warmup untimed steps, then --bench-steps timed ones. The contenders take turns,
 --repeats times, so that whatever else the machine is doing slows them alike; the table
 gives the median and the range of each, and the ratios of medians. PyTorch (optional, never
@@ -21,7 +22,7 @@ import tempfile
 import time
 
 import data
-from microgpt_lab import records, settings, training
+from microgpt_lab import ablation, records, settings, training
 from microgpt_lab.records import UserError
 
 TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
@@ -116,6 +117,9 @@ def ratios(rows, batch_sizes):
     for b in batch_sizes:
         if ('torch', b) in by:
             out[f"tensor / torch at batch {b}, tokens/s"] = by[('tensor', b)] / by[('torch', b)]
+    for (mode, b), tps in by.items():  # a choice's cost: its blocks against the reference's
+        if mode.startswith('tensor '):
+            out[f"{mode} / tensor at batch {b}, tokens/s"] = tps / by[('tensor', b)]
     return out
 
 
@@ -127,7 +131,8 @@ def markdown(rows, ratio, warmup_s):
                   f"{r['steps_per_s_range'][0]:.1f}–{r['steps_per_s_range'][1]:.1f} | "
                   f"{r['tokens_per_s']:.0f} | {r['tokens_per_s_range'][0]:.0f}–"
                   f"{r['tokens_per_s_range'][1]:.0f} |")
-    md += [''] + [f"- {k}: **{v:.1f}×**" for k, v in ratio.items()]
+    md += [''] + [f"- {k}: **{v:.2f}×**" if k.startswith('tensor ') else f"- {k}: **{v:.1f}×**"
+                  for k, v in ratio.items()]  # a choice's cost, to the percent
     md += [f"- numba warm-up (compile or cache load), not timed: {warmup_s:.1f} s", '']
     return '\n'.join(md)
 
@@ -139,7 +144,7 @@ def bench_command(cfg):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
     if cfg['torch'] is not None and not shutil.which(cfg['torch']):
         raise UserError(f"--torch {cfg['torch']}: no such program")
-    choices = [n for n in ('activation', 'final_norm') if cfg[n] != settings.SETTINGS[n].default]
+    choices = [n for n in settings.CHOICES if cfg[n] != settings.SETTINGS[n].default]
     if cfg['torch'] is not None and choices:
         raise UserError(f"--torch times torch_ref.py, the reference's blocks: leave out "
                         f"{settings.option(choices[0])}")
@@ -168,6 +173,11 @@ def bench_command(cfg):
     contenders += [('tensor', 1), ('tensor', B)]
     if cfg['torch']:
         contenders += [('torch', 1), ('torch', B)]
+    varied = {}  # 'tensor norm=layernorm': {'norm': 'layernorm'}, each value alone
+    for name, values in cfg.get('vary', []):
+        for v in values:
+            varied[f"tensor {name.replace('_', '-')}={ablation.shown(name, v)}"] = dict(ablation.pairs(name, v))
+    contenders += [(mode, B) for mode in varied]
     contenders = list(dict.fromkeys(contenders))
     out, made = records.new_folder(cfg['out'], 'bench', 'bench', start)
     with records.owned(out, made=made):
@@ -190,6 +200,8 @@ def bench_command(cfg):
                     t = time_torch(cfg, b, steps, warmup)
                 elif mode == 'reference':
                     t = time_reference(cfg, d.train, steps, warmup)
+                elif mode in varied:
+                    t = time_ours(dict(cfg, **varied[mode]), 'tensor', b, d, steps, warmup)
                 else:
                     t = time_ours(cfg, mode, b, d, steps, warmup)
                 timings[(mode, b)].append(t)
@@ -208,7 +220,8 @@ def bench_command(cfg):
                 config={k: cfg[k] for k in ('data', 'data_format', 'seed', 'lr', 'n_embd', 'n_head',
                                             'n_layer', 'block_size', 'tie_lm_head', 'init_std',
                                             'dtype', 'batch_size', 'bench_steps', 'warmup',
-                                            'repeats', 'threads')},
+                                            'repeats', 'threads', *settings.CHOICES)},
+                vary=cfg.get('vary', []),
                 data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
                 compile_s=warmup_s, environment=env))})
     print(md)

@@ -94,6 +94,7 @@ SETTINGS = dict(
     stop_after=Setting(int, None, 1, optional=True, fixed='an ablation runs to the end'),
 )
 MODEL = tuple(name for name, s in SETTINGS.items() if s.part == 'model')
+CHOICES = ('activation', 'final_norm', 'norm', 'position', 'qk_norm', 'dropout')  # the blocks'
 SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
 
 # The options of commands, which no run records.

@@ -110,10 +110,23 @@ def test_activation_grad_matches_finite_difference(kind, data):
 
 def test_activations_are_their_textbook_formulas():
     x = np.linspace(-4, 4, 81)
-    np.testing.assert_array_equal(tg.ACTIVATIONS['relu2'](x), np.where(x > 0, x * x, 0))
+    np.testing.assert_array_equal(tg.relu2_forward_numpy(x), np.where(x > 0, x * x, 0))
     from math import erf
     exact = np.array([0.5 * v * (1 + erf(v / np.sqrt(2))) for v in x])  # GELU's definition
-    np.testing.assert_allclose(tg.ACTIVATIONS['gelu'](x), exact, atol=1e-3)  # tanh form: close
+    np.testing.assert_allclose(tg.gelu_forward_numpy(x)[0], exact, atol=1e-3)  # tanh form: close
+
+
+@given(dims, st.integers(1, 40), dtypes, seeds)
+def test_activation_kernels_match_numpy(N, C, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
+    assert_close(tg.relu2_forward(x), tg.relu2_forward_numpy(x), dtype)
+    assert_close(tg.relu2_backward(x, g), tg.relu2_backward_numpy(x, g), dtype)
+    (y, t), (y_np, t_np) = tg.gelu_forward(x), tg.gelu_forward_numpy(x)
+    assert y.dtype == t.dtype == dtype
+    assert_close(y, y_np, dtype)
+    assert_close(t, t_np, dtype)
+    assert_close(tg.gelu_backward(x, t, g), tg.gelu_backward_numpy(x, t, g), dtype)
 
 
 @given(st.data())
@@ -167,7 +180,15 @@ def test_qk_rmsnorm_grad_matches_finite_difference(N, n_head, D, seed):
 def test_rope_grad_matches_finite_difference(N, n_head, half, seed):
     rng = np.random.default_rng(seed)
     qkv, positions = rng.standard_normal((N, 3 * n_head * 2 * half)), rng.integers(0, 50, N)
-    grad_check(lambda t: tg.rope(t, positions, n_head), qkv)
+    grad_check(lambda t: tg.rope(t, tg.rope_angles(positions, 2 * half, np.float64), n_head), qkv)
+
+
+@given(st.integers(1, 5), st.integers(1, 3), st.integers(1, 4), dtypes, seeds)
+def test_rope_kernel_matches_numpy(N, n_head, half, dtype, seed):
+    rng = np.random.default_rng(seed)
+    qkv = rng.standard_normal((N, 3 * n_head * 2 * half)).astype(dtype)
+    cos, sin = tg.rope_angles(rng.integers(0, 50, N), 2 * half, dtype)
+    assert_close(tg.rope_rotate(qkv, cos, sin, n_head), tg.rope_rotate_numpy(qkv, cos, sin, n_head), dtype)
 
 
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(0, 100), seeds)
@@ -177,7 +198,7 @@ def test_rope_scores_depend_only_on_how_far_apart(n_head, half, shift, seed):
     qkv, positions = rng.standard_normal((6, 3 * n_head * D)), np.arange(6)
     scores = []
     for p in (positions, positions + shift):
-        y = tg.rope(tg.Tensor(qkv), p, n_head).data.reshape(6, 3, n_head, D)
+        y = tg.rope(tg.Tensor(qkv), tg.rope_angles(p, D, np.float64), n_head).data.reshape(6, 3, n_head, D)
         scores.append(np.einsum('ihd,jhd->hij', y[:, 0], y[:, 1]))
     np.testing.assert_allclose(scores[1], scores[0], rtol=1e-9, atol=1e-9)
 
