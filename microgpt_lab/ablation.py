@@ -514,7 +514,7 @@ def markdown_table(table, varied, reference, design='product'):
     lines = ["| variant | lm_head | input rmsnorm | "
              + ''.join(f"{name.replace('_', '-')} | " for name in varied)
              + f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'} | val loss"
-             f" | Δ val vs {reference} (95% CI)"
+             f" | Δ val vs {'the reference (first row)' if design == 'alone' else reference} (95% CI)"
              " | steps/s | tokens/s | samples: train / val / new |",
              '|' + ' --- |' * (10 + len(varied))]
     for r in table:

@@ -469,6 +469,13 @@ def test_a_grid_gives_the_same_results_for_any_jobs_and_resumes(small):
     (('--vary', 'val-fraction=0.1,0.2'), 'one validation set'),
     (('--variants', 'untied-norm,fancy'), 'fancy is not a variant'),
     (('--variants', 'tied-norm,tied-norm'), 'each variant at most once'),
+    (('--vary', 'norm+final-norm=layernorm'), 'a value for each NAME'),
+    (('--vary', 'norm+final-norm=layernorm+maybe'), '--final-norm must be on or off'),
+    (('--vary', 'norm+norm=layernorm+rmsnorm'), 'each setting once'),
+    (('--vary', 'norm=layernorm', '--vary', 'norm+final-norm=layernorm+on'), 'each setting once'),
+    (('--design', 'fancy'), '--design must be product or alone'),
+    (('--vary', 'position=rope', '--n-embd', '6'), 'must be even'),
+    (('--vary', 'dropout=0.1'), 'needs --mode tensor'),
 ])
 def test_a_grid_that_cannot_run_is_refused_before_anything_runs(small, args, message):
     code, _, err = ablate(small / 'g', *args)
@@ -496,3 +503,41 @@ def test_a_varied_switch_reads_on_and_off(small):
     assert sorted(p.name for p in (small / 'g' / 'runs').iterdir()) == \
         ['untied-norm-final-norm=off-seed42', 'untied-norm-final-norm=on-seed42']
     assert '| on |' in (small / 'g' / 'table.md').read_text() and 'final-norm=off (95% CI)' in out
+
+
+def test_the_alone_design_is_the_reference_and_one_change_a_cell():
+    axes = [('lr', [0.01, 0.02, 0.03]), ('norm+final_norm', [('rmsnorm', False), ('layernorm', True)])]
+    ref = (('lr', 0.01), ('norm+final_norm', ('rmsnorm', False)))
+    assert ablation.cells(['untied-norm', 'tied-norm'], axes, 'alone') == [
+        ('untied-norm', ref), ('tied-norm', ref),
+        ('untied-norm', (('lr', 0.02), ref[1])), ('untied-norm', (('lr', 0.03), ref[1])),
+        ('untied-norm', (ref[0], ('norm+final_norm', ('layernorm', True))))]
+    assert len(ablation.cells(['untied-norm', 'tied-norm'], axes)) == 2 * 3 * 2  # the product
+
+
+def test_each_choice_alone_against_the_reference_shares_its_runs(small):
+    code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '3', '--seeds', '2',
+                            '--jobs', '2', '--design', 'alone', '--variants', 'untied-norm,tied-norm',
+                            '--vary', 'activation=relu,gelu',
+                            '--vary', 'norm+final-norm=rmsnorm+off,layernorm+on')
+    assert code == 0, err
+    assert 'the reference and 3 cells of one change each x 2 seeds' in out
+    runs = sorted(p.name for p in (small / 'g' / 'runs').iterdir())
+    assert len(runs) == 4 * 2 and \
+        'untied-norm-activation=relu-norm+final-norm=layernorm+on-seed43' in runs
+    config = json.loads((small / 'g' / 'runs' / 'untied-norm-activation=relu-norm+final-norm='
+                         'layernorm+on-seed42' / 'config.json').read_text())
+    assert (config['norm'], config['final_norm'], config['activation'], config['tie_lm_head']) == \
+        ('layernorm', True, 'relu', False)
+    summary = json.loads((small / 'g' / 'summary.json').read_text())
+    assert summary['design'] == 'alone' and len(summary['variants']) == 4
+    assert [c['val_delta'] is None for c in summary['variants']] == [True, False, False, False]
+    table = (small / 'g' / 'table.md').read_text()
+    assert 'Design: each choice alone against the reference' in table and '| layernorm+on |' in table
+    rows = list(csv.DictReader(open(small / 'g' / 'summary.csv')))
+    assert {r['norm+final_norm'] for r in rows} == {'rmsnorm+off', 'layernorm+on'}
+    shutil.rmtree(small / 'g' / 'runs' / runs[0])  # the plan keeps its design: resume finishes it
+    code, out, _ = main_output(cli.main, 'ablate', '--resume', small / 'g', '--jobs', '1')
+    assert code == 0 and '7 runs done, 1 to go' in out
+    again = json.loads((small / 'g' / 'summary.json').read_text())
+    assert [c['val_delta'] for c in again['variants']] == [c['val_delta'] for c in summary['variants']]

@@ -154,3 +154,20 @@ def test_bench_stopped_by_sigterm_leaves_no_folder(small):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 143 and 'Traceback' not in err and err.strip() == 'SIGTERM', err
     assert not (small / 'b').exists()  # neither an empty folder nor a claim stays
+
+
+def test_bench_times_each_varied_choice_alone_against_the_reference_blocks(small):
+    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--bench-steps', '2',
+                                 '--warmup', '1', '--repeats', '1', '--n-embd', '8', '--n-head', '2',
+                                 '--batch-size', '4', '--no-scalar', '--vary', 'norm=layernorm',
+                                 '--vary', 'position=rope,none', '--out', small / 'bench')
+    assert code == 0, err
+    result = json.loads((small / 'bench' / 'bench.json').read_text())
+    assert [(r['mode'], r['batch_size']) for r in result['results']] == [
+        ('tensor', 1), ('tensor', 4), ('tensor norm=layernorm', 4), ('tensor position=rope', 4),
+        ('tensor position=none', 4)]
+    assert result['ratios']['tensor position=rope / tensor at batch 4, tokens/s'] > 0
+    assert '**' in (small / 'bench' / 'bench.md').read_text().split('position=none / tensor')[1]
+    code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--vary', 'position=rope',
+                               '--n-embd', '6', '--n-head', '2', '--out', small / 'odd')
+    assert code == 1 and 'must be even' in err and not (small / 'odd').exists()

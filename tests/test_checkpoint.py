@@ -115,3 +115,31 @@ def test_a_scalar_checkpoint_gives_the_tensor_model_the_same_logits(tmp_path):
     expected = [[v.data for v in scalar(t, p, keys, values)] for p, t in enumerate(ids)]
     got = tensor.forward(np.array(ids), np.arange(3), np.array([0, 3])).data
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize('choices', [
+    {}, {'norm': 'layernorm'}, {'norm': 'layernorm', 'final_norm': True, 'input_rmsnorm': False},
+    {'position': 'rope', 'tie_lm_head': True}, {'position': 'none', 'norm': 'layernorm', 'n_layer': 2}])
+def test_the_checkpoint_expects_each_models_weights_by_name_and_shape(tmp_path, choices):
+    config = dict(vocab_size=4, n_embd=4, n_head=2, n_layer=1, block_size=3, tie_lm_head=False,
+                  input_rmsnorm=True, final_norm=False, norm='rmsnorm', position='learned')
+    config.update(choices)
+    expected = checkpoint.expected_shapes(config)
+    for lib in (microgpt, tensorgpt):
+        model = lib.GPT(4, random.Random(0), **{k: v for k, v in config.items() if k != 'vocab_size'})
+        assert {n: np.shape(w) for n, w in model.weights().items()} == expected, lib.__name__
+    write(tmp_path / 'c.json', model, chars='abc')
+    assert checkpoint.load(tmp_path / 'c.json')['weights'].keys() == expected.keys()
+
+
+def test_a_dropout_run_keeps_its_draws_in_the_checkpoint(tmp_path):
+    model = tensorgpt.GPT(4, random.Random(0), n_embd=4, n_head=2, dropout=0.1)
+    model.dropout_stream.count = 12345
+    adam = write(tmp_path / 'c.json', model)
+    assert checkpoint.load(tmp_path / 'c.json')['dropout_stream'] == [model.dropout_stream.seed, 12345]
+    ckpt = json.loads((tmp_path / 'c.json').read_text())
+    del ckpt['dropout_stream']
+    (tmp_path / 'c.json').write_text(json.dumps(ckpt))
+    with pytest.raises(UserError, match='no dropout_stream, which continuing'):
+        checkpoint.load(tmp_path / 'c.json', need_adam=True)
+    assert adam.t == 0

@@ -612,6 +612,7 @@ def test_a_record_from_before_the_later_settings_reruns_with_their_defaults(smal
 @pytest.mark.parametrize('args', [
     ('--data-format', 'text'), ('--weight-decay', '0.1'), ('--grad-clip', '1'),
     ('--warmup-steps', '10'), ('--lr-schedule', 'cosine'), ('--min-lr', '0.001'),
+    ('--dropout', '0.1'),  # microgpt.py's blocks have every other choice
 ])
 def test_scalar_mode_refuses_what_it_does_not_run(small, args):
     code, _, err = run_cli('train', '--data', 'docs.txt', *args, '--out', 'r', cwd=small)
