@@ -105,7 +105,9 @@ def dot(a, b):
 
 
 # ---------------------------------------------------------------------------
-# The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU.
+# The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU. The
+# GPT's choices (activation, norm, position, qk_norm, final_norm) switch parts back to GPT-2's
+# or on to nanochat's; their defaults are the reference's.
 def linear(x, w):
     return [dot(wo, x) for wo in w]  # [nout, nin] @ [nin] -> [nout]
 
@@ -207,7 +209,8 @@ class GPT:
             if self.position == 'rope':
                 q, k = rope(q, pos_id, hd), rope(k, pos_id, hd)
             if self.qk_norm:  # nanochat's: each head's q and k rmsnormed
-                q, k = ([z for h in range(0, self.n_embd, hd) for z in rmsnorm(v[h:h + hd])] for v in (q, k))
+                per_head = lambda v: [z for h in range(0, self.n_embd, hd) for z in rmsnorm(v[h:h + hd])]
+                q, k = per_head(q), per_head(k)
             keys[li].append(k)
             values[li].append(linear(x, sd[f'layer{li}.attn_wv']))
             x_attn = []

@@ -13,8 +13,9 @@ attention keeps to each document, so the result is the same, with no work on pad
 
 The file is in two parts. Part I is the GPT, in the order a learner wants it: the
 hyperparameters, `Tensor` and the chain rule, each op with its backward below its forward
-and its math as plain NumPy (`*_numpy`, the tests' oracles), the model (with sampling and
-text generation), Adam (AdamW, clipping), the learning-rate schedule and training. Part II
+and its math as plain NumPy (`*_numpy`, the tests' oracles), the model (its architecture
+choices, one `blocks` path for training and for sampling with a KV cache, and text
+generation), Adam (AdamW, clipping), the learning-rate schedule and training. Part II
 is speed: the numba kernels that the ops call, in the order of the ops (matrix products
 go to NumPy's BLAS), then the plumbing they need: numba's on-disk cache, its threads, and
 malloc. Importing the file changes nothing outside it; what the kernels need of the
@@ -299,9 +300,8 @@ def dropout(x, keep):
 
 class DropoutStream:
     """Dropout's random draws, from a counter-based generator: draw i is the i-th output of
-    splitmix64 from seed,
-    so that its whole state is two integers (a checkpoint keeps them, and a resumed run
-    draws on bit for bit), and a numba kernel draws millions a step (dropout_keep)."""
+    splitmix64 from seed. Its whole state is then two integers (a checkpoint keeps them, and
+    a resumed run draws on bit for bit), and a numba kernel draws millions a step."""
     def __init__(self, seed, count=0):
         self.seed, self.count = seed, count
 
@@ -314,8 +314,8 @@ class DropoutStream:
         return keep.reshape(shape)
 
 
-# Draw i is kept when the top 32 bits of splitmix64(seed + i) are >= p * 2^32. (Arithmetic
-# mod 2^64, in uint64: NumPy's wraps silently.)
+# Draw i (from start) is kept when the top 32 bits of splitmix64's i-th output are >= p * 2^32.
+# (Arithmetic mod 2^64, in uint64: NumPy's wraps silently.)
 def dropout_keep_numpy(n, seed, start, threshold, value):
     z = seed + (start + np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
