@@ -511,12 +511,19 @@ def markdown_table(table, varied, reference, design='product'):
             return 'n/a'
         return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
 
-    lines = ["| variant | lm_head | input rmsnorm | "
-             + ''.join(f"{name.replace('_', '-')} | " for name in varied)
+    alone = design == 'alone'  # then one column says what each cell changes
+    def change(r):
+        ref = table[0]
+        changed = ([r['variant']] if r['variant'] != ref['variant'] else []) + [
+            f"{name.replace('_', '-')}={shown(name, r[name])}" for name in varied if r[name] != ref[name]]
+        return ', '.join(changed) or '(the reference)'
+
+    columns = ['change'] if alone else [name.replace('_', '-') for name in varied]
+    lines = ["| variant | lm_head | input rmsnorm | " + ''.join(f"{c} | " for c in columns)
              + f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'} | val loss"
-             f" | Δ val vs {'the reference (first row)' if design == 'alone' else reference} (95% CI)"
+             f" | Δ val vs {'the reference (first row)' if alone else reference} (95% CI)"
              " | steps/s | tokens/s | samples: train / val / new |",
-             '|' + ' --- |' * (10 + len(varied))]
+             '|' + ' --- |' * (10 + len(columns))]
     for r in table:
         tie, norm = VARIANTS[r['variant']]
         d = r['val_delta']
@@ -524,7 +531,7 @@ def markdown_table(table, varied, reference, design='product'):
             if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
         shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                             for k in ('samples_train', 'samples_val', 'samples_new'))
-        values = ''.join(f"{shown(name, r[name])} | " for name in varied)
+        values = f"{change(r)} | " if alone else ''.join(f"{shown(name, r[name])} | " for name in varied)
         lines.append(f"| {r['variant']} | {'tied' if tie else 'untied'} | {'on' if norm else 'off'}"
                      f" | {values}{pm(r['final_loss'])}"
                      f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['val_loss'])}"

@@ -533,7 +533,8 @@ def test_each_choice_alone_against_the_reference_shares_its_runs(small):
     assert summary['design'] == 'alone' and len(summary['variants']) == 4
     assert [c['val_delta'] is None for c in summary['variants']] == [True, False, False, False]
     table = (small / 'g' / 'table.md').read_text()
-    assert 'Design: each choice alone against the reference' in table and '| layernorm+on |' in table
+    assert 'Design: each choice alone against the reference' in table
+    assert '| norm+final-norm=layernorm+on |' in table and '| (the reference) |' in table
     rows = list(csv.DictReader(open(small / 'g' / 'summary.csv')))
     assert {r['norm+final_norm'] for r in rows} == {'rmsnorm+off', 'layernorm+on'}
     shutil.rmtree(small / 'g' / 'runs' / runs[0])  # the plan keeps its design: resume finishes it
