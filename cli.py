@@ -53,7 +53,8 @@ Model options:
                       heads of even size) or none (causal attention alone) [default: learned]
   --qk-norm X         on: an rmsnorm of each head's q and k, as nanochat's [default: off]
   --dropout P         Tensor mode: drop this share of the attention weights and of each
-                      block's two outputs while training, as nanoGPT does [default: 0]
+                      block's two outputs while training (nanoGPT's places, bar the
+                      embeddings') [default: 0]
   --init-std S        Standard deviation of the initial weights [default: 0.08]
 
 Training options:
@@ -281,7 +282,8 @@ def parse_config(args):
     mode = 'tensor' if args['bench'] else mode or 'scalar'  # bench: every mode
     cfg = {name: mode if name == 'mode' else value(args, name) for name in settings.SETTINGS}
     vary = [axis(spec) for spec in args['--vary']] if args['ablate'] or args['bench'] else []
-    modes = {mode}.union(*[values for name, values in vary if name == 'mode'])
+    modes = {mode} | {v for name, values in vary for value in values  # joint axes too
+                      for n, v in ablation.pairs(name, value) if n == 'mode'}
     if 'scalar' in modes:  # every cell of a grid with scalar mode in it runs as it can
         given = {name for name in settings.SETTINGS if option(name) in args['given']}
         cfg = settings.scalar_values(cfg, given, option)  # one document a step, Python floats
@@ -296,9 +298,14 @@ def parse_config(args):
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats')},
                    scalar=not args['--no-scalar'], torch=args['--torch'],
                    reference=args['--reference'], vary=vary)
-        for name, values in vary:
+        for name, values in vary:  # a model's settings: the rest bench sets for every contender
+            if any(n not in settings.MODEL for n in name.split('+')):
+                raise UserError(f"bench --vary takes the model's settings ({', '.join(map(option, settings.MODEL))}), "
+                                f"not {'/'.join(map(option, name.split('+')))}")
             for v in values:
-                settings.check(dict(cfg, **dict(ablation.pairs(name, v)), mode='tensor'), option)
+                settings.check(dict(cfg, **dict(ablation.pairs(name, v))), option)
+        if (cfg['dropout'] or any('dropout' in name for name, _ in vary)) and cfg['scalar']:
+            raise UserError("bench with --dropout: scalar mode has no dropout, so give --no-scalar")
     return cfg
 
 

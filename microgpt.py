@@ -158,8 +158,12 @@ class GPT:
                  block_size=block_size, tie_lm_head=False, input_rmsnorm=True, init_std=init_std,
                  activation='relu', final_norm=False, norm='rmsnorm', position='learned',
                  qk_norm=False):
-        if n_embd % n_head:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        if n_embd % n_head or (position == 'rope' and n_embd // n_head % 2):
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
+                             + (" into heads of an even size, for rope" if position == 'rope' else ""))
+        if activation not in ('relu', 'relu2', 'gelu') or norm not in ('rmsnorm', 'layernorm') \
+                or position not in ('learned', 'rope', 'none'):
+            raise ValueError(f"no such choice: {activation}, {norm}, {position}")
         self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
                            block_size=block_size, tie_lm_head=tie_lm_head,
                            input_rmsnorm=input_rmsnorm, activation=activation,

@@ -61,9 +61,9 @@ def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
         parts = np.split(values, np.cumsum([math.prod(s) for s in shapes])[:-1])
         moments[key] = {n: encode_array(p.reshape(s)) for n, p, s in zip(weights, parts, shapes)}
     stream = getattr(model, 'dropout_stream', None)  # tensor mode's dropout draws
+    config = dict(dropout=0.0, **model.config)  # scalar mode's model has no dropout
     ckpt = dict(format=FORMAT, version=VERSION,
-                config={k: model.config.get(k, settings.SETTINGS.get(k, settings.Setting(int)).default)
-                        for k in MODEL_KEYS}, vocab=''.join(chars),
+                config={k: config[k] for k in MODEL_KEYS}, vocab=''.join(chars),
                 data_format=data_format, step=step,
                 rng_state=rng.getstate(), weights={n: encode_array(w) for n, w in weights.items()},
                 adam=dict(t=adam.t, **moments))

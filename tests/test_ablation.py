@@ -476,6 +476,7 @@ def test_a_grid_gives_the_same_results_for_any_jobs_and_resumes(small):
     (('--design', 'fancy'), '--design must be product or alone'),
     (('--vary', 'position=rope', '--n-embd', '6'), 'must be even'),
     (('--vary', 'dropout=0.1'), 'needs --mode tensor'),
+    (('--vary', 'mode+norm=tensor+rmsnorm,scalar+layernorm'), 'different validation sets'),
 ])
 def test_a_grid_that_cannot_run_is_refused_before_anything_runs(small, args, message):
     code, _, err = ablate(small / 'g', *args)

@@ -171,3 +171,8 @@ def test_bench_times_each_varied_choice_alone_against_the_reference_blocks(small
     code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--vary', 'position=rope',
                                '--n-embd', '6', '--n-head', '2', '--out', small / 'odd')
     assert code == 1 and 'must be even' in err and not (small / 'odd').exists()
+    for args, message in ((['--vary', 'mode=scalar,tensor'], 'takes the model'),
+                          (['--vary', 'batch-size=1,8'], 'not --batch-size'),
+                          (['--vary', 'dropout=0,0.1'], 'give --no-scalar')):
+        code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', *args, '--out', small / 'x')
+        assert code == 1 and one_line_error(err) and message in err, err

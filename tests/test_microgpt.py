@@ -173,6 +173,14 @@ def test_adam_step_zeroes_gradients_and_moves_against_them():
 
 # ---------------------------------------------------------------------------
 # The model, trained
+def test_config_rejects_a_choice_it_does_not_have():
+    for choice in (dict(position='Rope'), dict(norm='batchnorm'), dict(activation='tanh')):
+        with pytest.raises(ValueError, match="no such choice"):
+            microgpt.GPT(5, random.Random(0), **choice)
+    with pytest.raises(ValueError, match="even size, for rope"):  # zip would drop a dim
+        microgpt.GPT(5, random.Random(0), n_embd=6, n_head=2, position='rope')
+
+
 def test_config_rejects_n_embd_not_divisible_by_n_head():
     with pytest.raises(ValueError, match="divisible"):
         GPT(5, random.Random(0), n_embd=10, n_head=4)
