@@ -602,6 +602,17 @@ def test_kv_cache_logits_match_full_forward(dtype, choices, docs, seed):
         np.testing.assert_allclose(step, full[:, pos], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize('position', ['learned', 'rope', 'none'])
+def test_a_passage_past_the_block_is_drawn_from_the_forward_pass_of_its_last_block(position):
+    model = tg.GPT(7, random.Random(0), block_size=5, dtype='float64', position=position)
+    ids, rng = [1, 2], random.Random(3)
+    for _ in range(12):  # past the block: the window slides, its positions from 0 again
+        window = np.array(ids[-5:])
+        logits = model.forward(window, np.arange(len(window)), np.array([0, len(window)])).data[-1:]
+        ids.append(rng.choices(range(7), weights=model._probs(logits, 0.8)[0].tolist())[0])
+    assert model.generate(random.Random(3), [1, 2], 12, temperature=0.8) == ids[2:]
+
+
 def test_dropout_is_on_while_training_only():
     docs = [[10, 1, 2, 3, 10], [10, 4, 5, 10]]
     plain = tg.GPT(11, random.Random(0), dtype='float64')
