@@ -61,7 +61,7 @@ def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
         parts = np.split(values, np.cumsum([math.prod(s) for s in shapes])[:-1])
         moments[key] = {n: encode_array(p.reshape(s)) for n, p, s in zip(weights, parts, shapes)}
     stream = getattr(model, 'dropout_stream', None)  # tensor mode's dropout draws
-    config = dict(dropout=0.0, **model.config)  # scalar mode's model has no dropout
+    config = dict({'dropout': 0.0}, **model.config)  # scalar mode's model has no dropout
     ckpt = dict(format=FORMAT, version=VERSION,
                 config={k: config[k] for k in MODEL_KEYS}, vocab=''.join(chars),
                 data_format=data_format, step=step,
