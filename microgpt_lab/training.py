@@ -517,7 +517,8 @@ def train_command(cfg, source=None, resume=False):
 # A recorded run, read back: its settings to re-run it, its state to continue it.
 STATUSES = ('completed', 'stopped', 'interrupted', 'diverged')
 RESUMABLE = ('stopped', 'interrupted')  # the statuses --resume continues
-RECORD_FIELDS = ('command', 'out', 'data_sha256', 'rerun_of', 'resumed_from')  # not settings
+RECORD_FIELDS = ('command', 'out', 'data_sha256', 'rerun_of', 'resumed_from',  # not settings
+                 'jobs', 'seeds')  # the ablation's, in the records of its runs before issue 14
 
 
 def recorded_run(src, out, resume):

@@ -604,6 +604,7 @@ def test_a_record_from_before_the_later_settings_reruns_with_their_defaults(smal
     config = json.loads(path.read_text())
     for name in [name for name, s in settings.SETTINGS.items() if s.later]:
         config.pop(name)
+    config.update(jobs=2, seeds=3)  # an ablation's options, which its runs recorded then
     path.write_text(json.dumps(config))
     assert cli.main(['train', '--from', str(small / 'a'), '--out', str(small / 'b')]) == 0
     assert losses_of(small / 'a') == losses_of(small / 'b')
