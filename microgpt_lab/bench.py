@@ -164,6 +164,9 @@ def bench_command(cfg):
         raise UserError("--reference trains on documents: it cannot take --data-format text")
     start = records.now()
     cfg = dict(cfg, threads=training.use_threads(dict(cfg, mode='tensor')))  # BLAS's and numba's
+    pinned = records.kernel_pinned()
+    if pinned:
+        print(pinned, file=sys.stderr)
     contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
     training.check_data(cfg, contents)
     d = training.run_data(cfg, contents, random.Random(cfg['seed']))  # as a run splits it
@@ -212,7 +215,8 @@ def bench_command(cfg):
         env = records.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
         env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
             [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
-            text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'))
+            text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),
+            kernel_pinned=pinned)
         md = markdown(rows, ratio, warmup_s)
         records.write_record(out, {
             'bench.md': md,

@@ -357,6 +357,42 @@ def thread_pools():
     return pools
 
 
+# The variables that pin a BLAS to a kernel other than the one it would choose for this CPU.
+KERNEL_PINS = ('OPENBLAS_CORETYPE', 'MKL_ENABLE_INSTRUCTIONS', 'MKL_DEBUG_CPU_TYPE')
+
+
+def kernel_pinned():
+    """One line saying that the environment pins the BLAS kernel (and to which), or None."""
+    pins = [f"{v}={os.environ[v]}" for v in KERNEL_PINS if v in os.environ]
+    if not pins:
+        return None
+    kernels = sorted({p['architecture'] for p in thread_pools() if p.get('architecture')})
+    return (f"warning: {', '.join(pins)} in the environment pins the BLAS kernel "
+            f"({'/'.join(kernels) or 'unknown'} here); without it, as users run, BLAS picks this "
+            f"CPU's own: for speed figures, run with env -u {' -u '.join(v for v in KERNEL_PINS if v in os.environ)}")
+
+
+# Peak memory: the kernel's high-water mark of this process's resident set, which writing
+# 5 to /proc/self/clear_refs resets (Linux), so that each run of a worker reports its own.
+def reset_peak_memory():
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        pass  # elsewhere: the process's peak so far
+
+
+def peak_memory_mb():
+    """The peak resident memory, in MB, since reset_peak_memory (or the process's start)."""
+    try:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024
+    except (OSError, StopIteration, ValueError):
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+        return peak / (2 ** 20 if sys.platform == 'darwin' else 1024)
+
+
 THREAD_PREFIXES = ('OPENBLAS_', 'MKL_', 'OMP_', 'NUMBA_', 'GOTO_', 'BLIS_', 'VECLIB_')
 
 

@@ -47,6 +47,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
     records that it was interrupted; so it does if that happens during the final
     evaluation or the samples, and --resume then finishes them."""
     start = records.now()
+    records.reset_peak_memory()  # this run's own peak, even in an ablation's worker
     # data: the run's one generator shuffles it, then draws the weights, batches and samples
     rng = random.Random(cfg['seed'])
     d = run_data(cfg, source, rng)
@@ -269,7 +270,8 @@ def summary(cfg, status, progress, val_loss, val_size, warmup_s, n_params, env):
         val_loss=val_loss, val_docs=val_size, val_history=progress.val_history,
         steps_per_s=steps / time_s if steps else None,
         tokens_per_s=progress.tokens / time_s if steps else None, tokens=progress.tokens,
-        train_time_s=time_s, warmup_s=warmup_s, num_params=n_params, environment=env)
+        train_time_s=time_s, warmup_s=warmup_s, num_params=n_params,
+        peak_memory_mb=records.peak_memory_mb(), environment=env)
     print(f"--- summary: {status} after {steps} steps ---")
     if steps:
         print(f"final loss {metrics['final_loss']:.4f} | mean of the last {last_n} steps "

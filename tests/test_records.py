@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from microgpt_lab import records
@@ -161,3 +162,22 @@ def test_a_claim_left_by_a_process_that_is_gone_is_taken_over(tmp_path, capsys):
     (tmp_path / records.CLAIM).write_text(f"{gone.pid} another-machine\n")  # not ours to judge
     with pytest.raises(UserError, match='in use by another command'):
         records.claim(str(tmp_path), must_be_empty=False)
+
+
+def test_a_runs_peak_memory_is_its_own_after_a_reset():
+    big = np.ones(300 * 2 ** 20 // 8)  # 300 MB, touched
+    before = records.peak_memory_mb()
+    del big
+    records.reset_peak_memory()
+    after = records.peak_memory_mb()
+    assert before > 300 and 0 < after < before - 200
+
+
+def test_a_pinned_blas_kernel_is_one_warning_line(monkeypatch):
+    monkeypatch.setenv('OPENBLAS_CORETYPE', 'Haswell')
+    line = records.kernel_pinned()
+    assert line.startswith('warning: OPENBLAS_CORETYPE=Haswell') and '\n' not in line
+    assert line.endswith('env -u OPENBLAS_CORETYPE') or 'env -u OPENBLAS_CORETYPE ' in line
+    for v in records.KERNEL_PINS:
+        monkeypatch.delenv(v, raising=False)
+    assert records.kernel_pinned() is None

@@ -73,6 +73,7 @@ def test_train_writes_a_complete_run_record(small, capsys):
     for key in ('final_loss', 'mean_loss_last_n', 'last_n', 'val_loss', 'steps_per_s',
                 'tokens_per_s', 'train_time_s', 'warmup_s'):
         assert metrics[key] is not None, key
+    assert 10 < metrics['peak_memory_mb'] < 24 * 1024  # this process's peak resident memory
     env = metrics['environment']
     for key in ('seed', 'mode', 'backend', 'commit', 'python', 'numpy', 'numba', 'cpu', 'cores',
                 'start_time'):
