@@ -166,7 +166,7 @@ def bench_command(cfg):
     cfg = dict(cfg, threads=training.use_threads(dict(cfg, mode='tensor')))  # BLAS's and numba's
     pinned = records.kernel_pinned()
     if pinned:
-        print(pinned, file=sys.stderr)
+        print(pinned)  # bench's output, beside its figures: an error alone goes to stderr
     contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
     training.check_data(cfg, contents)
     d = training.run_data(cfg, contents, random.Random(cfg['seed']))  # as a run splits it

@@ -1,6 +1,7 @@
 """bench.py: the contenders timed side by side, the table and its ratios, which say how
 many times faster tensor mode is; a PyTorch that fails is a one-line error."""
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -32,6 +33,8 @@ def test_bench_times_both_modes_side_by_side_and_saves_the_table(small):
     assert result['environment']['numba_threads'] <= 64 and result['compile_s'] >= 0
     assert (small / 'bench' / 'bench.md').read_text() in out
     assert out.count('repeat ') == 6  # 2 repeats of 3 contenders, taking turns
+    pinned = 'OPENBLAS_CORETYPE' in os.environ  # as on this project's machines: one warning line
+    assert out.count('warning: OPENBLAS_CORETYPE=') == pinned and ('kernel_pinned' in result['environment'])
 
 
 @pytest.mark.parametrize('mode', ['scalar', 'tensor'])
