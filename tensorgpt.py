@@ -248,11 +248,16 @@ def layernorm_backward_numpy(x, mu, r, gain, g):
     return dx, np.sum(g * xhat, axis=0), np.sum(g, axis=0)
 
 
+def qk_heads(a, n_head):
+    """The heads of q and k in an array laid out as qkv, a view: [N, 3C] -> [N, 2H, D]."""
+    return a.reshape(a.shape[0], 3 * n_head, -1)[:, :2 * n_head]
+
+
 def qk_rmsnorm(qkv, n_head):
     """rmsnorm of each head's q and k (not v), nanochat's QK-norm: the attention scores
     then stay within +-sqrt(D), whatever the weights grow to. [N, 3C] -> [N, 3C]."""
     N, D = qkv.data.shape[0], qkv.data.shape[1] // (3 * n_head)
-    qk = lambda a: a.reshape(N, 3 * n_head, D)[:, :2 * n_head]   # [N, 2H, D], a view of q and k
+    qk = lambda a: qk_heads(a, n_head)
     x = qk(qkv.data).reshape(-1, D)                            # [N * 2H, D]: a row per head
     y, inv_rms = rmsnorm_forward(x)
     out = qkv.data.copy()
@@ -283,8 +288,8 @@ def rope_angles(positions, D, dtype):
 
 # Pair (x1, x2) = dims (d, d + D/2) of a head of q or k becomes (x1 cos + x2 sin, x2 cos - x1 sin).
 def rope_rotate_numpy(a, cos, sin, n_head):
-    N, D = a.shape[0], a.shape[1] // (3 * n_head)
-    qk = lambda a: a.reshape(N, 3 * n_head, D)[:, :2 * n_head]   # [N, 2H, D], a view of q and k
+    D = a.shape[1] // (3 * n_head)
+    qk = lambda a: qk_heads(a, n_head)                           # [N, 2H, D], views
     out, cos, sin = a.copy(), cos[:, None], sin[:, None]         # angles [N, 1, D/2]
     x1, x2 = qk(a)[..., :D // 2], qk(a)[..., D // 2:]
     qk(out)[..., :D // 2] = x1 * cos + x2 * sin

@@ -90,7 +90,7 @@ NOT_VARIED = {name: s.fixed for name, s in settings.SETTINGS.items() if s.fixed}
 NOT_VARIED['out'] = 'one ablation, one folder'
 
 
-DESIGNS = ('product', 'alone')
+DESIGNS = settings.COMMAND_OPTIONS['design'].kind  # ('product', 'alone')
 
 
 def cells(variants, axes, design='product'):
