@@ -27,6 +27,7 @@ lists ([BOS] + ids + [BOS]) or a function of the step that returns windows [B, T
 text, and call `model.sample(...)` or `model.generate(...)`. NumPy, numba and the standard
 library only.
 """
+import contextlib
 import math
 import random
 
@@ -48,6 +49,7 @@ init_std = 0.08
 # each input's share to that input's .grad. The graph walk lives once, in Tensor.backward().
 class Tensor:
     __slots__ = ('data', 'grad', '_parents', '_backward')
+    recording = True  # False inside no_graph(): ops keep no graph, for a forward pass only
 
     def __init__(self, data, parents=(), backward=None):
         self.data = data            # np.ndarray
@@ -55,8 +57,9 @@ class Tensor:
         # backward() adds into it in place, and its owner zeroes it (Adam.step does).
         # An op's output gets its .grad during backward().
         self.grad = None if parents else np.zeros_like(data)
-        self._parents = parents     # the tensors this one was computed from
-        self._backward = backward   # g -> None, adds the parents' gradients
+        recording = Tensor.recording
+        self._parents = parents if recording else ()      # the tensors this one was computed from
+        self._backward = backward if recording else None  # g -> None, adds the parents' gradients
 
     def __add__(self, other): return add(self, other)
     def __repr__(self): return f"Tensor(shape={self.data.shape}, dtype={self.data.dtype})"
@@ -65,8 +68,8 @@ class Tensor:
         """Add d self / d leaf to every leaf's .grad, by the chain rule. `grad` is
         d loss / d self (default 1, for self a scalar loss).
 
-        Leaves accumulate: a second backward() adds its gradient again. Intermediate tensors
-        are recomputed from scratch on each call."""
+        Leaves accumulate: a second backward() adds its gradient again. An op output's .grad
+        is dropped once passed on to its parents (it is None afterwards)."""
         # Topological order of the op outputs (leaves need no visit: their consumers fill
         # them), by an explicit stack, as in microgpt.py: no recursion limit.
         topo, visited, stack = [], set(), [(self, False)]
@@ -83,6 +86,19 @@ class Tensor:
         self.grad = np.ones_like(self.data) if grad is None else grad
         for t in reversed(topo):
             t._backward(t.grad)
+            t.grad = None  # used: its memory goes back for the gradients still to come
+
+
+@contextlib.contextmanager
+def no_graph():
+    """Ops inside keep no graph (no parents, no backward): each activation is freed as soon
+    as the next op has used it, so that evaluating takes the memory of one layer, not of the
+    whole forward pass that training keeps for backward()."""
+    Tensor.recording = False
+    try:
+        yield
+    finally:
+        Tensor.recording = True
 
 
 def add_grad(t, g):
@@ -768,7 +784,8 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
         loss = model.loss(batch, training=True)
         loss.backward()
         adam.step(schedule(step), grad_clip)
-        yield step + 1, float(loss.data), n_targets(batch, model.block_size)
+        value, loss = float(loss.data), None  # its graph (every activation) goes now, not
+        yield step + 1, value, n_targets(batch, model.block_size)  # after the next forward
 
 
 def evaluate(model, docs, batch_size=32):
@@ -776,7 +793,8 @@ def evaluate(model, docs, batch_size=32):
     total = 0.0
     for i in range(0, len(docs), batch_size):
         batch = docs[i:i + batch_size]
-        total += float(model.loss(batch).data) * len(batch)
+        with no_graph():
+            total += float(model.loss(batch).data) * len(batch)
     return total / len(docs)
 
 
@@ -792,8 +810,7 @@ def evaluate(model, docs, batch_size=32):
 # raises) and fastmath 'reassoc' (a sum may be added up in another order: results move in
 # the last bits, not more).
 # ===========================================================================
-import contextlib  # noqa: E402 (Part II's imports: Part I needs none of them)
-import ctypes  # noqa: E402
+import ctypes  # noqa: E402 (Part II's imports: Part I needs none of them)
 import os  # noqa: E402
 import sys  # noqa: E402
 

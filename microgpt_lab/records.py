@@ -35,10 +35,12 @@ class UserError(Exception):
 # ---------------------------------------------------------------------------
 # Writing: a file is written to a temporary name and renamed, so it is whole or absent.
 def write_atomic(path, text):
+    """text: a str, or a function that returns the text's pieces, made as they are written
+    (a large model's checkpoint, so that its whole text is never in memory at once)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
+            f.writelines(text() if callable(text) else (text,))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -69,7 +71,7 @@ def write_json(path, obj):
 
 
 def write_record(out, files):
-    """Write {name: text} into the folder out, in order; the last file (metrics.json) marks
+    """Write {name: text} (text as write_atomic takes it) into the folder out, in order; the last file (metrics.json) marks
     the record finished. If out cannot take them all (a full disk, a folder that became
     read-only), the ones written there are removed and the whole record goes to a new
     temporary folder instead, so no finished work is lost; the UserError says where."""

@@ -89,8 +89,8 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
                  (i + 1, repr(loss)) for i, loss in enumerate(progress.losses))),
              'samples.txt': ''.join(s + '\n' for s in samples)}
     if status != 'diverged':
-        files['checkpoint.json'] = checkpoint.checkpoint_text(model, d.tok.chars, progress.step,
-                                                              rng, adam, cfg['data_format'])
+        files['checkpoint.json'] = lambda: checkpoint.checkpoint_pieces(  # written as made
+            model, d.tok.chars, progress.step, rng, adam, cfg['data_format'])
     files['metrics.json'] = records.json_text(metrics)
     records.write_record(out, files)
     draw_losses(out, progress.losses, progress.val_history, cfg)

@@ -45,6 +45,19 @@ def test_adam_state_and_generator_round_trip(tmp_path):
     assert ckpt['rng'].random() == rng.random() and ckpt['step'] == 7
 
 
+def test_checkpoint_pieces_make_json_dumps_own_text():
+    """Written in pieces (one array's text in memory at a time), the checkpoint is the text
+    json.dumps makes of the whole, dropout's stream included."""
+    model = tensorgpt.GPT(4, random.Random(5), n_embd=4, n_head=1, dropout=0.5)
+    adam = tensorgpt.Adam(model.params)
+    adam.m[1][...] = 0.5
+    text = checkpoint.checkpoint_text(model, 'abc', 3, random.Random(0), adam)
+    ckpt = json.loads(text)
+    assert text == json.dumps(ckpt) + '\n'
+    assert ckpt['adam']['m']['wpe']['float64'] != ckpt['adam']['v']['wpe']['float64']
+    assert ckpt['dropout_stream'] == [model.dropout_stream.seed, 0]
+
+
 @pytest.mark.parametrize('mangle, message', [
     (lambda c: c.update(format='something else'), 'does not say it is one'),
     (lambda c: c.update(version=99), 'version 99'),

@@ -2,6 +2,7 @@
 against its NumPy twin, the model against microgpt.py, and the reference run."""
 import math
 import os
+import gc
 import random
 import shutil
 import subprocess
@@ -575,6 +576,26 @@ def test_evaluate_is_the_mean_document_loss_and_changes_nothing():
     assert tg.evaluate(model, docs, batch_size=3) == pytest.approx(mean, rel=1e-12)
     assert all(np.array_equal(w, model.weights()[n]) for n, w in before.items())
     assert not any(t.grad.any() for t in model.params)
+
+
+def test_memory_goes_back_as_soon_as_it_is_used():
+    """Evaluating keeps no graph; backward drops each op output's gradient once passed on;
+    train() drops a step's graph before the next step's forward pass."""
+    docs = [[10, 1, 2, 10], [10, 3, 10]]
+    model = tg.GPT(11, random.Random(0), dtype='float64')
+    with tg.no_graph():
+        quiet = model.loss(docs)
+    loss = model.loss(docs)
+    assert quiet._parents == () and float(quiet.data) == float(loss.data) and loss._parents
+    ops = lambda t: [p for p in t._parents if p._parents]
+    inner = ops(loss)
+    loss.backward()
+    assert inner and all(t.grad is None for t in inner)
+    del quiet, loss, inner
+    steps = tg.train(model, docs, 3, batch_size=2)
+    next(steps)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, tg.Tensor) and o._parents]
 
 
 @pytest.mark.parametrize('dtype, choices', [('float32', {}), ('float64', {}),
