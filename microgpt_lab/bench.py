@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import data
-from microgpt_lab import ablation, records, settings, training
+from microgpt_lab import ablation, efficiency, records, settings, training
 from microgpt_lab.records import UserError
 
 TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
@@ -93,29 +93,6 @@ def time_reference(cfg, train_tokens, steps, warmup):
         raise UserError(f"the reference script {cfg['reference']} failed: {why}")
 
 
-# ---------------------------------------------------------------------------
-# Model FLOPs: the multiply-adds of the matrix products of a training step, 2 FLOPs each, per
-# token trained on. Forward, per token: 2 (12 L C^2 + V C) for the products with the weights
-# (q, k, v, o: 4 C^2; the MLP: 8 C^2; lm_head: V C), and 4 C t per layer for attention (q k^T
-# and att v over the t keys the token sees). Backward does twice the forward's products (the
-# gradient of each input and of each weight), so a step is 3 times the forward:
-#     flops/token = 6 (12 L C^2 + V C) + 12 L C t,   t = the mean number of keys a token sees:
-# (T + 1) / 2 for windows of T, less for short documents. Norms, activations and softmax are
-# left out, as nanoGPT's and llm.c's counts leave them out.
-def flops_per_token(cfg, vocab_size, mean_keys):
-    L, C = cfg['n_layer'], cfg['n_embd']
-    return 6 * (12 * L * C * C + vocab_size * C) + 12 * L * C * mean_keys
-
-
-def mean_keys(d, cfg):
-    """The mean number of keys a trained token attends to: of a text's windows of block_size,
-    or of the training documents' first block_size positions."""
-    if cfg['data_format'] == 'text':
-        return (cfg['block_size'] + 1) / 2
-    lengths = [min(cfg['block_size'], len(doc) - 1) for doc in d.train]
-    return sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)
-
-
 def summarize(timings):
     """{(mode, batch): [(steps/s, tokens/s), ...]} -> a row per contender: medians and ranges."""
     rows = []
@@ -146,20 +123,29 @@ def ratios(rows, batch_sizes):
     return out
 
 
-def markdown(rows, ratio, warmup_s, flops=None):
-    md = ['| mode | batch | steps/s (median) | range | tokens/s (median) | range | model GFLOP/s |',
-          '| --- | --- | --- | --- | --- | --- | --- |']
+def share(x):
+    return f"{x:.0%}" if x >= 0.01 else f"{x:.2%}"
+
+
+def markdown(rows, ratio, warmup_s, flops=None, peaks=None):
+    md = ['| mode | batch | steps/s (median) | range | tokens/s (median) | range | model GFLOP/s '
+          '| of the matmul peak |', '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
         gflops = f"{r['gflops_per_s']:.1f}" if 'gflops_per_s' in r else 'n/a'
         md.append(f"| {r['mode']} | {r['batch_size']} | {r['steps_per_s']:.1f} | "
                   f"{r['steps_per_s_range'][0]:.1f}–{r['steps_per_s_range'][1]:.1f} | "
                   f"{r['tokens_per_s']:.0f} | {r['tokens_per_s_range'][0]:.0f}–"
-                  f"{r['tokens_per_s_range'][1]:.0f} | {gflops} |")
-    md += [''] + [f"- {k}: **{v:.2f}×**" if k.startswith('tensor ') else f"- {k}: **{v:.1f}×**"
+                  f"{r['tokens_per_s_range'][1]:.0f} | {gflops} | "
+                  f"{share(r['share_of_peak']) if 'share_of_peak' in r else 'n/a'} |")
+    md += [''] + [f"- {k}: **{v:.2f}×**" if '=' in k.split(' / ')[0] else f"- {k}: **{v:.1f}×**"
                   for k, v in ratio.items()]  # a choice's cost, to the percent
     if flops:
         md += [f"- model FLOPs per token trained on: {flops:,.0f} (6 (12 L C² + V C) + 12 L C t: "
                "the matrix products of a step, forward and backward)"]
+    if peaks:
+        md += ["- matmul peak at the model's shapes, measured in this run (a step's weight "
+               "products alone, NumPy's BLAS, median of the repeats' best): " + '; '.join(
+                   f"batch {b}: {p:.0f} GFLOP/s" for b, p in peaks.items())]
     md += [f"- numba warm-up (compile or cache load), not timed: {warmup_s:.1f} s", '']
     return '\n'.join(md)
 
@@ -224,7 +210,14 @@ def bench_command(cfg):
         if numba_threads < cfg['threads']:
             print(f"numba runs {numba_threads} threads, the most it has here")
         timings = {c: [] for c in contenders}
+        peak_runs = {b: [] for b in dict.fromkeys(b for _, b in contenders)}
         for r in range(cfg['repeats']):
+            for b, runs in peak_runs.items():  # the machine's own peak, taking its turn too
+                runs.append(efficiency.matmul_peak(
+                    cfg, d.tok.vocab_size, efficiency.tokens_per_step(d, dict(cfg, batch_size=b)),
+                    cfg['dtype']))
+                print(f"repeat {r + 1}: matmul peak at batch {b}'s shapes: {runs[-1]:.0f} GFLOP/s",
+                      flush=True)
             for mode, b in contenders:  # taking turns, so that drift hits all alike
                 if mode == 'torch':
                     t = time_torch(cfg, b, steps, warmup)
@@ -238,16 +231,18 @@ def bench_command(cfg):
                 print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
                       f"{t[1]:11.0f} tokens/s", flush=True)
         rows = summarize(timings)
-        flops = flops_per_token(cfg, d.tok.vocab_size, mean_keys(d, cfg))
+        flops = efficiency.flops_per_token(cfg, d.tok.vocab_size, efficiency.mean_keys(d, cfg))
+        peaks = {b: statistics.median(runs) for b, runs in peak_runs.items()}
         for r in rows:  # scalar mode runs the same products, one number at a time
             r['gflops_per_s'] = r['tokens_per_s'] * flops / 1e9
+            r['share_of_peak'] = r['gflops_per_s'] / peaks[r['batch_size']]
         ratio = ratios(rows, dict.fromkeys((1, B)))
         env = records.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
         env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
             [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
             text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),
             kernel_pinned=pinned)
-        md = markdown(rows, ratio, warmup_s, flops)
+        md = markdown(rows, ratio, warmup_s, flops, peaks)
         records.write_record(out, {
             'bench.md': md,
             'bench.json': records.json_text(dict(
@@ -257,7 +252,7 @@ def bench_command(cfg):
                                             'repeats', 'threads', *settings.CHOICES)},
                 vary=cfg.get('vary', []),
                 data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
-                flops_per_token=flops,
+                flops_per_token=flops, matmul_peak_gflops_per_s={str(b): p for b, p in peaks.items()},
                 compile_s=warmup_s, environment=env))})
     print(md)
     print(f"results: {os.path.relpath(out)}/bench.json, bench.md")

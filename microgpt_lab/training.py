@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 import data
-from microgpt_lab import checkpoint, plots, records, settings
+from microgpt_lab import checkpoint, efficiency, plots, records, settings
 from microgpt_lab.records import UserError
 
 
@@ -81,7 +81,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
             val_loss = None  # --resume validates again
     if val_loss is not None:
         progress.val_history.append((progress.step, val_loss, progress.train_time_s))
-    metrics = summary(cfg, status, progress, val_loss, len(d.val), warmup_s, n_params, env)
+    metrics = summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env)
     show_samples(cfg, d, samples, metrics)
     # the record: every file whole, metrics.json last; a diverged run has no checkpoint
     files = {'config.json': records.json_text(dict(command='train', **cfg)),
@@ -260,9 +260,15 @@ def final_validation(cfg, model, d, progress):
     return val_loss
 
 
-def summary(cfg, status, progress, val_loss, val_size, warmup_s, n_params, env):
+def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
     """The run's metrics (metrics.json), printed as the summary."""
     losses, steps, time_s = progress.losses, progress.step, progress.train_time_s
+    val_size = len(d.val)
+    flops = efficiency.flops_per_token(cfg, d.tok.vocab_size, efficiency.mean_keys(d, cfg))
+    gflops = progress.tokens / time_s * flops / 1e9 if steps else None
+    peak = efficiency.matmul_peak(cfg, d.tok.vocab_size, efficiency.tokens_per_step(d, cfg),
+                                  cfg['dtype'] if cfg['mode'] == 'tensor' else 'float64',
+                                  tries=3, least_s=0.001) if steps else None
     last_n = min(cfg['last_n'], steps)
     metrics = dict(
         status=status, steps=steps, final_loss=losses[-1] if losses else None,
@@ -271,6 +277,8 @@ def summary(cfg, status, progress, val_loss, val_size, warmup_s, n_params, env):
         steps_per_s=steps / time_s if steps else None,
         tokens_per_s=progress.tokens / time_s if steps else None, tokens=progress.tokens,
         train_time_s=time_s, warmup_s=warmup_s, num_params=n_params,
+        model_flops_per_token=flops, model_gflops_per_s=gflops, matmul_peak_gflops_per_s=peak,
+        share_of_peak=gflops / peak if steps else None,
         peak_memory_mb=records.peak_memory_mb(), environment=env)
     print(f"--- summary: {status} after {steps} steps ---")
     if steps:
@@ -281,6 +289,9 @@ def summary(cfg, status, progress, val_loss, val_size, warmup_s, n_params, env):
         print(f"{metrics['steps_per_s']:.1f} steps/s | {metrics['tokens_per_s']:.0f} tokens/s | "
               f"{format_time(time_s)} training" + (
                   f" | {warmup_s:.1f} s numba warm-up, not counted" if cfg['mode'] == 'tensor' else ''))
+        print(f"model {flops / 1e6:.3g} MFLOP/token: {gflops:.3g} GFLOP/s, "
+              f"{metrics['share_of_peak']:.1%} of the matmul peak at its shapes "
+              f"({peak:.0f} GFLOP/s, measured now) | peak memory {metrics['peak_memory_mb']:.0f} MB")
     return metrics
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import cli
 import data
-from microgpt_lab import bench, training
+from microgpt_lab import bench, efficiency, training
 from conftest import ROOT, main_output, one_line_error
 
 
@@ -32,7 +32,12 @@ def test_bench_times_both_modes_side_by_side_and_saves_the_table(small):
         assert result['environment'][key] not in (None, '')
     assert result['environment']['numba_threads'] <= 64 and result['compile_s'] >= 0
     assert (small / 'bench' / 'bench.md').read_text() in out
-    assert out.count('repeat ') == 6  # 2 repeats of 3 contenders, taking turns
+    assert out.count(' tokens/s\n') == 6  # 2 repeats of 3 contenders, taking turns,
+    assert out.count('matmul peak at batch') == 4  # and of the peak at each batch's shapes
+    assert set(result['matmul_peak_gflops_per_s']) == {'1', '4'}
+    for r in result['results']:
+        peak = result['matmul_peak_gflops_per_s'][str(r['batch_size'])]
+        assert r['share_of_peak'] == pytest.approx(r['gflops_per_s'] / peak) and peak > 0
     pinned = 'OPENBLAS_CORETYPE' in os.environ  # as on this project's machines: one warning line
     assert out.count('warning: OPENBLAS_CORETYPE=') == pinned and ('kernel_pinned' in result['environment'])
 
@@ -204,5 +209,5 @@ def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, tex
     d = training.RunData(data.Tokenizer('abcd'), batch, val=[], check=[], sizes='')
     tokens = tg.n_targets(batch, 6)
     model.loss(batch)
-    expected = bench.flops_per_token(cfg, 5, bench.mean_keys(d, cfg)) * tokens
+    expected = efficiency.flops_per_token(cfg, 5, efficiency.mean_keys(d, cfg)) * tokens
     assert 3 * count[0] == pytest.approx(expected, rel=1e-12)

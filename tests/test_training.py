@@ -207,7 +207,12 @@ def test_throughput_leaves_out_the_warm_up(small, capsys, monkeypatch):
     assert m['warmup_s'] >= 1.0 and m['train_time_s'] < 1.0
     assert m['steps_per_s'] == pytest.approx(5 / m['train_time_s'])
     assert m['tokens_per_s'] == pytest.approx(m['tokens'] / m['train_time_s'])
-    assert 's numba warm-up, not counted' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 's numba warm-up, not counted' in out
+    # the share of the machine: model FLOP/s against the matmul peak measured at the end
+    assert m['model_gflops_per_s'] == pytest.approx(m['tokens_per_s'] * m['model_flops_per_token'] / 1e9)
+    assert m['share_of_peak'] == pytest.approx(m['model_gflops_per_s'] / m['matmul_peak_gflops_per_s'])
+    assert f"{m['share_of_peak']:.1%} of the matmul peak" in out
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""
+efficiency.py: how much of the machine a run uses. A model's FLOPs per token, and the
+machine's own matmul peak, measured at the model's shapes, in the same process.
+
+nanoGPT and llm.c report model FLOP/s against the hardware's peak ("MFU"). A CPU's peak
+from its data sheet is far from what BLAS reaches at a small model's shapes, so the peak
+here is measured: the FLOP/s of a training step's weight products alone, at the step's own
+shapes, dtype and threads, the best of a few tries. A share near 1 means the step runs at
+the speed of its matrix products; what is missing is the time of everything else
+(attention, norms, activations, Adam, Python).
+"""
+import time
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------
+# Model FLOPs: the multiply-adds of the matrix products of a training step, 2 FLOPs each, per
+# token trained on. Forward, per token: 2 (12 L C^2 + V C) for the products with the weights
+# (q, k, v, o: 4 C^2; the MLP: 8 C^2; lm_head: V C), and 4 C t per layer for attention (q k^T
+# and att v over the t keys the token sees). Backward does twice the forward's products (the
+# gradient of each input and of each weight), so a step is 3 times the forward:
+#     flops/token = 6 (12 L C^2 + V C) + 12 L C t,   t = the mean number of keys a token sees:
+# (T + 1) / 2 for windows of T, less for short documents. Norms, activations and softmax are
+# left out, as nanoGPT's and llm.c's counts leave them out.
+def flops_per_token(cfg, vocab_size, mean_keys):
+    L, C = cfg['n_layer'], cfg['n_embd']
+    return 6 * (12 * L * C * C + vocab_size * C) + 12 * L * C * mean_keys
+
+
+def mean_keys(d, cfg):
+    """The mean number of keys a trained token attends to: of a text's windows of block_size,
+    or of the training documents' first block_size positions (d: training.RunData)."""
+    if cfg['data_format'] == 'text':
+        return (cfg['block_size'] + 1) / 2
+    lengths = [min(cfg['block_size'], len(doc) - 1) for doc in d.train]
+    return sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)
+
+
+def tokens_per_step(d, cfg):
+    """The tokens of a batch: batch_size windows of block_size, or documents of the mean length."""
+    if cfg['data_format'] == 'text':
+        return cfg['batch_size'] * cfg['block_size']
+    lengths = [min(cfg['block_size'], len(doc) - 1) for doc in d.train]
+    return max(1, round(cfg['batch_size'] * sum(lengths) / len(lengths)))
+
+
+# ---------------------------------------------------------------------------
+# The matmul peak at the model's shapes: a step's weight products, each in the three forms
+# that tensorgpt.linear runs (y = x w^T; the input's gradient g w; the weight's g^T x), on
+# random arrays of the step's N tokens: q, k, v as one [3C, C], o [C, C], the MLP's [4C, C]
+# and [C, 4C] (each L times), lm_head [V, C].
+def weight_shapes(cfg, vocab_size):
+    """(nout, nin, count): the weight matrices of a step's products."""
+    C, L = cfg['n_embd'], cfg['n_layer']
+    return [(3 * C, C, L), (C, C, L), (4 * C, C, L), (C, 4 * C, L), (vocab_size, C, 1)]
+
+
+def matmul_peak(cfg, vocab_size, n_tokens, dtype='float32', tries=5, least_s=0.002):
+    """The GFLOP/s of a step's weight products alone: for each shape, the best of `tries`
+    timings (each of at least least_s seconds), weighted by how often a step runs it."""
+    rng = np.random.default_rng(0)
+    flops = seconds = 0.0
+    for nout, nin, count in weight_shapes(cfg, vocab_size):
+        x = rng.standard_normal((n_tokens, nin)).astype(dtype)
+        w = rng.standard_normal((nout, nin)).astype(dtype)
+        g = rng.standard_normal((n_tokens, nout)).astype(dtype)
+        def step():
+            x @ w.T, g @ w, g.T @ x                    # forward, d input, d weight
+        step()
+        best, reps = float('inf'), 1
+        for _ in range(tries):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                step()
+            dt = time.perf_counter() - t0
+            best = min(best, dt / reps)
+            reps = max(reps, int(least_s / max(dt / reps, 1e-9)) + 1)
+        flops += count * 3 * 2 * n_tokens * nin * nout
+        seconds += count * best
+    return flops / seconds / 1e9
