@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import data
-from microgpt_lab import ablation, efficiency, records, settings, training
+from microgpt_lab import ablation, efficiency, plots, records, settings, training
 from microgpt_lab.records import UserError
 
 TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
@@ -30,10 +30,11 @@ TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
 
 def time_ours(cfg, mode, batch_size, d, steps, warmup):
     """One fresh run of warmup + steps steps on the run's data d (training.run_data):
-    (steps/s, tokens/s) over the last `steps`."""
+    (steps/s, tokens/s) over the last `steps`, and the process's peak memory (MB) during it."""
     run_cfg = dict(cfg, mode=mode, batch_size=batch_size, steps=warmup + steps,
                    dtype=cfg['dtype'] if mode == 'tensor' else 'float64')
     rng = random.Random(cfg['seed'])
+    records.reset_peak_memory()
     model = training.build_model(run_cfg, d.tok.vocab_size, rng)
     tokens, t0 = 0, time.perf_counter()
     for step, _, n in training.model_lib(mode).train(
@@ -44,12 +45,13 @@ def time_ours(cfg, mode, batch_size, d, steps, warmup):
         else:
             tokens += n
     dt = time.perf_counter() - t0
-    return steps / dt, tokens / dt
+    return steps / dt, tokens / dt, records.peak_memory_mb()
 
 
 def time_torch(cfg, batch_size, steps, warmup):
-    """The same, in PyTorch: torch_ref.py prints its figures as one JSON line."""
-    cmd = [cfg['torch'], TORCH_REF, '--data', cfg['data'], '--batch-size', str(batch_size),
+    """The same, in PyTorch: torch_ref.py prints its figures as one JSON line; its process's
+    peak memory, it says itself as it ends (PEAK_SAID)."""
+    cmd = [cfg['torch'], '-c', PEAK_SAID, TORCH_REF, '--data', cfg['data'], '--batch-size', str(batch_size),
            '--steps', str(warmup + steps), '--warmup', str(warmup), '--threads', str(cfg['threads']),
            '--dtype', cfg['dtype'], '--n-embd', str(cfg['n_embd']), '--n-head', str(cfg['n_head']),
            '--n-layer', str(cfg['n_layer']), '--block-size', str(cfg['block_size']),
@@ -57,12 +59,30 @@ def time_torch(cfg, batch_size, steps, warmup):
     cmd += ['--tie'] * cfg['tie_lm_head'] + ['--no-input-rmsnorm'] * (not cfg['input_rmsnorm'])
     cmd += ['--init-std', str(cfg['init_std'])] + ['--text'] * (cfg['data_format'] == 'text')
     p = subprocess.run(cmd, capture_output=True, text=True)
+    said = re.findall(r'^peak memory: ([0-9.]+) MB$', p.stderr, re.M)
+    stderr = re.sub(r'^peak memory: .*\n?', '', p.stderr, flags=re.M)
     try:
         result = json.loads(p.stdout.strip().splitlines()[-1])
-        return float(result['steps_per_s']), float(result['tokens_per_s'])
+        return float(result['steps_per_s']), float(result['tokens_per_s']), float(said[-1])
     except (IndexError, ValueError, KeyError, TypeError):
-        why = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ['no output'])[-1]
+        why = (stderr.strip().splitlines() or p.stdout.strip().splitlines() or ['no output'])[-1]
         raise UserError(f"torch_ref.py with {cfg['torch']} failed: {why}") from None
+
+
+# torch_ref.py run as it is, by a Python that then says the peak resident memory of its own
+# process: the kernel's VmHWM (a child's ru_maxrss would count the parent's memory at the fork).
+PEAK_SAID = """import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name='__main__')
+finally:
+    try:
+        kb = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+    except (OSError, StopIteration):
+        import resource
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == 'darwin' else 1)
+    print(f'peak memory: {kb / 1024:.1f} MB', file=sys.stderr)
+"""
 
 
 def time_reference(cfg, train_tokens, steps, warmup):
@@ -85,7 +105,7 @@ def time_reference(cfg, train_tokens, steps, warmup):
                     dt = time.perf_counter() - t0
                     tokens = sum(min(cfg['block_size'], len(t) - 1)
                                  for t in train_tokens[first:step])
-                    return (step - first) / dt, tokens / dt
+                    return (step - first) / dt, tokens / dt, None
         finally:
             p.kill()
             p.wait()
@@ -94,13 +114,15 @@ def time_reference(cfg, train_tokens, steps, warmup):
 
 
 def summarize(timings):
-    """{(mode, batch): [(steps/s, tokens/s), ...]} -> a row per contender: medians and ranges."""
+    """{(mode, batch): [(steps/s, tokens/s, peak MB or None), ...]} -> a row per contender:
+    medians and ranges, and the highest peak memory."""
     rows = []
     for (mode, b), ts in timings.items():
-        sps, tps = [t[0] for t in ts], [t[1] for t in ts]
+        sps, tps, mbs = [t[0] for t in ts], [t[1] for t in ts], [t[2] for t in ts if t[2]]
         rows.append(dict(mode=mode, batch_size=b, steps_per_s=statistics.median(sps),
                          steps_per_s_range=[min(sps), max(sps)],
-                         tokens_per_s=statistics.median(tps), tokens_per_s_range=[min(tps), max(tps)]))
+                         tokens_per_s=statistics.median(tps), tokens_per_s_range=[min(tps), max(tps)],
+                         peak_memory_mb=max(mbs) if mbs else None))
     return rows
 
 
@@ -117,8 +139,10 @@ def ratios(rows, batch_sizes):
     for b in batch_sizes:
         if ('torch', b) in by:
             out[f"tensor / torch at batch {b}, tokens/s"] = by[('tensor', b)] / by[('torch', b)]
-    for (mode, b), tps in by.items():  # a choice's cost: its blocks against the reference's
-        if mode.startswith('tensor '):
+    for (mode, b), tps in by.items():  # a varied setting: against PyTorch at the same, or
+        if mode.startswith('tensor ') and ('torch ' + mode[7:], b) in by:  # a choice's cost
+            out[f"{mode} / torch {mode[7:]} at batch {b}, tokens/s"] = tps / by[('torch ' + mode[7:], b)]
+        elif mode.startswith('tensor '):
             out[f"{mode} / tensor at batch {b}, tokens/s"] = tps / by[('tensor', b)]
     return out
 
@@ -129,15 +153,17 @@ def share(x):
 
 def markdown(rows, ratio, warmup_s, flops=None, peaks=None):
     md = ['| mode | batch | steps/s (median) | range | tokens/s (median) | range | model GFLOP/s '
-          '| of the matmul peak |', '| --- | --- | --- | --- | --- | --- | --- | --- |']
+          '| of the matmul peak | peak memory (MB) |',
+          '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
         gflops = f"{r['gflops_per_s']:.1f}" if 'gflops_per_s' in r else 'n/a'
+        memory = 'n/a' if r.get('peak_memory_mb') is None else f"{r['peak_memory_mb']:.0f}"
         md.append(f"| {r['mode']} | {r['batch_size']} | {r['steps_per_s']:.1f} | "
                   f"{r['steps_per_s_range'][0]:.1f}–{r['steps_per_s_range'][1]:.1f} | "
                   f"{r['tokens_per_s']:.0f} | {r['tokens_per_s_range'][0]:.0f}–"
                   f"{r['tokens_per_s_range'][1]:.0f} | {gflops} | "
-                  f"{share(r['share_of_peak']) if 'share_of_peak' in r else 'n/a'} |")
-    md += [''] + [f"- {k}: **{v:.2f}×**" if '=' in k.split(' / ')[0] else f"- {k}: **{v:.1f}×**"
+                  f"{share(r['share_of_peak']) if 'share_of_peak' in r else 'n/a'} | {memory} |")
+    md += [''] + [f"- {k}: **{v:.2f}×**" if '=' in k.split(' / ')[1] else f"- {k}: **{v:.1f}×**"
                   for k, v in ratio.items()]  # a choice's cost, to the percent
     if flops:
         md += [f"- model FLOPs per token trained on: {flops:,.0f} (6 (12 L C² + V C) + 12 L C t: "
@@ -148,6 +174,61 @@ def markdown(rows, ratio, warmup_s, flops=None, peaks=None):
                    f"batch {b}: {p:.0f} GFLOP/s" for b, p in peaks.items())]
     md += [f"- numba warm-up (compile or cache load), not timed: {warmup_s:.1f} s", '']
     return '\n'.join(md)
+
+
+# ---------------------------------------------------------------------------
+# Scale: with --vary over a model's sizes, a table of each size beside the base config, ours
+# and PyTorch's, and its picture (scale.png, with matplotlib).
+SIZES = ('n_embd', 'n_layer', 'n_head', 'block_size')
+
+
+def scale_points(rows, cfg, sizes):
+    """[(setting, value, row of ours, row of PyTorch's or None)], for each varied size with
+    the base config's own value among them, in order."""
+    by = {r['mode']: r for r in rows if r['batch_size'] == cfg['batch_size']}
+    points = []
+    for name, values in cfg['vary']:
+        if name not in sizes:
+            continue
+        for v in sorted(set(values) | {cfg[name]}):
+            label = '' if v == cfg[name] else f" {name.replace('_', '-')}={v}"
+            points.append((name, v, by[f"tensor{label}"], by.get(f"torch{label}")))
+    return points
+
+
+def scale_table(rows, cfg, sizes):
+    md = ['Scale: each size alone, the rest as the base config, batch '
+          f"{cfg['batch_size']} (peak memory: each process's own, resident)", '',
+          '| setting | value | params | tokens/s, ours | tokens/s, PyTorch | ours / PyTorch | '
+          'model GFLOP/s, ours | of the matmul peak | peak MB, ours | peak MB, PyTorch |',
+          '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    for name, v, ours, torch in scale_points(rows, cfg, sizes):
+        theirs = lambda key, form: form.format(torch[key]) if torch and torch.get(key) else 'n/a'
+        ratio = f"**{ours['tokens_per_s'] / torch['tokens_per_s']:.2f}×**" if torch else 'n/a'
+        md.append(f"| {name} | {v} | {ours['num_params'] / 1e6:.2f}M | {ours['tokens_per_s']:,.0f} | "
+                  f"{theirs('tokens_per_s', '{:,.0f}')} | {ratio} | {ours['gflops_per_s']:.0f} | "
+                  f"{share(ours['share_of_peak'])} | {ours['peak_memory_mb']:.0f} | "
+                  f"{theirs('peak_memory_mb', '{:.0f}')} |")
+    return '\n'.join(md) + '\n'
+
+
+def draw_scale(out, rows, cfg, sizes):
+    """scale.png beside the record, when matplotlib is there: a picture, not part of it."""
+    panels = []
+    for name in sizes:
+        points = [p for p in scale_points(rows, cfg, sizes) if p[0] == name]
+        with_torch = all(torch for *_, torch in points)
+        series = lambda key: dict([('ours', [ours[key] for _, _, ours, _ in points])] + (
+            [('PyTorch', [torch[key] for *_, torch in points])] if with_torch else []))
+        panels.append((name, [v for _, v, _, _ in points], series('tokens_per_s'),
+                       series('peak_memory_mb')))
+    title = (f"{os.path.basename(cfg['data'])}: n_embd {cfg['n_embd']}, n_layer {cfg['n_layer']}, "
+             f"block {cfg['block_size']}, batch {cfg['batch_size']}, {cfg['threads']} threads")
+    try:
+        if not plots.scale(os.path.join(out, 'scale.png'), panels, title):
+            print(f"scale.png skipped: matplotlib is not installed ({plots.GET_MATPLOTLIB})")
+    except Exception as e:  # whatever fails in the picture, the record stands
+        print(f"scale.png not written: {getattr(e, 'strerror', None) or str(e).strip()[:200]}")
 
 
 def bench_command(cfg):
@@ -189,12 +270,18 @@ def bench_command(cfg):
     contenders += [('tensor', 1), ('tensor', B)]
     if cfg['torch']:
         contenders += [('torch', 1), ('torch', B)]
-    varied = {}  # 'tensor norm=layernorm': {'norm': 'layernorm'}, each value alone
+    varied = {}  # 'norm=layernorm': {'norm': 'layernorm'}, each value alone
     for name, values in cfg.get('vary', []):
         for v in values:
-            varied[f"tensor {name.replace('_', '-')}={ablation.shown(name, v)}"] = dict(ablation.pairs(name, v))
-    contenders += [(mode, B) for mode in varied]
+            varied[f"{name.replace('_', '-')}={ablation.shown(name, v)}"] = dict(ablation.pairs(name, v))
+    for label, change in varied.items():  # a model's size in PyTorch too; its blocks are ours
+        contenders += [(f"tensor {label}", B)] + [(f"torch {label}", B)] * (
+            bool(cfg['torch']) and not set(change) & set(settings.CHOICES))
     contenders = list(dict.fromkeys(contenders))
+    config_of = lambda mode: dict(cfg, **varied.get(mode.partition(' ')[2], {}))
+    shapes = {}  # (label, batch): the contenders' products, whose matmul peak is measured
+    for mode, b in contenders:
+        shapes.setdefault((mode.partition(' ')[2], b), dict(config_of(mode), batch_size=b))
     out, made = records.new_folder(cfg['out'], 'bench', 'bench', start)
     with records.owned(out, made=made):
         print(f"bench: {steps} timed steps after {warmup} untimed, {cfg['repeats']} repeats, "
@@ -210,39 +297,44 @@ def bench_command(cfg):
         if numba_threads < cfg['threads']:
             print(f"numba runs {numba_threads} threads, the most it has here")
         timings = {c: [] for c in contenders}
-        peak_runs = {b: [] for b in dict.fromkeys(b for _, b in contenders)}
+        peak_runs = {key: [] for key in shapes}
         for r in range(cfg['repeats']):
-            for b, runs in peak_runs.items():  # the machine's own peak, taking its turn too
-                runs.append(efficiency.matmul_peak(
-                    cfg, d.tok.vocab_size, efficiency.tokens_per_step(d, dict(cfg, batch_size=b)),
-                    cfg['dtype']))
-                print(f"repeat {r + 1}: matmul peak at batch {b}'s shapes: {runs[-1]:.0f} GFLOP/s",
-                      flush=True)
+            for (label, b), shape in shapes.items():  # the machine's own peak, taking its turn
+                peak_runs[(label, b)].append(efficiency.matmul_peak(
+                    shape, d.tok.vocab_size, efficiency.tokens_per_step(d, shape), cfg['dtype']))
+                print(f"repeat {r + 1}: matmul peak at the shapes of {label or 'the model'}, "
+                      f"batch {b}: {peak_runs[(label, b)][-1]:.0f} GFLOP/s", flush=True)
             for mode, b in contenders:  # taking turns, so that drift hits all alike
-                if mode == 'torch':
-                    t = time_torch(cfg, b, steps, warmup)
-                elif mode == 'reference':
+                kind = mode.partition(' ')[0]
+                if kind == 'torch':
+                    t = time_torch(config_of(mode), b, steps, warmup)
+                elif kind == 'reference':
                     t = time_reference(cfg, d.train, steps, warmup)
-                elif mode in varied:
-                    t = time_ours(dict(cfg, **varied[mode]), 'tensor', b, d, steps, warmup)
                 else:
-                    t = time_ours(cfg, mode, b, d, steps, warmup)
+                    t = time_ours(config_of(mode), kind, b, d, steps, warmup)
                 timings[(mode, b)].append(t)
                 print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
-                      f"{t[1]:11.0f} tokens/s", flush=True)
+                      f"{t[1]:11.0f} tokens/s" + (f" {t[2]:7.0f} MB" if t[2] else ''), flush=True)
         rows = summarize(timings)
         flops = efficiency.flops_per_token(cfg, d.tok.vocab_size, efficiency.mean_keys(d, cfg))
-        peaks = {b: statistics.median(runs) for b, runs in peak_runs.items()}
+        peaks = {key: statistics.median(runs) for key, runs in peak_runs.items()}
         for r in rows:  # scalar mode runs the same products, one number at a time
-            r['gflops_per_s'] = r['tokens_per_s'] * flops / 1e9
-            r['share_of_peak'] = r['gflops_per_s'] / peaks[r['batch_size']]
+            c = config_of(r['mode'])
+            r['flops_per_token'] = efficiency.flops_per_token(c, d.tok.vocab_size, efficiency.mean_keys(d, c))
+            r['gflops_per_s'] = r['tokens_per_s'] * r['flops_per_token'] / 1e9
+            r['matmul_peak_gflops_per_s'] = peaks[(r['mode'].partition(' ')[2], r['batch_size'])]
+            r['share_of_peak'] = r['gflops_per_s'] / r['matmul_peak_gflops_per_s']
+            r['num_params'] = efficiency.n_params(c, d.tok.vocab_size)
         ratio = ratios(rows, dict.fromkeys((1, B)))
         env = records.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
         env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
             [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
             text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),
             kernel_pinned=pinned)
-        md = markdown(rows, ratio, warmup_s, flops, peaks)
+        md = markdown(rows, ratio, warmup_s, flops, {b: p for (label, b), p in peaks.items() if not label})
+        sizes = [name for name, _ in cfg.get('vary', []) if name in SIZES]
+        if sizes:
+            md += '\n' + scale_table(rows, cfg, sizes)
         records.write_record(out, {
             'bench.md': md,
             'bench.json': records.json_text(dict(
@@ -252,8 +344,11 @@ def bench_command(cfg):
                                             'repeats', 'threads', *settings.CHOICES)},
                 vary=cfg.get('vary', []),
                 data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
-                flops_per_token=flops, matmul_peak_gflops_per_s={str(b): p for b, p in peaks.items()},
+                flops_per_token=flops,
+                matmul_peak_gflops_per_s={str(b): p for (label, b), p in peaks.items() if not label},
                 compile_s=warmup_s, environment=env))})
+        if sizes:
+            draw_scale(out, rows, cfg, sizes)
     print(md)
     print(f"results: {os.path.relpath(out)}/bench.json, bench.md")
     return 0

@@ -154,6 +154,30 @@ def small_multiples(path, groups):
     return True
 
 
+def scale(path, panels, title):
+    """bench's scale picture: for each varied size, tokens/s (above) and peak memory (below)
+    of ours and PyTorch's against its values. panels: [(setting, values, {label: tokens/s},
+    {label: MB})]. Returns False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 7), squeeze=False)
+    for (name, values, speed, memory), (top, bottom) in zip(panels, axes.T):
+        for ax, series, ylabel in ((top, speed, 'tokens/s'), (bottom, memory, 'peak memory (MB)')):
+            for label, ys in series.items():
+                ax.plot(values, ys, 'o-', label=label)
+            ax.set(xscale='log', xlabel=name, ylabel=ylabel, ylim=(0, None))
+            ax.set_xticks(values, [str(v) for v in values])
+            ax.minorticks_off()
+            ax.yaxis.set_major_formatter(lambda y, _: f"{y:,.0f}")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, path)
+    return True
+
+
 def shown(name):
     """A file name as a label: bytes that are not UTF-8 (kept by Python as surrogates,
     which no font draws) become replacement characters."""

@@ -9,6 +9,8 @@ it can be reproduced. And the printed output survives its reader going away.
 """
 import contextlib
 import csv
+import ctypes
+import gc
 import io
 import json
 import math
@@ -376,7 +378,12 @@ def kernel_pinned():
 
 # Peak memory: the kernel's high-water mark of this process's resident set, which writing
 # 5 to /proc/self/clear_refs resets (Linux), so that each run of a worker reports its own.
+# Freed memory goes back to the system first (malloc_trim): tensorgpt asks glibc to keep it
+# for the next step, and an earlier run's would count as this one's.
 def reset_peak_memory():
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')

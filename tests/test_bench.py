@@ -32,8 +32,8 @@ def test_bench_times_both_modes_side_by_side_and_saves_the_table(small):
         assert result['environment'][key] not in (None, '')
     assert result['environment']['numba_threads'] <= 64 and result['compile_s'] >= 0
     assert (small / 'bench' / 'bench.md').read_text() in out
-    assert out.count(' tokens/s\n') == 6  # 2 repeats of 3 contenders, taking turns,
-    assert out.count('matmul peak at batch') == 4  # and of the peak at each batch's shapes
+    assert sum(' steps/s ' in line for line in out.splitlines() if line.startswith('repeat ')) == 6  # 2 x 3, taking turns,
+    assert out.count('matmul peak at the shapes of the model, batch') == 4  # and each batch's peak
     assert set(result['matmul_peak_gflops_per_s']) == {'1', '4'}
     for r in result['results']:
         peak = result['matmul_peak_gflops_per_s'][str(r['batch_size'])]
@@ -47,14 +47,17 @@ def test_a_timed_run_counts_the_tokens_of_its_timed_steps_only(mode):
     docs = [[5, 0, 5], [5, 1, 1, 1, 5], [5, 2, 2, 5], [5, 0, 1, 2, 3, 4, 0, 5], [5, 3, 5], [5, 4, 4, 5]]
     cfg = cli.parse_config(cli.parse_args(['bench', '--n-embd', '8', '--n-head', '2']))
     d = training.RunData(data.Tokenizer('abcde'), docs, val=docs[:1], check=docs[:1], sizes='')
-    steps_per_s, tokens_per_s = bench.time_ours(cfg, mode, 1, d, steps=3, warmup=2)
+    steps_per_s, tokens_per_s, peak_mb = bench.time_ours(cfg, mode, 1, d, steps=3, warmup=2)
     assert tokens_per_s / steps_per_s * 3 == pytest.approx(sum(len(d) - 1 for d in docs[2:5]))
 
 
 def test_medians_and_ranges_of_the_repeats():
-    rows = bench.summarize({('tensor', 4): [(10, 100), (30, 300), (20, 200)]})
+    rows = bench.summarize({('tensor', 4): [(10, 100, 50), (30, 300, 70), (20, 200, 60)],
+                            ('reference', 1): [(1, 10, None)]})
     assert rows == [dict(mode='tensor', batch_size=4, steps_per_s=20, steps_per_s_range=[10, 30],
-                         tokens_per_s=200, tokens_per_s_range=[100, 300])]
+                         tokens_per_s=200, tokens_per_s_range=[100, 300], peak_memory_mb=70),
+                    dict(mode='reference', batch_size=1, steps_per_s=1, steps_per_s_range=[1, 1],
+                         tokens_per_s=10, tokens_per_s_range=[10, 10], peak_memory_mb=None)]
 
 
 def test_ratios_say_how_many_times_faster_tensor_mode_is():
@@ -211,3 +214,35 @@ def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, tex
     model.loss(batch)
     expected = efficiency.flops_per_token(cfg, 5, efficiency.mean_keys(d, cfg)) * tokens
     assert 3 * count[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_scale_times_each_size_in_both_and_takes_each_process_own_peak_memory(small, monkeypatch):
+    """--vary over a model's sizes: each size in tensor mode and in PyTorch (here a stand-in
+    that holds n_embd * 2 MB), a scale table and its picture; PyTorch's peak memory is its
+    own process's."""
+    fake = small / 'fake_torch_ref.py'
+    fake.write_text("import json, sys\na = sys.argv\nn = int(a[a.index('--n-embd') + 1])\n"
+                    "held = bytearray(n * 2 ** 21)\nheld[::4096] = b'x' * len(held[::4096])\n"
+                    "print(json.dumps(dict(steps_per_s=1.0, tokens_per_s=100.0 * n)))\n")
+    monkeypatch.setattr(bench, 'TORCH_REF', str(fake))
+    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--no-scalar',
+                                 '--bench-steps', '2', '--warmup', '1', '--repeats', '1',
+                                 '--n-embd', '8', '--n-head', '2', '--batch-size', '4',
+                                 '--vary', 'n-embd=16,32', '--vary', 'block-size=8',
+                                 '--torch', sys.executable, '--out', 'scale')
+    assert code == 0, err
+    result = json.loads((small / 'scale' / 'bench.json').read_text())
+    rows = {r['mode']: r for r in result['results'] if r['batch_size'] == 4}
+    assert set(rows) == {'tensor', 'torch', 'tensor n-embd=16', 'torch n-embd=16', 'tensor n-embd=32',
+                         'torch n-embd=32', 'tensor block-size=8', 'torch block-size=8'}
+    assert rows['torch n-embd=32']['tokens_per_s'] == 3200
+    assert rows['torch n-embd=32']['peak_memory_mb'] - rows['torch']['peak_memory_mb'] > 40  # 48 MB more
+    assert rows['tensor n-embd=32']['num_params'] > rows['tensor']['num_params']
+    assert rows['tensor n-embd=32']['flops_per_token'] > rows['tensor']['flops_per_token']
+    assert result['ratios']['tensor n-embd=16 / torch n-embd=16 at batch 4, tokens/s'] == \
+        pytest.approx(rows['tensor n-embd=16']['tokens_per_s'] / 1600)
+    table = (small / 'scale' / 'bench.md').read_text().split('Scale:')[1]
+    assert [line.split(' | ')[:2] for line in table.splitlines() if line.startswith('| n_embd') or
+            line.startswith('| block_size')] == [['| n_embd', '8'], ['| n_embd', '16'], ['| n_embd', '32'],
+                                                     ['| block_size', '8'], ['| block_size', '16']]
+    assert (small / 'scale' / 'scale.png').read_bytes()[:4] == b'\x89PNG'
