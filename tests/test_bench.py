@@ -12,7 +12,7 @@ import pytest
 
 import cli
 import data
-from microgpt_lab import bench, efficiency, training
+from microgpt_lab import bench, training
 from conftest import ROOT, main_output, one_line_error
 
 
@@ -187,33 +187,6 @@ def test_bench_times_each_varied_choice_alone_against_the_reference_blocks(small
                           (['--vary', 'dropout=0,0.1'], 'give --no-scalar')):
         code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', *args, '--out', small / 'x')
         assert code == 1 and one_line_error(err) and message in err, err
-
-
-@pytest.mark.parametrize('text', [False, True])
-def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, text):
-    """Count the multiply-adds of every product a forward pass makes (linear, and attention's
-    q k^T and att v over each token's keys), times 3 for the backward's two: the formula."""
-    import random
-    import numpy as np
-    import tensorgpt as tg
-    cfg = dict(n_layer=2, n_embd=8, block_size=6, data_format='text' if text else 'lines')
-    model = tg.GPT(5, random.Random(0), n_embd=8, n_head=2, n_layer=2, block_size=6, dtype='float64')
-    count, linear, attention = [0], tg.linear, tg.attention
-    def counted_linear(x, w):
-        count[0] += 2 * x.data.size // x.data.shape[-1] * w.data.size
-        return linear(x, w)
-    def counted_attention(qkv, starts, n_head, *rest):
-        C = qkv.data.shape[1] // 3
-        count[0] += sum(4 * C * n * (n + 1) // 2 for n in np.diff(starts))  # token i sees i + 1 keys
-        return attention(qkv, starts, n_head, *rest)
-    monkeypatch.setattr(tg, 'linear', counted_linear)
-    monkeypatch.setattr(tg, 'attention', counted_attention)
-    batch = np.array([[0, 1, 2, 3, 4, 0, 1]] * 3) if text else [[4, 0, 1, 4], [4, 2, 2, 3, 1, 0, 1, 2, 4]]
-    d = training.RunData(data.Tokenizer('abcd'), batch, val=[], check=[], sizes='')
-    tokens = tg.n_targets(batch, 6)
-    model.loss(batch)
-    expected = efficiency.flops_per_token(cfg, 5, efficiency.mean_keys(d, cfg)) * tokens
-    assert 3 * count[0] == pytest.approx(expected, rel=1e-12)
 
 
 def test_scale_times_each_size_in_both_and_takes_each_process_own_peak_memory(small, monkeypatch):
