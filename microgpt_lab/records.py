@@ -10,7 +10,6 @@ it can be reproduced. And the printed output survives its reader going away.
 import contextlib
 import csv
 import ctypes
-import gc
 import io
 import json
 import math
@@ -381,7 +380,6 @@ def kernel_pinned():
 # Freed memory goes back to the system first (malloc_trim): tensorgpt asks glibc to keep it
 # for the next step, and an earlier run's would count as this one's.
 def reset_peak_memory():
-    gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL('libc.so.6').malloc_trim(0)
     try:
