@@ -273,6 +273,8 @@ def bench_command(cfg):
     varied = {}  # 'norm=layernorm': {'norm': 'layernorm'}, each value alone
     for name, values in cfg.get('vary', []):
         for v in values:
+            if name in SIZES and v == cfg[name]:
+                continue  # the base config's own size: its rows are the base's
             varied[f"{name.replace('_', '-')}={ablation.shown(name, v)}"] = dict(ablation.pairs(name, v))
     for label, change in varied.items():  # a model's size in PyTorch too; its blocks are ours
         contenders += [(f"tensor {label}", B)] + [(f"torch {label}", B)] * (

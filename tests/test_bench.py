@@ -201,7 +201,7 @@ def test_scale_times_each_size_in_both_and_takes_each_process_own_peak_memory(sm
     code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--no-scalar',
                                  '--bench-steps', '2', '--warmup', '1', '--repeats', '1',
                                  '--n-embd', '8', '--n-head', '2', '--batch-size', '4',
-                                 '--vary', 'n-embd=16,32', '--vary', 'block-size=8',
+                                 '--vary', 'n-embd=8,16,32', '--vary', 'block-size=8',
                                  '--torch', sys.executable, '--out', 'scale')
     assert code == 0, err
     result = json.loads((small / 'scale' / 'bench.json').read_text())
