@@ -140,9 +140,10 @@ def ratios(rows, batch_sizes):
         if ('torch', b) in by:
             out[f"tensor / torch at batch {b}, tokens/s"] = by[('tensor', b)] / by[('torch', b)]
     for (mode, b), tps in by.items():  # a varied setting: against PyTorch at the same, or
-        if mode.startswith('tensor ') and ('torch ' + mode[7:], b) in by:  # a choice's cost
-            out[f"{mode} / torch {mode[7:]} at batch {b}, tokens/s"] = tps / by[('torch ' + mode[7:], b)]
-        elif mode.startswith('tensor '):
+        kind, _, label = mode.partition(' ')  # else (a choice) its cost against the reference
+        if kind == 'tensor' and label and (f"torch {label}", b) in by:
+            out[f"{mode} / torch {label} at batch {b}, tokens/s"] = tps / by[(f"torch {label}", b)]
+        elif kind == 'tensor' and label:
             out[f"{mode} / tensor at batch {b}, tokens/s"] = tps / by[('tensor', b)]
     return out
 
@@ -333,7 +334,8 @@ def bench_command(cfg):
             [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
             text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),
             kernel_pinned=pinned)
-        md = markdown(rows, ratio, warmup_s, flops, {b: p for (label, b), p in peaks.items() if not label})
+        base_peaks = {b: p for (label, b), p in peaks.items() if not label}
+        md = markdown(rows, ratio, warmup_s, flops, base_peaks)
         sizes = [name for name, _ in cfg.get('vary', []) if name in SIZES]
         if sizes:
             md += '\n' + scale_table(rows, cfg, sizes)
@@ -347,7 +349,7 @@ def bench_command(cfg):
                 vary=cfg.get('vary', []),
                 data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
                 flops_per_token=flops,
-                matmul_peak_gflops_per_s={str(b): p for (label, b), p in peaks.items() if not label},
+                matmul_peak_gflops_per_s={str(b): p for b, p in base_peaks.items()},
                 compile_s=warmup_s, environment=env))})
         if sizes:
             draw_scale(out, rows, cfg, sizes)

@@ -59,8 +59,8 @@ def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
 
 def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines'):
     """checkpoint_text's JSON in pieces, each array encoded when its turn comes: in memory,
-    one array's text at a time, not the whole (some 2.7 times the float64 model, Adam's
-    moments included; 350 MB at 10M weights)."""
+    one array's text at a time, not the whole (the weights and Adam's two moments, float64
+    in base64: 32 bytes a weight, 340 MB at 10.7M weights, and as much again to join it)."""
     weights = model.weights()
     shapes = [np.shape(w) for w in weights.values()]
     stream = getattr(model, 'dropout_stream', None)  # tensor mode's dropout draws
@@ -79,7 +79,7 @@ def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines'):
         yield f', "{key}": {{'
         yield from arrays(weights, (p.reshape(s) for p, s in zip(parts, shapes)))
         yield '}'
-        del values, parts
+        del values, parts  # before the next moment's flat copy is made
     yield '}'
     if stream:
         yield f', "dropout_stream": {json.dumps([int(stream.seed), int(stream.count)])}'

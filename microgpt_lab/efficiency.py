@@ -28,12 +28,18 @@ def flops_per_token(cfg, vocab_size, mean_keys):
     return 6 * (12 * L * C * C + vocab_size * C) + 12 * L * C * mean_keys
 
 
+def trained_lengths(d, cfg):
+    """The positions trained on of each training document (d: training.RunData): its
+    first block_size."""
+    return [min(cfg['block_size'], len(doc) - 1) for doc in d.train]
+
+
 def mean_keys(d, cfg):
     """The mean number of keys a trained token attends to: of a text's windows of block_size,
-    or of the training documents' first block_size positions (d: training.RunData)."""
+    or of the training documents."""
     if cfg['data_format'] == 'text':
         return (cfg['block_size'] + 1) / 2
-    lengths = [min(cfg['block_size'], len(doc) - 1) for doc in d.train]
+    lengths = trained_lengths(d, cfg)
     return sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)
 
 
@@ -41,7 +47,7 @@ def tokens_per_step(d, cfg):
     """The tokens of a batch: batch_size windows of block_size, or documents of the mean length."""
     if cfg['data_format'] == 'text':
         return cfg['batch_size'] * cfg['block_size']
-    lengths = [min(cfg['block_size'], len(doc) - 1) for doc in d.train]
+    lengths = trained_lengths(d, cfg)
     return max(1, round(cfg['batch_size'] * sum(lengths) / len(lengths)))
 
 

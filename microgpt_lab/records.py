@@ -72,8 +72,8 @@ def write_json(path, obj):
 
 
 def write_record(out, files):
-    """Write {name: text} (text as write_atomic takes it) into the folder out, in order; the last file (metrics.json) marks
-    the record finished. If out cannot take them all (a full disk, a folder that became
+    """Write {name: text} (text as write_atomic takes it) into the folder out, in order;
+    the last file (metrics.json) marks the record finished. If out cannot take them all (a full disk, a folder that became
     read-only), the ones written there are removed and the whole record goes to a new
     temporary folder instead, so no finished work is lost; the UserError says where."""
     written = []

@@ -266,9 +266,10 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
     val_size = len(d.val)
     flops = efficiency.flops_per_token(cfg, d.tok.vocab_size, efficiency.mean_keys(d, cfg))
     gflops = progress.tokens / time_s * flops / 1e9 if steps else None
-    peak = efficiency.matmul_peak(cfg, d.tok.vocab_size, efficiency.tokens_per_step(d, cfg),
-                                  cfg['dtype'] if cfg['mode'] == 'tensor' else 'float64',
-                                  tries=2, least_s=0.0005) if steps else None  # a note: bench's peak is the careful one
+    peak = efficiency.matmul_peak(  # a few ms: bench's measurement is the careful one
+        cfg, d.tok.vocab_size, efficiency.tokens_per_step(d, cfg),
+        cfg['dtype'] if cfg['mode'] == 'tensor' else 'float64', tries=2, least_s=0.0005) \
+        if steps else None
     last_n = min(cfg['last_n'], steps)
     metrics = dict(
         status=status, steps=steps, final_loss=losses[-1] if losses else None,
