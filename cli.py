@@ -101,7 +101,7 @@ Run options (train):
   --resume DIR        train: continue the stopped or interrupted run recorded in DIR in a
                       new record of all its steps (only --out may be given). ablate:
                       finish the ablation in DIR, its stopped runs continued from
-                      their checkpoints (only --jobs may be given).
+                      their checkpoints (only --jobs or --cluster may be given).
   --from DIR          Re-run the run recorded in DIR, its data checked by sha256 (+ --out).
 
 Sample options:
@@ -124,6 +124,9 @@ Ablation options:
                       reference's: each choice alone against it [default: product]
   --jobs N            Runs at once, up to 1024; results do not change, as every run
                       runs its own --threads; auto: the cores / threads [default: auto]
+  --cluster ADDRESS   Run them on a Dask cluster instead: the scheduler's address,
+                      tcp://HOST:PORT, its workers started with --nthreads 1 (needs
+                      the cluster extra; see the README). The results are the same.
 
 Bench options:
   --bench-steps N     Timed steps a run, after --warmup (text: no scalar mode) [default: 100]
@@ -192,7 +195,7 @@ def allowed_options(command, given):
     if command == 'train' and recorded:  # a recorded run's settings: nothing may change them
         return {recorded[0], '--out'}
     if command == 'ablate' and '--resume' in given:
-        return {'--resume', '--jobs'}
+        return {'--resume', '--jobs', '--cluster'}
     return {
         'train': s['data'] | s['model'] | s['training'] | s['generation']
         | {'--stop-after', '--from', '--resume'},
@@ -290,6 +293,8 @@ def parse_config(args):
     settings.check(cfg, option)
     cfg['out'] = None if args['--out'] in ('auto', None) else args['--out']
     if args['ablate']:
+        if args['--cluster'] and '--jobs' in args['given']:
+            raise UserError("--jobs and --cluster: give one (a cluster runs a run on each worker)")
         cfg.update(seeds=value(args, 'seeds'), jobs=value(args, 'jobs'),
                    variants=list(ablation.VARIANTS) if args['--variants'] == 'all'
                    else args['--variants'].split(','), vary=vary, design=value(args, 'design'))
@@ -339,7 +344,8 @@ COMMANDS = dict(
     train=lambda cfg, args: training.train_command(
         cfg, source=args['--from'] or args['--resume'], resume=bool(args['--resume'])),
     sample=lambda cfg, args: sampling.sample_command(cfg),
-    ablate=lambda cfg, args: ablation.ablate_command(cfg, resume=args['--resume']),
+    ablate=lambda cfg, args: ablation.ablate_command(cfg, resume=args['--resume'],
+                                                   address=args['--cluster']),
     bench=lambda cfg, args: bench.bench_command(cfg),
     plot=lambda cfg, args: plots.plot_command(cfg),
     attention=lambda cfg, args: attention_maps.attention_command(cfg),

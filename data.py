@@ -44,52 +44,58 @@ class DataError(Exception):
 # ---------------------------------------------------------------------------
 # Reading and fetching
 def read_bytes(path):
-    """The bytes of a regular file, less a UTF-8 byte-order mark (no character of the text)."""
+    """The bytes of a regular file, as they are on disk (its sha256 is theirs)."""
     if os.path.isdir(path):
         raise DataError(f"{path} is a directory, not a text file")
     if os.path.exists(path) and not os.path.isfile(path):
         raise DataError(f"{path} is not a regular file")  # a FIFO or /dev/zero would never end
     try:
         with open(path, 'rb') as f:
-            raw = f.read()
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"{path} not found") from None
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from None
-    return raw[3:] if raw.startswith(b'\xef\xbb\xbf') else raw
 
 
-def read_utf8(path):
-    """The text of a UTF-8 file (see read_bytes); bytes that are not UTF-8 are an error that
-    says where they are."""
-    raw = read_bytes(path)
+def parse(raw, data_format, name):
+    """A data file's bytes (named `name` in messages) as documents (a list of str) or a
+    text (one str). A UTF-8 byte-order mark is no character of the text; bytes that are not
+    UTF-8 are an error that says where they are."""
+    raw = raw[3:] if raw.startswith(b'\xef\xbb\xbf') else raw
     try:
-        return raw.decode('utf-8')
+        text = raw.decode('utf-8')
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b'\n') + 1
         column = e.start - (raw.rfind(b'\n', 0, e.start) + 1) + 1
-        raise DataError(f"{path}, line {line}: bytes that are not UTF-8 (at column {column})") from None
+        raise DataError(f"{name}, line {line}: bytes that are not UTF-8 (at column {column})") from None
+    return text_of(text, name) if data_format == 'text' else docs_of(text, name)
 
 
-def read_docs(path):
-    """The non-empty, stripped lines of a UTF-8 text file, in file order."""
-    text = read_utf8(path)
+def docs_of(text, name):
+    """The non-empty, stripped lines of a text, in order."""
     # the lines as bytes.splitlines() cuts them (at \n, \r\n, \r), not str's wider set
     docs = [line.strip() for line in re.split(r'\r\n|\r|\n', text) if line.strip()]
     if not docs:
-        raise DataError(f"{path} has no documents (it is empty or holds only blank lines)")
+        raise DataError(f"{name} has no documents (it is empty or holds only blank lines)")
     if len(set(''.join(docs))) < 2:
-        raise DataError(f"{path} uses only one distinct character: there is nothing to learn")
+        raise DataError(f"{name} uses only one distinct character: there is nothing to learn")
     return docs
 
 
-def read_text(path):
-    """The whole of a UTF-8 text file as one string: newlines are characters, nothing is
-    stripped."""
-    text = read_utf8(path)
+def text_of(text, name):
+    """The whole text as one string: newlines are characters, nothing is stripped."""
     if len(set(text)) < 2:
-        raise DataError(f"{path} uses fewer than two distinct characters: there is nothing to learn")
+        raise DataError(f"{name} uses fewer than two distinct characters: there is nothing to learn")
     return text
+
+
+def read_docs(path):
+    return parse(read_bytes(path), 'lines', path)
+
+
+def read_text(path):
+    return parse(read_bytes(path), 'text', path)
 
 
 def fetch_names(path, url=NAMES_URL, sha256=NAMES_SHA256, timeout=30):
@@ -122,12 +128,16 @@ def load(path=NAMES, data_format='lines', fetch=True):
             raise DataError(f"{path} not found (and --no-fetch is set): pass a file with --data PATH")
         print(f"{path} not found: downloading the names data set from {NAMES_URL}")
         fetch_names(path)
-    return read_text(path) if data_format == 'text' else read_docs(path)
+    return parse(read_bytes(path), data_format, path)
 
 
 def sha256_of(path):
     with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return sha256(f.read())
+
+
+def sha256(raw):
+    return hashlib.sha256(raw).hexdigest()
 
 
 # ---------------------------------------------------------------------------

@@ -23,12 +23,14 @@ import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing import resource_tracker
+from typing import NamedTuple
 
 import data
-from microgpt_lab import plots, records, settings, training
+from microgpt_lab import cluster, plots, records, settings, training
 from microgpt_lab.records import UserError
 
 # (tie_lm_head, input_rmsnorm) of each variant; the first is the reference.
@@ -196,35 +198,164 @@ def check_grid(base, variants, axes, name_of, design='product'):
 
 
 # ---------------------------------------------------------------------------
-# Running: each run in a worker process, its printout in its folder's train.log.
+# Running. Every run is a task, handed to workers through an executor in the style of
+# concurrent.futures: this process itself (--jobs 1), a pool of worker processes (--jobs N),
+# or the workers of a Dask cluster (--cluster, see cluster.py). A task carries what its run
+# needs: the settings, the data's bytes (checked by sha256), a stopped run's state. A
+# worker on this machine writes the run's record in place as it goes (its train.log can be
+# followed); a worker elsewhere, which may share no disk with this one, trains in a
+# temporary folder and returns the record's files, which this process writes under runs/.
 THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')
 STOP_FILE = '.stop'  # written when the ablation is interrupted: holds the signal's number
 
 
-def run_one(cfg, run_dir, stop_file, resume=False, caught_before=()):
-    """One (cell, seed) run; its metrics, or None if the ablation was interrupted before it
-    began. With `resume`, it continues the stopped or interrupted run recorded in run_dir,
-    in place, as `train --resume` does. A signal stops it after its step; so does the stop
-    file, which it writes itself when a signal reached it first, so that the queued runs
-    skip. (caught_before: the signals its caller caught, in the same process.)"""
-    if os.path.exists(stop_file) or caught_before:
-        return None
+class Task(NamedTuple):
+    cfg: dict          # the run's settings; out: its folder on this machine, absolute
+    data_sha256: str   # of the data's bytes, which the worker gets beside the task
+    state: dict        # a stopped run's checkpoint and progress, to continue it; or None
+    in_place: bool     # the worker writes the record in cfg['out'] (it is on this machine)
+    code: str          # the version of the ablation's code (records.code_version)
+
+
+class Result(NamedTuple):
+    metrics: dict      # None: not run (the ablation stopped first, or the code differs)
+    files: dict        # the record, {name: bytes}, from a worker elsewhere; else None
+    code: str          # the version of the worker's code
+    worker: str        # who ran it, for messages
+
+
+def run_task(task, raw, stop):
+    """Run one (cell, seed) run where this is called, on the data's bytes raw; its Result.
+    A signal, or the stop flag, stops it after its step; a signal that reaches it first
+    sets the flag, so that the runs not yet begun skip."""
+    worker, code = cluster.worker_name(), records.code_version()
+    if task.code != code or stop.is_set():
+        return Result(None, None, code, worker)
+    if data.sha256(raw) != task.data_sha256:
+        raise UserError(f"the data {worker} received is not the ablation's (sha256 "
+                        f"{data.sha256(raw)[:12]}..., not {task.data_sha256[:12]}...)")
+    cfg, resume = task.cfg, task.state is not None
+    contents = data.parse(raw, cfg['data_format'], cfg['data'])
+    folder = cfg['out'] if task.in_place else tempfile.mkdtemp(prefix='microgpt-lab-run-')
+    own_signals = threading.current_thread() is threading.main_thread()  # not a Dask thread
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with records.owned(folder, must_be_empty=not (resume and task.in_place)), \
+                training.stop_signals() if own_signals else contextlib.nullcontext([]) as caught, \
+                open(os.path.join(folder, 'train.log'), 'a' if resume and task.in_place else 'w',
+                     encoding='utf-8', errors='replace') as log, \
+                contextlib.redirect_stdout(records.QuietPipe(log)) as pipe:
+            metrics = training.run(cfg, cfg['out'], contents, task.state,
+                                   should_stop=lambda: bool(caught) or stop.is_set(),
+                                   write_to=folder, data_sha256=task.data_sha256)
+        if caught and not stop.is_set():
+            stop.set(caught[0])
+        if pipe.error:
+            print(f"warning: {folder}/train.log could not be written to its end "
+                  f"({pipe.error}); the run's record is whole", file=sys.stderr)
+        files = None if task.in_place else {name: open(os.path.join(folder, name), 'rb').read()
+                                            for name in os.listdir(folder) if name[0] != '.'}
+    finally:
+        if not task.in_place:
+            shutil.rmtree(folder, ignore_errors=True)
+    return Result(metrics, files, code, worker)
+
+
+def keep(run_dir, files, resumed):
+    """Write the record a worker elsewhere returned into run_dir, as a run writes its own
+    (metrics.json last); a continued run's train.log goes on from the stopped one's."""
     os.makedirs(run_dir, exist_ok=True)
-    contents = data.load(cfg['data'], cfg['data_format'], fetch=False)
-    with records.owned(run_dir, must_be_empty=not resume), training.stop_signals() as caught, \
-            open(os.path.join(run_dir, 'train.log'), 'a' if resume else 'w',
-                 encoding='utf-8', errors='replace') as log, \
-            contextlib.redirect_stdout(records.QuietPipe(log)) as pipe:
-        state = training.recorded_run(run_dir, run_dir, resume=True)[1] if resume else None
-        metrics = training.run(cfg, run_dir, contents, state,
-                               should_stop=lambda: bool(caught or caught_before)
-                               or os.path.exists(stop_file))
-    if pipe.error:
-        print(f"warning: {run_dir}/train.log could not be written to its end ({pipe.error}); "
-              "the run's record is whole", file=sys.stderr)
-    if caught and not os.path.exists(stop_file):
-        records.write_atomic(stop_file, str(caught[0]))
-    return metrics
+    log = os.path.join(run_dir, 'train.log')
+    if resumed and 'train.log' in files and os.path.exists(log):
+        with open(log, 'rb') as f:
+            files = dict(files, **{'train.log': f.read() + files['train.log']})
+    records.write_record(run_dir, {name: files[name] for name in sorted(
+        files, key=lambda name: name == 'metrics.json')})
+
+
+class StopFile:
+    """The stop flag of the runs on this machine: a file in the ablation's folder, which
+    holds the number of the signal that stopped them. (`caught`: the signals that this
+    process caught, which stop a run it runs itself.)"""
+    def __init__(self, path, caught=()):
+        self.path, self.caught = path, caught
+
+    def is_set(self):
+        return bool(self.caught) or os.path.exists(self.path)
+
+    def set(self, signum):
+        if not os.path.exists(self.path):
+            records.write_atomic(self.path, str(signum))
+
+    def signum(self):
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.path, encoding='utf-8') as f:
+                return int(f.read())
+        return self.caught[0] if self.caught else None
+
+
+class Here(concurrent.futures.Executor):
+    """The executor of --jobs 1: a task runs in this process as it is handed over."""
+    def submit(self, fn, *args):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:
+            future.set_exception(e)
+        return future
+
+
+class Local:
+    """The workers of --jobs N on this machine: this process (1), or a pool of N worker
+    processes, each of which starts with the runs' thread count for its BLAS (a run sets
+    it again, as every run does), so that the results do not depend on N."""
+    in_place = True
+
+    def __init__(self, jobs, threads, out, caught):
+        self.jobs, self.threads = jobs, threads
+        self.stop = StopFile(os.path.join(out, STOP_FILE), caught)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.stop.path)  # a stopped ablation's, which goes on now
+
+    def __enter__(self):
+        if self.jobs == 1:
+            self.executor = Here()
+            return self
+        self.saved = {var: os.environ.get(var) for var in THREAD_VARS}
+        os.environ.update(dict.fromkeys(THREAD_VARS, str(self.threads)))  # for the workers
+        with signals_held():
+            resource_tracker.ensure_running()  # multiprocessing's, which would die of SIGHUP
+        self.executor = concurrent.futures.ProcessPoolExecutor(
+            self.jobs, mp_context=multiprocessing.get_context('spawn'),
+            initializer=worker_init, initargs=(os.getpid(),))
+        return self
+
+    def __exit__(self, *exc):
+        self.executor.shutdown(cancel_futures=True)
+        for var, value in getattr(self, 'saved', {}).items():
+            os.environ.pop(var) if value is None else os.environ.update({var: value})
+
+    def submit(self, fn, *args):
+        with signals_held():  # a worker process may start now, and inherits it
+            return self.executor.submit(fn, *args)
+
+    def capacity(self):
+        return self.jobs
+
+    def share(self, raw):
+        return raw  # a copy goes with each task
+
+    def lost(self):
+        return None  # this machine is always there
+
+    def where(self, todo):
+        return f"{min(self.jobs, max(1, todo))} at a time"
+
+    def failure(self, e, run_dir):
+        if isinstance(e, concurrent.futures.process.BrokenProcessPool):
+            return (f"a worker process died (killed, or out of memory?) while it ran "
+                    f"{os.path.relpath(run_dir)}")
+        return None
 
 
 def state_of(run_dir, cfg):
@@ -259,7 +390,7 @@ def state_of(run_dir, cfg):
 
 def worker_init(parent):
     # An idle worker ignores the signals (its parent handles them); a training one stops
-    # after its step (run_one). It started with them held (signals_held): ignored now, any
+    # after its step (run_task). It started with them held (signals_held): ignored now, any
     # that came meanwhile are dropped.
     for s in training.STOPPING:
         signal.signal(s, signal.SIG_IGN)
@@ -284,6 +415,50 @@ def signals_held():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, training.STOPPING)
+
+
+def execute(workers, todo, raw, caught, report):
+    """Hand the runs todo [(settings, label, seed, whether it continues)] to the workers,
+    never more at once than they take, so that none waits in a queue when the ablation
+    stops; keep and report each one's record as it comes. Once a signal is caught or
+    something fails, the runs under way stop after their step and return their records,
+    and the rest are not handed over. Returns the first failure, a phrase, or None."""
+    queue, pending, failure = list(todo), {}, None
+    sha, code, shared = data.sha256(raw), records.code_version(), workers.share(raw)
+    while queue or pending:
+        if caught or failure or workers.stop.is_set():
+            queue = []  # the runs not begun stay so, for --resume
+        while queue and len(pending) < workers.capacity():
+            cfg, variant, seed, resume = queue.pop(0)
+            state = training.recorded_run(cfg['out'], cfg['out'], resume=True)[1] if resume else None
+            task = Task(cfg, sha, state, workers.in_place, code)  # its state read only now
+            pending[workers.submit(run_task, task, shared, workers.stop)] = task, variant, seed
+        done, _ = concurrent.futures.wait(pending, timeout=0.2,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            task, variant, seed = pending.pop(future)
+            try:
+                result = future.result()
+                if result.code != task.code:
+                    raise UserError(f"{result.worker} runs other code (version {result.code}) "
+                                    f"than this ablation ({task.code}): install the same "
+                                    "version there, or stop that worker")
+                if result.files:
+                    keep(task.cfg['out'], result.files, task.state is not None)
+            except concurrent.futures.CancelledError:  # by the cluster, not by us
+                failure = failure or workers.lost() or f"{os.path.relpath(task.cfg['out'])} was cancelled"
+                continue
+            except Exception as e:
+                failure = failure or workers.failure(e, task.cfg['out']) or (
+                    str(e) if isinstance(e, (UserError, data.DataError)) else
+                    f"{os.path.relpath(task.cfg['out'])} failed: {type(e).__name__}: "
+                    f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+                continue
+            if result.metrics is not None:  # else it skipped: the ablation stopped first
+                report(variant, seed, result.metrics)
+        if caught or failure:
+            workers.stop.set(caught[0] if caught else signal.SIGTERM)  # once
+    return failure
 
 
 PLAN_FIELDS = ('seeds', 'jobs', 'out', 'design')  # in the plan's config beside the settings
@@ -314,35 +489,40 @@ def read_plan(out):
     return cfg, seeds, variants, axes
 
 
-def ablate_command(cfg, resume=None):
+def ablate_command(cfg, resume=None, address=None):
     """`cli.py ablate`: train every cell of the grid with every seed, then summarize; or
-    finish the ablation in the folder `resume`, skipping its finished runs. Returns the exit
-    status."""
+    finish the ablation in the folder `resume`, skipping its finished runs. Its runs go to
+    the Dask scheduler at `address`, if given; else to --jobs processes here. Returns the
+    exit status."""
     with training.stop_signals() as caught:
         if resume:
             plan = read_plan(resume)
-            with records.owned(resume, must_be_empty=False):
-                return run_all(*plan, resume, cfg['jobs'] or plan[0]['jobs'], caught)
+            with records.owned(resume, must_be_empty=False), \
+                    cluster.connect(address) if address else contextlib.nullcontext() as remote:
+                return run_all(*plan, resume, cfg['jobs'] or plan[0]['jobs'], caught, remote)
         cfg = dict(cfg, threads=cfg['threads'] or 1)  # a run's threads do not follow --jobs
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
         grid = cells(cfg['variants'], cfg['vary'], cfg['design'])
-        at_once = min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
+        at_once = 1 if address else min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
         for cell in grid:
             training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
                                 at_once=at_once)
         seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
-        out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], records.now())
-        with records.owned(out, made=made):
-            config = {k: v for k, v in cfg.items() if k not in ('variants', 'vary')}
-            records.write_json(os.path.join(out, 'ablation.json'), dict(
-                config=dict(config, data=os.path.abspath(cfg['data'])), seeds=seeds,
-                data_sha256=data.sha256_of(cfg['data']), variants=cfg['variants'],
-                vary=cfg['vary']))
-            plan = read_plan(out)
-            return run_all(*plan, out, plan[0]['jobs'], caught)
+        with cluster.connect(address) if address else contextlib.nullcontext() as remote:
+            out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], records.now())
+            with records.owned(out, made=made):
+                config = {k: v for k, v in cfg.items() if k not in ('variants', 'vary')}
+                records.write_json(os.path.join(out, 'ablation.json'), dict(
+                    config=dict(config, data=os.path.abspath(cfg['data'])), seeds=seeds,
+                    data_sha256=data.sha256_of(cfg['data']), variants=cfg['variants'],
+                    vary=cfg['vary']))
+                plan = read_plan(out)
+                return run_all(*plan, out, plan[0]['jobs'], caught, remote)
 
 
-def run_all(base, seeds, variants, axes, out, jobs, caught):
+def run_all(base, seeds, variants, axes, out, jobs, caught, remote=None):
+    """Run the plan's runs that are not done (on the cluster `remote`, else with `jobs`
+    processes here), then summarize them all."""
     grid = cells(variants, axes, base['design'])
     # an ablation recorded before the thread count was a setting: its runs take the cores
     threads = max(cell_config(base, cell, seeds[0])['threads'] or os.cpu_count() or 1
@@ -351,91 +531,52 @@ def run_all(base, seeds, variants, axes, out, jobs, caught):
     runs, todo, resumed = [], [], 0
     for seed in seeds:
         for cell in grid:
-            run_dir = os.path.join(out, 'runs', run_name(cell, seed))
+            run_dir = os.path.abspath(os.path.join(out, 'runs', run_name(cell, seed)))
             runs.append((cell, seed, run_dir))
             run_cfg = dict(cell_config(base, cell, seed), out=run_dir, stop_after=None)
             state = state_of(run_dir, run_cfg)
             if state == 'new':
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing to go on from: start over
             if state != 'done':
-                todo.append((run_cfg, label(cell), seed, run_dir, state == 'resume'))
+                todo.append((run_cfg, label(cell), seed, state == 'resume'))
                 resumed += state == 'resume'
+    raw = data.read_bytes(base['data'])  # what every run trains on, sent with its task
     steps = sorted({cell_config(base, cell, 0)['steps'] for cell in grid})
     grid_size = f"{len(variants)} variants" + ''.join(f" x {len(v)} {n.replace('_', '-')}"
                                                      for n, v in axes)
     if base['design'] == 'alone':
         grid_size = f"the reference and {len(grid) - 1} cells of one change each"
+    workers = remote or Local(jobs, threads, out, caught)
     print(f"ablation: {grid_size} x {len(seeds)} seeds, {'/'.join(map(str, steps))} steps, "
           f"{base['mode']} mode, {threads} thread(s) a run; {len(runs) - len(todo)} runs done, "
           f"{len(todo)} to go{f' ({resumed} continued from their checkpoints)' if resumed else ''}"
-          f", {min(jobs, max(1, len(todo)))} at a time; record: {os.path.relpath(out)}")
-    stop_file = os.path.join(out, STOP_FILE)
-    if os.path.exists(stop_file):
-        os.remove(stop_file)
-    finished = 0
+          f", {workers.where(len(todo))}; record: {os.path.relpath(out)}", flush=True)
+    finished, start = 0, time.perf_counter()
 
     def report(variant, seed, m):
         nonlocal finished
-        if m is None:  # skipped: the ablation was stopped before it began
-            return
         finished += 1
+        left = len(todo) - finished
+        eta = (time.perf_counter() - start) / finished * left
         num = lambda x, fmt: 'n/a' if x is None else format(x, fmt)
         print(f"[{finished:2d}/{len(todo)}] {variant} seed {seed}: {m['status']}, final loss "
               f"{num(m['final_loss'], '.4f')}, val loss {num(m['val_loss'], '.4f')}, "
-              f"{num(m['tokens_per_s'], '.0f')} tok/s", flush=True)
+              f"{num(m['tokens_per_s'], '.0f')} tok/s; {left} to go"
+              f"{f', about {training.format_time(eta)} left' if left else ''}", flush=True)
 
-    broken = None
-    if jobs == 1:
-        for run_cfg, variant, seed, run_dir, resume in todo:
-            report(variant, seed, run_one(run_cfg, run_dir, stop_file, resume, caught))
-            if caught or os.path.exists(stop_file):
-                break
-    else:
-        # Each worker's BLAS starts with the runs' thread count (a run sets it again, as
-        # every run does): so the results do not depend on --jobs.
-        saved = {var: os.environ.get(var) for var in THREAD_VARS}
-        os.environ.update(dict.fromkeys(THREAD_VARS, str(threads)))  # read by the new workers
-        try:
-            with signals_held():  # the helper processes start now, and inherit it
-                resource_tracker.ensure_running()  # multiprocessing's, which would die of SIGHUP
-                pool = concurrent.futures.ProcessPoolExecutor(
-                    jobs, mp_context=multiprocessing.get_context('spawn'),
-                    initializer=worker_init, initargs=(os.getpid(),))
-                pending = {pool.submit(run_one, c, d, stop_file, r): (v, s, d)
-                           for c, v, s, d, r in todo}
-            with pool:
-                while pending:
-                    done, _ = concurrent.futures.wait(
-                        pending, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
-                    for f in done:
-                        variant, seed, run_dir = pending.pop(f)
-                        if f.cancelled():
-                            continue
-                        try:
-                            report(variant, seed, f.result())
-                        except concurrent.futures.process.BrokenProcessPool:
-                            broken = broken or run_dir  # a worker died: the others are stopped
-                    if (caught or broken) and not os.path.exists(stop_file):
-                        # Running runs stop after their step, queued ones skip.
-                        records.write_atomic(stop_file, str(caught[0] if caught else signal.SIGTERM))
-                        for f in pending:
-                            f.cancel()
-        finally:
-            for var, value in saved.items():
-                os.environ.pop(var) if value is None else os.environ.update({var: value})
-    to_go = f"{records.program()} ablate --resume {os.path.relpath(out)}"
-    if broken and not caught:
-        print(f"error: a worker process died (killed, or out of memory?) while it ran "
-              f"{os.path.relpath(broken)}; the finished runs are kept, and the stopped ones "
-              f"continue from their checkpoints with: {to_go}", file=sys.stderr)
+    with workers if remote is None else contextlib.nullcontext():
+        failure = execute(workers, todo, raw, caught, report)
+    to_go = f"{records.program()} ablate --resume {os.path.relpath(out)}" + (
+        f" --cluster {remote.address}" if remote else '')
+    if failure and not caught:
+        print(f"error: {failure}; the finished runs are kept, and the stopped ones continue "
+              f"from their checkpoints with: {to_go}", file=sys.stderr)
         return 1
-    if caught or os.path.exists(stop_file):
-        if not caught:  # the signal reached a run, which noted its number
-            with open(stop_file, encoding='utf-8') as f:
-                caught.append(int(f.read() or signal.SIGINT))
+    if caught or workers.stop.is_set():
+        signum = caught[0] if caught else workers.stop.signum() or signal.SIGINT
         print(f"interrupted: the finished runs are kept, the stopped ones continue from their "
               f"checkpoints; to go on: {to_go}")
-        return 128 + caught[0]
+        return 128 + signum
     diverged = summarize(out, runs, seeds, axes, base['design'])
     if diverged:
         print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "

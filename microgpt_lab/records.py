@@ -10,6 +10,7 @@ it can be reproduced. And the printed output survives its reader going away.
 import contextlib
 import csv
 import ctypes
+import hashlib
 import io
 import json
 import math
@@ -36,11 +37,13 @@ class UserError(Exception):
 # ---------------------------------------------------------------------------
 # Writing: a file is written to a temporary name and renamed, so it is whole or absent.
 def write_atomic(path, text):
-    """text: a str, or a function that returns the text's pieces, made as they are written
-    (a large model's checkpoint, so that its whole text is never in memory at once)."""
+    """text: a str, or bytes, or a function that returns the text's pieces, made as they
+    are written (a large model's checkpoint, so that its whole text is never in memory at
+    once)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+        with open(tmp, 'wb') if isinstance(text, bytes) else \
+                open(tmp, 'w', encoding='utf-8', newline='') as f:
             f.writelines(text() if callable(text) else (text,))
         os.replace(tmp, path)
     finally:
@@ -320,6 +323,25 @@ def git_commit():
     return out.stdout.strip(), bool(dirty.stdout.strip())
 
 
+CODE_FILES = ('microgpt.py', 'tensorgpt.py', 'data.py')  # beside microgpt_lab/, which counts too
+
+
+def code_version():
+    """A hash of the code that makes a run (the models, the data, the lab's modules; not the
+    command line): two copies of the project with the same version give the same numbers
+    on the same environment, with or without git."""
+    import data  # (imported here: the data module needs none of this one)
+    h = hashlib.sha256()
+    lab = os.path.dirname(os.path.abspath(__file__))
+    top = os.path.dirname(os.path.abspath(data.__file__))  # pip may put it apart
+    paths = [os.path.join(top, name) for name in CODE_FILES] + sorted(
+        os.path.join(lab, name) for name in os.listdir(lab) if name.endswith('.py'))
+    for path in paths:
+        with open(path, 'rb') as f:
+            h.update(f"{os.path.basename(path)}\0".encode() + f.read() + b'\0')
+    return h.hexdigest()[:12]
+
+
 def cpu_model():
     try:
         with open('/proc/cpuinfo') as f:
@@ -406,6 +428,7 @@ THREAD_PREFIXES = ('OPENBLAS_', 'MKL_', 'OMP_', 'NUMBA_', 'GOTO_', 'BLIS_', 'VEC
 def environment(seed, mode, backend, start):
     commit, dirty = git_commit()
     return dict(seed=seed, mode=mode, backend=backend, commit=commit, commit_dirty=dirty,
+                code=code_version(),
                 python=platform.python_version(), numpy=np.__version__,
                 numba=version_of('numba'), blas=blas(), cpu=cpu_model(), cores=os.cpu_count(),
                 thread_pools=thread_pools(),

@@ -40,12 +40,15 @@ class Stopped(Exception):
 # ---------------------------------------------------------------------------
 # The run. numpy's overflow warnings stay quiet: a run that overflows is caught as diverged.
 @np.errstate(all='ignore')
-def run(cfg, out, source, resumed=None, should_stop=lambda: False):
+def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None,
+        data_sha256=None):
     """Train as cfg says on source (documents, or a text), print progress, and write the
     record to the folder out; return the metrics. `resumed` continues a stopped run (see
     recorded_run). Once should_stop() is true, the run stops after the step under way and
     records that it was interrupted; so it does if that happens during the final
-    evaluation or the samples, and --resume then finishes them."""
+    evaluation or the samples, and --resume then finishes them. (On a machine that has
+    neither cfg['data'] nor out, an ablation's worker: the record is written to write_to,
+    for out, and says that the data's sha256 is data_sha256.)"""
     start = records.now()
     records.reset_peak_memory()  # this run's own peak, even in an ablation's worker
     # data: the run's one generator shuffles it, then draws the weights, batches and samples
@@ -57,7 +60,8 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
     else:
         model = build_model(cfg, d.tok.vocab_size, rng)
         adam, progress = optimizer(cfg, model), Progress()
-    cfg = dict(cfg, data=os.path.abspath(cfg['data']), data_sha256=data.sha256_of(cfg['data']),
+    cfg = dict(cfg, data=os.path.abspath(cfg['data']),
+               data_sha256=data_sha256 or data.sha256_of(cfg['data']),
                out=os.path.abspath(out), threads=use_threads(cfg))
     n_params = sum(np.size(w) for w in model.weights().values())
     print_header(cfg, d, n_params, out, progress.step if resumed else None)
@@ -92,8 +96,8 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False):
         files['checkpoint.json'] = lambda: checkpoint.checkpoint_pieces(  # written as made
             model, d.tok.chars, progress.step, rng, adam, cfg['data_format'])
     files['metrics.json'] = records.json_text(metrics)
-    records.write_record(out, files)
-    draw_losses(out, progress.losses, progress.val_history, cfg)
+    records.write_record(write_to or out, files)
+    draw_losses(write_to or out, progress.losses, progress.val_history, cfg)
     print(f"run record: {os.path.relpath(out)}")
     if status in ('stopped', 'interrupted'):
         print(f"to continue: {records.program()} train --resume {os.path.relpath(out)}")

@@ -172,12 +172,12 @@ def test_a_ctrl_c_as_a_run_starts_stops_the_ablation_after_its_first_step(small,
     assert ablate(small / 'abl', '--jobs', '1', '--steps', '50')[0] == 0
     shutil.rmtree(small / 'abl' / 'runs')
     plan = ablation.read_plan(str(small / 'abl'))
-    load, caught = ablation.data.load, []
+    parse, caught = ablation.data.parse, []
 
-    def load_then_signal(*args, **kwargs):  # Ctrl-C while the run loads its data
+    def parse_then_signal(*args, **kwargs):  # Ctrl-C while the run reads its data
         caught.append(signal.SIGINT)
-        return load(*args, **kwargs)
-    monkeypatch.setattr(ablation.data, 'load', load_then_signal)
+        return parse(*args, **kwargs)
+    monkeypatch.setattr(ablation.data, 'parse', parse_then_signal)
     code = ablation.run_all(*plan, str(small / 'abl'), 1, caught)
     runs = sorted((small / 'abl' / 'runs').iterdir())
     assert code == 130 and [r.name for r in runs] == ['untied-norm-seed42']  # the rest skipped
