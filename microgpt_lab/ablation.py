@@ -205,6 +205,7 @@ def check_grid(base, variants, axes, name_of, design='product'):
 # worker on this machine writes the run's record in place as it goes (its train.log can be
 # followed); a worker elsewhere, which may share no disk with this one, trains in a
 # temporary folder and returns the record's files, which this process writes under runs/.
+records.code_version()  # now, as this code is loaded (see there)
 THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')
 STOP_FILE = '.stop'  # written when the ablation is interrupted: holds the signal's number
 

@@ -10,6 +10,7 @@ it can be reproduced. And the printed output survives its reader going away.
 import contextlib
 import csv
 import ctypes
+import functools
 import hashlib
 import io
 import json
@@ -326,10 +327,12 @@ def git_commit():
 CODE_FILES = ('microgpt.py', 'tensorgpt.py', 'data.py')  # beside microgpt_lab/, which counts too
 
 
+@functools.cache
 def code_version():
     """A hash of the code that makes a run (the models, the data, the lab's modules; not the
     command line): two copies of the project with the same version give the same numbers
-    on the same environment, with or without git."""
+    on the same environment, with or without git. Read once, as the process loads that code
+    (ablation.py asks on import), so that an edit made while it runs does not change it."""
     import data  # (imported here: the data module needs none of this one)
     h = hashlib.sha256()
     lab = os.path.dirname(os.path.abspath(__file__))
@@ -428,7 +431,7 @@ THREAD_PREFIXES = ('OPENBLAS_', 'MKL_', 'OMP_', 'NUMBA_', 'GOTO_', 'BLIS_', 'VEC
 def environment(seed, mode, backend, start):
     commit, dirty = git_commit()
     return dict(seed=seed, mode=mode, backend=backend, commit=commit, commit_dirty=dirty,
-                code=code_version(),
+                code=code_version(), host=platform.node(),
                 python=platform.python_version(), numpy=np.__version__,
                 numba=version_of('numba'), blas=blas(), cpu=cpu_model(), cores=os.cpu_count(),
                 thread_pools=thread_pools(),

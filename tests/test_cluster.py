@@ -34,11 +34,11 @@ def free_port():
 
 class Loopback:
     """A Dask scheduler on 127.0.0.1 and its workers, real processes: started, killed."""
-    def __init__(self, folder):
+    def __init__(self, folder, **popen):
         self.folder, self.port, self.procs = folder, free_port(), {}
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.start('scheduler', 'scheduler', '--host', '127.0.0.1', '--port', str(self.port),
-                   '--no-dashboard')
+                   '--no-dashboard', **popen)
         deadline = time.time() + 60
         while True:
             with socket.socket() as s:
@@ -133,6 +133,12 @@ def same_as(abl, base):
     assert cells(abl) == cells(base)
 
 
+def training_in(tmp):
+    """Whether a worker whose temporary folder is tmp is training a run (its train.log has a
+    step line)."""
+    return any('step' in log.read_text() for log in tmp.glob('*/train.log'))
+
+
 def test_a_grid_on_the_cluster_gives_bit_for_bit_the_results_of_jobs_1(here, loopback, baseline):
     code, out, err = main_output(cli.main, 'ablate', *GRID, '--cluster', loopback.address,
                                  '--out', 'abl')
@@ -156,7 +162,7 @@ def test_a_worker_killed_mid_run_has_its_run_done_again_elsewhere(here, loopback
     loopback.worker('victim', env=dict(os.environ, TMPDIR=str(victim_tmp)))
     p = ablate('--cluster', loopback.address, '--out', 'killed')
     deadline = time.time() + 120
-    while not any('step' in log.read_text() for log in victim_tmp.glob('*/train.log')):
+    while not training_in(victim_tmp):
         assert time.time() < deadline and p.poll() is None, p.communicate()
         time.sleep(0.02)
     loopback.kill('victim')  # as a lost machine, or the OOM killer
@@ -179,6 +185,26 @@ def test_ctrl_c_keeps_the_finished_runs_and_resume_finishes_on_the_cluster(here,
     code, out, err = main_output(cli.main, 'ablate', '--resume', 'stopped', '--cluster', loopback.address)
     assert code == 0, err
     same_as(here / 'stopped', base=baseline)
+
+
+def test_a_run_whose_workers_all_die_stops_the_ablation_in_one_line(here, tmp_path):
+    # The scheduler gives up on a task after its allowed failures: none here, so one death.
+    cluster = Loopback(tmp_path, env=dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES='0'))
+    doomed_tmp = tmp_path / 'doomed-tmp'
+    doomed_tmp.mkdir()
+    try:
+        cluster.worker('doomed', env=dict(os.environ, TMPDIR=str(doomed_tmp)))
+        p = ablate('--cluster', cluster.address, '--out', 'doomed')
+        deadline = time.time() + 120
+        while not training_in(doomed_tmp):
+            assert time.time() < deadline and p.poll() is None, p.communicate()
+            time.sleep(0.02)
+        cluster.kill('doomed')
+        out, err = p.communicate(timeout=120)
+    finally:
+        cluster.stop()
+    assert p.returncode == 1 and one_line_error(err), err
+    assert f"every worker that ran doomed/runs/{RUNS[0]} died" in err and 'ablate --resume doomed' in err
 
 
 def test_a_lost_scheduler_keeps_the_finished_runs_and_resume_finishes_here(here, baseline):
