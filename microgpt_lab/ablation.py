@@ -5,7 +5,7 @@ The variants cross two choices: lm_head untied or tied to wte, and the rmsnorm o
 embedding on or off; the first, untied with the rmsnorm, is the reference's model. A grid
 crosses the chosen variants with the values of any other settings (--vary); every cell is
 trained with every seed, each an ordinary training run (training.py) with its record under
-runs/, in parallel worker processes. The summary pairs each cell's validation loss with the
+runs/, in parallel: worker processes here, or a Dask cluster's workers (cluster.py). The summary pairs each cell's validation loss with the
 reference cell's of the same seed, and gives the mean difference with its 95% confidence
 interval (Student's t); then a table, a CSV, JSON and a plot of the loss curves.
 
@@ -426,10 +426,18 @@ def execute(workers, todo, raw, caught, report):
     and the rest are not handed over. Returns the first failure, a phrase, or None."""
     queue, pending, failure = list(todo), {}, None
     sha, code, shared = data.sha256(raw), records.code_version(), workers.share(raw)
+
+    def room():  # how many runs the workers take now; none once they cannot be used
+        nonlocal failure
+        try:
+            return workers.capacity()
+        except UserError as e:  # a worker joined that cannot run them
+            failure = failure or str(e)
+            return 0
     while queue or pending:
         if caught or failure or workers.stop.is_set():
             queue = []  # the runs not begun stay so, for --resume
-        while queue and len(pending) < workers.capacity():
+        while queue and len(pending) < room():
             cfg, variant, seed, resume = queue.pop(0)
             state = training.recorded_run(cfg['out'], cfg['out'], resume=True)[1] if resume else None
             task = Task(cfg, sha, state, workers.in_place, code)  # its state read only now
