@@ -72,6 +72,15 @@ class Loopback:
         self.procs[name].kill()
         self.procs[name].wait()
 
+    def kill_while_training(self, name, tmp, p):
+        """Kill worker `name`, started with TMPDIR=tmp, once it trains a run of the ablation
+        p (its train.log there has a step line), as a lost machine or the OOM killer would."""
+        deadline = time.time() + 120
+        while not any('step' in log.read_text() for log in tmp.glob('*/train.log')):
+            assert time.time() < deadline and p.poll() is None, p.communicate()
+            time.sleep(0.02)
+        self.kill(name)
+
     def stop(self):
         for p in self.procs.values():
             p.kill()
@@ -133,10 +142,11 @@ def same_as(abl, base):
     assert cells(abl) == cells(base)
 
 
-def training_in(tmp):
-    """Whether a worker whose temporary folder is tmp is training a run (its train.log has a
-    step line)."""
-    return any('step' in log.read_text() for log in tmp.glob('*/train.log'))
+def until_a_run_is_done(p):
+    """Read the ablation p's output up to its first finished run's line."""
+    for line in p.stdout:
+        if line.startswith('[ 1/4]'):
+            return
 
 
 def test_a_grid_on_the_cluster_gives_bit_for_bit_the_results_of_jobs_1(here, loopback, baseline):
@@ -161,11 +171,7 @@ def test_a_worker_killed_mid_run_has_its_run_done_again_elsewhere(here, loopback
     victim_tmp.mkdir()
     loopback.worker('victim', env=dict(os.environ, TMPDIR=str(victim_tmp)))
     p = ablate('--cluster', loopback.address, '--out', 'killed')
-    deadline = time.time() + 120
-    while not training_in(victim_tmp):
-        assert time.time() < deadline and p.poll() is None, p.communicate()
-        time.sleep(0.02)
-    loopback.kill('victim')  # as a lost machine, or the OOM killer
+    loopback.kill_while_training('victim', victim_tmp, p)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0 and 'Traceback' not in err, err
     same_as(here / 'killed', base=baseline)
@@ -173,9 +179,7 @@ def test_a_worker_killed_mid_run_has_its_run_done_again_elsewhere(here, loopback
 
 def test_ctrl_c_keeps_the_finished_runs_and_resume_finishes_on_the_cluster(here, loopback, baseline):
     p = ablate('--cluster', loopback.address, '--out', 'stopped')
-    for line in p.stdout:
-        if line.startswith('[ 1/4]'):
-            break
+    until_a_run_is_done(p)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err == '', err
@@ -195,11 +199,7 @@ def test_a_run_whose_workers_all_die_stops_the_ablation_in_one_line(here, tmp_pa
     try:
         cluster.worker('doomed', env=dict(os.environ, TMPDIR=str(doomed_tmp)))
         p = ablate('--cluster', cluster.address, '--out', 'doomed')
-        deadline = time.time() + 120
-        while not training_in(doomed_tmp):
-            assert time.time() < deadline and p.poll() is None, p.communicate()
-            time.sleep(0.02)
-        cluster.kill('doomed')
+        cluster.kill_while_training('doomed', doomed_tmp, p)
         out, err = p.communicate(timeout=120)
     finally:
         cluster.stop()
@@ -212,9 +212,7 @@ def test_a_lost_scheduler_keeps_the_finished_runs_and_resume_finishes_here(here,
     try:
         cluster.worker('lone')
         p = ablate('--cluster', cluster.address, '--out', 'lost')
-        for line in p.stdout:
-            if line.startswith('[ 1/4]'):
-                break
+        until_a_run_is_done(p)
         cluster.kill('scheduler')
         out, err = p.communicate(timeout=120)
     finally:
