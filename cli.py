@@ -155,9 +155,8 @@ import sys
 from docopt import DocoptExit, docopt
 
 import data
-from microgpt_lab import (ablation, attention_maps, bench, plots, records, sampling, settings,
-                          training)
-from microgpt_lab.records import UserError
+from microgpt_lab import (UserError, ablation, attention_maps, bench, output, plots, sampling,
+                          settings, stopping, training)
 
 # ---------------------------------------------------------------------------
 # Which options each command takes: read off the usage above, by its headings.
@@ -217,7 +216,7 @@ def parse_args(argv):
     unknown = [a for a in given if a not in known]
     twice = [a for a in given if given.count(a) > 1 and a != '--vary']
     if unknown:
-        raise UserError(f"unknown option {unknown[0]} (see: {records.program()} --help)")
+        raise UserError(f"unknown option {unknown[0]} (see: {output.program()} --help)")
     if twice:
         raise UserError(f"{twice[0]} is given twice")
     if argv and argv[0] in COMMANDS:
@@ -227,7 +226,7 @@ def parse_args(argv):
             recorded = [a for a in given if a in ('--resume', '--from')]
             raise UserError(f"{wrong[0]} is not an option of {argv[0]}"
                             f"{' with ' + recorded[0] if recorded else ''}"
-                            f" (see: {records.program()} --help)")
+                            f" (see: {output.program()} --help)")
     try:
         args = docopt(__doc__, argv)
         args['given'] = set(given)  # which options were typed, not defaults
@@ -244,7 +243,7 @@ def parse_args(argv):
             why = first  # docopt's own words, e.g. "--steps requires argument"
         else:
             why = f"these arguments fit no usage line of {argv[0]}"
-        raise UserError(f"{why} (see: {records.program()} --help)") from None
+        raise UserError(f"{why} (see: {output.program()} --help)") from None
 
 
 # ---------------------------------------------------------------------------
@@ -352,47 +351,17 @@ COMMANDS = dict(
 )
 
 
-class Signalled(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (a dropped ssh session) ends a command as Ctrl-C does: its
-    folders are released and nothing is half-written. (train and ablate catch them
-    themselves, to stop after the step under way and keep their records.)"""
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def raise_signalled(signum, frame):
-    raise Signalled(signum)
-
-
-ENDING = tuple(s for s in training.STOPPING if s != signal.SIGINT)  # Ctrl-C: KeyboardInterrupt
-
-
-def interruption(e):
-    """The KeyboardInterrupt (or Signalled) that e was raised from, if any."""
-    while e is not None and not isinstance(e, KeyboardInterrupt):
-        e = e.__cause__ or e.__context__
-    return e
-
-
-def interrupted(e):
-    signum = getattr(e, 'signum', signal.SIGINT)
-    print(f"\n{'interrupted' if signum == signal.SIGINT else signal.Signals(signum).name}",
-          file=sys.stderr)
-    return 128 + signum
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    records.standard_streams()
-    stdout, sys.stdout = sys.stdout, records.QuietPipe(sys.stdout)
-    previous = {s: signal.signal(s, raise_signalled) for s in ENDING}
+    output.standard_streams()
+    stdout, sys.stdout = sys.stdout, output.QuietPipe(sys.stdout)
     try:
-        args = parse_args(argv)
-        cfg = parse_config(args)
-        command = next(c for c in COMMANDS if args[c])
-        code = COMMANDS[command](cfg, args) or 0
-        lost = records.output_error()
+        with stopping.ending_signals():  # SIGTERM and SIGHUP end it as Ctrl-C does
+            args = parse_args(argv)
+            cfg = parse_config(args)
+            command = next(c for c in COMMANDS if args[c])
+            code = COMMANDS[command](cfg, args) or 0
+        lost = output.output_error()
         if lost and command == 'sample':  # its output is all it makes
             raise UserError(f"cannot write the samples to stdout ({lost})")
         if lost:
@@ -411,15 +380,13 @@ def main(argv=None):
               "or --block-size", file=sys.stderr)
         return 1
     except Exception as e:  # a signal that came while a library ran (numba loading a kernel)
-        signalled = interruption(e)  # may come back wrapped in that library's error
+        signalled = stopping.interruption(e)  # may come back wrapped in that library's error
         if signalled is None:
             raise
-        return interrupted(signalled)
+        return stopping.interrupted(signalled)
     except KeyboardInterrupt as e:
-        return interrupted(e)
+        return stopping.interrupted(e)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         sys.stdout.flush()
         sys.stdout = stdout
 
@@ -427,6 +394,5 @@ def main(argv=None):
 if __name__ == '__main__':
     signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C is ours to handle
     code = main()
-    for s in training.STOPPING:  # done: a late signal cannot change the status
-        signal.signal(s, signal.SIG_IGN)
+    stopping.ignore_signals()  # done: a late signal cannot change the status
     sys.exit(code)

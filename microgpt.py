@@ -7,21 +7,37 @@ file can be copied anywhere. `python microgpt.py` with an `input.txt` beside it
 (one document a line, e.g. makemore's names.txt) trains the reference run and
 prints samples. With seed 42 it prints the reference's numbers exactly.
 
-As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` documents
-as token lists ([BOS] + ids + [BOS]), and call `model.sample(...)`.
+As a library: build `GPT(GPTConfig(vocab_size, ...), rng)`, feed `train(...)` documents
+as token lists (`encode`), and call `sample(model, ...)`.
 """
 import math
 import os
 import random
 import sys
+from dataclasses import dataclass
 
-# The reference hyperparameters; every one can be overridden by keyword.
+# The reference hyperparameters; GPTConfig and Adam take them as defaults.
 n_layer = 1        # depth: number of transformer blocks
 n_embd = 16        # width: embedding dimension
 block_size = 16    # longest context (the longest name is 15 characters)
 n_head = 4         # attention heads; head_dim = n_embd // n_head
 learning_rate, beta1, beta2, eps_adam = 0.01, 0.85, 0.99, 1e-8
 init_std = 0.08    # weights start as gauss(0, init_std)
+
+
+# ---------------------------------------------------------------------------
+# Data and tokenizer: the documents (names, one a line) are shuffled; each distinct
+# character becomes a token id 0..n-1, and one more id, BOS, marks a document's start and
+# end. vocab_size = BOS + 1.
+def tokenizer(docs):
+    """(uchars, BOS): the characters, sorted (uchars[i] is token id i), and BOS's id."""
+    uchars = sorted(set(''.join(docs)))
+    return uchars, len(uchars)
+
+
+def encode(doc, uchars, BOS):
+    """A document as the model reads it: [BOS] + its characters' ids + [BOS]."""
+    return [BOS] + [uchars.index(ch) for ch in doc] + [BOS]
 
 
 # ---------------------------------------------------------------------------
@@ -117,6 +133,8 @@ def softmax(logits):
     total = sum(exps)
     return [e / total for e in exps]
 
+GELU_C = math.sqrt(2 / math.pi)
+
 def activate(x, kind='relu'):
     """The MLP's nonlinearity: relu (the reference's), relu2 (relu squared: nanochat's) or
     gelu (GPT-2's, in its tanh approximation)."""
@@ -125,8 +143,6 @@ def activate(x, kind='relu'):
     if kind == 'relu2':
         return x.relu() ** 2
     return 0.5 * x * (1 + (GELU_C * (x + 0.044715 * x ** 3)).tanh())
-
-GELU_C = math.sqrt(2 / math.pi)
 
 def rmsnorm(x):
     ms = dot(x, x) / len(x)
@@ -151,74 +167,94 @@ def rope(x, pos, hd):
     return out
 
 
-class GPT:
-    """The weights (`state_dict`, by the reference's names) and the forward pass."""
+@dataclass(frozen=True)
+class GPTConfig:
+    """A GPT's settings: its size (the reference's by default), then its choices."""
+    vocab_size: int
+    n_embd: int = n_embd
+    n_head: int = n_head
+    n_layer: int = n_layer
+    block_size: int = block_size
+    tie_lm_head: bool = False      # logits by wte itself, with no lm_head matrix
+    input_rmsnorm: bool = True     # a norm of the embeddings before the first block
+    activation: str = 'relu'       # relu, relu2 (nanochat's), gelu (GPT-2's)
+    final_norm: bool = False       # a norm before lm_head (GPT-2's ln_f)
+    norm: str = 'rmsnorm'          # rmsnorm, layernorm (GPT-2's: a gain and a bias)
+    position: str = 'learned'      # learned (wpe), rope (nanochat's), none
+    qk_norm: bool = False          # an rmsnorm of each head's q and k (nanochat's)
+    init_std: float = init_std     # the initial weights are gauss(0, init_std)
 
-    def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, init_std=init_std,
-                 activation='relu', final_norm=False, norm='rmsnorm', position='learned',
-                 qk_norm=False):
-        if n_embd % n_head or (position == 'rope' and n_embd // n_head % 2):
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
-                             + (" into heads of an even size, for rope" if position == 'rope' else ""))
-        if activation not in ('relu', 'relu2', 'gelu') or norm not in ('rmsnorm', 'layernorm') \
-                or position not in ('learned', 'rope', 'none'):
-            raise ValueError(f"no such choice: {activation}, {norm}, {position}")
-        self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                           block_size=block_size, tie_lm_head=tie_lm_head,
-                           input_rmsnorm=input_rmsnorm, activation=activation,
-                           final_norm=final_norm, norm=norm, position=position, qk_norm=qk_norm)
-        self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
-        self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
-        self.activation, self.final_norm, self.norm = activation, final_norm, norm
-        self.position, self.qk_norm = position, qk_norm
+    def __post_init__(self):
+        if self.n_embd % self.n_head or (self.position == 'rope' and self.n_embd // self.n_head % 2):
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+                             + (" into heads of an even size, for rope" if self.position == 'rope' else ""))
+        if self.activation not in ('relu', 'relu2', 'gelu') or self.norm not in ('rmsnorm', 'layernorm') \
+                or self.position not in ('learned', 'rope', 'none'):
+            raise ValueError(f"no such choice: {self.activation}, {self.norm}, {self.position}")
+
+
+def weight_shapes(c):
+    """{name: shape}: a GPT's weights, by the reference's names, in the order they are made."""
+    shapes = {'wte': (c.vocab_size, c.n_embd)}
+    if c.position == 'learned':
+        shapes['wpe'] = (c.block_size, c.n_embd)
+    if not c.tie_lm_head:
+        shapes['lm_head'] = (c.vocab_size, c.n_embd)
+    for i in range(c.n_layer):
+        for w, shape in (('attn_wq', (c.n_embd, c.n_embd)), ('attn_wk', (c.n_embd, c.n_embd)),
+                         ('attn_wv', (c.n_embd, c.n_embd)), ('attn_wo', (c.n_embd, c.n_embd)),
+                         ('mlp_fc1', (4 * c.n_embd, c.n_embd)), ('mlp_fc2', (c.n_embd, 4 * c.n_embd))):
+            shapes[f'layer{i}.{w}'] = shape
+    if c.norm == 'layernorm':  # a gain and a bias per norm, one row each
+        for where in ['input_norm'] * c.input_rmsnorm + [f'layer{i}.{n}' for i in range(c.n_layer)
+                      for n in ('attn_norm', 'mlp_norm')] + ['final_norm'] * c.final_norm:
+            shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, c.n_embd)
+    return shapes
+
+
+class GPT:
+    """The weights (`state_dict`, by the reference's names) and the forward pass, as its
+    GPTConfig says."""
+
+    def __init__(self, config, rng):
+        self.config = c = config
         # The order of the draws is part of the model: it is what makes a seed reproducible.
-        matrix = lambda nout, nin: [[Value(rng.gauss(0, init_std)) for _ in range(nin)]
+        # layernorm's gains and biases are 1 and 0, drawn from none.
+        matrix = lambda nout, nin: [[Value(rng.gauss(0, c.init_std)) for _ in range(nin)]
                                     for _ in range(nout)]
-        sd = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd)}
-        if position != 'learned':
-            del sd['wpe']  # drawn all the same, so that the other weights keep their draws
-        if not tie_lm_head:
-            sd['lm_head'] = matrix(vocab_size, n_embd)
-        for i in range(n_layer):
-            sd[f'layer{i}.attn_wq'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.attn_wk'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.attn_wv'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
-            sd[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
-        if norm == 'layernorm':  # a gain and a bias per norm, one row each: 1 and 0, not drawn
-            norms = ['input_norm'] * input_rmsnorm + [f'layer{i}.{n}' for i in range(n_layer)
-                     for n in ('attn_norm', 'mlp_norm')] + ['final_norm'] * final_norm
-            for where in norms:
-                sd[f'{where}_gain'] = [[Value(1.0) for _ in range(n_embd)]]
-                sd[f'{where}_bias'] = [[Value(0.0) for _ in range(n_embd)]]
-        self.state_dict = sd
-        self.params = [p for mat in sd.values() for row in mat for p in row]
+        self.state_dict = {}
+        for name, (nout, nin) in weight_shapes(c).items():
+            fixed = {'_gain': 1.0, '_bias': 0.0}.get(name[-5:])
+            self.state_dict[name] = [[Value(fixed) for _ in range(nin)]] if fixed is not None \
+                else matrix(nout, nin)
+            if name == 'wte' and c.position != 'learned':
+                matrix(c.block_size, c.n_embd)  # wpe's draws all the same: the rest keep theirs
+        self.params = [p for mat in self.state_dict.values() for row in mat for p in row]
 
     def __call__(self, token_id, pos_id, keys, values):
         """Logits for the token after `token_id` at position `pos_id`. keys/values hold,
         per layer, the k and v vectors of the earlier positions; this call appends its own."""
-        sd, hd = self.state_dict, self.n_embd // self.n_head
+        sd, c = self.state_dict, self.config
+        hd = c.n_embd // c.n_head
         x = sd['wte'][token_id]
-        if self.position == 'learned':
+        if c.position == 'learned':
             x = [t + p for t, p in zip(x, sd['wpe'][pos_id])]
-        if self.input_rmsnorm:
+        if c.input_rmsnorm:
             x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
-        for li in range(self.n_layer):
+        for li in range(c.n_layer):
             # 1) multi-head causal self-attention: this position attends to itself and the past
             x_residual = x
             x = self.normalize(x, f'layer{li}.attn_norm')
             q, k = linear(x, sd[f'layer{li}.attn_wq']), linear(x, sd[f'layer{li}.attn_wk'])
-            if self.position == 'rope':
+            if c.position == 'rope':
                 q, k = rope(q, pos_id, hd), rope(k, pos_id, hd)
-            if self.qk_norm:  # nanochat's: each head's q and k rmsnormed
-                per_head = lambda v: [z for h in range(0, self.n_embd, hd) for z in rmsnorm(v[h:h + hd])]
+            if c.qk_norm:  # nanochat's: each head's q and k rmsnormed
+                per_head = lambda v: [z for h in range(0, c.n_embd, hd) for z in rmsnorm(v[h:h + hd])]
                 q, k = per_head(q), per_head(k)
             keys[li].append(k)
             values[li].append(linear(x, sd[f'layer{li}.attn_wv']))
             x_attn = []
-            for h in range(self.n_head):
+            for h in range(c.n_head):
                 hs = slice(h * hd, (h + 1) * hd)
                 attn_logits = [dot(q[hs], k[hs]) / hd ** 0.5 for k in keys[li]]
                 attn_weights = softmax(attn_logits)
@@ -229,60 +265,32 @@ class GPT:
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             x_residual = x
             x = self.normalize(x, f'layer{li}.mlp_norm')
-            x = [activate(xi, self.activation) for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
+            x = [activate(xi, c.activation) for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
             x = linear(x, sd[f'layer{li}.mlp_fc2'])
             x = [a + b for a, b in zip(x, x_residual)]
-        if self.final_norm:
+        if c.final_norm:
             x = self.normalize(x, 'final_norm')
-        return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])
+        return linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])
 
     def normalize(self, x, where):  # rmsnorm, or layernorm with the weights of `where`
-        if self.norm == 'rmsnorm':
+        if self.config.norm == 'rmsnorm':
             return rmsnorm(x)
         return layernorm(x, self.state_dict[f'{where}_gain'][0], self.state_dict[f'{where}_bias'][0])
+
+    def kv_cache(self):
+        """Empty keys and values: per layer, a list that each position appends to."""
+        return [[] for _ in range(self.config.n_layer)], [[] for _ in range(self.config.n_layer)]
 
     def loss(self, tokens):
         """Mean cross-entropy of predicting tokens[1:] from what precedes them, over the
         first block_size positions of one document ([BOS] + ids + [BOS])."""
-        n = min(self.block_size, len(tokens) - 1)
-        keys, values = [[] for _ in range(self.n_layer)], [[] for _ in range(self.n_layer)]
+        n = min(self.config.block_size, len(tokens) - 1)
+        keys, values = self.kv_cache()
         losses = []
         for pos_id in range(n):
             probs = softmax(self(tokens[pos_id], pos_id, keys, values))
             losses.append(-probs[tokens[pos_id + 1]].log())
         return (1 / n) * sum(losses)
-
-    def sample(self, rng, bos, temperature=0.5, prompt=(), top_k=None):
-        """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
-        The draws come from `rng`, one `rng.choices` per token, as the reference draws.
-        With top_k, only the k most likely tokens can be drawn."""
-        keys, values = [[] for _ in range(self.n_layer)], [[] for _ in range(self.n_layer)]
-        tokens, out = [bos, *prompt], []
-        for pos_id in range(self.block_size):
-            logits = self(tokens[pos_id], pos_id, keys, values)
-            if pos_id + 1 < len(tokens):
-                continue  # still reading the prompt
-            probs = [p.data for p in softmax([l / temperature for l in logits])]
-            if top_k and top_k < len(probs):  # the rest get weight 0; choices renormalises
-                kth = sorted(probs, reverse=True)[top_k - 1]
-                probs = [p if p >= kth else 0.0 for p in probs]
-            token_id = rng.choices(range(self.vocab_size), weights=probs)[0]
-            if token_id == bos:
-                break
-            tokens.append(token_id)
-            out.append(token_id)
-        return out
-
-    def weights(self):
-        """{name: rows of floats}, a plain copy of the state_dict."""
-        return {name: [[p.data for p in row] for row in mat] for name, mat in self.state_dict.items()}
-
-    def load_weights(self, weights):
-        """Set every weight from {name: rows of floats} of the same shapes."""
-        for name, mat in self.state_dict.items():
-            for row, new_row in zip(mat, weights[name], strict=True):
-                for p, w in zip(row, new_row, strict=True):
-                    p.data = float(w)
 
 
 # ---------------------------------------------------------------------------
@@ -318,7 +326,7 @@ def train(model, docs, num_steps, lr=learning_rate, adam=None, start_step=0):
         loss = model.loss(tokens)
         loss.backward()
         adam.step(lr * (1 - step / num_steps))
-        yield step + 1, loss.data, min(model.block_size, len(tokens) - 1)
+        yield step + 1, loss.data, min(model.config.block_size, len(tokens) - 1)
 
 
 def evaluate(model, docs):
@@ -327,9 +335,49 @@ def evaluate(model, docs):
 
 
 # ---------------------------------------------------------------------------
+# Sampling: a new document, token by token, each drawn from the model's prediction.
+def sample(model, rng, bos, temperature=0.5, prompt=(), top_k=None):
+    """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
+    The draws come from `rng`, one `rng.choices` per token, as the reference draws.
+    With top_k, only the k most likely tokens can be drawn."""
+    keys, values = model.kv_cache()
+    tokens, out = [bos, *prompt], []
+    for pos_id in range(model.config.block_size):
+        logits = model(tokens[pos_id], pos_id, keys, values)
+        if pos_id + 1 < len(tokens):
+            continue  # still reading the prompt
+        probs = [p.data for p in softmax([l / temperature for l in logits])]
+        if top_k and top_k < len(probs):  # the rest get weight 0; choices renormalises
+            kth = sorted(probs, reverse=True)[top_k - 1]
+            probs = [p if p >= kth else 0.0 for p in probs]
+        token_id = rng.choices(range(model.config.vocab_size), weights=probs)[0]
+        if token_id == bos:
+            break
+        tokens.append(token_id)
+        out.append(token_id)
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Alone: the reference run, as the original script does it, printing what it prints.
 # `python microgpt.py` trains on names.txt beside this file; `python microgpt.py FILE`
 # on any UTF-8 text file, one document a line.
+def main(path=None, seed=42, num_steps=1000, num_samples=20, temperature=0.5):
+    docs = read_docs(path or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt'))
+    rng = random.Random(seed)  # one generator: the shuffle, then the weights, then the samples
+    rng.shuffle(docs)
+    uchars, BOS = tokenizer(docs)
+    print(f"num docs: {len(docs)}\nvocab size: {BOS + 1}")
+    model = GPT(GPTConfig(vocab_size=BOS + 1), rng)
+    print(f"num params: {len(model.params)}")
+    for step, loss, _ in train(model, [encode(doc, uchars, BOS) for doc in docs], num_steps):
+        print(f"step {step:4d} / {num_steps:4d} | loss {loss:.4f}")
+    print("\n--- inference (new, hallucinated names) ---")
+    for i in range(num_samples):
+        ids = sample(model, rng, BOS, temperature)
+        print(f"sample {i + 1:2d}: {''.join(uchars[t] for t in ids)}")
+
+
 NAMES_URL = ('https://raw.githubusercontent.com/karpathy/makemore/'
              '988aa59e4d8fefa526d06f3b453ad116258398d4/names.txt')
 
@@ -350,24 +398,6 @@ def read_docs(path):
     if not docs:
         raise SystemExit(f"error: {path} has no documents (it is empty or holds only blank lines)")
     return docs
-
-
-def main(path=None, seed=42, num_steps=1000, num_samples=20, temperature=0.5):
-    docs = read_docs(path or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'names.txt'))
-    rng = random.Random(seed)  # one generator: the shuffle, then the weights, then the samples
-    rng.shuffle(docs)
-    uchars = sorted(set(''.join(docs)))  # the characters become token ids 0..n-1
-    BOS = len(uchars)                    # and one more id marks a document's start and end
-    print(f"num docs: {len(docs)}\nvocab size: {len(uchars) + 1}")
-    model = GPT(len(uchars) + 1, rng)
-    print(f"num params: {len(model.params)}")
-    token_docs = [[BOS] + [uchars.index(ch) for ch in doc] + [BOS] for doc in docs]
-    for step, loss, _ in train(model, token_docs, num_steps):
-        print(f"step {step:4d} / {num_steps:4d} | loss {loss:.4f}")
-    print("\n--- inference (new, hallucinated names) ---")
-    for i in range(num_samples):
-        sample = model.sample(rng, BOS, temperature)
-        print(f"sample {i + 1:2d}: {''.join(uchars[t] for t in sample)}")
 
 
 if __name__ == '__main__':

@@ -11,67 +11,73 @@ A batch is packed: its documents' positions back to back in one array of N rows,
 padded to the longest and masked. Everything but attention works position by position, and
 attention keeps to each document, so the result is the same, with no work on padding.
 
-The file is in two parts. Part I is the GPT, in the order a learner wants it: the
-hyperparameters, `Tensor` and the chain rule, each op with its backward below its forward
-and its math as plain NumPy (`*_numpy`, the tests' oracles), the model (its architecture
-choices, one `blocks` path for training and for sampling with a KV cache, and text
-generation), Adam (AdamW, clipping), the learning-rate schedule and training. Part II
-is speed: the numba kernels that the ops call, in the order of the ops (matrix products
-go to NumPy's BLAS), then the plumbing they need: numba's on-disk cache, its threads, and
-malloc. Importing the file changes nothing outside it; what the kernels need of the
-process is applied when training starts. Shapes are in comments: N positions, B documents,
-T positions in the longest, C = n_embd, H heads, D = C // H per head, V = vocab_size.
+The file is in two parts. Part I is the GPT, on NumPy alone, in the order a learner wants
+it: the hyperparameters, `Tensor` and the chain rule, each op with its backward below its
+forward, the model (its settings in one `GPTConfig`, its architecture choices, one `blocks`
+path for training and for sampling with a KV cache, and text generation), AdamW, the
+learning-rate schedule and training. Part I runs alone: delete Part II and the file still
+trains and samples, more slowly. Part II is speed: numba kernels for Part I's functions, in
+the order of the ops (matrix products stay with NumPy's BLAS), attention in tiles, Adam over
+one flat buffer, the memory plumbing, and numba's on-disk cache; it ends with one table
+that says which Part I function each of them replaces. Importing the file changes nothing
+outside it; what the kernels need of the process is applied when training starts.
+Shapes are in comments: N positions, B documents, T positions in the longest, C = n_embd,
+H heads, D = C // H per head, V = vocab_size.
 
-As a library: build `GPT(vocab_size, rng, **config)`, feed `train(...)` documents as token
-lists ([BOS] + ids + [BOS]) or a function of the step that returns windows [B, T + 1] of a
-text, and call `model.sample(...)` or `model.generate(...)`. NumPy, numba and the standard
-library only.
+As a library: build `GPT(GPTConfig(vocab_size, ...), rng)`, feed `train(...)` documents as
+token lists ([BOS] + ids + [BOS]) or a function of the step that returns windows [B, T + 1]
+of a text, and call `model.sample(...)` or `model.generate(...)`. NumPy, numba and the
+standard library only.
 """
-import contextlib
 import math
 import random
+from dataclasses import dataclass
 
 import numpy as np
 
-# The reference hyperparameters, as in microgpt.py; every one can be overridden by keyword.
+# ===========================================================================
+# Part I: the GPT, on NumPy alone
+# ===========================================================================
+
+# The reference hyperparameters, as in microgpt.py; GPTConfig and Adam take them as defaults.
 n_layer, n_embd, block_size, n_head = 1, 16, 16, 4
 learning_rate, beta1, beta2, eps_adam = 0.01, 0.85, 0.99, 1e-8
 init_std = 0.08
 
-# ===========================================================================
-# Part I: the GPT
-# ===========================================================================
-
 
 # ---------------------------------------------------------------------------
 # Autograd: an array that remembers how it was made, to apply the chain rule.
-# Each op computes its output and a `backward(g)` that, given g = d loss / d output, adds
-# each input's share to that input's .grad. The graph walk lives once, in Tensor.backward().
+# Each op computes its output and a `backward(g)` that, given g = d loss / d output, returns
+# each input's share (d loss / d input, by the op's local derivative). The chain rule's walk
+# and sum live once, in Tensor.backward().
 class Tensor:
     __slots__ = ('data', 'grad', '_parents', '_backward')
-    recording = True  # False inside no_graph(): ops keep no graph, for a forward pass only
 
     def __init__(self, data, parents=(), backward=None):
-        self.data = data            # np.ndarray
-        # A leaf (a weight, or any tensor made by hand) owns its gradient array from the start:
-        # backward() adds into it in place, and its owner zeroes it (Adam.step does).
-        # An op's output gets its .grad during backward().
-        self.grad = None if parents else np.zeros_like(data)
-        recording = Tensor.recording
-        self._parents = parents if recording else ()      # the tensors this one was computed from
-        self._backward = backward if recording else None  # g -> None, adds the parents' gradients
+        self.data = data                  # np.ndarray
+        self.grad = np.zeros_like(data)   # d loss / d self, summed by backward()
+        self._parents = parents           # the tensors this one was computed from
+        self._backward = backward         # g -> the parents' gradients, in their order
 
     def __add__(self, other): return add(self, other)
     def __repr__(self): return f"Tensor(shape={self.data.shape}, dtype={self.data.dtype})"
 
     def backward(self, grad=None):
         """Add d self / d leaf to every leaf's .grad, by the chain rule. `grad` is
-        d loss / d self (default 1, for self a scalar loss).
+        d loss / d self (default 1, for self a scalar loss). Leaves (the weights) accumulate:
+        a second backward() adds its gradient again; their owner zeroes them (Adam.step)."""
+        topo = self.ops_in_order()
+        for t in topo:
+            t.grad = np.zeros_like(t.data)  # the op outputs' sums start over
+        self.grad = np.ones_like(self.data) if grad is None else grad
+        for t in reversed(topo):
+            for parent, g in zip(t._parents, t._backward(t.grad)):
+                parent.grad += g          # the chain rule's sum over every path
 
-        Leaves accumulate: a second backward() adds its gradient again. An op output's .grad
-        is dropped once passed on to its parents (it is None afterwards)."""
-        # Topological order of the op outputs (leaves need no visit: their consumers fill
-        # them), by an explicit stack, as in microgpt.py: no recursion limit.
+    def ops_in_order(self):
+        """The op outputs that self was computed from, and self, each after its parents
+        (leaves need no visit: their consumers fill them); by an explicit stack, as in
+        microgpt.py: no recursion limit."""
         topo, visited, stack = [], set(), [(self, False)]
         while stack:
             t, parents_done = stack.pop()
@@ -81,34 +87,7 @@ class Tensor:
                 visited.add(t)
                 stack.append((t, True))
                 stack.extend((p, False) for p in t._parents if p._parents and p not in visited)
-        for t in topo:
-            t.grad = None
-        self.grad = np.ones_like(self.data) if grad is None else grad
-        for t in reversed(topo):
-            t._backward(t.grad)
-            t.grad = None  # used: its memory goes back for the gradients still to come
-
-
-@contextlib.contextmanager
-def no_graph():
-    """Ops inside keep no graph (no parents, no backward): each activation is freed as soon
-    as the next op has used it, so that evaluating takes the memory of one layer, not of the
-    whole forward pass that training keeps for backward()."""
-    Tensor.recording = False
-    try:
-        yield
-    finally:
-        Tensor.recording = True
-
-
-def add_grad(t, g):
-    """The chain rule's sum: add one path's gradient g to t.grad."""
-    if not t._parents:
-        t.grad += g              # a leaf: in place, into the array its owner reads
-    elif t.grad is None:
-        t.grad = g               # an op output's first path (g is never written to afterwards)
-    else:
-        t.grad = t.grad + g      # not in place: the first g may be another tensor's grad too
+        return topo
 
 
 def unbroadcast(g, shape):
@@ -120,25 +99,23 @@ def unbroadcast(g, shape):
 
 
 # ---------------------------------------------------------------------------
-# Ops: each one's backward right below its forward. A name without _numpy (such as
-# embedding_backward) is a numba kernel of Part II, which computes its _numpy twin here.
+# Ops: each one's backward right below its forward, and its math in NumPy. Where the math
+# is more than a line, it is a function of arrays (rmsnorm_forward, ...), which Part II
+# replaces with a numba kernel.
 def add(a, b):
     """a + b, broadcasting like NumPy."""
-    def backward(g):
-        add_grad(a, unbroadcast(g, a.data.shape))
-        add_grad(b, unbroadcast(g, b.data.shape))
-    return Tensor(a.data + b.data, (a, b), backward)
+    return Tensor(a.data + b.data, (a, b),
+                  lambda g: (unbroadcast(g, a.data.shape), unbroadcast(g, b.data.shape)))
 
 
 def embedding(w, ids):
     """Rows of w picked by an integer array: [V, C], ids [...] -> [..., C]."""
-    def backward(g):
-        add_grad(w, embedding_backward(ids.reshape(-1), g.reshape(-1, g.shape[-1]), len(w.data)))
-    return Tensor(w.data[ids], (w,), backward)
+    return Tensor(w.data[ids], (w,), lambda g: (
+        embedding_backward(ids.reshape(-1), g.reshape(-1, g.shape[-1]), len(w.data)),))
 
 
 # Backward is a scatter-add: a row picked twice gets both gradients. [N], [N, C] -> [V, C]
-def embedding_backward_numpy(ids, g, V):
+def embedding_backward(ids, g, V):
     gw = np.zeros((V, g.shape[1]), g.dtype)
     np.add.at(gw, ids, g)
     return gw
@@ -149,8 +126,8 @@ def linear(x, w):
     x2 = x.data.reshape(-1, x.data.shape[-1])        # [N, nin], N = all leading axes
     def backward(g):
         g2 = g.reshape(-1, g.shape[-1])                # [N, nout]
-        add_grad(x, (g2 @ w.data).reshape(x.data.shape))  # [N, nout] @ [nout, nin] -> [..., nin]
-        add_grad(w, g2.T @ x2)                         # [nout, N] @ [N, nin] -> [nout, nin]
+        return ((g2 @ w.data).reshape(x.data.shape),   # [N, nout] @ [nout, nin] -> [..., nin]
+                g2.T @ x2)                             # [nout, N] @ [N, nin] -> [nout, nin]
     y = x2 @ w.data.T                                  # [N, nin] @ [nin, nout] -> [N, nout]
     return Tensor(y.reshape(*x.data.shape[:-1], -1), (x, w), backward)
 
@@ -159,44 +136,35 @@ def concat_rows(*ws):
     """The matrices ws one under another: [n1, C], [n2, C], ... -> [n1 + n2 + ..., C]. One
     product with the stack does the work of one product with each (fewer, larger calls)."""
     ends = np.cumsum([w.data.shape[0] for w in ws])
-    def backward(g):
-        for w, start, end in zip(ws, [0, *ends[:-1]], ends):
-            add_grad(w, g[start:end])
-    return Tensor(np.concatenate([w.data for w in ws]), ws, backward)
+    return Tensor(np.concatenate([w.data for w in ws]), ws,
+                  lambda g: [g[start:end] for start, end in zip([0, *ends[:-1]], ends)])
 
 
-def relu(x):
-    """max(x, 0) elementwise."""
-    def backward(g):
-        add_grad(x, relu_backward(x.data, g))
-    return Tensor(np.maximum(x.data, 0), (x,), backward)
-
-
-# The gradient passes where x > 0.
-def relu_backward_numpy(x, g):
-    return g * (x > 0)
-
-
-def activate(x, kind='relu'):
-    """The MLP's nonlinearity, elementwise: relu (the reference's), relu2 (relu squared:
-    nanochat's) or gelu (GPT-2's, in its tanh approximation)."""
-    if kind == 'relu':
-        return relu(x)
-    if kind == 'relu2':
-        return Tensor(relu2_forward(x.data), (x,), lambda g: add_grad(x, relu2_backward(x.data, g)))
-    y, t = gelu_forward(x.data)                       # t = tanh u, kept for the backward
-    return Tensor(y, (x,), lambda g: add_grad(x, gelu_backward(x.data, t, g)))
-
-
+# The MLP's nonlinearity, elementwise: relu (the reference's), relu2 (relu squared:
+# nanochat's) or gelu (GPT-2's, in its tanh approximation).
 ACTIVATIONS = ('relu', 'relu2', 'gelu')
 
 
+def activate(x, kind='relu'):
+    if kind == 'relu':
+        return Tensor(np.maximum(x.data, 0), (x,), lambda g: (relu_backward(x.data, g),))
+    if kind == 'relu2':
+        return Tensor(relu2_forward(x.data), (x,), lambda g: (relu2_backward(x.data, g),))
+    y, t = gelu_forward(x.data)                       # t = tanh u, kept for the backward
+    return Tensor(y, (x,), lambda g: (gelu_backward(x.data, t, g),))
+
+
+# relu: y = max(x, 0); the gradient passes where x > 0.
+def relu_backward(x, g):
+    return g * (x > 0)
+
+
 # relu2: y = max(x, 0)^2, dy/dx = 2 max(x, 0).
-def relu2_forward_numpy(x):
+def relu2_forward(x):
     return np.maximum(x, 0) ** 2
 
 
-def relu2_backward_numpy(x, g):
+def relu2_backward(x, g):
     return g * 2 * np.maximum(x, 0)
 
 
@@ -205,12 +173,12 @@ def relu2_backward_numpy(x, g):
 GELU_C = math.sqrt(2 / math.pi)
 
 
-def gelu_forward_numpy(x):  # -> y, tanh u. (x * x * x, not x ** 3: NumPy's power is slow)
+def gelu_forward(x):  # -> y, tanh u. (x * x * x, not x ** 3: NumPy's power is slow)
     t = np.tanh(GELU_C * (x + 0.044715 * (x * x * x)))
     return 0.5 * x * (1 + t), t
 
 
-def gelu_backward_numpy(x, t, g):
+def gelu_backward(x, t, g):
     return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
 
 
@@ -218,19 +186,18 @@ def rmsnorm(x):
     """x / sqrt(mean(x^2) + 1e-5) over the last axis; no gain. [..., C] -> [..., C]."""
     x2 = x.data.reshape(-1, x.data.shape[-1])         # [N, C]
     y, inv_rms = rmsnorm_forward(x2)                    # [N, C], [N]
-    def backward(g):
-        add_grad(x, rmsnorm_backward(x2, inv_rms, g.reshape(x2.shape)).reshape(x.data.shape))
-    return Tensor(y.reshape(x.data.shape), (x,), backward)
+    return Tensor(y.reshape(x.data.shape), (x,), lambda g: (
+        rmsnorm_backward(x2, inv_rms, g.reshape(x2.shape)).reshape(x.data.shape),))
 
 
 # y = x * r with r = (mean(x^2) + eps)^-1/2, the inverse rms. Since dr/dx_j = -r^3 x_j / C,
 # dx = r * g - x * r^3 * mean(g * x).
-def rmsnorm_forward_numpy(x):
+def rmsnorm_forward(x):
     r = (np.mean(x * x, axis=-1) + 1e-5) ** -0.5   # [N, C] -> [N]
     return x * r[:, None], r
 
 
-def rmsnorm_backward_numpy(x, r, g):
+def rmsnorm_backward(x, r, g):
     r = r[:, None]                                   # [N, 1]
     return r * g - x * r ** 3 * np.mean(g * x, axis=-1, keepdims=True)
 
@@ -242,21 +209,19 @@ def layernorm(x, gain, bias):
     y, mu, inv_std = layernorm_forward(x2, gain.data[0], bias.data[0])   # [N, C], [N], [N]
     def backward(g):
         dx, dgain, dbias = layernorm_backward(x2, mu, inv_std, gain.data[0], g.reshape(x2.shape))
-        add_grad(x, dx.reshape(x.data.shape))
-        add_grad(gain, dgain[None])
-        add_grad(bias, dbias[None])
+        return dx.reshape(x.data.shape), dgain[None], dbias[None]
     return Tensor(y.reshape(x.data.shape), (x, gain, bias), backward)
 
 
 # y = xhat * gain + bias, xhat = (x - mu) * r, r = (var + eps)^-1/2. With gh = g * gain,
 # dx = r * (gh - mean(gh) - xhat * mean(gh * xhat)); dgain = sum over rows of g * xhat; dbias = sum of g.
-def layernorm_forward_numpy(x, gain, bias):
+def layernorm_forward(x, gain, bias):
     mu = x.mean(axis=-1)                                       # [N]
     r = (np.mean((x - mu[:, None]) ** 2, axis=-1) + 1e-5) ** -0.5
     return (x - mu[:, None]) * r[:, None] * gain + bias, mu, r
 
 
-def layernorm_backward_numpy(x, mu, r, gain, g):
+def layernorm_backward(x, mu, r, gain, g):
     xhat = (x - mu[:, None]) * r[:, None]
     gh = g * gain
     dx = r[:, None] * (gh - gh.mean(axis=-1, keepdims=True)
@@ -281,7 +246,7 @@ def qk_rmsnorm(qkv, n_head):
     def backward(g):
         dqkv = g.copy()
         qk(dqkv)[...] = rmsnorm_backward(x, inv_rms, qk(g).reshape(-1, D)).reshape(N, 2 * n_head, D)
-        add_grad(qkv, dqkv)
+        return dqkv,
     return Tensor(out, (qkv,), backward)
 
 
@@ -293,7 +258,7 @@ def rope(qkv, angles, n_head):
     cos, sin = angles                                          # [N, D/2] each
     # a rotation's transpose is the rotation back: the gradient turns by -angle
     return Tensor(rope_rotate(qkv.data, cos, sin, n_head), (qkv,),
-                  lambda g: add_grad(qkv, rope_rotate(g, cos, -sin, n_head)))
+                  lambda g: (rope_rotate(g, cos, -sin, n_head),))
 
 
 def rope_angles(positions, D, dtype):
@@ -303,7 +268,7 @@ def rope_angles(positions, D, dtype):
 
 
 # Pair (x1, x2) = dims (d, d + D/2) of a head of q or k becomes (x1 cos + x2 sin, x2 cos - x1 sin).
-def rope_rotate_numpy(a, cos, sin, n_head):
+def rope_rotate(a, cos, sin, n_head):
     D = a.shape[1] // (3 * n_head)
     qk = lambda a: qk_heads(a, n_head)                           # [N, 2H, D], views
     out, cos, sin = a.copy(), cos[:, None], sin[:, None]         # angles [N, 1, D/2]
@@ -316,13 +281,13 @@ def rope_rotate_numpy(a, cos, sin, n_head):
 def dropout(x, keep):
     """x * keep, keep an array of 0 (dropped) and 1/(1 - p) (kept, scaled so that the
     expected value stays x), drawn by a DropoutStream."""
-    return Tensor(x.data * keep, (x,), lambda g: add_grad(x, g * keep))
+    return Tensor(x.data * keep, (x,), lambda g: (g * keep,))
 
 
 class DropoutStream:
     """Dropout's random draws, from a counter-based generator: draw i is the i-th output of
     splitmix64 from seed. Its whole state is then two integers (a checkpoint keeps them, and
-    a resumed run draws on bit for bit), and a numba kernel draws millions a step."""
+    a resumed run draws on bit for bit), and a kernel draws millions a step."""
     def __init__(self, seed, count=0):
         self.seed, self.count = seed, count
 
@@ -337,7 +302,7 @@ class DropoutStream:
 
 # Draw i (from start) is kept when the top 32 bits of splitmix64's i-th output are >= p * 2^32.
 # (Arithmetic mod 2^64, in uint64: NumPy's wraps silently.)
-def dropout_keep_numpy(n, seed, start, threshold, value):
+def dropout_keep(n, seed, start, threshold, value):
     z = seed + (start + np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -351,35 +316,36 @@ def attention(qkv, starts, n_head, attention_maps=None, drop=None):
     document b; qkv holds q, k and v side by side, and each its heads side by side.
     [N, 3C] -> [N, C]. A list attention_maps gets the weights, [B, H, T, T], 0 outside
     each document's triangle. With drop (shape -> a dropout keep array), the weights go
-    through dropout before they weigh v.
-
-    The math is attention_forward_numpy and attention_backward_numpy below; Part II
-    computes it fast (attention_kernels), in one of two ways chosen by the batch's shape."""
-    y, backward, weights = attention_kernels(qkv.data, starts, n_head, drop)  # [N, C]
+    through dropout before they weigh v."""
+    q, k, v = np.hsplit(qkv.data, 3)                                   # [N, C] each
+    keep = drop((len(starts) - 1, n_head, max(np.diff(starts)), max(np.diff(starts)))) \
+        if drop else None                                              # [B, H, T, T]
+    y, att = attention_forward(q, k, v, starts, n_head, keep)
     if attention_maps is not None:
-        attention_maps.append(weights())
-    return Tensor(y, (qkv,), lambda g: add_grad(qkv, backward(g)))      # g: [N, C] -> [N, 3C]
+        attention_maps.append(att)
+    return Tensor(y, (qkv,), lambda g: (
+        np.hstack(attention_backward(q, k, v, att, g, starts, n_head, keep)),))  # -> [N, 3C]
 
 
 # Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = (att * keep) v, keep
 # dropout's array (1 without). Backward: dv = (att * keep)^T dy; datt = dy v^T * keep;
 # ds = att * (datt - rowsum(att * datt)) / sqrt(D); dq = ds k; dk = ds^T q. att and keep are
 # [B, H, T, T], T the longest document, att 0 outside each one's triangle.
-def _heads(x, n_head):
+def heads(x, n_head):
     n, C = x.shape
     return x.reshape(n, n_head, C // n_head).transpose(1, 0, 2)  # [n, C] -> [H, n, D]
 
 
-def _documents(starts):
+def documents(starts):
     return [slice(a, b) for a, b in zip(starts[:-1], starts[1:])]
 
 
-def attention_forward_numpy(q, k, v, starts, n_head, keep=None):
+def attention_forward(q, k, v, starts, n_head, keep=None):
     T = np.max(np.diff(starts))
     keep = np.ones((len(starts) - 1, n_head, T, T), q.dtype) if keep is None else keep
     y, att = np.zeros_like(q), np.zeros((len(starts) - 1, n_head, T, T), q.dtype)
-    for b, rows in enumerate(_documents(starts)):
-        qh, kh, vh = _heads(q[rows], n_head), _heads(k[rows], n_head), _heads(v[rows], n_head)  # [H, n, D]
+    for b, rows in enumerate(documents(starts)):
+        qh, kh, vh = heads(q[rows], n_head), heads(k[rows], n_head), heads(v[rows], n_head)  # [H, n, D]
         n, D = qh.shape[1:]
         scores = qh @ kh.swapaxes(1, 2) / math.sqrt(D)                   # [H, n, n]
         scores[:, ~np.tril(np.ones((n, n), bool))] = -np.inf               # no looking ahead
@@ -390,11 +356,11 @@ def attention_forward_numpy(q, k, v, starts, n_head, keep=None):
     return y, att
 
 
-def attention_backward_numpy(q, k, v, att, dy, starts, n_head, keep=None):
+def attention_backward(q, k, v, att, dy, starts, n_head, keep=None):
     dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
     keep = np.ones_like(att) if keep is None else keep
-    for b, rows in enumerate(_documents(starts)):
-        qh, kh, vh, dyh = (_heads(x[rows], n_head) for x in (q, k, v, dy))  # [H, n, D]
+    for b, rows in enumerate(documents(starts)):
+        qh, kh, vh, dyh = (heads(x[rows], n_head) for x in (q, k, v, dy))  # [H, n, D]
         n, D = qh.shape[1:]
         a, kp = att[b, :, :n, :n], keep[b, :, :n, :n]                     # [H, n, n]
         datt = dyh @ vh.swapaxes(1, 2) * kp
@@ -404,24 +370,40 @@ def attention_backward_numpy(q, k, v, att, dy, starts, n_head, keep=None):
     return dq, dk, dv
 
 
+def cached_attention(qkv, keys, values, pos, n_head):
+    """Attention for sampling, one position at a time: n new positions, all at position pos
+    of their documents, store their keys and values in the cache (keys, values: [n,
+    block_size, C] each) at pos, and attend to positions 0..pos. [n, 3C] -> [n, C]. The
+    same as attention() gives at position pos; no gradient."""
+    n, C = qkv.shape[0], qkv.shape[1] // 3
+    D = C // n_head
+    keys[:, pos], values[:, pos] = qkv[:, C:2 * C], qkv[:, 2 * C:]
+    q = qkv[:, :C].reshape(n, n_head, 1, D)                                          # [n, H, 1, D]
+    k = keys[:, :pos + 1].reshape(n, pos + 1, n_head, D).transpose(0, 2, 3, 1)       # [n, H, D, t]
+    v = values[:, :pos + 1].reshape(n, pos + 1, n_head, D).transpose(0, 2, 1, 3)     # [n, H, t, D]
+    scores = (q @ k) / math.sqrt(D)                                                  # [n, H, 1, t]
+    att = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    att /= att.sum(axis=-1, keepdims=True)
+    return (att @ v).reshape(n, C)
+
+
 def cross_entropy(logits, targets, weights):
     """sum over positions of weights * -log softmax(logits)[target]: a scalar.
     [N, V], targets [N], weights [N] -> []."""
     loss, lse = cross_entropy_forward(logits.data, targets, weights)  # float, [N]
-    def backward(g):
-        add_grad(logits, cross_entropy_backward(logits.data, targets, weights, lse, float(g)))
-    return Tensor(np.array(loss, logits.data.dtype), (logits,), backward)
+    return Tensor(np.array(loss, logits.data.dtype), (logits,), lambda g: (
+        cross_entropy_backward(logits.data, targets, weights, lse, float(g)),))
 
 
 # nll = logsumexp(l) - l[target]; d nll / d l = softmax(l) - onehot(target).
-def cross_entropy_forward_numpy(logits, targets, weights):
+def cross_entropy_forward(logits, targets, weights):
     m = logits.max(axis=-1)                                                 # [N]
     lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=-1))              # [N]
     nll = lse - logits[np.arange(len(targets)), targets]                   # [N]
     return float(np.sum(weights * nll)), lse
 
 
-def cross_entropy_backward_numpy(logits, targets, weights, lse, g):
+def cross_entropy_backward(logits, targets, weights, lse, g):
     p = np.exp(logits - lse[:, None])                                       # softmax [N, V]
     p[np.arange(len(targets)), targets] -= 1
     return (g * weights[:, None] * p).astype(logits.dtype)
@@ -429,73 +411,85 @@ def cross_entropy_backward_numpy(logits, targets, weights, lse, g):
 
 # ---------------------------------------------------------------------------
 # The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU; or,
-# choice by choice, GPT-2's blocks, nanochat's, and those between (see GPT's arguments).
+# choice by choice, GPT-2's blocks, nanochat's, and those between.
 NORMS, POSITIONS = ('rmsnorm', 'layernorm'), ('learned', 'rope', 'none')
 
 
-def norms_of(config):
+@dataclass(frozen=True)
+class GPTConfig:
+    """A GPT's settings, as nanoGPT's GPTConfig: its size, then its architecture choices,
+    each defaulting to the reference's."""
+    vocab_size: int
+    n_embd: int = n_embd
+    n_head: int = n_head
+    n_layer: int = n_layer
+    block_size: int = block_size
+    tie_lm_head: bool = False      # logits by wte itself, with no lm_head matrix
+    input_rmsnorm: bool = True     # a norm of the embeddings before the first block
+    activation: str = 'relu'       # the MLP's: relu, relu2 (nanochat's), gelu (GPT-2's)
+    final_norm: bool = False       # a norm before lm_head (GPT-2's ln_f)
+    norm: str = 'rmsnorm'          # rmsnorm (no weights), layernorm (GPT-2's: a gain and a bias)
+    position: str = 'learned'      # learned (wpe), rope (nanochat's), none
+    qk_norm: bool = False          # an rmsnorm of each head's q and k (nanochat's)
+    dropout: float = 0.0           # its rate, while training only
+    dtype: str = 'float32'
+    init_std: float = init_std     # the initial weights are gauss(0, init_std)
+
+    def __post_init__(self):
+        for name, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.n_embd % self.n_head or (self.position == 'rope' and self.n_embd // self.n_head % 2):
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+                             + (", into heads of an even size for rope" if self.position == 'rope' else ""))
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be >= 0 and < 1, not {self.dropout}")
+
+
+def norms_of(c):
     """Where a model's norms are, in order; layernorm's weights are named after them."""
-    return ((['input_norm'] if config['input_rmsnorm'] else [])
-            + [f'layer{i}.{n}' for i in range(config['n_layer']) for n in ('attn_norm', 'mlp_norm')]
-            + (['final_norm'] if config['final_norm'] else []))
+    return ((['input_norm'] if c.input_rmsnorm else [])
+            + [f'layer{i}.{n}' for i in range(c.n_layer) for n in ('attn_norm', 'mlp_norm')]
+            + (['final_norm'] if c.final_norm else []))
+
+
+def weight_shapes(c):
+    """{name: shape}: a GPT's weights, by microgpt's names, in the order they are made."""
+    C, V = c.n_embd, c.vocab_size
+    shapes = {'wte': (V, C)}
+    if c.position == 'learned':
+        shapes['wpe'] = (c.block_size, C)
+    if not c.tie_lm_head:
+        shapes['lm_head'] = (V, C)
+    for i in range(c.n_layer):
+        for w, shape in (('attn_wq', (C, C)), ('attn_wk', (C, C)), ('attn_wv', (C, C)),
+                         ('attn_wo', (C, C)), ('mlp_fc1', (4 * C, C)), ('mlp_fc2', (C, 4 * C))):
+            shapes[f'layer{i}.{w}'] = shape
+    for where in norms_of(c) if c.norm == 'layernorm' else ():
+        shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, C)
+    return shapes
 
 
 class GPT:
-    """The weights (`state_dict`, by microgpt's names and shapes) and the forward pass.
+    """The weights (`state_dict`, by microgpt's names and shapes) and the forward pass, as
+    its GPTConfig says."""
 
-    The architecture choices, each defaulting to the reference's: activation (relu, relu2,
-    gelu); norm (rmsnorm; layernorm, with a gain and a bias each); position (learned: wpe;
-    rope; none); qk_norm (an rmsnorm of each head's q and k); final_norm (a norm before
-    lm_head); dropout (its rate p, while training only)."""
-
-    def __init__(self, vocab_size, rng, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                 block_size=block_size, tie_lm_head=False, input_rmsnorm=True, dtype='float32',
-                 init_std=init_std, activation='relu', final_norm=False, norm='rmsnorm',
-                 position='learned', qk_norm=False, dropout=0.0):
-        for name, value, allowed in (('activation', activation, ACTIVATIONS), ('norm', norm, NORMS),
-                                     ('position', position, POSITIONS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        if n_embd % n_head or (position == 'rope' and n_embd // n_head % 2):
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
-                             + (", into heads of an even size for rope" if position == 'rope' else ""))
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be >= 0 and < 1, not {dropout}")
-        self.config = dict(vocab_size=vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                           block_size=block_size, tie_lm_head=tie_lm_head,
-                           input_rmsnorm=input_rmsnorm, dtype=dtype, activation=activation,
-                           final_norm=final_norm, norm=norm, position=position, qk_norm=qk_norm,
-                           dropout=dropout)
-        self.vocab_size, self.n_embd, self.n_head, self.n_layer = vocab_size, n_embd, n_head, n_layer
-        self.block_size, self.tie_lm_head, self.input_rmsnorm = block_size, tie_lm_head, input_rmsnorm
-        self.activation, self.final_norm, self.norm = activation, final_norm, norm
-        self.position, self.qk_norm, self.dropout = position, qk_norm, dropout
-        self.dtype = np.dtype(dtype)
+    def __init__(self, config, rng):
+        self.config = c = config
+        dtype = np.dtype(c.dtype)
         # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
-        # models the same weights.
+        # models the same weights; layernorm's gains and biases are 1 and 0, drawn from none
         def matrix(nout, nin):
-            rows = [[rng.gauss(0, init_std) for _ in range(nin)] for _ in range(nout)]
-            return Tensor(np.array(rows, dtype=np.float64).reshape(nout, nin).astype(self.dtype))
-        sd = {'wte': matrix(vocab_size, n_embd), 'wpe': matrix(block_size, n_embd)}
-        if position != 'learned':
-            del sd['wpe']  # drawn all the same, so that the other weights keep their draws
-        if not tie_lm_head:
-            sd['lm_head'] = matrix(vocab_size, n_embd)
-        for i in range(n_layer):
-            sd[f'layer{i}.attn_wq'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.attn_wk'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.attn_wv'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.attn_wo'] = matrix(n_embd, n_embd)
-            sd[f'layer{i}.mlp_fc1'] = matrix(4 * n_embd, n_embd)
-            sd[f'layer{i}.mlp_fc2'] = matrix(n_embd, 4 * n_embd)
-        # layernorm's gains and biases, [1, C] each: 1 and 0, drawn from no generator
-        self.norm_weights = []
-        for where in norms_of(self.config) if norm == 'layernorm' else ():
-            sd[f'{where}_gain'] = Tensor(np.ones((1, n_embd), self.dtype))
-            sd[f'{where}_bias'] = Tensor(np.zeros((1, n_embd), self.dtype))
-            self.norm_weights += [sd[f'{where}_gain'], sd[f'{where}_bias']]
-        self.state_dict = sd
-        self.params = list(sd.values())
+            rows = [[rng.gauss(0, c.init_std) for _ in range(nin)] for _ in range(nout)]
+            return Tensor(np.array(rows, dtype=np.float64).reshape(nout, nin).astype(dtype))
+        self.state_dict = {}
+        for name, shape in weight_shapes(c).items():
+            fixed = {'_gain': np.ones, '_bias': np.zeros}.get(name[-5:])
+            self.state_dict[name] = Tensor(fixed(shape, dtype)) if fixed else matrix(*shape)
+            if name == 'wte' and c.position != 'learned':
+                matrix(c.block_size, c.n_embd)  # wpe's draws all the same: the rest keep theirs
+        self.params = list(self.state_dict.values())
+        self.norm_weights = [t for name, t in self.state_dict.items() if name.endswith(('_gain', '_bias'))]
         # dropout's draws: seeded from a copy of rng, so that rng's own draws (the batches,
         # the samples) are those of the same run without dropout
         twin = random.Random()
@@ -510,47 +504,47 @@ class GPT:
 
         Packing instead of padding to the longest document: no position is computed for
         nothing, and no padding needs masking; the result is the same."""
-        drop = self.keep if training and self.dropout else None
-        attend = lambda i, qkv: attention(qkv, starts, self.n_head, attention_maps, drop)
+        drop = self.keep if training and self.config.dropout else None
+        attend = lambda i, qkv: attention(qkv, starts, self.config.n_head, attention_maps, drop)
         return self.blocks(tokens, positions, attend, drop)
 
     def blocks(self, tokens, positions, attend, drop=None):
         """The model from tokens [N] at positions [N] to logits [N, V], attention given by
         attend(layer, qkv [N, 3C]) -> [N, C]: within each document (forward), or over a
         cache of the past (next_logits). One story for training and for sampling."""
-        sd = self.state_dict
-        if self.position == 'rope':  # the same angles in every layer
-            angles = rope_angles(positions, self.n_embd // self.n_head, self.dtype)
+        sd, c = self.state_dict, self.config
+        if c.position == 'rope':  # the same angles in every layer
+            angles = rope_angles(positions, c.n_embd // c.n_head, np.dtype(c.dtype))
         x = embedding(sd['wte'], tokens)                                       # [N, C]
-        if self.position == 'learned':
+        if c.position == 'learned':
             x = x + embedding(sd['wpe'], positions)
-        if self.input_rmsnorm:
+        if c.input_rmsnorm:
             x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
-        for i in range(self.n_layer):
+        for i in range(c.n_layer):
             # 1) multi-head causal self-attention
             w = concat_rows(*(sd[f'layer{i}.attn_w{x}'] for x in 'qkv'))      # [3C, C]
             qkv = linear(self.normalize(x, f'layer{i}.attn_norm'), w)         # [N, 3C]: q, k, v
-            if self.position == 'rope':
-                qkv = rope(qkv, angles, self.n_head)
-            if self.qk_norm:
-                qkv = qk_rmsnorm(qkv, self.n_head)
+            if c.position == 'rope':
+                qkv = rope(qkv, angles, c.n_head)
+            if c.qk_norm:
+                qkv = qk_rmsnorm(qkv, c.n_head)
             x = x + self.dropped(linear(attend(i, qkv), sd[f'layer{i}.attn_wo']), drop)
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             h = linear(self.normalize(x, f'layer{i}.mlp_norm'), sd[f'layer{i}.mlp_fc1'])  # [N, 4C]
-            x = x + self.dropped(linear(activate(h, self.activation), sd[f'layer{i}.mlp_fc2']), drop)
-        if self.final_norm:
+            x = x + self.dropped(linear(activate(h, c.activation), sd[f'layer{i}.mlp_fc2']), drop)
+        if c.final_norm:
             x = self.normalize(x, 'final_norm')
-        return linear(x, sd['wte'] if self.tie_lm_head else sd['lm_head'])     # [N, V]
+        return linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])        # [N, V]
 
     def normalize(self, x, where):
         """The norm at `where` (e.g. 'layer0.attn_norm'): rmsnorm, or layernorm with its weights."""
-        if self.norm == 'rmsnorm':
+        if self.config.norm == 'rmsnorm':
             return rmsnorm(x)
         return layernorm(x, self.state_dict[f'{where}_gain'], self.state_dict[f'{where}_bias'])
 
     def keep(self, shape):
         """A dropout keep array of shape, from the model's stream."""
-        return self.dropout_stream.keep(shape, self.dropout, self.dtype)
+        return self.dropout_stream.keep(shape, self.config.dropout, self.config.dtype)
 
     def dropped(self, x, drop):
         return dropout(x, drop(x.data.shape)) if drop else x
@@ -566,7 +560,7 @@ class GPT:
             logits = self.forward(batch[:, :-1].ravel(), np.tile(np.arange(T), B),
                                   np.arange(0, B * T + 1, T), training=training)  # [B * T, V]
             return cross_entropy(logits, batch[:, 1:].ravel(), np.full(B * T, 1 / (B * T)))
-        docs = [doc[:self.block_size + 1] for doc in batch]
+        docs = [doc[:self.config.block_size + 1] for doc in batch]
         lengths = [len(doc) - 1 for doc in docs]                     # positions with a target
         tokens = np.array([t for doc in docs for t in doc[:-1]])     # [N] inputs, packed
         targets = np.array([t for doc in docs for t in doc[1:]])     # [N]
@@ -576,111 +570,21 @@ class GPT:
         logits = self.forward(tokens, positions, starts, training=training)  # [N, V]
         return cross_entropy(logits, targets, weights)               # []
 
-    def weights(self):
-        """{name: float64 array}, a copy of the state_dict."""
-        return {name: t.data.astype(np.float64) for name, t in self.state_dict.items()}
-
-    def load_weights(self, weights):
-        """Set every weight, in place, from {name: array-like of the same shape}."""
-        for name, t in self.state_dict.items():
-            w = np.asarray(weights[name], dtype=np.float64)
-            if w.shape != t.data.shape:
-                raise ValueError(f"{name}: shape {w.shape}, expected {t.data.shape}")
-            t.data[...] = w
-
     # -----------------------------------------------------------------------
     # Sampling, one position at a time, with a key/value cache: each new position runs the
     # blocks for itself only and attends to the cached keys and values of the earlier ones.
     def kv_cache(self, n):
         """Empty keys and values for n documents: per layer, two [n, block_size, C] arrays."""
-        shape = (n, self.block_size, self.n_embd)
-        return [(np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)) for _ in range(self.n_layer)]
+        c = self.config
+        shape, dtype = (n, c.block_size, c.n_embd), np.dtype(c.dtype)
+        return [(np.zeros(shape, dtype), np.zeros(shape, dtype)) for _ in range(c.n_layer)]
 
     def next_logits(self, token_ids, pos, cache):
         """Logits [n, V] for the token after token_ids [n], all at position pos, given the
         cache filled for positions 0..pos-1; fills position pos. The same as forward() would
         give at position pos of each document."""
-        n, H, C = len(token_ids), self.n_head, self.n_embd
-        def attend(i, qkv):                                          # [n, 3C] -> [n, C]
-            keys, values = cache[i]
-            keys[:, pos], values[:, pos] = qkv.data[:, C:2 * C], qkv.data[:, 2 * C:]
-            q = qkv.data[:, :C].reshape(n, H, 1, C // H)                         # [n, H, 1, D]
-            k = keys[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 3, 1)  # [n, H, D, t]
-            v = values[:, :pos + 1].reshape(n, pos + 1, H, C // H).transpose(0, 2, 1, 3)  # [n, H, t, D]
-            scores = (q @ k) / math.sqrt(C // H)                                 # [n, H, 1, t]
-            att = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            att /= att.sum(axis=-1, keepdims=True)
-            return Tensor((att @ v).reshape(n, C))                               # no gradient here
-        return self.blocks(np.asarray(token_ids), np.full(n, pos), attend).data  # [n, V]
-
-    def _probs(self, logits, temperature, top_k=None):
-        """softmax(logits / temperature) in float64, like microgpt's: [n, V]. With top_k, the
-        tokens below the k-th largest probability get 0 (random.choices renormalises)."""
-        # times temperature ** -1, not / temperature: microgpt's Value divides so, and the
-        # same rounding keeps the samples of both models bit-equal
-        logits = logits.astype(np.float64) * temperature ** -1
-        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        p = e / e.sum(axis=-1, keepdims=True)
-        if top_k and top_k < p.shape[-1]:
-            kth = -np.sort(-p, axis=-1)[:, top_k - 1:top_k]          # [n, 1]
-            p = np.where(p >= kth, p, 0.0)
-        return p
-
-    def generate(self, rng, context, n, temperature=1.0, top_k=None):
-        """n token ids drawn after `context` (a list of ids, at least one), each from the
-        prediction given the last block_size ids: once the text outgrows the model's context,
-        its oldest ids drop out of view. One `rng.choices` per id."""
-        ids = list(context)
-        for _ in range(n):
-            window = np.array(ids[-self.block_size:])
-            logits = self.forward(window, np.arange(len(window)),
-                                  np.array([0, len(window)])).data[-1:]  # [1, V]
-            probs = self._probs(logits, temperature, top_k)[0].tolist()
-            ids.append(rng.choices(range(self.vocab_size), weights=probs)[0])
-        return ids[len(context):]
-
-    def sample(self, rng, bos, temperature=0.5, prompt=(), top_k=None):
-        """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
-        The draws come from `rng`, one `rng.choices` per token, as microgpt draws them."""
-        cache = self.kv_cache(1)
-        tokens, out = [bos, *prompt], []
-        for pos in range(self.block_size):
-            logits = self.next_logits(np.array(tokens[pos:pos + 1]), pos, cache)
-            if pos + 1 < len(tokens):
-                continue  # still reading the prompt
-            probs = self._probs(logits, temperature, top_k)[0].tolist()
-            token_id = rng.choices(range(self.vocab_size), weights=probs)[0]
-            if token_id == bos:
-                break
-            tokens.append(token_id)
-            out.append(token_id)
-        return out
-
-    def sample_batch(self, rng, bos, n, temperature=0.5, prompt=(), top_k=None):
-        """Draw n documents at once (a list of n token lists), like n calls of sample() but
-        one forward pass per position for all of them. The draws from `rng` go position by
-        position across the documents, so the result differs from n calls of sample()."""
-        if n == 0:
-            return []
-        cache = self.kv_cache(n)
-        tokens = [[bos, *prompt] for _ in range(n)]
-        done = [False] * n
-        for pos in range(self.block_size):
-            logits = self.next_logits(np.array([doc[pos] for doc in tokens]), pos, cache)
-            if pos + 1 < len(tokens[0]):
-                continue
-            probs = self._probs(logits, temperature, top_k).tolist()
-            for doc, p, i in zip(tokens, probs, range(n)):
-                if done[i]:
-                    doc.append(bos)  # a finished document's row runs on, ignored
-                    continue
-                token_id = rng.choices(range(self.vocab_size), weights=p)[0]
-                doc.append(token_id)
-                done[i] = token_id == bos
-            if all(done):
-                break
-        drawn = [doc[1 + len(prompt):] for doc in tokens]
-        return [out[:out.index(bos)] if bos in out else out for out in drawn]
+        attend = lambda i, qkv: Tensor(cached_attention(qkv.data, *cache[i], pos, self.config.n_head))
+        return self.blocks(np.asarray(token_ids), np.full(len(token_ids), pos), attend).data  # [n, V]
 
 
 # ---------------------------------------------------------------------------
@@ -688,58 +592,41 @@ class GPT:
 # weight_decay it is AdamW: every weight matrix also shrinks by lr * weight_decay of itself,
 # apart from the gradient; layernorm's gains and biases (no_decay) do not, as in nanoGPT.
 class Adam:
-    """Adam over a list of Tensors, updated by one kernel call.
-
-    To make that one call, Adam moves the parameters into one flat array: each parameter's
-    .data and .grad become views into Adam's flat `theta` and `grad`, with the same values.
-    (So make the optimizer before keeping references to .data or .grad arrays.) `m` and `v`
-    are lists of per-parameter views too: to restore them, assign in place (m[i][...] = x)."""
-
     def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam, weight_decay=0.0,
                  no_decay=()):
         self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
         self.weight_decay = weight_decay
-        # the decayed weights first in the flat arrays, then the rest: two kernel calls
-        layout = [p for p in params if not any(p is q for q in no_decay)]
-        self.n_decayed = sum(p.data.size for p in layout)
-        layout += [p for p in params if any(p is q for q in no_decay)]
-        self.theta = np.concatenate([p.data.ravel() for p in layout])
-        self.grad = np.concatenate([p.grad.ravel() for p in layout])
-        self._m = np.zeros_like(self.theta, dtype=np.float64)  # running mean of gradients
-        self._v = np.zeros_like(self.theta, dtype=np.float64)  # ... of squared gradients
-        views, start = {}, 0
-        for p in layout:
-            end = start + p.data.size
-            p.data, p.grad = self.theta[start:end].reshape(p.data.shape), self.grad[start:end].reshape(p.data.shape)
-            views[id(p)] = self._m[start:end].reshape(p.data.shape), self._v[start:end].reshape(p.data.shape)
-            start = end
-        self.m, self.v = [views[id(p)][0] for p in params], [views[id(p)][1] for p in params]
-        self.t = 0                           # updates done, for the bias correction
+        self.decays = [not any(p is q for q in no_decay) for p in params]
+        self.m = [np.zeros(p.data.shape) for p in params]  # running mean of gradients (float64)
+        self.v = [np.zeros(p.data.shape) for p in params]  # ... of squared gradients
+        self.t = 0                                          # updates done, for the bias correction
 
     def step(self, lr, grad_clip=0.0):
         """Update every parameter from its .grad, then zero the .grad for the next pass.
         With grad_clip, the gradients are first scaled down so that their global norm is
         at most grad_clip (as torch.nn.utils.clip_grad_norm_ does)."""
         self.t += 1
-        scale = min(1.0, grad_clip / (math.sqrt(squared_norm(self.grad)) + 1e-6)) if grad_clip else 1.0
-        for part, decay in ((slice(0, self.n_decayed), 1 - lr * self.weight_decay),
-                            (slice(self.n_decayed, None), 1.0)):
-            adam_update(self.theta[part], self.grad[part], self._m[part], self._v[part], lr,
-                        self.beta1, self.beta2, self.eps, 1 - self.beta1 ** self.t,
-                        1 - self.beta2 ** self.t, decay, scale)
+        scale = 1.0
+        if grad_clip:
+            norm = math.sqrt(sum(squared_norm(p.grad) for p in self.params))
+            scale = min(1.0, grad_clip / (norm + 1e-6))
+        for p, m, v, decays in zip(self.params, self.m, self.v, self.decays):
+            adam_update(p.data, p.grad, m, v, lr, self.beta1, self.beta2, self.eps,
+                        1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t,
+                        1 - lr * self.weight_decay if decays else 1.0, scale)
 
 
 # microgpt's formula and order of operations; bias corrections bc1 = 1 - beta1^t, bc2 = 1 - beta2^t;
 # decay = 1 - lr * weight_decay; scale multiplies the gradient (clipping).
-def adam_update_numpy(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay=1.0, scale=1.0):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay=1.0, scale=1.0):
     g64 = g.astype(np.float64) * scale
-    m[:] = beta1 * m + (1 - beta1) * g64
-    v[:] = beta2 * v + (1 - beta2) * g64 ** 2
-    p[:] = (p * decay - lr * (m / bc1) / ((v / bc2) ** 0.5 + eps)).astype(p.dtype)
-    g[:] = 0
+    m[...] = beta1 * m + (1 - beta1) * g64
+    v[...] = beta2 * v + (1 - beta2) * g64 ** 2
+    p[...] = (p * decay - lr * (m / bc1) / ((v / bc2) ** 0.5 + eps)).astype(p.dtype)
+    g[...] = 0
 
 
-def squared_norm_numpy(g):
+def squared_norm(g):
     return float(np.sum(g.astype(np.float64) ** 2))
 
 
@@ -775,7 +662,6 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
     is a function, on docs(s) (e.g. windows of a text at random offsets). Its learning rate
     is schedule(s) (default: lr decaying linearly to 0), its gradients' norm capped at
     grad_clip (0: no cap). Pass `adam` and `start_step` to resume a run."""
-    configure_process()  # the kernels' needs of the whole process (Part II): now, not on import
     adam = adam or Adam(model.params)
     schedule = schedule or lr_schedule(lr, num_steps)
     for step in range(start_step, num_steps):
@@ -785,7 +671,7 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
         loss.backward()
         adam.step(schedule(step), grad_clip)
         value, loss = float(loss.data), None  # its graph (every activation) goes now, not
-        yield step + 1, value, n_targets(batch, model.block_size)  # after the next forward
+        yield step + 1, value, n_targets(batch, model.config.block_size)  # after the next forward
 
 
 def evaluate(model, docs, batch_size=32):
@@ -793,24 +679,102 @@ def evaluate(model, docs, batch_size=32):
     total = 0.0
     for i in range(0, len(docs), batch_size):
         batch = docs[i:i + batch_size]
-        with no_graph():
-            total += float(model.loss(batch).data) * len(batch)
+        total += float(model.loss(batch).data) * len(batch)
     return total / len(docs)
+
+
+# ---------------------------------------------------------------------------
+# Sampling: token by token, each drawn from the model's prediction. A document goes one
+# position at a time with the KV cache (next_logits); a text's passage, from the forward
+# pass of its last block_size ids.
+def probabilities(logits, temperature, top_k=None):
+    """softmax(logits / temperature) in float64, like microgpt's: [n, V]. With top_k, the
+    tokens below the k-th largest probability get 0 (random.choices renormalises)."""
+    # times temperature ** -1, not / temperature: microgpt's Value divides so, and the
+    # same rounding keeps the samples of both models bit-equal
+    logits = logits.astype(np.float64) * temperature ** -1
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    if top_k and top_k < p.shape[-1]:
+        kth = -np.sort(-p, axis=-1)[:, top_k - 1:top_k]          # [n, 1]
+        p = np.where(p >= kth, p, 0.0)
+    return p
+
+
+def generate(model, rng, context, n, temperature=1.0, top_k=None):
+    """n token ids drawn after `context` (a list of ids, at least one), each from the
+    prediction given the last block_size ids: once the text outgrows the model's context,
+    its oldest ids drop out of view. One `rng.choices` per id."""
+    ids = list(context)
+    for _ in range(n):
+        window = np.array(ids[-model.config.block_size:])
+        logits = model.forward(window, np.arange(len(window)),
+                              np.array([0, len(window)])).data[-1:]  # [1, V]
+        probs = probabilities(logits, temperature, top_k)[0].tolist()
+        ids.append(rng.choices(range(model.config.vocab_size), weights=probs)[0])
+    return ids[len(context):]
+
+
+def sample(model, rng, bos, temperature=0.5, prompt=(), top_k=None):
+    """Draw one document: token ids after `prompt`, until BOS or block_size tokens.
+    The draws come from `rng`, one `rng.choices` per token, as microgpt draws them."""
+    cache = model.kv_cache(1)
+    tokens, out = [bos, *prompt], []
+    for pos in range(model.config.block_size):
+        logits = model.next_logits(np.array(tokens[pos:pos + 1]), pos, cache)
+        if pos + 1 < len(tokens):
+            continue  # still reading the prompt
+        probs = probabilities(logits, temperature, top_k)[0].tolist()
+        token_id = rng.choices(range(model.config.vocab_size), weights=probs)[0]
+        if token_id == bos:
+            break
+        tokens.append(token_id)
+        out.append(token_id)
+    return out
+
+
+def sample_batch(model, rng, bos, n, temperature=0.5, prompt=(), top_k=None):
+    """Draw n documents at once (a list of n token lists), like n calls of sample() but
+    one forward pass per position for all of them. The draws from `rng` go position by
+    position across the documents, so the result differs from n calls of sample()."""
+    if n == 0:
+        return []
+    cache = model.kv_cache(n)
+    tokens = [[bos, *prompt] for _ in range(n)]
+    done = [False] * n
+    for pos in range(model.config.block_size):
+        logits = model.next_logits(np.array([doc[pos] for doc in tokens]), pos, cache)
+        if pos + 1 < len(tokens[0]):
+            continue
+        probs = probabilities(logits, temperature, top_k).tolist()
+        for doc, p, i in zip(tokens, probs, range(n)):
+            if done[i]:
+                doc.append(bos)  # a finished document's row runs on, ignored
+                continue
+            token_id = rng.choices(range(model.config.vocab_size), weights=p)[0]
+            doc.append(token_id)
+            done[i] = token_id == bos
+        if all(done):
+            break
+    drawn = [doc[1 + len(prompt):] for doc in tokens]
+    return [out[:out.index(bos)] if bos in out else out for out in drawn]
 
 
 # ===========================================================================
 # Part II: speed
 #
-# The numba kernels that Part I's ops call, in the order of the ops; each computes the
-# _numpy twin beside its op (the tests check that they agree), in one pass over the data,
-# with its loops written so that they vectorise. A kernel is a plain function marked
-# @kernel here; the end of the file compiles them all, with numba's on-disk cache, once
-# the plumbing they need is defined. Two settings let the compiler vectorise:
-# error_model='numpy' (x / 0 gives inf or nan, as in NumPy, instead of a check that
-# raises) and fastmath 'reassoc' (a sum may be added up in another order: results move in
-# the last bits, not more).
+# numba kernels for Part I's functions, in the order of the ops, each computing the Part I
+# function it replaces (the tests check that they agree) in one pass over the data, with
+# its loops written so that they vectorise; attention in tiles of BLAS products; Adam over
+# one flat buffer; memory given back as soon as it is used; and numba's on-disk cache.
+# The table at the end says which Part I function each replaces. Two settings let the
+# compiler vectorise: error_model='numpy' (x / 0 gives inf or nan, as in NumPy, instead of
+# a check that raises) and fastmath 'reassoc' (a sum may be added up in another order:
+# results move in the last bits, not more).
 # ===========================================================================
-import ctypes  # noqa: E402 (Part II's imports: Part I needs none of them)
+import contextlib  # noqa: E402 (Part II's imports: Part I needs none of them)
+import ctypes  # noqa: E402
+import functools  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -818,30 +782,32 @@ import numba  # noqa: E402
 import numba.core.caching  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
-KERNELS = {}  # name: (the Python function, numba's options), compiled at the end
+KERNELS = []  # every kernel, to be given numba's on-disk cache (see the plumbing)
 PARALLEL_WORK = 2 ** 22  # multiply-adds, about 1 ms: enough to pay for waking threads
 
 
 def kernel(f=None, **options):
-    """Mark f as a numba kernel, compiled with `options` at the end of the file."""
+    """f compiled by numba (on its first call, for the types it is called with)."""
     if f is None:
         return lambda f: kernel(f, **options)
-    KERNELS[f.__name__] = f, options
-    return f
+    KERNELS.append(njit(**dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}),
+                               **options))(f))
+    return KERNELS[-1]
 
 
 # embedding: the scatter-add of its backward.
 @kernel
-def embedding_backward(ids, g, V):
+def embedding_backward_kernel(ids, g, V):
     gw = np.zeros((V, g.shape[1]), g.dtype)
     for i in range(len(ids)):
         gw[ids[i]] += g[i]
     return gw
 
 
-# relu: its backward, in one pass rather than NumPy's three.
+# The activations: one pass each rather than NumPy's several (gelu's tanh by NumPy, whose
+# tanh is vectorised).
 @kernel
-def relu_backward(x, g):
+def relu_backward_kernel(x, g):
     out = np.empty_like(g)
     xs, gs, o = x.ravel(), g.ravel(), out.ravel()
     for i in range(xs.size):
@@ -849,9 +815,8 @@ def relu_backward(x, g):
     return out
 
 
-# relu2 and gelu: one pass each (gelu's tanh by NumPy, whose tanh is vectorised).
 @kernel
-def relu2_forward(x):
+def relu2_forward_kernel(x):
     out = np.empty_like(x)
     xs, o = x.ravel(), out.ravel()
     for i in range(xs.size):
@@ -860,7 +825,7 @@ def relu2_forward(x):
 
 
 @kernel
-def relu2_backward(x, g):
+def relu2_backward_kernel(x, g):
     out = np.empty_like(g)
     xs, gs, o = x.ravel(), g.ravel(), out.ravel()
     for i in range(xs.size):
@@ -868,7 +833,7 @@ def relu2_backward(x, g):
     return out
 
 
-def gelu_forward(x):
+def gelu_forward_fast(x):
     t = np.tanh(gelu_tanh_arg(x))                   # u, then tanh u in NumPy
     return gelu_from_tanh(x, t), t
 
@@ -892,7 +857,7 @@ def gelu_from_tanh(x, t):
 
 
 @kernel
-def gelu_backward(x, t, g):
+def gelu_backward_kernel(x, t, g):
     out = np.empty_like(g)
     xs, ts, gs, o = x.ravel(), t.ravel(), g.ravel(), out.ravel()
     for i in range(xs.size):
@@ -903,7 +868,7 @@ def gelu_backward(x, t, g):
 
 # rmsnorm: forward and backward row by row, in one pass each, with float64 sums.
 @kernel
-def rmsnorm_forward(x):
+def rmsnorm_forward_kernel(x):
     N, C = x.shape
     y, inv_rms = np.empty_like(x), np.empty(N, x.dtype)
     for i in range(N):
@@ -918,7 +883,7 @@ def rmsnorm_forward(x):
 
 
 @kernel
-def rmsnorm_backward(x, inv_rms, g):
+def rmsnorm_backward_kernel(x, inv_rms, g):
     N, C = x.shape
     dx = np.empty_like(x)
     for i in range(N):
@@ -932,27 +897,9 @@ def rmsnorm_backward(x, inv_rms, g):
     return dx
 
 
-# rope: a pass over q and k, each pair turned; v copied.
-@kernel
-def rope_rotate(a, cos, sin, n_head):
-    N, D = a.shape[0], a.shape[1] // (3 * n_head)
-    half = D // 2
-    out = np.empty_like(a)
-    for i in range(N):
-        c, s = cos[i], sin[i]
-        for h in range(2 * n_head):
-            x1, x2 = a[i, h * D:h * D + half], a[i, h * D + half:(h + 1) * D]
-            y1, y2 = out[i, h * D:h * D + half], out[i, h * D + half:(h + 1) * D]
-            for d in range(half):
-                y1[d] = x1[d] * c[d] + x2[d] * s[d]
-                y2[d] = x2[d] * c[d] - x1[d] * s[d]
-        out[i, 2 * n_head * D:] = a[i, 2 * n_head * D:]
-    return out
-
-
 # layernorm: the same, with the mean taken out and a gain and bias.
 @kernel
-def layernorm_forward(x, gain, bias):
+def layernorm_forward_kernel(x, gain, bias):
     N, C = x.shape
     y, mu, inv_std = np.empty_like(x), np.empty(N, x.dtype), np.empty(N, x.dtype)
     for i in range(N):
@@ -971,7 +918,7 @@ def layernorm_forward(x, gain, bias):
 
 
 @kernel
-def layernorm_backward(x, mu, inv_std, gain, g):
+def layernorm_backward_kernel(x, mu, inv_std, gain, g):
     N, C = x.shape
     dx = np.empty_like(x)
     dgain, dbias = np.zeros(C), np.zeros(C)     # float64 sums over the rows
@@ -991,9 +938,27 @@ def layernorm_backward(x, mu, inv_std, gain, g):
     return dx, dgain.astype(x.dtype), dbias.astype(x.dtype)
 
 
+# rope: a pass over q and k, each pair turned; v copied.
+@kernel
+def rope_rotate_kernel(a, cos, sin, n_head):
+    N, D = a.shape[0], a.shape[1] // (3 * n_head)
+    half = D // 2
+    out = np.empty_like(a)
+    for i in range(N):
+        c, s = cos[i], sin[i]
+        for h in range(2 * n_head):
+            x1, x2 = a[i, h * D:h * D + half], a[i, h * D + half:(h + 1) * D]
+            y1, y2 = out[i, h * D:h * D + half], out[i, h * D + half:(h + 1) * D]
+            for d in range(half):
+                y1[d] = x1[d] * c[d] + x2[d] * s[d]
+                y2[d] = x2[d] * c[d] - x1[d] * s[d]
+        out[i, 2 * n_head * D:] = a[i, 2 * n_head * D:]
+    return out
+
+
 # dropout: its draws, one splitmix64 each.
 @kernel
-def dropout_keep(n, seed, start, threshold, value):
+def dropout_keep_kernel(n, seed, start, threshold, value):
     out = np.empty(n, type(value))
     golden = np.uint64(0x9E3779B97F4A7C15)
     for i in range(n):
@@ -1005,13 +970,22 @@ def dropout_keep(n, seed, start, threshold, value):
     return out
 
 
-# attention: which of two ways depends on the batch's shape.
-def attention_kernels(qkv, starts, n_head, drop=None):
-    """attention()'s work on arrays: (y [N, C], backward: dy [N, C] -> dqkv [N, 3C],
-    weights: () -> [B, H, T, T]). Documents of one length, 32 positions or more (a text's
-    windows), go through BLAS matrix products, in [B, H, T, T] blocks; others (names)
-    through kernels that walk each document's own triangle, or, with dropout, through
-    the NumPy twins."""
+# ---------------------------------------------------------------------------
+# Attention, in one of three ways chosen by the batch's shape.
+def attention_fast(qkv, starts, n_head, attention_maps=None, drop=None):
+    """Part I's attention. Documents of one length, 32 positions or more (a text's
+    windows), go through BLAS matrix products in tiles (attention_blocks); others (names)
+    through kernels that walk each document's own triangle; or, with dropout, through Part
+    I's NumPy math."""
+    y, backward, weights = attention_arrays(qkv.data, starts, n_head, drop)  # [N, C]
+    if attention_maps is not None:
+        attention_maps.append(weights())
+    return Tensor(y, (qkv,), lambda g: (backward(g),))                 # g: [N, C] -> [N, 3C]
+
+
+def attention_arrays(qkv, starts, n_head, drop=None):
+    """attention_fast's work on arrays: (y [N, C], backward: dy [N, C] -> dqkv [N, 3C],
+    weights: () -> [B, H, T, T])."""
     T = starts[1] - starts[0]
     if T >= 32 and np.all(np.diff(starts) == T):  # long enough for BLAS to pay
         return attention_blocks(qkv, len(starts) - 1, n_head, drop)
@@ -1019,26 +993,26 @@ def attention_kernels(qkv, starts, n_head, drop=None):
         C, T = qkv.shape[1] // 3, np.max(np.diff(starts))
         q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
         keep = drop((len(starts) - 1, n_head, T, T))
-        y, att = attention_forward_numpy(q, k, v, starts, n_head, keep)
-        return y, lambda g: np.hstack(attention_backward_numpy(q, k, v, att, g, starts, n_head, keep)), \
+        y, att = attention_forward(q, k, v, starts, n_head, keep)
+        return y, lambda g: np.hstack(attention_backward(q, k, v, att, g, starts, n_head, keep)), \
             lambda: att
-    y, att = attention_forward(qkv, starts, n_head)                   # [N, C], [B, H, T, T]
+    y, att = attention_triangles(qkv, starts, n_head)                 # [N, C], [B, H, T, T]
 
     def weights():  # each document's triangle; the kernel leaves the rest unset
         T = att.shape[2]
         inside = np.tril(np.ones((T, T), bool)) & \
             (np.arange(T)[:, None] < np.diff(starts)[:, None, None, None])  # [B, 1, T, T]
         return np.where(inside, att, 0)
-    return y, lambda g: attention_backward(qkv, att, g, starts, n_head), weights
+    return y, lambda g: attention_triangles_backward(qkv, att, g, starts, n_head), weights
 
 
 def attention_blocks(qkv, B, n_head, drop=None, tile=64):
-    """attention_kernels() for B documents of T positions each, rows b*T:(b+1)*T, by batched matrix
-    products over all (document, head) pairs: s = q k^T / sqrt(D), att = causal softmax(s),
-    y = att v. Queries go `tile` positions at a time, each against the keys up to its last
-    position only: causal attention needs no more, about half of the whole square. Every
-    matrix a product reads is laid out row by row (k^T, v^T as copies): BLAS is twice as
-    fast on those as on transposed views. With drop, y = (att * keep) v."""
+    """attention_arrays() for B documents of T positions each, rows b*T:(b+1)*T, by batched
+    matrix products over all (document, head) pairs: s = q k^T / sqrt(D), att = causal
+    softmax(s), y = att v. Queries go `tile` positions at a time, each against the keys up
+    to its last position only: causal attention needs no more, about half of the whole
+    square. Every matrix a product reads is laid out row by row (k^T, v^T as copies): BLAS
+    is twice as fast on those as on transposed views. With drop, y = (att * keep) v."""
     N, C = qkv.shape[0], qkv.shape[1] // 3
     T, D = N // B, C // n_head
     parts = qkv.reshape(B, T, 3, n_head, D)                       # [B, T, (q k v), H, D]
@@ -1047,11 +1021,12 @@ def attention_blocks(qkv, B, n_head, drop=None, tile=64):
         split(parts[:, :, 2], 0, 2, 1, 3)                             # [B, H, T, D], kT [B, H, D, T]
     tiles = [(i, min(i + tile, T)) for i in range(0, T, tile)]       # query rows i:j see keys :j
     scale = qkv.dtype.type(1 / math.sqrt(D))                    # in the arrays' dtype
+    keep = drop((B, n_head, T, T)) if drop else None                 # Part I's draws, in tiles
     y, atts, keeps = np.empty_like(qh), [], []
     for i, j in tiles:
         att = qh[:, :, i:j] @ kT[:, :, :, :j]                        # [B, H, j - i, j] scores
         causal_softmax(att, scale, i)                                # in place: att
-        keeps.append(drop(att.shape) if drop else None)
+        keeps.append(None if keep is None else keep[:, :, i:j, :j])
         y[:, :, i:j] = (att if keeps[-1] is None else att * keeps[-1]) @ vh[:, :, :j]  # [B, H, j - i, D]
         atts.append(att)
 
@@ -1081,23 +1056,12 @@ def attention_blocks(qkv, B, n_head, drop=None, tile=64):
     return y.transpose(0, 2, 1, 3).reshape(N, C), backward, weights
 
 
-# Softmax over each row's causal part after scaling: row t of a tile whose first row is
-# position i sees keys j <= i + t; the rest of the row is 0. Backward, given datt:
+# A tile's softmax over each row's causal part after scaling: row t of a tile whose first
+# row is position i sees keys j <= i + t; the rest of the row is 0. Backward, given datt:
 # ds = att * (datt - sum_j att * datt) * scale.
-def causal_softmax_numpy(scores, scale, i=0):
-    T, J = scores.shape[-2:]
-    scores = np.where(np.arange(J) <= i + np.arange(T)[:, None], scores * scale, -np.inf)
-    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def causal_softmax_backward_numpy(att, datt, scale):
-    return att * (datt - np.sum(att * datt, axis=-1, keepdims=True)) * scale
-
-
 def causal_softmax(scores, scale, i=0):
-    """causal_softmax_numpy, in place on scores [B, H, T, J], in three passes: the kernels do
-    what vectorises in numba, NumPy the exp (numba's is one value at a time)."""
+    """In place on scores [B, H, T, J], in three passes: the kernels do what vectorises in
+    numba, NumPy the exp (numba's is one value at a time)."""
     scale_and_shift(scores, scale, i)    # (s - max over the causal part) * scale, -inf past it
     np.exp(scores, out=scores)           # exp(-inf) = 0
     normalize_rows(scores, i, scores.dtype.type(0))
@@ -1163,13 +1127,13 @@ def causal_softmax_backward(att, datt, scale, i, zero):
                     d[t, j] = 0
 
 
-# The kernels work one (document, head) at a time, over the causal triangle. Head h of
-# position t is the slice q[start + t, o:o+D], start the document's first row. Reductions (dot
-# products) and updates (row additions) sit in separate innermost loops over D, so that
-# each vectorises. Big batches spread the (document, head) pairs over the CPU's threads;
-# small ones stay in one thread, since waking the others costs some 50 us.
+# The triangle kernels work one (document, head) at a time, over the causal triangle. Head
+# h of position t is the slice q[start + t, o:o+D], start the document's first row.
+# Reductions (dot products) and updates (row additions) sit in separate innermost loops
+# over D, so that each vectorises. Big batches spread the (document, head) pairs over the
+# CPU's threads; small ones stay in one thread, since waking the others costs some 50 us.
 @kernel
-def _attention_forward_head(q, k, v, start, n, o, D, y, a):
+def _attention_head(q, k, v, start, n, o, D, y, a):
     scale = 1 / math.sqrt(D)
     y[start:start + n, o:o + D] = 0
     for t in range(n):
@@ -1195,7 +1159,7 @@ def _attention_forward_head(q, k, v, start, n, o, D, y, a):
 
 
 @kernel(parallel=True)
-def attention_forward(qkv, starts, n_head):
+def attention_triangles(qkv, starts, n_head):
     N, C = qkv.shape[0], qkv.shape[1] // 3
     q = np.ascontiguousarray(qkv[:, :C])          # the twins' q, k and v, each row in a row:
     k = np.ascontiguousarray(qkv[:, C:2 * C])     # the loops below vectorise on rows only
@@ -1209,16 +1173,16 @@ def attention_forward(qkv, starts, n_head):
     if n_head * N * T * D >= PARALLEL_WORK:
         for bh in prange(B * n_head):
             b, h = bh // n_head, bh % n_head
-            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
+            _attention_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
     else:
         for bh in range(B * n_head):
             b, h = bh // n_head, bh % n_head
-            _attention_forward_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
+            _attention_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
     return y, att
 
 
 @kernel
-def _attention_backward_head(q, k, v, a, dy, start, n, o, D, dq, dk, dv):
+def _attention_head_backward(q, k, v, a, dy, start, n, o, D, dq, dk, dv):
     scale = 1 / math.sqrt(D)
     rows = slice(start, start + n)
     dq[rows, o:o + D], dk[rows, o:o + D], dv[rows, o:o + D] = 0, 0, 0
@@ -1245,7 +1209,7 @@ def _attention_backward_head(q, k, v, a, dy, start, n, o, D, dq, dk, dv):
 
 
 @kernel(parallel=True)
-def attention_backward(qkv, att, dy, starts, n_head):
+def attention_triangles_backward(qkv, att, dy, starts, n_head):
     N, C = qkv.shape[0], qkv.shape[1] // 3
     q = np.ascontiguousarray(qkv[:, :C])
     k = np.ascontiguousarray(qkv[:, C:2 * C])
@@ -1256,17 +1220,17 @@ def attention_backward(qkv, att, dy, starts, n_head):
     if n_head * N * T * D >= PARALLEL_WORK:
         for bh in prange(B * n_head):
             b, h = bh // n_head, bh % n_head
-            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
+            _attention_head_backward(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
     else:
         for bh in range(B * n_head):
             b, h = bh // n_head, bh % n_head
-            _attention_backward_head(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
+            _attention_head_backward(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
     return np.hstack((dq, dk, dv))
 
 
 # cross_entropy: the kernels skip positions of weight 0, whose gradient is 0.
 @kernel
-def cross_entropy_forward(logits, targets, weights):
+def cross_entropy_forward_kernel(logits, targets, weights):
     N, V = logits.shape
     lse = np.zeros(N)
     loss = 0.0
@@ -1285,7 +1249,7 @@ def cross_entropy_forward(logits, targets, weights):
 
 
 @kernel
-def cross_entropy_backward(logits, targets, weights, lse, g):
+def cross_entropy_backward_kernel(logits, targets, weights, lse, g):
     N, V = logits.shape
     dl = np.zeros_like(logits)
     for i in range(N):
@@ -1298,10 +1262,11 @@ def cross_entropy_backward(logits, targets, weights, lse, g):
     return dl
 
 
+# ---------------------------------------------------------------------------
 # Adam: one pass over all the weights, in float64 arithmetic whatever the storage.
 # With decay and scale 1, p * decay - x is p - x exactly: the reference's update, bit for bit.
 @kernel
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
+def adam_update_kernel(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
     for i in range(p.size):
         gi = np.float64(g[i]) * scale
         m[i] = beta1 * m[i] + (1 - beta1) * gi
@@ -1313,50 +1278,103 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
 
 
 @kernel
-def squared_norm(g):
+def squared_norm_kernel(g):
     total = 0.0
     for i in range(g.size):
         total += np.float64(g[i]) ** 2
     return total
 
 
+class FlatAdam(Adam):
+    """Part I's Adam, updated by one kernel call over all the weights.
+
+    To make that one call, Adam moves the parameters into one flat array: each parameter's
+    .data and .grad become views into Adam's flat `theta` and `grad`, with the same values.
+    (So make the optimizer before keeping references to .data or .grad arrays.) `m` and `v`
+    are lists of per-parameter views too: to restore them, assign in place (m[i][...] = x)."""
+
+    def __init__(self, params, beta1=beta1, beta2=beta2, eps=eps_adam, weight_decay=0.0,
+                 no_decay=()):
+        self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
+        self.weight_decay, self.t = weight_decay, 0
+        # the decayed weights first in the flat arrays, then the rest: two kernel calls
+        layout = [p for p in params if not any(p is q for q in no_decay)]
+        self.n_decayed = sum(p.data.size for p in layout)
+        layout += [p for p in params if any(p is q for q in no_decay)]
+        self.theta = np.concatenate([p.data.ravel() for p in layout])
+        self.grad = np.concatenate([p.grad.ravel() for p in layout])
+        self._m = np.zeros_like(self.theta, dtype=np.float64)  # running mean of gradients
+        self._v = np.zeros_like(self.theta, dtype=np.float64)  # ... of squared gradients
+        views, start = {}, 0
+        for p in layout:
+            end = start + p.data.size
+            p.data, p.grad = self.theta[start:end].reshape(p.data.shape), self.grad[start:end].reshape(p.data.shape)
+            views[id(p)] = self._m[start:end].reshape(p.data.shape), self._v[start:end].reshape(p.data.shape)
+            start = end
+        self.m, self.v = [views[id(p)][0] for p in params], [views[id(p)][1] for p in params]
+
+    def step(self, lr, grad_clip=0.0):
+        self.t += 1
+        scale = min(1.0, grad_clip / (math.sqrt(squared_norm(self.grad)) + 1e-6)) if grad_clip else 1.0
+        for part, decay in ((slice(0, self.n_decayed), 1 - lr * self.weight_decay),
+                            (slice(self.n_decayed, None), 1.0)):
+            adam_update(self.theta[part], self.grad[part], self._m[part], self._v[part], lr,
+                        self.beta1, self.beta2, self.eps, 1 - self.beta1 ** self.t,
+                        1 - self.beta2 ** self.t, decay, scale)
+
+
 # ---------------------------------------------------------------------------
-# Plumbing. The kernels are compiled on first use and cached on disk (beside this file, or
-# in numba's user-wide cache).
-class KernelCache(numba.core.caching.FunctionCache):
-    """numba's on-disk cache, except that a cache it cannot read (corrupt files) or write (a
-    read-only or full disk) is a cache miss, noted once on stderr, never an error."""
-    def load_overload(self, sig, target_context):
-        try:
-            return super().load_overload(sig, target_context)
-        except Exception as e:
-            note_cache_trouble(f"unreadable ({type(e).__name__}): compiled afresh, and "
-                               "cached again")
-            with contextlib.suppress(OSError):  # start its index over: the next save mends it
-                os.remove(self._cache_file._index_path)
+# Memory: given back as soon as it is used.
+class LeanTensor(Tensor):
+    """Part I's Tensor, with its memory given back as soon as it is used: an op output gets
+    a gradient only during backward(), which drops it once passed on to its parents; and
+    inside no_graph() ops keep no graph at all, so that a forward pass for evaluation holds
+    one layer's activations, not every layer's as training must for backward()."""
+    __slots__ = ()
+    recording = True  # False inside no_graph()
 
-    def save_overload(self, sig, data):
-        try:
-            super().save_overload(sig, data)
-        except Exception as e:
-            note_cache_trouble(f"not writable ({type(e).__name__}): kernels are compiled "
-                               "on every run")
+    def __init__(self, data, parents=(), backward=None):
+        self.data = data
+        # a leaf (a weight) owns its gradient array from the start: backward() adds into it
+        # in place, and its owner zeroes it (Adam.step does)
+        self.grad = None if parents else np.zeros_like(data)
+        self._parents = parents if LeanTensor.recording else ()
+        self._backward = backward if LeanTensor.recording else None
+
+    def backward(self, grad=None):
+        topo = self.ops_in_order()
+        for t in topo:
+            t.grad = None
+        self.grad = np.ones_like(self.data) if grad is None else grad
+        for t in reversed(topo):
+            for p, g in zip(t._parents, t._backward(t.grad)):
+                if not p._parents:
+                    p.grad += g      # a leaf: in place, into the array its owner reads
+                elif p.grad is None:
+                    p.grad = g       # an op output's first path (g is never written to afterwards)
+                else:
+                    p.grad = p.grad + g  # not in place: the first g may be another tensor's grad too
+            t.grad = None  # used: its memory goes back for the gradients still to come
 
 
-def note_cache_trouble(why, noted=[]):
-    if not noted:
-        noted.append(why)
-        print(f"note: numba's kernel cache is {why}", file=sys.stderr)
-
-
-def compile_kernel(f, **options):
-    """numba's njit(cache=True) of f, with KernelCache."""
-    compiled = njit(**dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}), **options))(f)
+@contextlib.contextmanager
+def no_graph():
+    """Ops inside keep no graph (no parents, no backward): each activation is freed as soon
+    as the next op has used it."""
+    LeanTensor.recording = False
     try:
-        compiled._cache = KernelCache(f)  # what njit(cache=True) does, with KernelCache
-    except RuntimeError:  # no folder to cache in at all
-        note_cache_trouble("not writable anywhere: kernels are compiled on every run")
-    return compiled
+        yield
+    finally:
+        LeanTensor.recording = True
+
+
+def without_graph(f):
+    """f, its ops keeping no graph: for a forward pass alone (evaluate)."""
+    @functools.wraps(f)
+    def lean(*args, **kwargs):
+        with no_graph():
+            return f(*args, **kwargs)
+    return lean
 
 
 # A step's large arrays (activations, gradients) come from malloc, which by default maps
@@ -1384,16 +1402,91 @@ def configure_process():
         numba.config.THREADING_LAYER = 'workqueue'
 
 
+def configuring(train):
+    """train, applying configure_process() as it starts."""
+    @functools.wraps(train)
+    def configured(*args, **kwargs):
+        configure_process()
+        yield from train(*args, **kwargs)
+    return configured
+
+
+# ---------------------------------------------------------------------------
+# numba's on-disk cache: every kernel is compiled on its first call and cached on disk
+# (beside this file, or in numba's user-wide cache), to be loaded by the next process.
+class KernelCache(numba.core.caching.FunctionCache):
+    """numba's on-disk cache, except that a cache it cannot read (corrupt files) or write (a
+    read-only or full disk) is a cache miss, noted once on stderr, never an error."""
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as e:
+            note_cache_trouble(f"unreadable ({type(e).__name__}): compiled afresh, and "
+                               "cached again")
+            with contextlib.suppress(OSError):  # start its index over: the next save mends it
+                os.remove(self._cache_file._index_path)
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as e:
+            note_cache_trouble(f"not writable ({type(e).__name__}): kernels are compiled "
+                               "on every run")
+
+
+def note_cache_trouble(why, noted=[]):
+    if not noted:
+        noted.append(why)
+        print(f"note: numba's kernel cache is {why}", file=sys.stderr)
+
+
+def cache_on_disk(kernels):
+    """What njit(cache=True) does, with KernelCache."""
+    for compiled in kernels:
+        try:
+            compiled._cache = KernelCache(compiled.py_func)
+        except RuntimeError:  # no folder to cache in at all
+            note_cache_trouble("not writable anywhere: kernels are compiled on every run")
+            return
+
+
+cache_on_disk(KERNELS)
+
+
 def warm_up(dtype='float32'):
     """Compile (or load from numba's cache) every kernel for dtype, on a tiny model, so that
     a timed run times the model, not the compiler."""
     for choices in ({}, dict(norm='layernorm', qk_norm=True, dropout=0.5, activation='gelu'),
                     dict(activation='relu2', position='rope')):  # every kernel
-        model = GPT(3, random.Random(0), n_embd=2, n_head=1, block_size=32, dtype=dtype, **choices)
+        model = GPT(GPTConfig(3, n_embd=2, n_head=1, block_size=32, dtype=dtype, **choices),
+                    random.Random(0))
         list(train(model, [[2, 0, 1, 2], [2, 1, 2]], 1, batch_size=2, grad_clip=1.0))  # documents
         list(train(model, lambda step: np.array([[0, 1] * 16 + [0]]), 1))            # a long window
-        model.sample(random.Random(0), bos=2)
+        sample(model, random.Random(0), bos=2)
 
 
-# Every kernel marked above, compiled (on first call) from here on.
-globals().update({name: compile_kernel(f, **options) for name, (f, options) in KERNELS.items()})
+# ===========================================================================
+# The table: which Part I function each of Part II's replaces. Part I's code calls them by
+# these names, so from here on it runs Part II's; without Part II, its own NumPy math.
+# ===========================================================================
+Tensor = LeanTensor                                  # gradients freed as backward goes
+embedding_backward = embedding_backward_kernel
+relu_backward = relu_backward_kernel
+relu2_forward = relu2_forward_kernel
+relu2_backward = relu2_backward_kernel
+gelu_forward = gelu_forward_fast                     # two kernels and NumPy's tanh
+gelu_backward = gelu_backward_kernel
+rmsnorm_forward = rmsnorm_forward_kernel
+rmsnorm_backward = rmsnorm_backward_kernel
+layernorm_forward = layernorm_forward_kernel
+layernorm_backward = layernorm_backward_kernel
+rope_rotate = rope_rotate_kernel
+dropout_keep = dropout_keep_kernel
+attention = attention_fast                           # tiles, triangles, or Part I's math
+cross_entropy_forward = cross_entropy_forward_kernel
+cross_entropy_backward = cross_entropy_backward_kernel
+adam_update = adam_update_kernel
+squared_norm = squared_norm_kernel
+Adam = FlatAdam                                      # one kernel call over all the weights
+evaluate = without_graph(evaluate)                   # a forward pass keeps no graph
+train = configuring(train)                           # the process set up as training starts

@@ -30,8 +30,8 @@ from multiprocessing import resource_tracker
 from typing import NamedTuple
 
 import data
-from microgpt_lab import cluster, plots, records, settings, training
-from microgpt_lab.records import UserError
+from microgpt_lab import (UserError, cluster, output, plots, provenance, records, settings,
+                          stopping, training)
 
 # (tie_lm_head, input_rmsnorm) of each variant; the first is the reference.
 VARIANTS = {'untied-norm': (False, True), 'tied-norm': (True, True),
@@ -205,7 +205,7 @@ def check_grid(base, variants, axes, name_of, design='product'):
 # worker on this machine writes the run's record in place as it goes (its train.log can be
 # followed); a worker elsewhere, which may share no disk with this one, trains in a
 # temporary folder and returns the record's files, which this process writes under runs/.
-records.code_version()  # now, as this code is loaded (see there)
+provenance.code_version()  # now, as this code is loaded (see there)
 THREAD_VARS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS')
 STOP_FILE = '.stop'  # written when the ablation is interrupted: holds the signal's number
 
@@ -215,7 +215,7 @@ class Task(NamedTuple):
     data_sha256: str   # of the data's bytes, which the worker gets beside the task
     state: dict        # a stopped run's checkpoint and progress, to continue it; or None
     in_place: bool     # the worker writes the record in cfg['out'] (it is on this machine)
-    code: str          # the version of the ablation's code (records.code_version)
+    code: str          # the version of the ablation's code (provenance.code_version)
 
 
 class Result(NamedTuple):
@@ -229,7 +229,7 @@ def run_task(task, raw, stop):
     """Run one (cell, seed) run where this is called, on the data's bytes raw; its Result.
     A signal, or the stop flag, stops it after its step; a signal that reaches it first
     sets the flag, so that the runs not yet begun skip."""
-    worker, code = cluster.worker_name(), records.code_version()
+    worker, code = cluster.worker_name(), provenance.code_version()
     if task.code != code or stop.is_set():
         return Result(None, None, code, worker)
     if data.sha256(raw) != task.data_sha256:
@@ -242,10 +242,10 @@ def run_task(task, raw, stop):
     try:
         os.makedirs(folder, exist_ok=True)
         with records.owned(folder, must_be_empty=not (resume and task.in_place)), \
-                training.stop_signals() if own_signals else contextlib.nullcontext([]) as caught, \
+                stopping.stop_signals() if own_signals else contextlib.nullcontext([]) as caught, \
                 open(os.path.join(folder, 'train.log'), 'a' if resume and task.in_place else 'w',
                      encoding='utf-8', errors='replace') as log, \
-                contextlib.redirect_stdout(records.QuietPipe(log)) as pipe:
+                contextlib.redirect_stdout(output.QuietPipe(log)) as pipe:
             metrics = training.run(cfg, cfg['out'], contents, task.state,
                                    should_stop=lambda: bool(caught) or stop.is_set(),
                                    write_to=folder, data_sha256=task.data_sha256)
@@ -274,27 +274,6 @@ def keep(run_dir, files, resumed):
         files, key=lambda name: name == 'metrics.json')})
 
 
-class StopFile:
-    """The stop flag of the runs on this machine: a file in the ablation's folder, which
-    holds the number of the signal that stopped them. (`caught`: the signals that this
-    process caught, which stop a run it runs itself.)"""
-    def __init__(self, path, caught=()):
-        self.path, self.caught = path, caught
-
-    def is_set(self):
-        return bool(self.caught) or os.path.exists(self.path)
-
-    def set(self, signum):
-        if not os.path.exists(self.path):
-            records.write_atomic(self.path, str(signum))
-
-    def signum(self):
-        with contextlib.suppress(OSError, ValueError):
-            with open(self.path, encoding='utf-8') as f:
-                return int(f.read())
-        return self.caught[0] if self.caught else None
-
-
 class Here(concurrent.futures.Executor):
     """The executor of --jobs 1: a task runs in this process as it is handed over."""
     def submit(self, fn, *args):
@@ -314,7 +293,7 @@ class Local:
 
     def __init__(self, jobs, threads, out, caught):
         self.jobs, self.threads = jobs, threads
-        self.stop = StopFile(os.path.join(out, STOP_FILE), caught)
+        self.stop = stopping.StopFile(os.path.join(out, STOP_FILE), caught)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.stop.path)  # a stopped ablation's, which goes on now
 
@@ -324,11 +303,11 @@ class Local:
             return self
         self.saved = {var: os.environ.get(var) for var in THREAD_VARS}
         os.environ.update(dict.fromkeys(THREAD_VARS, str(self.threads)))  # for the workers
-        with signals_held():
+        with stopping.signals_held():
             resource_tracker.ensure_running()  # multiprocessing's, which would die of SIGHUP
         self.executor = concurrent.futures.ProcessPoolExecutor(
             self.jobs, mp_context=multiprocessing.get_context('spawn'),
-            initializer=worker_init, initargs=(os.getpid(),))
+            initializer=stopping.worker_init, initargs=(os.getpid(),))
         return self
 
     def __exit__(self, *exc):
@@ -337,7 +316,7 @@ class Local:
             os.environ.pop(var) if value is None else os.environ.update({var: value})
 
     def submit(self, fn, *args):
-        with signals_held():  # a worker process may start now, and inherits it
+        with stopping.signals_held():  # a worker process may start now, and inherits it
             return self.executor.submit(fn, *args)
 
     def capacity(self):
@@ -389,35 +368,6 @@ def state_of(run_dir, cfg):
     return 'new'
 
 
-def worker_init(parent):
-    # An idle worker ignores the signals (its parent handles them); a training one stops
-    # after its step (run_task). It started with them held (signals_held): ignored now, any
-    # that came meanwhile are dropped.
-    for s in training.STOPPING:
-        signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, training.STOPPING)
-
-    def exit_with_parent():  # a worker whose ablation was killed must not run on alone
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(1)
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-
-
-@contextlib.contextmanager
-def signals_held():
-    """Within, the stopping signals wait (blocked, not lost: they arrive on leaving), and a
-    process started meanwhile keeps them blocked: a worker until it is ready to ignore them
-    (worker_init), multiprocessing's resource tracker for good. A Ctrl-C at the terminal, or
-    a hangup, reaches every process of the group; without this, one still starting up would
-    die of it, with a traceback, and break the pool."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, training.STOPPING)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, training.STOPPING)
-
-
 def execute(workers, todo, raw, caught, report):
     """Hand the runs todo [(settings, label, seed, whether it continues)] to the workers,
     never more at once than they take, so that none waits in a queue when the ablation
@@ -425,7 +375,7 @@ def execute(workers, todo, raw, caught, report):
     something fails, the runs under way stop after their step and return their records,
     and the rest are not handed over. Returns the first failure, a phrase, or None."""
     queue, pending, failure = list(todo), {}, None
-    sha, code, shared = data.sha256(raw), records.code_version(), workers.share(raw)
+    sha, code, shared = data.sha256(raw), provenance.code_version(), workers.share(raw)
 
     def room():  # how many runs the workers take now; none once they cannot be used
         nonlocal failure
@@ -503,7 +453,7 @@ def ablate_command(cfg, resume=None, address=None):
     finish the ablation in the folder `resume`, skipping its finished runs. Its runs go to
     the Dask scheduler at `address`, if given; else to --jobs processes here. Returns the
     exit status."""
-    with training.stop_signals() as caught:
+    with stopping.stop_signals() as caught:
         if resume:
             plan = read_plan(resume)
             with records.owned(resume, must_be_empty=False), \
@@ -518,7 +468,7 @@ def ablate_command(cfg, resume=None, address=None):
                                 at_once=at_once)
         seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
         with cluster.connect(address) if address else contextlib.nullcontext() as remote:
-            out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], records.now())
+            out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], provenance.now())
             with records.owned(out, made=made):
                 config = {k: v for k, v in cfg.items() if k not in ('variants', 'vary')}
                 records.write_json(os.path.join(out, 'ablation.json'), dict(
@@ -575,7 +525,7 @@ def run_all(base, seeds, variants, axes, out, jobs, caught, remote=None):
 
     with workers if remote is None else contextlib.nullcontext():
         failure = execute(workers, todo, raw, caught, report)
-    to_go = f"{records.program()} ablate --resume {os.path.relpath(out)}" + (
+    to_go = f"{output.program()} ablate --resume {os.path.relpath(out)}" + (
         f" --cluster {remote.address}" if remote else '')
     if failure and not caught:
         print(f"error: {failure}; the finished runs are kept, and the stopped ones continue "

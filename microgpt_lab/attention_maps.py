@@ -10,8 +10,7 @@ head a column, in a PNG.
 import numpy as np
 
 import data
-from microgpt_lab import checkpoint, plots, training
-from microgpt_lab.records import UserError
+from microgpt_lab import UserError, checkpoint, models, plots
 
 SHADES = ' .:-=+*#%@'  # weight 0 to 1, a tenth a step
 MAX_WIDE = 80     # the most characters a text heatmap shows: a terminal's width
@@ -26,7 +25,7 @@ def show(ch):
 def attention_weights(ckpt, text):
     """(labels, maps): the characters the model reads, and maps[layer] [H, T, T], the
     attention weights of that layer's heads over them."""
-    model, tok = training.from_checkpoint(ckpt, 'tensor')
+    model, tok = models.from_checkpoint(ckpt, 'tensor')
     is_text = ckpt['data_format'] == 'text'
     try:
         ids = tok.encode(text) if is_text else [tok.bos] + tok.encode(text)
@@ -34,9 +33,9 @@ def attention_weights(ckpt, text):
         raise UserError(f"--text: {e} of this checkpoint") from None
     if not ids:
         raise UserError("--text is empty")
-    if len(ids) > model.block_size:
+    if len(ids) > model.config.block_size:
         raise UserError(f"--text is {len(ids)} tokens; the model's context holds "
-                        f"{model.block_size}")
+                        f"{model.config.block_size}")
     maps = []
     with np.errstate(all='ignore'):  # huge weights overflow to inf, as training would
         model.forward(np.array(ids), np.arange(len(ids)), np.array([0, len(ids)]),

@@ -22,10 +22,10 @@ import tempfile
 import time
 
 import data
-from microgpt_lab import ablation, efficiency, plots, records, settings, training
-from microgpt_lab.records import UserError
+from microgpt_lab import (UserError, ablation, efficiency, models, plots, provenance, records,
+                          settings, training)
 
-TORCH_REF = os.path.join(records.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
+TORCH_REF = os.path.join(provenance.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
 
 
 def time_ours(cfg, mode, batch_size, d, steps, warmup):
@@ -34,18 +34,16 @@ def time_ours(cfg, mode, batch_size, d, steps, warmup):
     run_cfg = dict(cfg, mode=mode, batch_size=batch_size, steps=warmup + steps,
                    dtype=cfg['dtype'] if mode == 'tensor' else 'float64')
     rng = random.Random(cfg['seed'])
-    records.reset_peak_memory()
-    model = training.build_model(run_cfg, d.tok.vocab_size, rng)
+    provenance.reset_peak_memory()
+    model = models.build(run_cfg, d.tok.vocab_size, rng)
     tokens, t0 = 0, time.perf_counter()
-    for step, _, n in training.model_lib(mode).train(
-            model, training.batches(run_cfg, d, rng), warmup + steps, lr=cfg['lr'],
-            **training.train_kwargs(run_cfg)):
+    for step, _, n in models.train(run_cfg, model, training.batches(run_cfg, d, rng)):
         if step == warmup:  # the timed steps begin after this one
             tokens, t0 = 0, time.perf_counter()
         else:
             tokens += n
     dt = time.perf_counter() - t0
-    return steps / dt, tokens / dt, records.peak_memory_mb()
+    return steps / dt, tokens / dt, provenance.peak_memory_mb()
 
 
 def time_torch(cfg, batch_size, steps, warmup):
@@ -257,9 +255,9 @@ def bench_command(cfg):
     text = cfg['data_format'] == 'text'
     if text and cfg['reference']:
         raise UserError("--reference trains on documents: it cannot take --data-format text")
-    start = records.now()
-    cfg = dict(cfg, threads=training.use_threads(dict(cfg, mode='tensor')))  # BLAS's and numba's
-    pinned = records.kernel_pinned()
+    start = provenance.now()
+    cfg = dict(cfg, threads=models.use_threads(dict(cfg, mode='tensor')))  # BLAS's and numba's
+    pinned = provenance.kernel_pinned()
     if pinned:
         print(pinned)  # bench's output, beside its figures: an error alone goes to stderr
     contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
@@ -292,7 +290,7 @@ def bench_command(cfg):
               f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}"
               f"{'; text windows (scalar mode trains on documents only)' if text else ''}")
         t0 = time.perf_counter()  # compile (or load from numba's cache) before any timing
-        training.model_lib('tensor').warm_up(cfg['dtype'])
+        models.lib('tensor').warm_up(cfg['dtype'])
         warmup_s = time.perf_counter() - t0
         print(f"warm-up (numba compile or cache load): {warmup_s:.1f} s")
         import numba
@@ -327,9 +325,9 @@ def bench_command(cfg):
             r['gflops_per_s'] = r['tokens_per_s'] * r['flops_per_token'] / 1e9
             r['matmul_peak_gflops_per_s'] = peaks[(r['mode'].partition(' ')[2], r['batch_size'])]
             r['share_of_peak'] = r['gflops_per_s'] / r['matmul_peak_gflops_per_s']
-            r['num_params'] = efficiency.n_params(c, d.tok.vocab_size)
+            r['num_params'] = models.n_params(c, d.tok.vocab_size)
         ratio = ratios(rows, dict.fromkeys((1, B)))
-        env = records.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
+        env = provenance.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
         env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
             [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
             text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),

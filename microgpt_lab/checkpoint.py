@@ -16,8 +16,7 @@ import random
 
 import numpy as np
 
-from microgpt_lab import records, settings
-from microgpt_lab.records import UserError
+from microgpt_lab import UserError, models, records, settings
 
 FORMAT, VERSION = 'microgpt-lab checkpoint', 1
 MODEL_KEYS = ('vocab_size', *settings.MODEL)  # the model's config: its vocabulary and settings
@@ -33,23 +32,6 @@ def decode_array(d):
     return a.reshape(d['shape']).astype(np.float64)
 
 
-def flat(arrays):
-    """One float64 vector from a list of floats (scalar mode) or of arrays (tensor mode)."""
-    return np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays]) \
-        if len(arrays) else np.zeros(0)
-
-
-def fill(dst, values):
-    """Write a flat vector back into a list of floats or of arrays, in place."""
-    i = 0
-    for j, d in enumerate(dst):
-        if np.ndim(d) == 0:
-            dst[j], i = float(values[i]), i + 1
-        else:
-            d[...] = values[i:i + d.size].reshape(d.shape)
-            i += d.size
-
-
 # ---------------------------------------------------------------------------
 # Writing
 def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
@@ -61,10 +43,10 @@ def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines'):
     """checkpoint_text's JSON in pieces, each array encoded when its turn comes: in memory,
     one array's text at a time, not the whole (the weights and Adam's two moments, float64
     in base64: 32 bytes a weight, 340 MB at 10.7M weights, and as much again to join it)."""
-    weights = model.weights()
+    weights = models.weights(model)
     shapes = [np.shape(w) for w in weights.values()]
     stream = getattr(model, 'dropout_stream', None)  # tensor mode's dropout draws
-    config = dict({'dropout': 0.0}, **model.config)  # scalar mode's model has no dropout
+    config = models.config_of(model)
     head = dict(format=FORMAT, version=VERSION,
                 config={k: config[k] for k in MODEL_KEYS}, vocab=''.join(chars),
                 data_format=data_format, step=step, rng_state=rng.getstate())
@@ -74,7 +56,7 @@ def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines'):
     yield from arrays(weights, weights.values())
     yield f'}}, "adam": {{"t": {json.dumps(adam.t)}'
     for key, moment in (('m', adam.m), ('v', adam.v)):
-        values = flat(moment)
+        values = models.flat(moment)
         parts = np.split(values, np.cumsum([math.prod(s) for s in shapes])[:-1])
         yield f', "{key}": {{'
         yield from arrays(weights, (p.reshape(s) for p, s in zip(parts, shapes)))
@@ -88,25 +70,6 @@ def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines'):
 
 # ---------------------------------------------------------------------------
 # Reading
-def expected_shapes(c):
-    n, v = c['n_embd'], c['vocab_size']
-    shapes = {'wte': (v, n)}
-    if c['position'] == 'learned':
-        shapes['wpe'] = (c['block_size'], n)
-    if not c['tie_lm_head']:
-        shapes['lm_head'] = (v, n)
-    for i in range(c['n_layer']):
-        for m in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo'):
-            shapes[f'layer{i}.{m}'] = (n, n)
-        shapes[f'layer{i}.mlp_fc1'], shapes[f'layer{i}.mlp_fc2'] = (4 * n, n), (n, 4 * n)
-    if c['norm'] == 'layernorm':  # a gain and a bias per norm
-        norms = ['input_norm'] * c['input_rmsnorm'] + [f'layer{i}.{m}' for i in range(c['n_layer'])
-                                                      for m in ('attn_norm', 'mlp_norm')]
-        for where in norms + ['final_norm'] * c['final_norm']:
-            shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, n)
-    return shapes
-
-
 def generator(state):
     """A random.Random in the recorded state (a JSON list, as getstate() gave it)."""
     rng = random.Random()
@@ -155,7 +118,7 @@ def load(path, need_adam=False, need_rng=False):
         raise bad("its vocabulary holds a newline, which documents (lines) cannot")
     if type(step) is not int or step < 0:
         raise bad(f"step = {step!r}")
-    expected = expected_shapes(config)
+    expected = models.weight_shapes(config)
 
     def arrays(group, what):
         if not isinstance(group, dict) or set(group) != set(expected):
@@ -199,10 +162,3 @@ def load(path, need_adam=False, need_rng=False):
         raise bad("it has no dropout_stream, which continuing a run with dropout needs")
     return dict(config=config, vocab=chars, data_format=data_format, step=step, weights=weights,
                 adam=adam, rng=rng, dropout_stream=stream)
-
-
-def restore_adam(adam, state, names):
-    """Set an Adam optimizer (either mode's) to a loaded checkpoint's state."""
-    fill(adam.m, flat([state['m'][name] for name in names]))
-    fill(adam.v, flat([state['v'][name] for name in names]))
-    adam.t = state['t']

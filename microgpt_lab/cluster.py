@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 
-from microgpt_lab.records import UserError
+from microgpt_lab import UserError, stopping
 
 GET_DISTRIBUTED = "pip install -e '.[cluster]' (or pip install distributed)"
 
@@ -70,7 +70,7 @@ class Cluster:
     def __init__(self, client, address, distributed):
         self.client, self.address = client, address
         self.executor = client.get_executor(pure=False)  # every run is a task of its own
-        self.stop = Stop(distributed.Event(f"microgpt-lab-stop-{uuid.uuid4().hex}", client=client))
+        self.stop = stopping.ClusterStop(distributed.Event(f"microgpt-lab-stop-{uuid.uuid4().hex}", client=client))
         self.workers, self.asked = {}, float('-inf')
 
     def check_workers(self, every=1.0):
@@ -122,33 +122,6 @@ class Cluster:
     def where(self, todo):
         n = len(self.check_workers())
         return f"on the Dask cluster at {self.address} ({n} worker{'s' * (n != 1)})"
-
-
-class Stop:
-    """The stop flag of the cluster's runs: a Dask Event. This process sets it, and knows
-    when it did; a run on a worker asks the scheduler, at most every quarter of a second."""
-    def __init__(self, event, on_worker=False):
-        self.event, self.on_worker, self.value, self.checked = event, on_worker, False, 0.0
-
-    def __reduce__(self):  # what a task carries: the event, to be asked
-        return Stop, (self.event, True)
-
-    def is_set(self):
-        if self.on_worker and not self.value and time.monotonic() - self.checked >= 0.25:
-            self.checked = time.monotonic()
-            with contextlib.suppress(Exception):  # the scheduler gone: the run goes on
-                self.value = self.event.is_set()
-        return self.value
-
-    def set(self, signum):
-        if not self.value:
-            self.value = True
-            if self.event.client.status == 'running':  # (a lost scheduler would be waited for)
-                with contextlib.suppress(Exception):
-                    self.event.set()
-
-    def signum(self):
-        return None  # this process caught the signal itself
 
 
 def worker_name():

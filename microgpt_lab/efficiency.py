@@ -51,16 +51,6 @@ def tokens_per_step(d, cfg):
     return max(1, round(cfg['batch_size'] * sum(lengths) / len(lengths)))
 
 
-def n_params(cfg, vocab_size):
-    """The model's weights: wte, wpe (learned positions), lm_head (untied), 12 C^2 a layer,
-    and layernorm's gains and biases."""
-    C, L = cfg['n_embd'], cfg['n_layer']
-    norms = (bool(cfg['input_rmsnorm']) + 2 * L + bool(cfg.get('final_norm'))) * 2 * C \
-        if cfg.get('norm') == 'layernorm' else 0
-    return (vocab_size * C * (1 + (not cfg['tie_lm_head'])) + cfg['block_size'] * C *
-            (cfg.get('position', 'learned') == 'learned') + 12 * L * C * C + norms)
-
-
 # ---------------------------------------------------------------------------
 # The matmul peak at the model's shapes: a step's weight products, each in the three forms
 # that tensorgpt.linear runs (y = x w^T; the input's gradient g w; the weight's g^T x), on

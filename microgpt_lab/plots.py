@@ -48,7 +48,7 @@ def save(fig, path):
 def check_png(path):
     """A UserError unless path can name a new picture: a .png file (so that no record's
     file, e.g. a checkpoint.json, can be written over by mistake), not a folder."""
-    from microgpt_lab.records import UserError
+    from microgpt_lab import UserError
     if not path.lower().endswith('.png'):
         raise UserError(f"--png {path}: a picture's name ends in .png")
     if os.path.isdir(path):
@@ -188,8 +188,7 @@ def plot_command(cfg):
     """`cli.py plot`: the curves of the run records and ablations in cfg['dirs'] over each
     other, in one PNG, cfg['png']: a run's own, and each cell of an ablation as the mean
     over its seeds."""
-    from microgpt_lab import records
-    from microgpt_lab.records import UserError
+    from microgpt_lab import UserError, records
     check_png(cfg['png'])
     names = [shown(os.path.basename(os.path.normpath(folder))) for folder in cfg['dirs']]
     if len(set(names)) < len(names):  # e.g. a/run and b/run: the paths tell them apart

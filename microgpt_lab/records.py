@@ -4,35 +4,24 @@ records.py: what a command leaves on disk, and reading it back.
 A record is a folder that one command owns while it works (a `.running` file marks the
 claim) and fills with files that are written whole or not at all. Every file a command
 reads back is checked as it is read: a wrong one is a one-line `UserError` naming the file
-and the field. A record also notes where it came from (commit, versions, machine), so that
-it can be reproduced. And the printed output survives its reader going away.
+and the field. (Where a record came from, it notes too: see provenance.py.)
 """
 import contextlib
 import csv
-import ctypes
-import functools
-import hashlib
 import io
 import json
 import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 
-import numpy as np
+from microgpt_lab import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project: results/ lives here
 CLAIM = '.running'  # in a record's folder while a command writes it
-
-
-class UserError(Exception):
-    """Anything a user can get wrong, told in one line (cli.py prints it as `error: ...`)."""
 
 
 # ---------------------------------------------------------------------------
@@ -299,211 +288,3 @@ def new_folder(out, default, label, start):
     except OSError as e:
         raise UserError(f"cannot create {out}: {e.strerror}") from None
     return out, made
-
-
-def program():
-    """How the user started this program, for the hints it prints: 'python cli.py' as
-    typed, or the console script's name."""
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else 'cli.py'
-    return f"python {argv0}" if argv0.endswith('.py') else os.path.basename(argv0)
-
-
-# ---------------------------------------------------------------------------
-# The environment a record notes: where it came from, on what.
-def git_commit():
-    """(commit, whether tracked files differ from it), or ('unknown', None) outside git."""
-    try:
-        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                               cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return 'unknown', None
-    if out.returncode:
-        return 'unknown', None
-    return out.stdout.strip(), bool(dirty.stdout.strip())
-
-
-CODE_FILES = ('microgpt.py', 'tensorgpt.py', 'data.py')  # beside microgpt_lab/, which counts too
-
-
-@functools.cache
-def code_version():
-    """A hash of the code that makes a run (the models, the data, the lab's modules; not the
-    command line): two copies of the project with the same version give the same numbers
-    on the same environment, with or without git. Read once, as the process loads that code
-    (ablation.py asks on import), so that an edit made while it runs does not change it."""
-    import data  # (imported here: the data module needs none of this one)
-    h = hashlib.sha256()
-    lab = os.path.dirname(os.path.abspath(__file__))
-    top = os.path.dirname(os.path.abspath(data.__file__))  # pip may put it apart
-    paths = [os.path.join(top, name) for name in CODE_FILES] + sorted(
-        os.path.join(lab, name) for name in os.listdir(lab) if name.endswith('.py'))
-    for path in paths:
-        with open(path, 'rb') as f:
-            h.update(f"{os.path.basename(path)}\0".encode() + f.read() + b'\0')
-    return h.hexdigest()[:12]
-
-
-def cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
-
-
-def version_of(package):
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return 'not installed'
-
-
-def blas():
-    try:
-        info = np.show_config(mode='dicts')['Build Dependencies']['blas']
-        return f"{info.get('name')} {info.get('version')}"
-    except Exception:  # older NumPy has no dict mode; this is a note, never an error
-        return 'unknown'
-
-
-def thread_pools():
-    """What runs the products now: each BLAS (and OpenMP) library loaded, its version, the
-    kernel it chose for this CPU ('architecture', e.g. SkylakeX) and its thread count; and
-    numba's thread count, if numba is loaded."""
-    import threadpoolctl
-    pools = [{k: info.get(k) for k in ('user_api', 'internal_api', 'version', 'architecture',
-                                       'num_threads', 'threading_layer')}
-             for info in threadpoolctl.threadpool_info()]
-    if 'numba' in sys.modules:
-        pools.append(dict(user_api='numba', num_threads=sys.modules['numba'].get_num_threads(),
-                          threading_layer=sys.modules['numba'].config.THREADING_LAYER))
-    return pools
-
-
-# The variables that pin a BLAS to a kernel other than the one it would choose for this CPU.
-KERNEL_PINS = ('OPENBLAS_CORETYPE', 'MKL_ENABLE_INSTRUCTIONS', 'MKL_DEBUG_CPU_TYPE')
-
-
-def kernel_pinned():
-    """One line saying that the environment pins the BLAS kernel (and to which), or None."""
-    pins = [f"{v}={os.environ[v]}" for v in KERNEL_PINS if v in os.environ]
-    if not pins:
-        return None
-    kernels = sorted({p['architecture'] for p in thread_pools() if p.get('architecture')})
-    return (f"warning: {', '.join(pins)} in the environment pins the BLAS kernel "
-            f"({'/'.join(kernels) or 'unknown'} here); without it, as users run, BLAS picks this "
-            f"CPU's own: for speed figures, run with env -u {' -u '.join(v for v in KERNEL_PINS if v in os.environ)}")
-
-
-# Peak memory: the kernel's high-water mark of this process's resident set, which writing
-# 5 to /proc/self/clear_refs resets (Linux), so that each run of a worker reports its own.
-# Freed memory goes back to the system first (malloc_trim): tensorgpt asks glibc to keep it
-# for the next step, and an earlier run's would count as this one's.
-def reset_peak_memory():
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-    except OSError:
-        pass  # elsewhere: the process's peak so far
-
-
-def peak_memory_mb():
-    """The peak resident memory, in MB, since reset_peak_memory (or the process's start)."""
-    try:
-        with open('/proc/self/status') as f:
-            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024
-    except (OSError, StopIteration, ValueError):
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
-        return peak / (2 ** 20 if sys.platform == 'darwin' else 1024)
-
-
-THREAD_PREFIXES = ('OPENBLAS_', 'MKL_', 'OMP_', 'NUMBA_', 'GOTO_', 'BLIS_', 'VECLIB_')
-
-
-def environment(seed, mode, backend, start):
-    commit, dirty = git_commit()
-    return dict(seed=seed, mode=mode, backend=backend, commit=commit, commit_dirty=dirty,
-                code=code_version(), host=platform.node(),
-                python=platform.python_version(), numpy=np.__version__,
-                numba=version_of('numba'), blas=blas(), cpu=cpu_model(), cores=os.cpu_count(),
-                thread_pools=thread_pools(),
-                variables={k: v for k, v in sorted(os.environ.items())
-                           if k.startswith(THREAD_PREFIXES)},
-                start_time=start.isoformat(timespec='seconds'), argv=sys.argv[1:])
-
-
-def now():
-    return datetime.now(timezone.utc)
-
-
-# ---------------------------------------------------------------------------
-# The printed record: a command's output, which must never cost the work its record.
-def standard_streams():
-    """Make stdin, stdout and stderr usable whatever the shell left: a closed one (`>&-`)
-    becomes /dev/null (else the next file opened would take its number, and prints would
-    land in a record), and text that the terminal's encoding lacks is written with
-    replacement characters (`?`), never an error."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
-            if opened != fd:
-                os.dup2(opened, fd)
-                os.close(opened)
-    for name in ('stdout', 'stderr'):
-        stream = getattr(sys, name)
-        if stream is None:  # Python found the descriptor closed at its start
-            setattr(sys, name, open(os.devnull, 'w', encoding='utf-8'))
-        elif hasattr(stream, 'reconfigure'):
-            stream.reconfigure(errors='replace' if name == 'stdout' else 'backslashreplace')
-
-
-class QuietPipe:
-    """A stream (stdout, a run's train.log) whose failures never stop the work: once its
-    reader has gone (`cli.py train | head`) or it cannot be written (a full disk, a file
-    size limit, a dropped terminal), the rest goes to /dev/null and the work goes on to
-    write its record. .lost tells that it happened (sample stops then: nobody gets its
-    samples), and .error why, unless the reader simply left (a broken pipe): the command
-    says so when it ends (cli.main)."""
-    def __init__(self, stream):
-        self.stream, self.lost, self.error = stream, False, None
-
-    def write(self, text):
-        return self.guard(self.stream.write, text)
-
-    def flush(self):
-        return self.guard(self.stream.flush)
-
-    def guard(self, call, *args):
-        try:
-            return call(*args)
-        except OSError as e:
-            self.lost = True
-            if not isinstance(e, BrokenPipeError):
-                self.error = self.error or e
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-def output_lost():
-    """Whether stdout can no longer be written (see QuietPipe)."""
-    return getattr(sys.stdout, 'lost', False)
-
-
-def output_error():
-    """Why stdout could not be written, as a phrase ('No space left on device'); None if it
-    could, or its reader just left."""
-    e = getattr(sys.stdout, 'error', None)
-    return e and (e.strerror or str(e))

@@ -16,7 +16,7 @@ import os
 from typing import NamedTuple
 
 import data
-from microgpt_lab.records import UserError
+from microgpt_lab import UserError
 
 
 class Setting(NamedTuple):

@@ -13,11 +13,9 @@ samples.txt and checkpoint.json (see checkpoint.py).
 """
 import contextlib
 import math
-import operator
 import os
 import random
 import re
-import signal
 import sys
 import time
 from typing import NamedTuple
@@ -25,16 +23,8 @@ from typing import NamedTuple
 import numpy as np
 
 import data
-from microgpt_lab import checkpoint, efficiency, plots, records, settings
-from microgpt_lab.records import UserError
-
-
-class Stopped(Exception):
-    """The run ends before it completes: .status is 'stopped' (--stop-after), 'interrupted'
-    (a signal) or 'diverged'."""
-    def __init__(self, status):
-        super().__init__(status)
-        self.status = status
+from microgpt_lab import (UserError, checkpoint, efficiency, models, output, plots, provenance,
+                          records, sampling, settings, stopping)
 
 
 # ---------------------------------------------------------------------------
@@ -49,24 +39,27 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     evaluation or the samples, and --resume then finishes them. (On a machine that has
     neither cfg['data'] nor out, an ablation's worker: the record is written to write_to,
     for out, and says that the data's sha256 is data_sha256.)"""
-    start = records.now()
-    records.reset_peak_memory()  # this run's own peak, even in an ablation's worker
+    start = provenance.now()
+    provenance.reset_peak_memory()  # this run's own peak, even in an ablation's worker
     # data: the run's one generator shuffles it, then draws the weights, batches and samples
     rng = random.Random(cfg['seed'])
     d = run_data(cfg, source, rng)
     # the model and its optimizer: new, or as a stopped run's checkpoint left them
     if resumed:
-        model, adam, rng, progress = restored(cfg, resumed, d.tok)
+        ckpt = resumed['checkpoint']
+        if ckpt['vocab'] != ''.join(d.tok.chars):
+            raise UserError(f"the checkpoint's vocabulary is not that of {cfg['data']}")
+        (model, adam), rng, progress = models.restore(cfg, ckpt), ckpt['rng'], resumed['progress']
     else:
-        model = build_model(cfg, d.tok.vocab_size, rng)
-        adam, progress = optimizer(cfg, model), Progress()
+        model = models.build(cfg, d.tok.vocab_size, rng)
+        adam, progress = models.optimizer(cfg, model), Progress()
     cfg = dict(cfg, data=os.path.abspath(cfg['data']),
                data_sha256=data_sha256 or data.sha256_of(cfg['data']),
-               out=os.path.abspath(out), threads=use_threads(cfg))
-    n_params = sum(np.size(w) for w in model.weights().values())
+               out=os.path.abspath(out), threads=models.use_threads(cfg))
+    n_params = models.n_params(cfg, d.tok.vocab_size)
     print_header(cfg, d, n_params, out, progress.step if resumed else None)
-    warmup_s = warm_up(cfg)
-    env = records.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
+    warmup_s = models.warm_up(cfg)
+    env = provenance.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
                               else f"numpy+numba {cfg['dtype']}", start)  # what ran, threads too
     # the loop, then the end: the final validation and the samples. Any stage can stop the
     # run (Stopped), and this is where its status is decided.
@@ -75,18 +68,18 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
         train_loop(cfg, model, adam, batches(cfg, d, rng), d.val, progress, should_stop)
         val_loss = final_validation(cfg, model, d, progress)
         if should_stop():
-            raise Stopped('interrupted')
+            raise stopping.Stopped('interrupted')
         # from a copy of the generator: the checkpoint keeps its state before the samples,
         # so that --resume, or `sample`, draws the same ones
-        samples = draw_samples(cfg, model, d, copy_of(rng), should_stop)
-    except Stopped as stop:
+        samples = sampling.draw_samples(cfg, model, d, copy_of(rng), should_stop)
+    except stopping.Stopped as stop:
         status = stop.status
         if status == 'interrupted':
             val_loss = None  # --resume validates again
     if val_loss is not None:
         progress.val_history.append((progress.step, val_loss, progress.train_time_s))
     metrics = summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env)
-    show_samples(cfg, d, samples, metrics)
+    sampling.show_samples(cfg, d, samples, metrics)
     # the record: every file whole, metrics.json last; a diverged run has no checkpoint
     files = {'config.json': records.json_text(dict(command='train', **cfg)),
              'losses.csv': records.csv_text(['step', 'loss'], (
@@ -100,7 +93,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     draw_losses(write_to or out, progress.losses, progress.val_history, cfg)
     print(f"run record: {os.path.relpath(out)}")
     if status in ('stopped', 'interrupted'):
-        print(f"to continue: {records.program()} train --resume {os.path.relpath(out)}")
+        print(f"to continue: {output.program()} train --resume {os.path.relpath(out)}")
     return metrics
 
 
@@ -176,18 +169,17 @@ def train_loop(cfg, model, adam, batches, val, progress, should_stop):
     steps, first = cfg['steps'], progress.step
     last = min(steps, cfg['stop_after'] or steps)
     log_every = cfg['log_every'] or (1 if cfg['mode'] == 'scalar' else max(1, steps // 100))
-    lib, session_start, tokens_before = model_lib(cfg['mode']), progress.train_time_s, progress.tokens
+    session_start, tokens_before = progress.train_time_s, progress.tokens
     clock = Clock(session_start)
     if should_stop():  # a signal during the warm-up
-        raise Stopped('interrupted')
+        raise stopping.Stopped('interrupted')
     try:
-        for step, loss, n in lib.train(model, batches, steps, lr=cfg['lr'], adam=adam,
-                                       start_step=first, **train_kwargs(cfg)):
+        for step, loss, n in models.train(cfg, model, batches, adam, start_step=first):
             progress.losses.append(loss)
             progress.tokens += n
-            if not (math.isfinite(loss) and weights_finite(model)):
+            if not (math.isfinite(loss) and models.weights_finite(model)):
                 print(f"step {step:4d} / {steps:4d} | loss {loss:.4f}")
-                raise Stopped('diverged')
+                raise stopping.Stopped('diverged')
             if step % log_every == 0 or step in (1, first + 1, last):
                 session = max(clock() - session_start, 1e-9)  # this session's time
                 rate = (step - first) / session
@@ -196,17 +188,17 @@ def train_loop(cfg, model, adam, batches, val, progress, should_stop):
                       f"eta {format_time((last - step) / rate)}", flush=True)
             if cfg['eval_every'] and step % cfg['eval_every'] == 0 and step < steps:
                 with clock.paused() as train_time:
-                    progress.val_history.append((step, evaluate(lib, model, val), train_time))
+                    progress.val_history.append((step, evaluate(model, val), train_time))
                 print(f"step {step:4d} / {steps:4d} | val loss {progress.val_history[-1][1]:.4f} "
                       f"| {format_time(train_time)} training")
             if step == last < steps:
-                raise Stopped('stopped')
+                raise stopping.Stopped('stopped')
             if should_stop():
-                raise Stopped('interrupted')
+                raise stopping.Stopped('interrupted')
     except (ArithmeticError, ValueError) as e:  # scalar mode: math.exp overflow, log(0)
         progress.losses.append(math.nan)
         print(f"step {progress.step:4d} / {steps:4d} | loss nan ({e})")
-        raise Stopped('diverged') from None
+        raise stopping.Stopped('diverged') from None
     finally:
         progress.train_time_s = clock()
 
@@ -227,23 +219,14 @@ class Clock:
         self.before, self.t0 = before, time.perf_counter()
 
 
-def evaluate(lib, model, val):
+def evaluate(model, val):
     """The mean loss over the validation data; None when there is none."""
-    return lib.evaluate(model, val) if len(val) else None
+    return models.evaluate(model, val) if len(val) else None
 
 
 def format_time(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def weights_finite(model):
-    """Whether every weight is a finite number: an update can overflow while the loss that
-    led to it was still finite. (Scalar mode sums them, in one fast pass: a sum is finite
-    only if every term is, or they are so large, near 1e308, that the run diverged anyway.)"""
-    if isinstance(model.params[0].data, np.ndarray):
-        return all(np.isfinite(p.data).all() for p in model.params)
-    return math.isfinite(sum(map(operator.attrgetter('data'), model.params)))
 
 
 # ---------------------------------------------------------------------------
@@ -252,15 +235,14 @@ def final_validation(cfg, model, d, progress):
     """The validation loss after the last step, None without validation data. The last
     update can break the model: a loss that is not finite (on the validation data, or else
     on a training batch) raises Stopped('diverged')."""
-    lib = model_lib(cfg['mode'])
     try:
-        val_loss = evaluate(lib, model, d.val)
-        loss = lib.evaluate(model, d.check) if val_loss is None else val_loss
+        val_loss = evaluate(model, d.val)
+        loss = models.evaluate(model, d.check) if val_loss is None else val_loss
     except (ArithmeticError, ValueError):  # scalar mode: math.exp overflow, log(0)
         loss = math.nan
     if not math.isfinite(loss):
         print(f"step {progress.step:4d} / {cfg['steps']:4d} | the model after this step gives NaN")
-        raise Stopped('diverged')
+        raise stopping.Stopped('diverged')
     return val_loss
 
 
@@ -284,7 +266,7 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
         train_time_s=time_s, warmup_s=warmup_s, num_params=n_params,
         model_flops_per_token=flops, model_gflops_per_s=gflops, matmul_peak_gflops_per_s=peak,
         share_of_peak=gflops / peak if steps else None,
-        peak_memory_mb=records.peak_memory_mb(), environment=env)
+        peak_memory_mb=provenance.peak_memory_mb(), environment=env)
     print(f"--- summary: {status} after {steps} steps ---")
     if steps:
         print(f"final loss {metrics['final_loss']:.4f} | mean of the last {last_n} steps "
@@ -298,74 +280,6 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
               f"{metrics['share_of_peak']:.1%} of the matmul peak at its shapes "
               f"({peak:.0f} GFLOP/s, measured now) | peak memory {metrics['peak_memory_mb']:.0f} MB")
     return metrics
-
-
-def draw_samples(cfg, model, d, rng, should_stop):
-    """What a finished run writes: --samples documents, or for a text one passage of
-    --length characters, begun at a newline (or at the text's first character). Raises
-    Stopped when should_stop() becomes true meanwhile, or the model's probabilities are
-    not numbers (it diverged on its last update)."""
-    temperature, top_k, tok = cfg['temperature'], cfg['top_k'], d.tok
-    samples = []
-    try:
-        if cfg['data_format'] == 'text' and cfg['length']:
-            start = [tok.ids['\n']] if '\n' in tok.ids else [int(d.train[0])]
-            ids = list(start)
-            for chunk in passage(model, rng, start, cfg['length'], temperature, top_k):
-                ids += chunk
-                if should_stop():
-                    raise Stopped('interrupted')
-            samples.append(tok.decode(ids))
-        for _ in range(cfg['samples'] if cfg['data_format'] == 'lines' else 0):
-            samples.append(tok.decode(model.sample(rng, tok.bos, temperature, top_k=top_k)))
-            if should_stop():
-                break
-    except ValueError:  # random.choices: the probabilities are not finite
-        print("the model gives NaN probabilities: it diverged on its last update")
-        raise Stopped('diverged') from None
-    if should_stop():
-        raise Stopped('interrupted')
-    return samples
-
-
-def passage(model, rng, start, length, temperature, top_k, chunk=100):
-    """A text's passage of `length` ids after the ids `start`, drawn `chunk` ids at a time
-    (the same draws as one call: the model sees the last block_size ids either way), so
-    that a long one can be stopped, or shown as it grows."""
-    ids = list(start)
-    for i in range(0, length, chunk):
-        new = model.generate(rng, ids[-model.block_size:], min(chunk, length - i),
-                             temperature, top_k)
-        ids += new
-        yield new
-
-
-def show_samples(cfg, d, samples, metrics):
-    """Print the samples, and for documents the shares of them that are training documents,
-    held-out ones, or new (added to the metrics)."""
-    temperature = cfg['temperature']
-    if cfg['data_format'] == 'text':
-        for passage in samples:
-            print(f"--- passage (temperature {temperature}, {cfg['length']} characters) ---")
-            print(passage, flush=True)
-    elif samples:
-        print(f"--- samples (temperature {temperature}) ---")
-        for i, sample in enumerate(samples):
-            print(f"sample {i + 1:2d}: {sample}")
-        metrics['samples'] = sample_shares(samples, *d.docs)
-        print("samples: {train:.0%} training documents, {val:.0%} held-out validation "
-              "documents, {new:.0%} new".format(**metrics['samples']))
-    if metrics['status'] == 'interrupted':
-        print(f"interrupted after step {metrics['steps']}: the record keeps every finished step")
-
-
-def sample_shares(samples, train_docs, val_docs):
-    """How many samples are training documents, held-out validation documents, or new."""
-    train, val = set(train_docs), set(val_docs)
-    n = len(samples) or 1
-    return dict(train=sum(s in train for s in samples) / n,
-                val=sum(s in val and s not in train for s in samples) / n,
-                new=sum(s not in train and s not in val for s in samples) / n)
 
 
 def draw_losses(out, losses, val_history, cfg):
@@ -393,134 +307,17 @@ def print_header(cfg, d, n_params, out, resumed_after):
           f"{f', resuming after step {resumed_after}' if resumed_after is not None else ''}")
 
 
-def use_threads(cfg):
-    """Run BLAS and numba with cfg's thread count (None: every core); returns that count,
-    which the run records. The count is a setting: OpenBLAS splits a product's sums across
-    its threads, so they round differently with another count. (numba's kernels give the
-    same numbers with any count; it runs at most the threads it started with.)"""
-    import threadpoolctl
-    n = cfg['threads'] or os.cpu_count() or 1
-    threadpoolctl.threadpool_limits(n)
-    if cfg['mode'] == 'tensor':
-        import numba
-        model_lib('tensor').configure_process()  # its threading layer, before its threads start
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    return n
-
-
-def warm_up(cfg):
-    """Seconds that numba took to compile (or load from its cache) every kernel, now, so
-    that the training time counts training only."""
-    t0 = time.perf_counter()
-    if cfg['mode'] == 'tensor':
-        model_lib('tensor').warm_up(cfg['dtype'])
-    return time.perf_counter() - t0
-
-
-# ---------------------------------------------------------------------------
-# Stopping: a signal asks the run to stop where it is consistent, not in the middle.
-STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """Within, Ctrl-C (SIGINT), SIGTERM (what timeout, docker and systemd send) and SIGHUP
-    (a terminal or ssh session that goes away) do not end the program: each appends its
-    number to the yielded list, which the work checks after every training step, so that
-    it stops there and writes its record."""
-    caught = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
-                for s in STOPPING}
-    try:
-        yield caught
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-# ---------------------------------------------------------------------------
-# The two implementations of the model, behind the same names.
-def model_lib(mode):
-    """The module that implements a mode: microgpt (scalar) or tensorgpt (tensor)."""
-    if mode == 'scalar':
-        import microgpt
-        return microgpt
-    bad = numba_environment()
-    if bad:
-        raise UserError(bad)
-    try:
-        import tensorgpt
-    except ImportError as e:
-        raise UserError(f"--mode tensor needs {e.name}: install the project with pip") from None
-    return tensorgpt
-
-
-def numba_environment():
-    """Why numba would refuse to start in this environment (NUMBA_NUM_THREADS=0, say), as a
-    phrase; None when it will start."""
-    raw = os.environ.get('NUMBA_NUM_THREADS')
-    if raw is None or (raw.strip().isdigit() and int(raw) >= 1):
-        return None
-    return f"NUMBA_NUM_THREADS={raw} in the environment: numba needs a whole number >= 1 (or unset it)"
-
-
-def build_model(cfg, vocab_size, rng):
-    """A new model as cfg says, its weights drawn from rng."""
-    extra = dict(dtype=cfg['dtype']) if cfg['mode'] == 'tensor' else {}
-    return model_lib(cfg['mode']).GPT(vocab_size, rng, init_std=cfg['init_std'], **extra,
-                                      **{name: cfg[name] for name in settings.MODEL
-                                         if cfg['mode'] in settings.SETTINGS[name].modes})
-
-
-def from_checkpoint(ckpt, mode, dtype='float64'):
-    """(model, tokenizer) of a loaded checkpoint (checkpoint.load), in either mode."""
-    cfg = dict(ckpt['config'], mode=mode, dtype=dtype, init_std=settings.SETTINGS['init_std'].default)
-    model = build_model(cfg, ckpt['config']['vocab_size'], random.Random(0))
-    model.load_weights(ckpt['weights'])
-    return model, data.Tokenizer(ckpt['vocab'], bos=ckpt['data_format'] == 'lines')
-
-
-def optimizer(cfg, model):
-    lib = model_lib(cfg['mode'])
-    extra = dict(weight_decay=cfg['weight_decay'], no_decay=model.norm_weights) \
-        if cfg['mode'] == 'tensor' else {}
-    return lib.Adam(model.params, beta1=cfg['beta1'], beta2=cfg['beta2'], eps=cfg['eps'], **extra)
-
-
-def train_kwargs(cfg):
-    """The model's train() options beyond the reference's, for tensor mode."""
-    if cfg['mode'] == 'scalar':
-        return {}
-    return dict(batch_size=cfg['batch_size'], grad_clip=cfg['grad_clip'], schedule=model_lib(
-        'tensor').lr_schedule(cfg['lr'], cfg['steps'], cfg['warmup_steps'], cfg['lr_schedule'],
-                              cfg['min_lr']))
-
-
-def restored(cfg, resumed, tok):
-    """(model, optimizer, generator, progress) of a stopped run, as its checkpoint and
-    record left them, to continue it on data whose tokenizer is tok."""
-    ckpt = resumed['checkpoint']
-    model, ckpt_tok = from_checkpoint(ckpt, cfg['mode'], cfg['dtype'])
-    if ckpt_tok.chars != tok.chars:
-        raise UserError(f"the checkpoint's vocabulary is not that of {cfg['data']}")
-    adam = optimizer(cfg, model)
-    checkpoint.restore_adam(adam, ckpt['adam'], ckpt['weights'])
-    if ckpt['dropout_stream'] and cfg['mode'] == 'tensor':
-        model.dropout_stream = model_lib('tensor').DropoutStream(*ckpt['dropout_stream'])
-    return model, adam, ckpt['rng'], resumed['progress']
-
-
 def train_command(cfg, source=None, resume=False):
     """`cli.py train`: a new run as cfg says; or, from the record in `source`, a re-run of
     it (--from) or its continuation (--resume, resume=True). Returns the exit status."""
-    with stop_signals() as caught:
+    with stopping.stop_signals() as caught:
         resumed = None
         if source:
             cfg, resumed = recorded_run(source, cfg['out'], resume)
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # before any folder
         check_data(cfg, contents)
         out, made = records.new_folder(cfg['out'], 'runs', f"{cfg['mode']}-seed{cfg['seed']}",
-                                       records.now())
+                                       provenance.now())
         with records.owned(out, made=made):
             metrics = run(cfg, out, contents, resumed, should_stop=lambda: bool(caught))
     if metrics['status'] == 'diverged':
@@ -613,7 +410,7 @@ def check_memory(cfg, vocab_size, longest_doc, at_once=1):
     moments, and of one step's activations (scalar mode: one graph node per dot product)."""
     C, L, V, B = cfg['n_embd'], cfg['n_layer'], vocab_size, cfg['batch_size']
     T = min(cfg['block_size'], longest_doc + 1)  # positions a document can fill
-    params = V * C * (1 if cfg['tie_lm_head'] else 2) + cfg['block_size'] * C + 12 * L * C * C
+    params = models.n_params(cfg, vocab_size)
     if cfg['mode'] == 'scalar':
         need = 150 * params + 80 * T * params
     else:

@@ -119,3 +119,18 @@ def reference_run(name):
         time.sleep(0.5)
     read = lambda suffix: (folder / f'{name}.{suffix}').read_text()
     return int(read('code')), read('out'), read('err')
+
+
+def tensorgpt_part_one():
+    """tensorgpt.py's Part I alone, as a module (the file with Part II deleted): the NumPy
+    math that each of Part II's kernels replaces, the tests' oracle."""
+    source = (ROOT / 'tensorgpt.py').read_text(encoding='utf-8')
+    module = type(sys)('tensorgpt_part_one')
+    sys.modules[module.__name__] = module  # (dataclasses look their module up)
+    exec(compile(part_one_source(source), 'tensorgpt.py (Part I)', 'exec'), module.__dict__)
+    return module
+
+
+def part_one_source(source):
+    """tensorgpt.py's text up to Part II's banner."""
+    return source[:source.index('# Part II: speed')].rsplit('# ====', 1)[0]

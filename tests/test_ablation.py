@@ -16,7 +16,7 @@ import pytest
 
 import cli
 from microgpt_lab import ablation, plots, training
-from microgpt_lab.records import UserError
+from microgpt_lab import UserError
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 # Student's t, 97.5% quantile, df 1..30, as printed in statistics textbooks.

@@ -9,28 +9,33 @@ import pytest
 import cli
 import microgpt
 import tensorgpt
-from microgpt_lab import checkpoint
+from microgpt_lab import UserError, checkpoint, models
 from conftest import one_line_error, train_small
-from microgpt_lab.records import UserError
+
+
+def gpt(mode, vocab_size, rng, **config):
+    lib = microgpt if mode == 'scalar' else tensorgpt
+    return lib.GPT(lib.GPTConfig(vocab_size, **config), rng)
 
 
 def write(path, model, rng=None, step=0, chars='abc'):
-    adam = (microgpt if isinstance(model, microgpt.GPT) else tensorgpt).Adam(model.params)
+    adam = models.lib_of(model).Adam(model.params)
     path.write_text(checkpoint.checkpoint_text(model, chars, step, rng or random.Random(0), adam))
     return adam
 
 
 def test_checkpoint_floats_are_exact_on_reload(tmp_path):
-    model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
+    model = gpt('scalar', 4, random.Random(5), n_embd=4, n_head=1)
     for p, x in zip(model.params, [np.nextafter(1.0, 2.0), 1e-310, -3.0e300]):
         p.data = x
     write(tmp_path / 'c.json', model)
     weights = checkpoint.load(tmp_path / 'c.json')['weights']
-    assert {k: v.tolist() for k, v in weights.items()} == model.weights()
+    assert {k: v.tolist() for k, v in weights.items()} == \
+        {k: v.tolist() for k, v in models.weights(model).items()}
 
 
 def test_adam_state_and_generator_round_trip(tmp_path):
-    model = tensorgpt.GPT(4, random.Random(5), n_embd=4, n_head=1, dtype='float64')
+    model = gpt('tensor', 4, random.Random(5), n_embd=4, n_head=1, dtype='float64')
     adam = tensorgpt.Adam(model.params)
     for i, (m, v) in enumerate(zip(adam.m, adam.v)):
         m[...], v[...] = i + 0.5, i + 0.25
@@ -39,8 +44,9 @@ def test_adam_state_and_generator_round_trip(tmp_path):
     rng.random()
     (tmp_path / 'c.json').write_text(checkpoint.checkpoint_text(model, 'abc', 7, rng, adam))
     ckpt = checkpoint.load(tmp_path / 'c.json', need_adam=True, need_rng=True)
-    fresh = tensorgpt.Adam(tensorgpt.GPT(4, random.Random(0), n_embd=4, n_head=1, dtype='float64').params)
-    checkpoint.restore_adam(fresh, ckpt['adam'], ckpt['weights'])
+    cfg = dict(ckpt['config'], mode='tensor', dtype='float64', beta1=0.85, beta2=0.99, eps=1e-8,
+               weight_decay=0.0)
+    _, fresh = models.restore(cfg, dict(ckpt, dropout_stream=None))
     assert fresh.t == 7 and all(np.array_equal(a, b) for a, b in zip(fresh.m + fresh.v, adam.m + adam.v))
     assert ckpt['rng'].random() == rng.random() and ckpt['step'] == 7
 
@@ -48,7 +54,7 @@ def test_adam_state_and_generator_round_trip(tmp_path):
 def test_checkpoint_pieces_make_json_dumps_own_text():
     """Written in pieces (one array's text in memory at a time), the checkpoint is the text
     json.dumps makes of the whole, dropout's stream included."""
-    model = tensorgpt.GPT(4, random.Random(5), n_embd=4, n_head=1, dropout=0.5)
+    model = gpt('tensor', 4, random.Random(5), n_embd=4, n_head=1, dropout=0.5)
     adam = tensorgpt.Adam(model.params)
     adam.m[1][...] = 0.5
     text = checkpoint.checkpoint_text(model, 'abc', 3, random.Random(0), adam)
@@ -89,7 +95,7 @@ def test_a_malformed_or_mismatched_checkpoint_is_a_clear_error(small, capsys, ma
 
 
 def test_non_finite_weights_or_moments_are_refused(tmp_path):
-    model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
+    model = gpt('scalar', 4, random.Random(5), n_embd=4, n_head=1)
     model.params[2].data = float('nan')
     write(tmp_path / 'c.json', model)
     with pytest.raises(UserError, match='weight wte holds NaN or infinite values'):
@@ -97,7 +103,7 @@ def test_non_finite_weights_or_moments_are_refused(tmp_path):
 
 
 def test_what_a_use_needs_must_be_there(tmp_path):
-    model = microgpt.GPT(4, random.Random(5), n_embd=4, n_head=1)
+    model = gpt('scalar', 4, random.Random(5), n_embd=4, n_head=1)
     write(tmp_path / 'c.json', model)
     ckpt = json.loads((tmp_path / 'c.json').read_text())
     del ckpt['adam'], ckpt['rng_state']
@@ -118,11 +124,10 @@ def test_not_json_a_folder_or_nothing_is_a_clear_error(tmp_path):
 
 
 def test_a_scalar_checkpoint_gives_the_tensor_model_the_same_logits(tmp_path):
-    scalar = microgpt.GPT(6, random.Random(2), n_embd=8, n_head=2)
+    scalar = gpt('scalar', 6, random.Random(2), n_embd=8, n_head=2)
     list(microgpt.train(scalar, [[5, 0, 1, 2, 5], [5, 3, 4, 5]], 5))
     write(tmp_path / 'c.json', scalar, chars='abcde')
-    tensor = tensorgpt.GPT(6, random.Random(0), n_embd=8, n_head=2, dtype='float64')
-    tensor.load_weights(checkpoint.load(tmp_path / 'c.json')['weights'])
+    tensor, _ = models.from_checkpoint(checkpoint.load(tmp_path / 'c.json'), 'tensor')
     ids = [5, 0, 1]
     keys, values = [[]], [[]]
     expected = [[v.data for v in scalar(t, p, keys, values)] for p, t in enumerate(ids)]
@@ -137,16 +142,16 @@ def test_the_checkpoint_expects_each_models_weights_by_name_and_shape(tmp_path, 
     config = dict(vocab_size=4, n_embd=4, n_head=2, n_layer=1, block_size=3, tie_lm_head=False,
                   input_rmsnorm=True, final_norm=False, norm='rmsnorm', position='learned')
     config.update(choices)
-    expected = checkpoint.expected_shapes(config)
-    for lib in (microgpt, tensorgpt):
-        model = lib.GPT(4, random.Random(0), **{k: v for k, v in config.items() if k != 'vocab_size'})
-        assert {n: np.shape(w) for n, w in model.weights().items()} == expected, lib.__name__
+    expected = models.weight_shapes(config)
+    for mode in ('scalar', 'tensor'):
+        model = gpt(mode, 4, random.Random(0), **{k: v for k, v in config.items() if k != 'vocab_size'})
+        assert {n: np.shape(w) for n, w in models.weights(model).items()} == expected, mode
     write(tmp_path / 'c.json', model, chars='abc')
     assert checkpoint.load(tmp_path / 'c.json')['weights'].keys() == expected.keys()
 
 
 def test_a_dropout_run_keeps_its_draws_in_the_checkpoint(tmp_path):
-    model = tensorgpt.GPT(4, random.Random(0), n_embd=4, n_head=2, dropout=0.1)
+    model = gpt('tensor', 4, random.Random(0), n_embd=4, n_head=2, dropout=0.1)
     model.dropout_stream.count = 12345
     adam = write(tmp_path / 'c.json', model)
     assert checkpoint.load(tmp_path / 'c.json')['dropout_stream'] == [model.dropout_stream.seed, 12345]

@@ -7,7 +7,7 @@ import pytest
 
 import cli
 from microgpt_lab import settings
-from microgpt_lab.records import UserError
+from microgpt_lab import UserError, stopping
 from conftest import ROOT, main_output, one_line_error, run_cli
 
 
@@ -161,8 +161,8 @@ def test_a_signal_that_a_library_wraps_in_its_own_error_still_ends_as_the_signal
     # numba, loading a kernel when SIGTERM came, raises its own error from ours
     def wrapped(cfg, args):
         try:
-            raise cli.Signalled(signal.SIGTERM)
-        except cli.Signalled as e:
+            raise stopping.Signalled(signal.SIGTERM)
+        except stopping.Signalled as e:
             raise RuntimeError('error during unpickling') from e
     monkeypatch.setitem(cli.COMMANDS, 'plot', wrapped)
     code, out, err = main_output(cli.main, 'plot', 'x')

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import cli
-from microgpt_lab import records
+from microgpt_lab import provenance, records
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 DASK = Path(sys.executable).with_name('dask')  # the command line that comes with distributed
@@ -161,7 +161,7 @@ def test_a_grid_on_the_cluster_gives_bit_for_bit_the_results_of_jobs_1(here, loo
     config = json.loads((run / 'config.json').read_text())
     assert config['out'] == str(run) and config['data'] == str(here / 'docs.txt')
     metrics = json.loads((run / 'metrics.json').read_text())
-    assert metrics['environment']['code'] == records.code_version()
+    assert metrics['environment']['code'] == provenance.code_version()
     assert 'step' in (run / 'train.log').read_text() and (run / 'checkpoint.json').exists()
     assert not list(run.glob('.*'))  # no claim or stop file came back
 
@@ -228,7 +228,7 @@ def test_a_lost_scheduler_keeps_the_finished_runs_and_resume_finishes_here(here,
 def test_a_worker_on_other_code_or_threads_is_refused_in_one_line(here, tmp_path):
     other = tmp_path / 'other'  # a copy of the project, changed
     other.mkdir()
-    for name in records.CODE_FILES:
+    for name in provenance.CODE_FILES:
         shutil.copy(ROOT / name, other)
     shutil.copytree(ROOT / 'microgpt_lab', other / 'microgpt_lab',
                     ignore=shutil.ignore_patterns('__pycache__'))

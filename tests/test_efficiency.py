@@ -8,7 +8,7 @@ import pytest
 import data
 import microgpt
 import tensorgpt as tg
-from microgpt_lab import efficiency, training
+from microgpt_lab import efficiency, models, training
 
 
 @pytest.mark.parametrize('text', [False, True])
@@ -16,7 +16,7 @@ def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, tex
     """Count the multiply-adds of every product a forward pass makes (linear, and attention's
     q k^T and att v over each token's keys), times 3 for the backward's two: the formula."""
     cfg = dict(n_layer=2, n_embd=8, block_size=6, data_format='text' if text else 'lines')
-    model = tg.GPT(5, random.Random(0), n_embd=8, n_head=2, n_layer=2, block_size=6, dtype='float64')
+    model = tg.GPT(tg.GPTConfig(5, n_embd=8, n_head=2, n_layer=2, block_size=6, dtype='float64'), random.Random(0))
     count, linear, attention = [0], tg.linear, tg.attention
     def counted_linear(x, w):
         count[0] += 2 * x.data.size // x.data.shape[-1] * w.data.size
@@ -41,11 +41,10 @@ def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, tex
 def test_the_count_of_weights_is_the_models_own(choices):
     cfg = dict(dict(n_embd=8, n_head=2, n_layer=2, block_size=6, tie_lm_head=False,
                     input_rmsnorm=True), **choices)
-    model = tg.GPT(5, random.Random(0), **cfg)
-    assert efficiency.n_params(cfg, 5) == sum(p.data.size for p in model.params)
-    if 'norm' not in choices:  # microgpt's blocks: the scalar model has the same weights
-        scalar = microgpt.GPT(5, random.Random(0), **cfg)
-        assert efficiency.n_params(cfg, 5) == len(scalar.params)
+    model = tg.GPT(tg.GPTConfig(5, **cfg), random.Random(0))
+    assert models.n_params(cfg, 5) == sum(p.data.size for p in model.params)
+    scalar = microgpt.GPT(microgpt.GPTConfig(5, **cfg), random.Random(0))
+    assert models.n_params(cfg, 5) == len(scalar.params)
 
 
 def test_the_matmul_peak_is_the_products_flops_over_their_time(monkeypatch):

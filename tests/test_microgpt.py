@@ -12,11 +12,15 @@ from hypothesis import given, settings, strategies as st
 import data
 import microgpt
 from conftest import ROOT, reference_run
-from microgpt import GPT, Value, dot, rmsnorm, softmax
+from microgpt import GPTConfig, Value, dot, rmsnorm, softmax
 
 finite = st.floats(-3, 3, allow_nan=False)
 positive = st.floats(0.1, 5)
 away_from_zero = st.one_of(st.floats(-3, -0.2), st.floats(0.2, 3))  # relu's kink, pow's pole
+
+
+def GPT(vocab_size, rng, **config):
+    return microgpt.GPT(GPTConfig(vocab_size, **config), rng)
 
 
 def numeric_grad(f, xs, i, h=1e-6):
@@ -176,21 +180,22 @@ def test_adam_step_zeroes_gradients_and_moves_against_them():
 def test_config_rejects_a_choice_it_does_not_have():
     for choice in (dict(position='Rope'), dict(norm='batchnorm'), dict(activation='tanh')):
         with pytest.raises(ValueError, match="no such choice"):
-            microgpt.GPT(5, random.Random(0), **choice)
+            GPTConfig(5, **choice)
     with pytest.raises(ValueError, match="even size, for rope"):  # zip would drop a dim
-        microgpt.GPT(5, random.Random(0), n_embd=6, n_head=2, position='rope')
+        GPTConfig(5, n_embd=6, n_head=2, position='rope')
 
 
 def test_config_rejects_n_embd_not_divisible_by_n_head():
     with pytest.raises(ValueError, match="divisible"):
-        GPT(5, random.Random(0), n_embd=10, n_head=4)
+        GPTConfig(5, n_embd=10, n_head=4)
 
 
 def test_tied_model_has_no_lm_head_and_draws_fewer_weights():
     untied, tied = GPT(7, random.Random(1)), GPT(7, random.Random(1), tie_lm_head=True)
     assert 'lm_head' in untied.state_dict and 'lm_head' not in tied.state_dict
     assert len(untied.params) - len(tied.params) == 7 * 16
-    assert untied.weights()['wpe'] == tied.weights()['wpe']  # drawn before lm_head
+    assert [[p.data for p in row] for row in untied.state_dict['wpe']] == \
+        [[p.data for p in row] for row in tied.state_dict['wpe']]  # drawn before lm_head
 
 
 def test_short_training_run_lowers_the_loss():
@@ -206,7 +211,7 @@ def test_short_training_run_lowers_the_loss():
 def test_sample_stops_at_block_size_and_keeps_the_prompt_out_of_its_output():
     model = GPT(3, random.Random(0), n_embd=4, n_head=1, block_size=5)
     for _ in range(20):
-        out = model.sample(random.Random(_), bos=2, temperature=3.0, prompt=[0, 1])
+        out = microgpt.sample(model, random.Random(_), bos=2, temperature=3.0, prompt=[0, 1])
         assert len(out) <= 5 - 2 and 2 not in out
 
 

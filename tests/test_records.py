@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from microgpt_lab import records
-from microgpt_lab.records import UserError
+from microgpt_lab import UserError, records, provenance
 
 
 def test_write_atomic_leaves_no_temporary_file_and_replaces_whole(tmp_path):
@@ -64,7 +63,7 @@ def test_owned_removes_only_a_folder_it_made_and_left_empty(tmp_path):
     mine, theirs = tmp_path / 'mine', tmp_path / 'theirs'
     theirs.mkdir()
     for folder in (mine, theirs):
-        path, made = records.new_folder(str(folder), 'runs', 'x', records.now())
+        path, made = records.new_folder(str(folder), 'runs', 'x', provenance.now())
         with pytest.raises(RuntimeError):
             with records.owned(path, made=made):
                 raise RuntimeError('the work failed before writing anything')
@@ -73,7 +72,7 @@ def test_owned_removes_only_a_folder_it_made_and_left_empty(tmp_path):
 
 def test_default_folders_of_commands_started_together_differ(tmp_path, monkeypatch):
     monkeypatch.setattr(records, 'results_root', lambda: str(tmp_path))
-    start = records.now()
+    start = provenance.now()
     paths = [records.new_folder(None, 'runs', 'x', start)[0] for _ in range(3)]
     assert len(set(paths)) == 3 and all(os.path.isdir(p) for p in paths)
 
@@ -125,12 +124,6 @@ def test_read_losses_checks_every_row_it_needs(tmp_path, text, message):
             records.read_losses(str(path), 2)
 
 
-def test_the_environment_notes_commit_versions_and_machine():
-    env = records.environment(7, 'tensor', 'numpy+numba float32', records.now())
-    assert env['seed'] == 7 and env['mode'] == 'tensor'
-    assert len(env['commit']) == 40 and env['cores'] >= 1 and env['numpy'] and env['python']
-
-
 def test_a_fifo_is_refused_before_it_is_read(tmp_path):
     import os
     for name in ('losses.csv', 'metrics.json'):
@@ -162,22 +155,3 @@ def test_a_claim_left_by_a_process_that_is_gone_is_taken_over(tmp_path, capsys):
     (tmp_path / records.CLAIM).write_text(f"{gone.pid} another-machine\n")  # not ours to judge
     with pytest.raises(UserError, match='in use by another command'):
         records.claim(str(tmp_path), must_be_empty=False)
-
-
-def test_a_runs_peak_memory_is_its_own_after_a_reset():
-    big = np.ones(300 * 2 ** 20 // 8)  # 300 MB, touched
-    before = records.peak_memory_mb()
-    del big
-    records.reset_peak_memory()
-    after = records.peak_memory_mb()
-    assert before > 300 and 0 < after < before - 200
-
-
-def test_a_pinned_blas_kernel_is_one_warning_line(monkeypatch):
-    monkeypatch.setenv('OPENBLAS_CORETYPE', 'Haswell')
-    line = records.kernel_pinned()
-    assert line.startswith('warning: OPENBLAS_CORETYPE=Haswell') and '\n' not in line
-    assert line.endswith('env -u OPENBLAS_CORETYPE') or 'env -u OPENBLAS_CORETYPE ' in line
-    for v in records.KERNEL_PINS:
-        monkeypatch.delenv(v, raising=False)
-    assert records.kernel_pinned() is None

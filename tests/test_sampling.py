@@ -10,7 +10,7 @@ import numpy as np
 import cli
 import data
 import microgpt
-from microgpt_lab import checkpoint
+from microgpt_lab import checkpoint, models
 from conftest import ROOT, main_output, one_line_error, train_small
 
 
@@ -40,10 +40,9 @@ def test_a_prompt_conditions_the_samples(small, capsys):
     # the continuations are the model's, given the prompt's tokens: not the unprompted ones
     ckpt = checkpoint.load(path)
     tok = data.Tokenizer(ckpt['vocab'])
-    model = microgpt.GPT(tok.vocab_size, random.Random(0), n_embd=8, n_head=2)
-    model.load_weights(ckpt['weights'])
+    model, _ = models.from_checkpoint(ckpt, 'scalar')
     rng = random.Random(1)
-    expected = [tok.decode(model.sample(rng, tok.bos, 0.5, tok.encode('ka'))) for _ in range(8)]
+    expected = [tok.decode(microgpt.sample(model, rng, tok.bos, 0.5, tok.encode('ka'))) for _ in range(8)]
     assert code == 0 and prompted == expected and prompted != unprompted
 
 

@@ -1,8 +1,10 @@
-"""Tests of tensorgpt.py: every op's gradient against finite differences, every numba kernel
-against its NumPy twin, the model against microgpt.py, and the reference run."""
+"""Tests of tensorgpt.py: every op's gradient against finite differences, every kernel of
+Part II against the Part I function it replaces (P1, Part I alone, NumPy's math), Part I
+alone training and sampling, the model against microgpt.py, and the reference run."""
 import math
 import os
 import gc
+import json
 import random
 import shutil
 import subprocess
@@ -15,14 +17,26 @@ from hypothesis.extra import numpy as hnp
 
 import microgpt
 import tensorgpt as tg
-from conftest import NAMES, ROOT
+from conftest import NAMES, ROOT, part_one_source, tensorgpt_part_one
 
-
+P1 = tensorgpt_part_one()  # the oracle: what each kernel computes, in NumPy
 
 dims = st.integers(1, 5)
 values = st.floats(-2, 2, allow_nan=False, width=64)
 seeds = st.integers(0, 2 ** 32 - 1)
 dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def weights_of(model):
+    """{name: float64 array} of either model's weights."""
+    if isinstance(model, microgpt.GPT):
+        return {n: np.array([[p.data for p in row] for row in w]) for n, w in model.state_dict.items()}
+    return {n: t.data.astype(np.float64) for n, t in model.state_dict.items()}
+
+
+def load_weights(model, weights):
+    for name, t in model.state_dict.items():
+        t.data[...] = weights[name]
 
 
 def assert_close(a, b, dtype):
@@ -98,7 +112,7 @@ def test_linear_grad_matches_finite_difference(data):
 @given(st.data())
 def test_relu_grad_matches_finite_difference(data):
     away_from_kink = values.filter(lambda v: abs(v) > 1e-3)
-    grad_check(tg.relu, data.draw(arrays((data.draw(dims), data.draw(dims)), away_from_kink)))
+    grad_check(lambda x: tg.activate(x, 'relu'), data.draw(arrays((data.draw(dims), data.draw(dims)), away_from_kink)))
 
 
 @pytest.mark.parametrize('kind', ['relu2', 'gelu'])
@@ -111,23 +125,23 @@ def test_activation_grad_matches_finite_difference(kind, data):
 
 def test_activations_are_their_textbook_formulas():
     x = np.linspace(-4, 4, 81)
-    np.testing.assert_array_equal(tg.relu2_forward_numpy(x), np.where(x > 0, x * x, 0))
+    np.testing.assert_array_equal(P1.relu2_forward(x), np.where(x > 0, x * x, 0))
     from math import erf
     exact = np.array([0.5 * v * (1 + erf(v / np.sqrt(2))) for v in x])  # GELU's definition
-    np.testing.assert_allclose(tg.gelu_forward_numpy(x)[0], exact, atol=1e-3)  # tanh form: close
+    np.testing.assert_allclose(P1.gelu_forward(x)[0], exact, atol=1e-3)  # tanh form: close
 
 
 @given(dims, st.integers(1, 40), dtypes, seeds)
 def test_activation_kernels_match_numpy(N, C, dtype, seed):
     rng = np.random.default_rng(seed)
     x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
-    assert_close(tg.relu2_forward(x), tg.relu2_forward_numpy(x), dtype)
-    assert_close(tg.relu2_backward(x, g), tg.relu2_backward_numpy(x, g), dtype)
-    (y, t), (y_np, t_np) = tg.gelu_forward(x), tg.gelu_forward_numpy(x)
+    assert_close(tg.relu2_forward(x), P1.relu2_forward(x), dtype)
+    assert_close(tg.relu2_backward(x, g), P1.relu2_backward(x, g), dtype)
+    (y, t), (y_np, t_np) = tg.gelu_forward(x), P1.gelu_forward(x)
     assert y.dtype == t.dtype == dtype
     assert_close(y, y_np, dtype)
     assert_close(t, t_np, dtype)
-    assert_close(tg.gelu_backward(x, t, g), tg.gelu_backward_numpy(x, t, g), dtype)
+    assert_close(tg.gelu_backward(x, t, g), P1.gelu_backward(x, t, g), dtype)
 
 
 @given(st.data())
@@ -150,12 +164,12 @@ def test_layernorm_kernels_match_numpy(N, C, dtype, seed):
     rng = np.random.default_rng(seed)
     x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
     gain, bias = (rng.standard_normal(C).astype(dtype) for _ in range(2))
-    out, twin = tg.layernorm_forward(x, gain, bias), tg.layernorm_forward_numpy(x, gain, bias)
+    out, twin = tg.layernorm_forward(x, gain, bias), P1.layernorm_forward(x, gain, bias)
     for a, b in zip(out, twin):
         assert a.dtype == dtype
         assert_close(a, b, dtype)
     back = tg.layernorm_backward(x, out[1], out[2], gain, g)
-    for a, b in zip(back, tg.layernorm_backward_numpy(x, out[1], out[2], gain, g)):
+    for a, b in zip(back, P1.layernorm_backward(x, out[1], out[2], gain, g)):
         assert a.dtype == dtype
         assert_close(a, b, dtype)
 
@@ -189,7 +203,7 @@ def test_rope_kernel_matches_numpy(N, n_head, half, dtype, seed):
     rng = np.random.default_rng(seed)
     qkv = rng.standard_normal((N, 3 * n_head * 2 * half)).astype(dtype)
     cos, sin = tg.rope_angles(rng.integers(0, 50, N), 2 * half, dtype)
-    assert_close(tg.rope_rotate(qkv, cos, sin, n_head), tg.rope_rotate_numpy(qkv, cos, sin, n_head), dtype)
+    assert_close(tg.rope_rotate(qkv, cos, sin, n_head), P1.rope_rotate(qkv, cos, sin, n_head), dtype)
 
 
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(0, 100), seeds)
@@ -208,7 +222,7 @@ def test_dropout_draws_are_the_numpy_twins_and_keep_one_minus_p():
     stream = tg.DropoutStream(2 ** 63 + 12345)
     first, second = stream.keep((300, 400), 0.1, np.float32), stream.keep((7,), 0.1, np.float32)
     assert stream.count == 120007 and first.dtype == np.float32
-    twin = tg.dropout_keep_numpy(120007, np.uint64(2 ** 63 + 12345), np.uint64(0),
+    twin = P1.dropout_keep(120007, np.uint64(2 ** 63 + 12345), np.uint64(0),
                                  np.uint64(round(0.1 * 2 ** 32)), np.float32(1 / 0.9))
     np.testing.assert_array_equal(np.concatenate([first.ravel(), second]), twin)
     assert set(np.unique(first)) == {0, np.float32(1 / 0.9)}
@@ -233,22 +247,16 @@ def test_attention_with_dropout_grad_matches_finite_difference(starts, n_head, D
 
 @given(st.integers(1, 3), st.integers(1, 7), st.integers(1, 3), st.integers(1, 3),
        st.integers(1, 4), seeds)
-def test_attention_in_tiles_with_dropout_is_the_numpy_twin(B, T, n_head, D, tile, seed):
+def test_attention_in_tiles_with_dropout_is_part_ones(B, T, n_head, D, tile, seed):
     rng = np.random.default_rng(seed)
     q, k, v, dy = (rng.standard_normal((B * T, n_head * D)) for _ in range(4))
     starts = np.arange(0, B * T + 1, T)
-    stream = tg.DropoutStream(seed)
-    keeps = []
-    def drop(shape):  # the tiles' draws, kept to build the whole [B, H, T, T] keep array
-        keeps.append(stream.keep(shape, 0.3, np.float64))
-        return keeps[-1]
+    drop = lambda shape: tg.DropoutStream(seed).keep(shape, 0.3, np.float64)  # the same each call
     y, backward, _ = tg.attention_blocks(np.hstack([q, k, v]), B, n_head, drop, tile=tile)
-    keep = np.zeros((B, n_head, T, T))
-    for i, kp in zip(range(0, T, tile), keeps):
-        keep[:, :, i:i + kp.shape[2], :kp.shape[3]] = kp
-    y_np, att = tg.attention_forward_numpy(q, k, v, starts, n_head, keep)
+    keep = drop((B, n_head, T, T))  # Part I's one draw, which the tiles take their parts of
+    y_np, att = P1.attention_forward(q, k, v, starts, n_head, keep)
     np.testing.assert_allclose(y, y_np, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(backward(dy), np.hstack(tg.attention_backward_numpy(
+    np.testing.assert_allclose(backward(dy), np.hstack(P1.attention_backward(
         q, k, v, att, dy, starts, n_head, keep)), rtol=1e-12, atol=1e-12)
 
 
@@ -280,7 +288,7 @@ def test_attention_of_equal_documents_grad_matches_finite_difference(B, T, n_hea
 def attention_in_tiles(qkv, B, n_head, tile):
     """attention_blocks (the BLAS way of attention_kernels) as an op: a Tensor in and out."""
     y, backward, _ = tg.attention_blocks(qkv.data, B, n_head, tile=tile)
-    return tg.Tensor(y, (qkv,), lambda g: tg.add_grad(qkv, backward(g)))
+    return tg.Tensor(y, (qkv,), lambda g: (backward(g),))
 
 
 @given(st.integers(1, 3), st.integers(1, 40), st.sampled_from([1, 2, 4]), st.integers(1, 5),
@@ -291,11 +299,24 @@ def test_attention_in_tiles_is_the_attention_of_each_document(B, T, n_head, D, t
     starts = np.arange(0, B * T + 1, T)
     qkv = tg.Tensor(np.hstack([q, k, v]))
     y = tg.attention(qkv, starts, n_head)            # documents of one length: in tiles
-    y_np, att = tg.attention_forward_numpy(q, k, v, starts, n_head)
+    y_np, att = P1.attention_forward(q, k, v, starts, n_head)
     assert y.data.dtype == dtype
     assert_close(tg.attention_blocks(qkv.data, B, n_head, tile=tile)[0], y_np, dtype)
     y.backward(dy)
-    assert_close(qkv.grad, np.hstack(tg.attention_backward_numpy(q, k, v, att, dy, starts, n_head)), dtype)
+    assert_close(qkv.grad, np.hstack(P1.attention_backward(q, k, v, att, dy, starts, n_head)), dtype)
+
+
+# A tile's causal softmax (Part II's alone, no Part I function): row t of a tile whose first
+# row is position i sees keys j <= i + t; the rest of the row is 0.
+def causal_softmax_numpy(scores, scale, i=0):
+    T, J = scores.shape[-2:]
+    scores = np.where(np.arange(J) <= i + np.arange(T)[:, None], scores * scale, -np.inf)
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def causal_softmax_backward_numpy(att, datt, scale):
+    return att * (datt - np.sum(att * datt, axis=-1, keepdims=True)) * scale
 
 
 @given(st.integers(1, 3), st.integers(1, 8), st.integers(0, 40), st.integers(1, 50), dtypes, seeds)
@@ -305,11 +326,11 @@ def test_causal_softmax_kernels_match_numpy(B, T, i, J, dtype, seed):
     s, d = (rng.standard_normal((B, 2, T, J)).astype(dtype) for _ in range(2))
     att = s.copy()
     tg.causal_softmax(att, dtype(0.3), i)
-    expected = tg.causal_softmax_numpy(s, 0.3, i)
+    expected = causal_softmax_numpy(s, 0.3, i)
     assert_close(att, expected, dtype)
     ds = d.copy()
     tg.causal_softmax_backward(att, ds, dtype(0.3), i, dtype(0))
-    assert_close(ds, tg.causal_softmax_backward_numpy(expected, d, 0.3), dtype)
+    assert_close(ds, causal_softmax_backward_numpy(expected, d, 0.3), dtype)
 
 
 @given(st.data())
@@ -322,18 +343,18 @@ def test_concat_rows_grad_matches_finite_difference(data):
 def test_relu_kernel_matches_numpy(N, C, dtype, seed):
     rng = np.random.default_rng(seed)
     x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
-    np.testing.assert_array_equal(tg.relu_backward(x, g), tg.relu_backward_numpy(x, g))
+    np.testing.assert_array_equal(tg.relu_backward(x, g), P1.relu_backward(x, g))
 
 
 @given(packed_batches(), st.integers(1, 3), seeds)
 def test_attention_is_causal_within_each_document(starts, n_head, seed):
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((starts[-1], 2 * n_head)) for _ in range(3))
-    y = tg.attention_forward(np.hstack([q, k, v]), starts, n_head)[0]
+    y = tg.attention_triangles(np.hstack([q, k, v]), starts, n_head)[0]
     for last in starts[1:] - 1:  # change a document's last key and value: its own future
         k2, v2 = k.copy(), v.copy()
         k2[last], v2[last] = 100.0, -100.0
-        y2 = tg.attention_forward(np.hstack([q, k2, v2]), starts, n_head)[0]
+        y2 = tg.attention_triangles(np.hstack([q, k2, v2]), starts, n_head)[0]
         np.testing.assert_array_equal(np.delete(y2, last, axis=0), np.delete(y, last, axis=0))
 
 
@@ -352,26 +373,26 @@ def test_rmsnorm_kernels_match_numpy(N, C, dtype, seed):
     rng = np.random.default_rng(seed)
     x, g = (rng.standard_normal((N, C)).astype(dtype) for _ in range(2))
     y, s = tg.rmsnorm_forward(x)
-    y_np, s_np = tg.rmsnorm_forward_numpy(x)
+    y_np, s_np = P1.rmsnorm_forward(x)
     assert y.dtype == dtype
     assert_close(y, y_np, dtype)
     assert_close(s, s_np, dtype)
-    assert_close(tg.rmsnorm_backward(x, s, g), tg.rmsnorm_backward_numpy(x, s, g), dtype)
+    assert_close(tg.rmsnorm_backward(x, s, g), P1.rmsnorm_backward(x, s, g), dtype)
 
 
 def check_attention_kernels(starts, n_head, D, dtype, seed):
     rng = np.random.default_rng(seed)
     q, k, v, dy = (rng.standard_normal((starts[-1], n_head * D)).astype(dtype) for _ in range(4))
-    y, att = tg.attention_forward(np.hstack([q, k, v]), starts, n_head)
-    y_np, att_np = tg.attention_forward_numpy(q, k, v, starts, n_head)
+    y, att = tg.attention_triangles(np.hstack([q, k, v]), starts, n_head)
+    y_np, att_np = P1.attention_forward(q, k, v, starts, n_head)
     assert y.dtype == dtype
     assert_close(y, y_np, dtype)
     T = att.shape[-1]
     for b, n in enumerate(np.diff(starts)):  # the kernel sets only each document's triangle
         triangle = np.tril(np.ones((T, T), bool)) & (np.arange(T) < n)[:, None]
         assert_close(np.where(triangle, att[b], 0), att_np[b], dtype)
-    for g, g_np in zip(np.hsplit(tg.attention_backward(np.hstack([q, k, v]), att, dy, starts, n_head), 3),
-                       tg.attention_backward_numpy(q, k, v, att_np, dy, starts, n_head)):
+    for g, g_np in zip(np.hsplit(tg.attention_triangles_backward(np.hstack([q, k, v]), att, dy, starts, n_head), 3),
+                       P1.attention_backward(q, k, v, att_np, dy, starts, n_head)):
         assert g.dtype == dtype
         assert_close(g, g_np, dtype)
 
@@ -395,12 +416,12 @@ def test_cross_entropy_kernels_match_numpy(N, V, dtype, seed):
     targets = rng.integers(0, V, N)
     weights = rng.random(N) * (rng.random(N) < 0.7)  # some positions count for nothing
     loss, lse = tg.cross_entropy_forward(logits, targets, weights)
-    loss_np, lse_np = tg.cross_entropy_forward_numpy(logits, targets, weights)
+    loss_np, lse_np = P1.cross_entropy_forward(logits, targets, weights)
     assert_close(loss, loss_np, dtype)
     assert_close(lse[weights > 0], lse_np[weights > 0], dtype)
     dl = tg.cross_entropy_backward(logits, targets, weights, lse, 0.5)
     assert dl.dtype == dtype
-    assert_close(dl, tg.cross_entropy_backward_numpy(logits, targets, weights, lse_np, 0.5), dtype)
+    assert_close(dl, P1.cross_entropy_backward(logits, targets, weights, lse_np, 0.5), dtype)
 
 
 @given(st.integers(1, 30), dims, dims, dtypes, seeds)
@@ -409,7 +430,7 @@ def test_embedding_kernel_matches_numpy(N, V, C, dtype, seed):
     ids, g = rng.integers(0, V, N), rng.standard_normal((N, C)).astype(dtype)
     gw = tg.embedding_backward(ids, g, V)
     assert gw.dtype == dtype
-    assert_close(gw, tg.embedding_backward_numpy(ids, g, V), dtype)
+    assert_close(gw, P1.embedding_backward(ids, g, V), dtype)
 
 
 @given(st.integers(1, 50), st.integers(1, 5), dtypes, seeds, st.sampled_from([0.0, 0.1]),
@@ -421,7 +442,7 @@ def test_adam_kernel_matches_numpy(n, t, dtype, seed, weight_decay, scale):
     args = (0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** t, 1 - 0.99 ** t, 1 - 0.01 * weight_decay, scale)
     twins = [a.copy() for a in (p, g, m, v)]
     tg.adam_update(p, g, m, v, *args)
-    tg.adam_update_numpy(*twins, *args)
+    P1.adam_update(*twins, *args)
     for a, b in zip((p, g, m, v), twins):
         assert a.dtype == b.dtype
         assert_close(a, b, dtype)
@@ -461,18 +482,18 @@ documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids 
 
 def models(seed, **config):
     """microgpt's and tensorgpt's GPT (float64) made from the same seed."""
-    return (microgpt.GPT(11, random.Random(seed), **config),
-            tg.GPT(11, random.Random(seed), dtype='float64', **config))
+    return (microgpt.GPT(microgpt.GPTConfig(11, **config), random.Random(seed)),
+            tg.GPT(tg.GPTConfig(11, dtype='float64', **config), random.Random(seed)))
 
 
 def test_same_seed_gives_microgpts_weights():
     ref, model = models(3, n_layer=2, tie_lm_head=True)
     assert list(model.state_dict) == list(ref.state_dict)
-    for name, w in ref.weights().items():
-        np.testing.assert_array_equal(model.weights()[name], np.array(w))
-    f32 = tg.GPT(11, random.Random(3), n_layer=2, tie_lm_head=True)
+    for name, w in weights_of(ref).items():
+        np.testing.assert_array_equal(weights_of(model)[name], w)
+    f32 = tg.GPT(tg.GPTConfig(11, n_layer=2, tie_lm_head=True), random.Random(3))
     assert all(t.data.dtype == np.float32 for t in f32.params)
-    assert f32.config == {**ref.config, 'dtype': 'float32', 'dropout': 0.0}  # dropout: tensor mode's
+    assert vars(f32.config) == {**vars(ref.config), 'dtype': 'float32', 'dropout': 0.0}  # tensor mode's
     np.testing.assert_array_equal(f32.state_dict['wte'].data, model.state_dict['wte'].data.astype(np.float32))
 
 
@@ -495,7 +516,7 @@ def test_loss_and_gradients_match_microgpt(config, doc, seed):
 @given(st.lists(documents, min_size=1, max_size=5), seeds)
 def test_batch_loss_is_the_mean_of_document_losses(docs, seed):
     """Batching changes nothing: a batch's loss and gradient are the means of its documents'."""
-    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, block_size=8, dtype='float64')
+    model = tg.GPT(tg.GPTConfig(11, n_embd=8, n_head=2, block_size=8, dtype='float64'), random.Random(seed))
     loss = model.loss(docs)
     loss.backward()
     batch_grads = [t.grad.copy() for t in model.params]
@@ -514,7 +535,7 @@ def test_batch_loss_is_the_mean_of_document_losses(docs, seed):
 @settings(max_examples=5)
 @given(st.lists(documents, min_size=1, max_size=3), seeds)
 def test_model_grad_matches_finite_difference(docs, seed):
-    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, n_layer=2, block_size=8, dtype='float64')
+    model = tg.GPT(tg.GPTConfig(11, n_embd=8, n_head=2, n_layer=2, block_size=8, dtype='float64'), random.Random(seed))
     model.loss(docs).backward()
     rng = np.random.default_rng(seed)
     for t in model.params:
@@ -535,27 +556,17 @@ def test_model_grad_matches_finite_difference(docs, seed):
 def test_larger_model_runs_in_both_dtypes():
     docs = [[70] + [random.Random(i).randrange(70) for _ in range(300)] + [70] for i in range(2)]
     for dtype in ('float32', 'float64'):
-        model = tg.GPT(71, random.Random(0), n_embd=64, n_head=8, n_layer=3, block_size=256, dtype=dtype)
+        model = tg.GPT(tg.GPTConfig(71, n_embd=64, n_head=8, n_layer=3, block_size=256, dtype=dtype), random.Random(0))
         losses = [loss for _, loss, _ in tg.train(model, docs, 3, batch_size=2)]
         assert all(np.isfinite(losses)) and losses[-1] < losses[0]
         assert all(t.data.dtype == dtype and t.grad.dtype == dtype for t in model.params)
-
-
-def test_weights_round_trip():
-    _, model = models(1)
-    other = tg.GPT(11, random.Random(2), dtype='float32')
-    other.load_weights(model.weights())
-    for name, w in model.weights().items():
-        np.testing.assert_allclose(other.weights()[name], w, rtol=1e-7)
-    with pytest.raises(ValueError, match='wte'):
-        other.load_weights({**model.weights(), 'wte': np.zeros((2, 2))})
 
 
 # ---------------------------------------------------------------------------
 # Training, evaluation and sampling
 def test_train_takes_batches_in_order_and_decays_lr():
     docs = [[10] + [i % 10] * (i % 4) + [10] for i in range(7)]
-    model, ref = tg.GPT(11, random.Random(0), dtype='float64'), tg.GPT(11, random.Random(0), dtype='float64')
+    model, ref = tg.GPT(tg.GPTConfig(11, dtype='float64'), random.Random(0)), tg.GPT(tg.GPTConfig(11, dtype='float64'), random.Random(0))
     adam = tg.Adam(ref.params)
     out = list(tg.train(model, docs, 3, batch_size=3, lr=0.02))
     for step in range(3):
@@ -570,11 +581,11 @@ def test_train_takes_batches_in_order_and_decays_lr():
 
 def test_evaluate_is_the_mean_document_loss_and_changes_nothing():
     docs = [[10] + [i % 10] * (i % 5) + [10] for i in range(7)]
-    model = tg.GPT(11, random.Random(0), dtype='float64')
-    before = model.weights()
+    model = tg.GPT(tg.GPTConfig(11, dtype='float64'), random.Random(0))
+    before = weights_of(model)
     mean = np.mean([float(model.loss([d]).data) for d in docs])
     assert tg.evaluate(model, docs, batch_size=3) == pytest.approx(mean, rel=1e-12)
-    assert all(np.array_equal(w, model.weights()[n]) for n, w in before.items())
+    assert all(np.array_equal(w, weights_of(model)[n]) for n, w in before.items())
     assert not any(t.grad.any() for t in model.params)
 
 
@@ -582,7 +593,7 @@ def test_memory_goes_back_as_soon_as_it_is_used():
     """Evaluating keeps no graph; backward drops each op output's gradient once passed on;
     train() drops a step's graph before the next step's forward pass."""
     docs = [[10, 1, 2, 10], [10, 3, 10]]
-    model = tg.GPT(11, random.Random(0), dtype='float64')
+    model = tg.GPT(tg.GPTConfig(11, dtype='float64'), random.Random(0))
     with tg.no_graph():
         quiet = model.loss(docs)
     loss = model.loss(docs)
@@ -612,8 +623,7 @@ def test_memory_goes_back_as_soon_as_it_is_used():
 @settings(max_examples=5)
 @given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)
 def test_kv_cache_logits_match_full_forward(dtype, choices, docs, seed):
-    model = tg.GPT(11, random.Random(seed), n_embd=8, n_head=2, n_layer=2, block_size=6, dtype=dtype,
-                   **choices)
+    model = tg.GPT(tg.GPTConfig(11, n_embd=8, n_head=2, n_layer=2, block_size=6, dtype=dtype, **choices), random.Random(seed))
     T = 6
     tokens = np.array([(d + [0] * T)[:T] for d in docs])  # [B, T]
     full = model.forward(tokens.ravel(), np.tile(np.arange(T), len(docs)), np.arange(0, tokens.size + 1, T))
@@ -628,23 +638,23 @@ def test_kv_cache_logits_match_full_forward(dtype, choices, docs, seed):
 
 @pytest.mark.parametrize('position', ['learned', 'rope', 'none'])
 def test_a_passage_past_the_block_is_drawn_from_the_forward_pass_of_its_last_block(position):
-    model = tg.GPT(7, random.Random(0), block_size=5, dtype='float64', position=position)
+    model = tg.GPT(tg.GPTConfig(7, block_size=5, dtype='float64', position=position), random.Random(0))
     ids, rng = [1, 2], random.Random(3)
     for _ in range(12):  # past the block: the window slides, its positions from 0 again
         window = np.array(ids[-5:])
         logits = model.forward(window, np.arange(len(window)), np.array([0, len(window)])).data[-1:]
-        ids.append(rng.choices(range(7), weights=model._probs(logits, 0.8)[0].tolist())[0])
-    assert model.generate(random.Random(3), [1, 2], 12, temperature=0.8) == ids[2:]
+        ids.append(rng.choices(range(7), weights=tg.probabilities(logits, 0.8)[0].tolist())[0])
+    assert tg.generate(model, random.Random(3), [1, 2], 12, temperature=0.8) == ids[2:]
 
 
 def test_dropout_is_on_while_training_only():
     docs = [[10, 1, 2, 3, 10], [10, 4, 5, 10]]
-    plain = tg.GPT(11, random.Random(0), dtype='float64')
-    model = tg.GPT(11, random.Random(0), dtype='float64', dropout=0.3)
-    assert all(np.array_equal(w, plain.weights()[n]) for n, w in model.weights().items())
+    plain = tg.GPT(tg.GPTConfig(11, dtype='float64'), random.Random(0))
+    model = tg.GPT(tg.GPTConfig(11, dtype='float64', dropout=0.3), random.Random(0))
+    assert all(np.array_equal(w, weights_of(plain)[n]) for n, w in weights_of(model).items())
     # evaluation, validation and sampling: deterministic, and P = 0's
     assert tg.evaluate(model, docs) == tg.evaluate(model, docs) == tg.evaluate(plain, docs)
-    assert model.sample(random.Random(1), 10) == plain.sample(random.Random(1), 10)
+    assert tg.sample(model, random.Random(1), 10) == tg.sample(plain, random.Random(1), 10)
     assert model.dropout_stream.count == 0
     trained = [float(model.loss(docs, training=True).data) for _ in range(2)]
     assert model.dropout_stream.count > 0 and trained[0] != trained[1] != float(plain.loss(docs).data)
@@ -655,15 +665,59 @@ def test_sample_matches_microgpt(prompt):
     ref, model = models(5, block_size=8)
     rng1, rng2 = random.Random(7), random.Random(7)
     for _ in range(5):
-        assert model.sample(rng2, 10, 0.8, prompt) == ref.sample(rng1, 10, 0.8, prompt)
+        assert tg.sample(model, rng2, 10, 0.8, prompt) == microgpt.sample(ref, rng1, 10, 0.8, prompt)
 
 
 def test_sample_batch_draws_documents():
-    model = tg.GPT(11, random.Random(0), block_size=8)
-    samples = model.sample_batch(random.Random(1), 10, 20, temperature=1.0, prompt=(3,))
+    model = tg.GPT(tg.GPTConfig(11, block_size=8), random.Random(0))
+    samples = tg.sample_batch(model, random.Random(1), 10, 20, temperature=1.0, prompt=(3,))
     assert len(samples) == 20 and len({tuple(s) for s in samples}) > 1
     assert all(10 not in s and len(s) <= 7 and all(0 <= t < 10 for t in s) for s in samples)
-    assert samples == model.sample_batch(random.Random(1), 10, 20, temperature=1.0, prompt=(3,))
+    assert samples == tg.sample_batch(model, random.Random(1), 10, 20, temperature=1.0, prompt=(3,))
+
+
+# ---------------------------------------------------------------------------
+# Part I alone: tensorgpt.py with Part II deleted trains and samples, on NumPy alone, with
+# the full file's numbers
+PART_ONE_RUN = """
+import json, random, sys
+import numpy as np
+import tensorgpt as tg
+docs = [[10] + [random.Random(i).randrange(10) for _ in range(i % 9)] + [10] for i in range(40)]
+text = np.random.default_rng(0).integers(0, 10, 2000)
+def windows(step, r=random.Random(5)):
+    return np.stack([text[o:o + 71] for o in [r.randrange(len(text) - 71) for _ in range(3)]])
+out = []
+for batches, choices in ((docs, dict(position='rope', qk_norm=True, activation='relu2', dropout=0.1)),
+                         (windows, dict(norm='layernorm', activation='gelu', final_norm=True,
+                                        dropout=0.1, block_size=70, n_embd=8, n_head=2))):
+    model = tg.GPT(tg.GPTConfig(11, dtype='float64', **choices), random.Random(1))
+    adam = tg.Adam(model.params, weight_decay=0.1, no_decay=model.norm_weights)
+    losses = [loss for _, loss, _ in tg.train(model, batches, 12, batch_size=4, adam=adam,
+                                              grad_clip=1.0)]
+    out.append(dict(losses=losses, val=tg.evaluate(model, docs[:10]),
+                    samples=[tg.sample(model, random.Random(s), 10) for s in range(3)],
+                    passage=tg.generate(model, random.Random(0), [1, 2], 20)))
+print(json.dumps(dict(runs=out, numba='numba' in sys.modules)))
+"""
+
+
+def test_part_one_alone_trains_and_samples_with_the_full_files_numbers(tmp_path):
+    """Delete Part II: what is left trains and samples, without numba, and in float64 its
+    losses are the full file's to 1e-12 (Part II's kernels compute Part I's math)."""
+    source = (ROOT / 'tensorgpt.py').read_text(encoding='utf-8')
+    (tmp_path / 'tensorgpt.py').write_text(part_one_source(source), encoding='utf-8')
+    full = tmp_path / 'full'
+    full.mkdir()
+    shutil.copy(ROOT / 'tensorgpt.py', full)
+    alone, whole = (json.loads(subprocess.run(
+        [sys.executable, '-c', PART_ONE_RUN], cwd=cwd, capture_output=True, text=True,
+        check=True, timeout=300).stdout) for cwd in (tmp_path, full))
+    assert not alone['numba'] and whole['numba']
+    for a, w in zip(alone['runs'], whole['runs']):
+        np.testing.assert_allclose(a['losses'], w['losses'], rtol=1e-12, atol=0)
+        assert a['val'] == pytest.approx(w['val'], rel=1e-12)
+        assert a['samples'] == w['samples'] and a['passage'] == w['passage']
 
 
 # ---------------------------------------------------------------------------
@@ -687,7 +741,7 @@ def generator(state):
 
 def test_first_steps_match_microgpt(names):
     state, _, docs = names
-    ref, model = microgpt.GPT(27, generator(state)), tg.GPT(27, generator(state), dtype='float64')
+    ref, model = microgpt.GPT(microgpt.GPTConfig(27), generator(state)), tg.GPT(tg.GPTConfig(27, dtype='float64'), generator(state))
     ref_losses = [loss for _, loss, _ in microgpt.train(ref, docs, 50)]
     losses = [loss for _, loss, _ in tg.train(model, docs, 50, batch_size=1)]
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-10)
@@ -696,11 +750,11 @@ def test_first_steps_match_microgpt(names):
 def test_reference_run_gives_every_loss_and_sample_the_reference_printed(names, reference):
     state, uchars, docs = names
     rng = generator(state)
-    model = tg.GPT(27, rng, dtype='float64')
+    model = tg.GPT(tg.GPTConfig(27, dtype='float64'), rng)
     losses = [loss for _, loss, _ in tg.train(model, docs, 1000, batch_size=1)]
     assert [f"step {i + 1:4d} / 1000 | loss {loss:.4f}" for i, loss in enumerate(losses)] == \
         reference['steps']
-    samples = [''.join(uchars[t] for t in model.sample(rng, len(uchars), 0.5)) for _ in range(20)]
+    samples = [''.join(uchars[t] for t in tg.sample(model, rng, len(uchars), 0.5)) for _ in range(20)]
     assert [f"sample {i + 1:2d}: {s}" for i, s in enumerate(samples)] == reference['samples']
 
 
@@ -721,7 +775,7 @@ def probe(cwd, **env):
 def test_a_corrupt_numba_cache_is_compiled_afresh_and_mended(tmp_path):
     shutil.copy(ROOT / 'tensorgpt.py', tmp_path)
     assert probe(tmp_path) == (0, '[[2.0, 2.0], [1.0, 1.0]]', '')  # compiles, caches
-    cached = list((tmp_path / '__pycache__').glob('tensorgpt.embedding_backward-*'))
+    cached = list((tmp_path / '__pycache__').glob('tensorgpt.embedding_backward_kernel-*'))
     assert cached
     for f in cached:
         f.write_bytes(b'garbage')
@@ -771,11 +825,11 @@ import random, tensorgpt as tg
 kernels = lambda: {k: len(f.signatures) for k, f in vars(tg).items() if hasattr(f, 'signatures')}
 tg.warm_up('float32')
 warm = kernels()
-model = tg.GPT(5, random.Random(0), n_embd=8, n_head=2)
+model = tg.GPT(tg.GPTConfig(5, n_embd=8, n_head=2), random.Random(0))
 list(tg.train(model, [[4, 0, 1, 4], [4, 2, 4], [4, 3, 3, 3, 4]], 2, batch_size=3))
 tg.evaluate(model, [[4, 0, 4]])
-model.sample(random.Random(0), 4)
-model.sample_batch(random.Random(0), 4, 3)
+tg.sample(model, random.Random(0), 4)
+tg.sample_batch(model, random.Random(0), 4, 3)
 print(warm == kernels(), all(n >= 1 for k, n in warm.items() if not k.startswith('_')))
 """
 
@@ -821,10 +875,10 @@ def test_adam_with_clipping_and_decay_matches_its_numpy_twin(n, clip, weight_dec
         scale = min(1.0, clip / (norm + 1e-6))
         adam.step(0.01, grad_clip=clip)
         twin_p, twin_g = p.ravel(), g.ravel().copy()
-        tg.adam_update_numpy(twin_p, twin_g, m, v, 0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** step,
+        P1.adam_update(twin_p, twin_g, m, v, 0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** step,
                              1 - 0.99 ** step, 1 - 0.01 * weight_decay, scale)
         np.testing.assert_allclose(t.data.ravel(), twin_p, rtol=1e-12)
-    assert tg.squared_norm(g.ravel()) == pytest.approx(tg.squared_norm_numpy(g))
+    assert tg.squared_norm(g.ravel()) == pytest.approx(P1.squared_norm(g))
 
 
 @pytest.mark.parametrize('clip, scale', [(2.0, 2 / (5 + 1e-6)), (10.0, 1.0), (0.0, 1.0)])
@@ -846,15 +900,15 @@ def test_weight_decay_shrinks_weights_with_no_gradient():
 # ---------------------------------------------------------------------------
 # Windows of a text, generation, top-k
 def test_a_batch_of_windows_has_the_loss_of_the_same_windows_as_documents():
-    model = tg.GPT(6, random.Random(1), n_embd=8, n_head=2, block_size=5, dtype='float64')
+    model = tg.GPT(tg.GPTConfig(6, n_embd=8, n_head=2, block_size=5, dtype='float64'), random.Random(1))
     windows = np.array([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]])
     as_docs = float(model.loss([list(w) for w in windows]).data)
     assert float(model.loss(windows).data) == pytest.approx(as_docs, rel=1e-12)
 
 
 def test_generation_past_the_context_is_a_forward_pass_over_the_last_block_size():
-    model = tg.GPT(5, random.Random(2), n_embd=8, n_head=2, block_size=4, dtype='float64')
-    drawn = model.generate(random.Random(7), [1, 2], 12, temperature=0.8)
+    model = tg.GPT(tg.GPTConfig(5, n_embd=8, n_head=2, block_size=4, dtype='float64'), random.Random(2))
+    drawn = tg.generate(model, random.Random(7), [1, 2], 12, temperature=0.8)
     rng, ids = random.Random(7), [1, 2]
     for _ in range(12):
         context = ids[-4:]  # the last block_size ids, at positions 0..3
@@ -866,30 +920,29 @@ def test_generation_past_the_context_is_a_forward_pass_over_the_last_block_size(
 
 
 def test_top_k_draws_only_among_the_k_most_likely():
-    model = tg.GPT(8, random.Random(3), n_embd=8, n_head=2, block_size=6, dtype='float64')
+    model = tg.GPT(tg.GPTConfig(8, n_embd=8, n_head=2, block_size=6, dtype='float64'), random.Random(3))
     logits = model.forward(np.array([7]), np.array([0]), np.array([0, 1])).data
     best = np.argsort(-logits[0])[:2].tolist()
-    firsts = {model.sample(random.Random(s), 7, 2.0, top_k=2)[:1][0]
-              for s in range(40) if model.sample(random.Random(s), 7, 2.0, top_k=2)}
+    firsts = {tg.sample(model, random.Random(s), 7, 2.0, top_k=2)[:1][0]
+              for s in range(40) if tg.sample(model, random.Random(s), 7, 2.0, top_k=2)}
     assert firsts and firsts <= set(best) | {7}
-    greedy = model.generate(random.Random(0), [7], 1, top_k=1)
+    greedy = tg.generate(model, random.Random(0), [7], 1, top_k=1)
     assert greedy == [int(np.argmax(logits[0]))]
 
 
 @pytest.mark.parametrize('top_k', [1, 3])
 def test_top_k_samples_agree_in_both_modes(top_k):
-    scalar = microgpt.GPT(7, random.Random(5), n_embd=8, n_head=2)
-    tensor = tg.GPT(7, random.Random(0), n_embd=8, n_head=2, dtype='float64')
-    tensor.load_weights(scalar.weights())
+    scalar = microgpt.GPT(microgpt.GPTConfig(7, n_embd=8, n_head=2), random.Random(5))
+    tensor = tg.GPT(tg.GPTConfig(7, n_embd=8, n_head=2, dtype='float64'), random.Random(0))
+    load_weights(tensor, weights_of(scalar))
     for s in range(10):
-        assert scalar.sample(random.Random(s), 6, 1.0, top_k=top_k) == \
-            tensor.sample(random.Random(s), 6, 1.0, top_k=top_k)
+        assert microgpt.sample(scalar, random.Random(s), 6, 1.0, top_k=top_k) == \
+            tg.sample(tensor, random.Random(s), 6, 1.0, top_k=top_k)
 
 
 @given(st.integers(1, 12), st.integers(1, 3), st.integers(1, 2), seeds)
 def test_attention_maps_are_the_forward_passes_rows_summing_to_one_and_causal(T, n_head, n_layer, seed):
-    model = tg.GPT(7, random.Random(seed), n_embd=2 * n_head, n_head=n_head, n_layer=n_layer,
-                   block_size=12, dtype='float64')
+    model = tg.GPT(tg.GPTConfig(7, n_embd=2 * n_head, n_head=n_head, n_layer=n_layer, block_size=12, dtype='float64'), random.Random(seed))
     ids = np.array(random.Random(seed).choices(range(7), k=T))
     maps = []
     logits = model.forward(ids, np.arange(T), np.array([0, T]), attention_maps=maps).data

@@ -20,7 +20,7 @@ import cli
 import data
 import microgpt
 import tensorgpt
-from microgpt_lab import checkpoint, records, settings, training
+from microgpt_lab import checkpoint, models, records, sampling, settings, training
 from conftest import (DOCS, NAMES, ROOT, one_line_error, reference_run, run_cli,
                       train_small)
 
@@ -92,7 +92,7 @@ def test_train_losses_are_those_of_the_library_run(small, capsys):
     tok = data.Tokenizer.from_docs(DOCS)
     rng = random.Random(3)
     train_docs, _ = data.split_docs(DOCS, rng, 0.1)
-    model = microgpt.GPT(tok.vocab_size, rng, n_embd=8, n_head=2)
+    model = microgpt.GPT(microgpt.GPTConfig(tok.vocab_size, n_embd=8, n_head=2), rng)
     expected = [loss for _, loss, _ in microgpt.train(model, [tok.frame(d, 16) for d in train_docs], 12)]
     assert [float(r['loss']) for r in rows] == expected
 
@@ -104,8 +104,7 @@ def test_validation_loss_is_taken_on_the_held_out_documents(small, capsys):
     assert train_small(small / 'run', data='many.txt') == 0
     ckpt = checkpoint.load(small / 'run' / 'checkpoint.json')
     tok = data.Tokenizer(ckpt['vocab'])
-    model = microgpt.GPT(tok.vocab_size, random.Random(0), n_embd=8, n_head=2)
-    model.load_weights(ckpt['weights'])
+    model, _ = models.from_checkpoint(ckpt, 'scalar')
     train_docs, val_docs = data.split_docs(docs, random.Random(42), 0.1)
     assert len(val_docs) == 6 and not set(val_docs) <= set(train_docs)
     held_out = microgpt.evaluate(model, [tok.frame(d, 16) for d in val_docs])
@@ -115,7 +114,7 @@ def test_validation_loss_is_taken_on_the_held_out_documents(small, capsys):
 
 
 def test_sample_shares_count_every_sample_once():
-    shares = training.sample_shares(['ann', 'bo', 'cy', 'dee'], train_docs=['ann', 'x'],
+    shares = sampling.sample_shares(['ann', 'bo', 'cy', 'dee'], train_docs=['ann', 'x'],
                                     val_docs=['bo', 'ann'])
     assert shares == dict(train=0.25, val=0.25, new=0.5)  # ann is a training name, even if held out too
 
@@ -124,7 +123,7 @@ def test_the_recorded_sample_shares_are_those_of_the_printed_samples(small, caps
     assert train_small(small / 'run', '--samples', '30', '--steps', '40') == 0
     samples = (small / 'run' / 'samples.txt').read_text().splitlines()
     train_docs, val_docs = data.split_docs(DOCS, random.Random(42), 0.1)
-    assert metrics_of(small / 'run')['samples'] == training.sample_shares(samples, train_docs, val_docs)
+    assert metrics_of(small / 'run')['samples'] == sampling.sample_shares(samples, train_docs, val_docs)
 
 
 def test_train_refuses_to_overwrite_a_run_record(small, capsys):
@@ -178,13 +177,13 @@ def test_divergence_on_the_last_update_is_caught(small, mode, lr):
 
 
 def test_weights_finite_sees_a_single_bad_weight():
-    model = tensorgpt.GPT(5, random.Random(0), n_embd=4, n_head=1)
-    assert training.weights_finite(model)
+    model = tensorgpt.GPT(tensorgpt.GPTConfig(5, n_embd=4, n_head=1), random.Random(0))
+    assert models.weights_finite(model)
     model.params[3].data[1, 2] = np.inf
-    assert not training.weights_finite(model)
-    scalar = microgpt.GPT(5, random.Random(0), n_embd=4, n_head=1)
+    assert not models.weights_finite(model)
+    scalar = microgpt.GPT(microgpt.GPTConfig(5, n_embd=4, n_head=1), random.Random(0))
     scalar.params[-1].data = float('nan')
-    assert not training.weights_finite(scalar)
+    assert not models.weights_finite(scalar)
 
 
 # ---------------------------------------------------------------------------
@@ -363,20 +362,20 @@ def test_a_signal_during_training_keeps_a_record_that_resumes(small, signum, cod
 @pytest.mark.parametrize('when', ['evaluation', 'samples'])
 def test_a_signal_after_the_last_step_interrupts_and_resume_finishes(small, capsys, monkeypatch, when):
     train_small(small / 'whole', '--samples', '4')
-    stop, calls, evaluate, sample = [], [], microgpt.evaluate, microgpt.GPT.sample
+    stop, calls, evaluate, sample = [], [], microgpt.evaluate, microgpt.sample
 
     def evaluate_then_signal(model, docs):  # Ctrl-C while the final evaluation runs
         stop.append(True)
         return evaluate(model, docs)
 
-    def sample_then_signal(self, *args, **kwargs):  # Ctrl-C while the second sample is drawn
+    def sample_then_signal(*args, **kwargs):  # Ctrl-C while the second sample is drawn
         stop.extend([True] * (len(calls) == 1))
         calls.append(1)
-        return sample(self, *args, **kwargs)
+        return sample(*args, **kwargs)
     if when == 'evaluation':
         monkeypatch.setattr(microgpt, 'evaluate', evaluate_then_signal)
     else:
-        monkeypatch.setattr(microgpt.GPT, 'sample', sample_then_signal)
+        monkeypatch.setattr(microgpt, 'sample', sample_then_signal)
     cfg = config('--data', 'docs.txt', '--steps', '12', '--samples', '4', '--n-embd', '8',
                  '--n-head', '2')
     out = small / 'late'
@@ -568,8 +567,7 @@ def test_a_text_run_trains_on_windows_and_ends_with_a_passage(text, capsys):
     # the validation loss is the model's on every held-out window, from the checkpoint
     ckpt = checkpoint.load(text / 'run' / 'checkpoint.json')
     tok = data.Tokenizer(ckpt['vocab'], bos=False)
-    model = tensorgpt.GPT(tok.vocab_size, random.Random(0), n_embd=8, n_head=2, block_size=8)
-    model.load_weights(ckpt['weights'])
+    model, _ = models.from_checkpoint(ckpt, 'tensor')
     _, val = data.split_text(np.array(tok.encode(TEXT)), 0.1)
     assert m['val_loss'] == pytest.approx(tensorgpt.evaluate(model, data.tiled_windows(val, 8)), rel=1e-6)
 

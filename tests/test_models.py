@@ -1,0 +1,92 @@
+"""models.py: the two models behind one interface: the same weights from the same settings,
+their shapes known without building them, weights out and back in exactly, a stopped run's
+state restored, and tensor mode's environment checked."""
+import random
+
+import numpy as np
+import pytest
+
+import microgpt
+import tensorgpt
+from microgpt_lab import UserError, checkpoint, models
+
+CHOICES = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'position': 'rope'},
+           {'position': 'none', 'n_layer': 2}, {'norm': 'layernorm'},
+           {'norm': 'layernorm', 'final_norm': True, 'input_rmsnorm': False},
+           {'activation': 'gelu', 'qk_norm': True}]
+
+
+def settings(mode='tensor', **choices):
+    """A run's settings, as settings.py gives them, that build a small model."""
+    cfg = dict(mode=mode, dtype='float64', n_embd=8, n_head=2, n_layer=1, block_size=6,
+               tie_lm_head=False, input_rmsnorm=True, activation='relu', final_norm=False,
+               norm='rmsnorm', position='learned', qk_norm=False, dropout=0.0, init_std=0.08,
+               beta1=0.85, beta2=0.99, eps=1e-8, weight_decay=0.0)
+    return dict(cfg, **choices)
+
+
+@pytest.mark.parametrize('choices', CHOICES, ids=str)
+def test_both_modes_build_the_same_weights_whose_shapes_are_known_beforehand(choices):
+    scalar = models.build(settings('scalar', **choices), 7, random.Random(3))
+    tensor = models.build(settings('tensor', **choices), 7, random.Random(3))
+    ws, wt = models.weights(scalar), models.weights(tensor)
+    assert list(ws) == list(wt) and all(np.array_equal(ws[n], wt[n]) for n in ws)
+    shapes = models.weight_shapes(dict(settings(**choices), vocab_size=7))
+    assert {n: w.shape for n, w in wt.items()} == shapes  # in the order they are made
+    assert list(shapes) == list(wt)
+    assert models.n_params(settings(**choices), 7) == sum(w.size for w in wt.values()) == len(scalar.params)
+    assert tensorgpt.weight_shapes(tensor.config) == microgpt.weight_shapes(scalar.config) == shapes
+
+
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_weights_go_out_and_back_in_exactly(mode):
+    model = models.build(settings(mode, norm='layernorm'), 5, random.Random(0))
+    other = models.build(settings(mode, norm='layernorm'), 5, random.Random(1))
+    weights = models.weights(model)
+    weights['wte'][0, 0] = np.nextafter(1.0, 2.0)
+    models.load_weights(other, weights)
+    assert all(np.array_equal(w, weights[n]) for n, w in models.weights(other).items())
+    with pytest.raises(ValueError, match='wte: shape'):
+        models.load_weights(other, dict(weights, wte=np.zeros((2, 2))))
+
+
+def test_a_models_config_is_what_its_checkpoint_records():
+    tensor = models.build(settings(dropout=0.1, qk_norm=True), 5, random.Random(0))
+    scalar = models.build(settings('scalar', qk_norm=True), 5, random.Random(0))
+    assert models.config_of(tensor) == dict(models.config_of(scalar), dropout=0.1)
+    assert models.config_of(tensor)['qk_norm'] is True and models.config_of(tensor)['vocab_size'] == 5
+    assert 'dtype' not in models.config_of(tensor) and 'init_std' not in models.config_of(tensor)
+
+
+def test_weights_finite_sees_a_single_bad_weight():
+    model = models.build(settings(), 5, random.Random(0))
+    assert models.weights_finite(model)
+    model.params[3].data[1, 2] = np.inf
+    assert not models.weights_finite(model)
+    scalar = models.build(settings('scalar'), 5, random.Random(0))
+    scalar.params[-1].data = float('nan')
+    assert not models.weights_finite(scalar)
+
+
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_a_restored_run_trains_on_as_if_it_had_not_stopped(tmp_path, mode):
+    """Weights, Adam's moments and step, and dropout's draws, from its checkpoint."""
+    cfg = settings(mode, steps=6, lr=0.01, batch_size=2, grad_clip=0.0, warmup_steps=0,
+                   lr_schedule='linear', min_lr=0.0, dropout=0.2 if mode == 'tensor' else 0.0)
+    docs = [[4, 0, 1, 4], [4, 2, 3, 3, 4], [4, 1, 4]]
+    losses = [loss for _, loss, _ in models.train(cfg, models.build(cfg, 5, random.Random(0)), docs)]
+    model = models.build(cfg, 5, random.Random(0))
+    adam = models.optimizer(cfg, model)
+    run = models.train(cfg, model, docs, adam)
+    head = [next(run)[1] for _ in range(3)]
+    (tmp_path / 'c.json').write_text(checkpoint.checkpoint_text(model, 'abcd', 3, random.Random(0), adam))
+    model, adam = models.restore(cfg, checkpoint.load(tmp_path / 'c.json', need_adam=True))
+    tail = [loss for _, loss, _ in models.train(cfg, model, docs, adam, start_step=3)]
+    assert head + tail == losses
+
+
+def test_a_numba_that_would_not_start_is_one_line(monkeypatch):
+    monkeypatch.setenv('NUMBA_NUM_THREADS', '0')
+    with pytest.raises(UserError, match='NUMBA_NUM_THREADS=0 in the environment'):
+        models.lib('tensor')
+    assert models.lib('scalar') is microgpt
