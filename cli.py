@@ -16,9 +16,10 @@ Commands:
              (a passage, for a text), and a run record in --out: config.json,
              metrics.json, losses.csv, samples.txt, checkpoint.json, losses.png.
   sample     Print samples (passages, for a text) from a checkpoint, in either mode.
-  ablate     Train the variants (tied/untied lm_head x input rmsnorm on/off) with the same
-             seeds, data and settings, crossed with the values of each --vary; summarize
-             them (JSON, CSV, a markdown table, a plot of the loss curves).
+  ablate     Train the cells of a grid with the same seeds, data and settings: the
+             variants (tied/untied lm_head x input rmsnorm on/off) crossed with the values
+             of each --vary; summarize them (JSON, CSV, a markdown table, a plot of the
+             loss curves).
   bench      Time scalar mode, tensor mode (and PyTorch) side by side, taking turns;
              with --vary, tensor mode with each value alone too (the cost of a choice).
   plot       Draw the loss curves of run records and ablations over each other, in a PNG.
@@ -113,11 +114,15 @@ Sample options:
 
 Ablation options:
   --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 (K <= 10000) [default: 1]
-  --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm [default: all]
-  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train
-                      option --NAME too; repeatable. NAME+NAME=V+V,V+V,... varies
-                      settings together (recipes). The first variant with the first
-                      values is the reference cell, which the others are compared with.
+  --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm: the grid's
+                      first axis, lm_head and the input rmsnorm varied together (a vary
+                      of tie-lm-head+input-rmsnorm=off+on,on+on,...) [default: all]
+  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the setting
+                      NAME too: a train option --NAME (on or off for tie-lm-head,
+                      input-rmsnorm and the switches); varying those two replaces the
+                      variants. Repeatable. NAME+NAME=V+V,V+V,... varies settings
+                      together (recipes). The first value of every axis makes the
+                      reference cell, which the others are compared with.
   --design D          product: every variant with every combination of the --vary
                       values; alone: the reference cell, then one cell for each other
                       variant and each other value of a --vary, the rest as the
@@ -146,6 +151,7 @@ diverged (the record up to then is kept); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: t
 under way finishes, the record keeps every finished step, and --resume continues it.
 Output that cannot be written (a full disk, a closed terminal) never stops a run.
 """
+
 import signal
 if __name__ == '__main__':  # Ctrl-C while the modules load: stop at once, no traceback
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -158,21 +164,25 @@ import data
 from microgpt_lab import (UserError, ablation, attention_maps, bench, output, plots, sampling,
                           settings, stopping, training)
 
+
 # ---------------------------------------------------------------------------
-# Which options each command takes: read off the usage above, by its headings.
-def option_sections(doc=__doc__):
-    """{'data': {'--data', ...}, 'model': ..., ...}: the options under each '... options' heading."""
-    sections, current = {}, None
-    for line in doc.splitlines():
-        heading = re.match(r'(\w+) options', line)
-        if heading:
-            current = sections.setdefault(heading.group(1).lower(), set())
-        elif current is not None and re.match(r'  --', line):
-            current.add(line.split()[0])
-    return sections
-
-
+# Which options each command takes: those under the usage's '... options' headings that it
+# lists below; an option that takes a value has one in its line ('--steps N').
+SECTIONS = {}
+for line in __doc__.splitlines():
+    if re.match(r'\w+ options', line):
+        section = SECTIONS.setdefault(line.split()[0].lower(), set())
+    elif SECTIONS and re.match(r'  --', line):
+        section.add(line.split()[0])
 TAKES_VALUE = {line.split()[0] for line in __doc__.splitlines() if re.match(r'  --[\w-]+ [A-Z]', line)}
+RUN = SECTIONS['data'] | SECTIONS['model'] | SECTIONS['training'] | SECTIONS['generation']
+TAKES = dict(train=RUN | {'--stop-after', '--from', '--resume'},
+             ablate=RUN - {'--tie-lm-head', '--no-input-rmsnorm'} | SECTIONS['ablation'],
+             sample=SECTIONS['sample'] | SECTIONS['generation'] - {'--samples'} | {'--mode', '--seed'},
+             bench=SECTIONS['data'] | SECTIONS['model'] | SECTIONS['bench']
+             | {'--seed', '--lr', '--batch-size', '--dtype', '--threads', '--out', '--vary'},
+             plot={'--png'}, attention={'--checkpoint', '--text', '--png'})
+TAKES_RECORDED = dict(train=['--out'], ablate=['--jobs', '--cluster'])  # with --resume/--from
 
 
 def options_given(argv):
@@ -180,161 +190,87 @@ def options_given(argv):
     (so that `--prompt -a` gives --prompt, not -a)."""
     given, i = [], 0
     while i < len(argv):
-        a = argv[i]
-        if a.startswith('-'):
-            given.append(a.split('=')[0])
-            i += a in TAKES_VALUE  # its value is the next argument
+        if argv[i].startswith('-'):
+            given.append(argv[i].split('=')[0])
+            i += argv[i] in TAKES_VALUE  # its value is the next argument
         i += 1
     return given
-
-
-def allowed_options(command, given):
-    s = option_sections()
-    recorded = [a for a in given if a in ('--resume', '--from')]
-    if command == 'train' and recorded:  # a recorded run's settings: nothing may change them
-        return {recorded[0], '--out'}
-    if command == 'ablate' and '--resume' in given:
-        return {'--resume', '--jobs', '--cluster'}
-    return {
-        'train': s['data'] | s['model'] | s['training'] | s['generation']
-        | {'--stop-after', '--from', '--resume'},
-        'ablate': (s['data'] | s['model'] | s['training'] | s['generation'] | s['ablation'])
-        - {'--tie-lm-head', '--no-input-rmsnorm'},
-        'sample': s['sample'] | s['generation'] - {'--samples'} | {'--mode', '--seed'},
-        'bench': s['data'] | s['model'] | s['bench'] | {'--seed', '--lr', '--batch-size',
-                                                        '--dtype', '--threads', '--out', '--vary'},
-        'plot': {'--png'},
-        'attention': {'--checkpoint', '--text', '--png'},
-    }[command]
 
 
 def parse_args(argv):
     """docopt's dict of the arguments, after checking that every option given is known,
     given once, and one of the command's."""
-    known = set().union(*option_sections().values()) | {'-h', '--help'}
-    given = options_given(argv)
-    unknown = [a for a in given if a not in known]
-    twice = [a for a in given if given.count(a) > 1 and a != '--vary']
-    if unknown:
-        raise UserError(f"unknown option {unknown[0]} (see: {output.program()} --help)")
-    if twice:
-        raise UserError(f"{twice[0]} is given twice")
-    if argv and argv[0] in COMMANDS:
-        allowed = allowed_options(argv[0], given)
-        wrong = [a for a in given if a not in allowed | {'-h', '--help'}]
-        if wrong:
-            recorded = [a for a in given if a in ('--resume', '--from')]
-            raise UserError(f"{wrong[0]} is not an option of {argv[0]}"
-                            f"{' with ' + recorded[0] if recorded else ''}"
-                            f" (see: {output.program()} --help)")
+    given, command = options_given(argv), argv[0] if argv and argv[0] in TAKES else None
+    recorded = [a for a in given if a in ('--resume', '--from')][:1]
+    takes = set(recorded + TAKES_RECORDED[command]) if recorded and command in TAKES_RECORDED \
+        else TAKES.get(command, set())
+    hint = f"(see: {output.program()} --help)"
+    for a in given:
+        if a not in set().union(*SECTIONS.values()) | {'-h', '--help'}:
+            raise UserError(f"unknown option {a} {hint}")
+        if given.count(a) > 1 and a != '--vary':
+            raise UserError(f"{a} is given twice")
+        if command and a not in takes | {'-h', '--help'}:
+            raise UserError(f"{a} is not an option of {command}"
+                            f"{' with ' + recorded[0] if recorded else ''} {hint}")
     try:
-        args = docopt(__doc__, argv)
-        args['given'] = set(given)  # which options were typed, not defaults
-        return args
+        return dict(docopt(__doc__, argv), given=set(given))  # given: typed, not defaults
     except DocoptExit as e:
         first = str(e).splitlines()[0] if str(e) else ''
-        needs = {'sample': ['--checkpoint'], 'attention': ['--checkpoint', '--text']}
-        missing = [o for o in needs.get(argv[0] if argv else '', []) if o not in given]
-        if not argv or argv[0] not in COMMANDS:
+        missing = [o for o in dict(sample=['--checkpoint'], attention=['--checkpoint', '--text'])
+                   .get(command, []) if o not in given]
+        if command is None:
             why = f"the first argument must be a command: {', '.join(COMMANDS)}"
-        elif missing or argv[0] == 'plot':
-            why = f"{argv[0]} needs {missing[0] if missing else 'the folders to draw: DIR...'}"
-        elif first.startswith('--'):
-            why = first  # docopt's own words, e.g. "--steps requires argument"
-        else:
-            why = f"these arguments fit no usage line of {argv[0]}"
-        raise UserError(f"{why} (see: {output.program()} --help)") from None
+        elif missing or command == 'plot':
+            why = f"{command} needs {missing[0] if missing else 'the folders to draw: DIR...'}"
+        else:  # docopt's own words, e.g. "--steps requires argument"
+            why = first if first.startswith('--') else f"these arguments fit no usage line of {command}"
+        raise UserError(f"{why} {hint}") from None
 
 
 # ---------------------------------------------------------------------------
-# Conversion and checks: every option's string becomes a typed setting, checked, by the
-# one table of settings.py (the settings a run records, and the commands' own options).
-option = settings.option
-
-
+# Conversion: every option's string becomes a typed value, checked, by the one table of
+# settings.py (the settings a run records, and the commands' own options); each command
+# checks its settings together.
 def value(args, name):
     """Setting (or command option) `name` from docopt's dict: a flag's truth (a --no- flag
     the opposite), or the string converted and checked (a switch's on or off too); the
-    table's default if not given."""
-    s, opt = settings.SETTINGS.get(name) or settings.COMMAND_OPTIONS[name], option(name)
-    if not opt:
-        return s.default
+    table's default if not given; None for a mode of 'auto'."""
+    s, opt = settings.SETTINGS.get(name) or settings.COMMAND_OPTIONS[name], settings.option(name)
+    if not opt or (args[opt] is None and not s.optional) or (name == 'mode' and args[opt] == 'auto'):
+        return None if name == 'mode' else s.default  # (a mode of auto: the command's)
     if s.kind is bool and opt not in TAKES_VALUE:
         return not args[opt] if opt.startswith('--no-') else args[opt]
-    if args[opt] is None and not s.optional:  # no [default: ...] in the usage
-        return s.default
     return settings.convert(name, args[opt], opt)
 
 
 def parse_config(args):
-    """The command's settings, typed and checked, from docopt's strings."""
+    """The command's settings and options, typed and checked, from docopt's strings."""
+    png = lambda auto: auto if args['--png'] == 'auto' else args['--png']
     if args['plot']:
-        return dict(dirs=args['DIR'], png='plot.png' if args['--png'] == 'auto' else args['--png'])
+        return dict(dirs=args['DIR'], png=png('plot.png'))
     if args['attention']:
-        return dict(checkpoint=args['--checkpoint'], text=args['--text'],
-                    png='attention.png' if args['--png'] == 'auto' else args['--png'])
-    mode = None if args['--mode'] == 'auto' else value(args, 'mode')
+        return dict(checkpoint=args['--checkpoint'], text=args['--text'], png=png('attention.png'))
     if args['sample']:  # mode None: the checkpoint's data says (see sampling.py)
-        if args['--batched'] and mode != 'tensor':
-            raise UserError("--batched needs --mode tensor")
-        return dict({name: value(args, name) for name in ('temperature', 'top_k', 'length', 'num')},
-                    mode=mode, seed=None if args['--seed'] is None else value(args, 'seed'),
-                    checkpoint=args['--checkpoint'], prompt=args['--prompt'],
-                    batched=args['--batched'])
-    mode = 'tensor' if args['bench'] else mode or 'scalar'  # bench: every mode
-    cfg = {name: mode if name == 'mode' else value(args, name) for name in settings.SETTINGS}
-    vary = [axis(spec) for spec in args['--vary']] if args['ablate'] or args['bench'] else []
-    modes = {mode} | {v for name, values in vary for value in values  # joint axes too
-                      for n, v in ablation.pairs(name, value) if n == 'mode'}
-    if 'scalar' in modes:  # every cell of a grid with scalar mode in it runs as it can
-        given = {name for name in settings.SETTINGS if option(name) in args['given']}
-        cfg = settings.scalar_values(cfg, given, option)  # one document a step, Python floats
-    settings.check(cfg, option)
-    cfg['out'] = None if args['--out'] in ('auto', None) else args['--out']
+        return dict({name: value(args, name) for name in ('temperature', 'top_k', 'length', 'num', 'mode')},
+                    seed=None if args['--seed'] is None else value(args, 'seed'),
+                    checkpoint=args['--checkpoint'], prompt=args['--prompt'], batched=args['--batched'])
+    cfg = {name: value(args, name) for name in settings.SETTINGS}
+    cfg.update(mode='tensor' if args['bench'] else cfg['mode'] or 'scalar',  # bench: every mode
+               out=None if args['--out'] in ('auto', None) else args['--out'])
+    vary = [ablation.axis(spec) for spec in args['--vary']]
+    if 'scalar' in {cfg['mode']} | ablation.modes(vary):  # every cell with scalar mode runs as it can
+        given = {name for name in settings.SETTINGS if settings.option(name) in args['given']}
+        cfg = settings.scalar_values(cfg, given)  # one document a step, Python floats
+    settings.check(cfg, settings.option)
     if args['ablate']:
-        if args['--cluster'] and '--jobs' in args['given']:
-            raise UserError("--jobs and --cluster: give one (a cluster runs a run on each worker)")
-        cfg.update(seeds=value(args, 'seeds'), jobs=value(args, 'jobs'),
-                   variants=list(ablation.VARIANTS) if args['--variants'] == 'all'
-                   else args['--variants'].split(','), vary=vary, design=value(args, 'design'))
-        ablation.check_grid(cfg, cfg['variants'], cfg['vary'], option, cfg['design'])
+        cfg.update({name: value(args, name) for name in ('seeds', 'jobs', 'design')}, vary=vary,
+                   variants=None if args['--variants'] == 'all' else args['--variants'].split(','))
     if args['bench']:
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats')},
                    scalar=not args['--no-scalar'], torch=args['--torch'],
                    reference=args['--reference'], vary=vary)
-        for name, values in vary:  # a model's settings: the rest bench sets for every contender
-            if any(n not in settings.MODEL for n in name.split('+')):
-                raise UserError(f"bench --vary takes the model's settings ({', '.join(map(option, settings.MODEL))}), "
-                                f"not {'/'.join(map(option, name.split('+')))}")
-            for v in values:
-                settings.check(dict(cfg, **dict(ablation.pairs(name, v))), option)
-        if (cfg['dropout'] or any('dropout' in name for name, _ in vary)) and cfg['scalar']:
-            raise UserError("bench with --dropout: scalar mode has no dropout, so give --no-scalar")
     return cfg
-
-
-def axis(spec):
-    """(setting, [values]) of an --vary NAME=V1,V2,... , the values converted and checked;
-    of NAME+NAME=V+V,V+V,... ('name+name', [(value, value), ...])."""
-    names, _, values = spec.partition('=')
-    if '+' in names:  # settings varied together: each value a V+V, one part a setting
-        rows = [v.split('+') for v in values.split(',')] if values else []
-        if not rows or any(len(r) != names.count('+') + 1 for r in rows):
-            raise UserError(f"--vary {spec}: give NAME+NAME=V+V,... with a value for each NAME")
-        columns = [axis(f"{name}={','.join(r[i] for r in rows)}")
-                   for i, name in enumerate(names.split('+'))]
-        return '+'.join(c[0] for c in columns), list(zip(*(c[1] for c in columns)))
-    name = names
-    opt = '--' + name.lstrip('-')
-    if opt in set().union(*option_sections().values()) - TAKES_VALUE:
-        raise UserError(f"--vary {spec}: {opt} is a flag and takes no value (the variants "
-                        "set lm_head and the input rmsnorm: --variants)")
-    setting = opt[2:].replace('-', '_')
-    if setting not in settings.SETTINGS or option(setting) != opt:
-        raise UserError(f"--vary {spec}: {opt} is not an option of train that takes a value")
-    if not values:
-        raise UserError(f"--vary {spec}: give NAME=V1,V2,...")
-    return setting, [settings.convert(setting, v, f"--vary {opt}") for v in values.split(',')]
 
 
 # ---------------------------------------------------------------------------
@@ -352,15 +288,16 @@ COMMANDS = dict(
 
 
 def main(argv=None):
+    """Run the command in argv (default: sys.argv); its exit status. Every error a user can
+    cause is one line; a signal stops the work where it is consistent (stopping.py)."""
     argv = sys.argv[1:] if argv is None else argv
     output.standard_streams()
     stdout, sys.stdout = sys.stdout, output.QuietPipe(sys.stdout)
     try:
         with stopping.ending_signals():  # SIGTERM and SIGHUP end it as Ctrl-C does
             args = parse_args(argv)
-            cfg = parse_config(args)
             command = next(c for c in COMMANDS if args[c])
-            code = COMMANDS[command](cfg, args) or 0
+            code = COMMANDS[command](parse_config(args), args) or 0
         lost = output.output_error()
         if lost and command == 'sample':  # its output is all it makes
             raise UserError(f"cannot write the samples to stdout ({lost})")

@@ -1,15 +1,20 @@
 """
-ablation.py: variants of the model trained alike, and what their differences say.
+ablation.py: settings of the model or its training varied one way or another, trained
+alike, and what their differences say.
 
-The variants cross two choices: lm_head untied or tied to wte, and the rmsnorm of the input
-embedding on or off; the first, untied with the rmsnorm, is the reference's model. A grid
-crosses the chosen variants with the values of any other settings (--vary); every cell is
-trained with every seed, each an ordinary training run (training.py) with its record under
-runs/, in parallel: worker processes here, or a Dask cluster's workers (cluster.py). The summary pairs each cell's validation loss with the
-reference cell's of the same seed, and gives the mean difference with its 95% confidence
-interval (Student's t); then a table, a CSV, JSON and a plot of the loss curves.
+A grid crosses axes: each a setting (or settings varied together, a recipe) with its values.
+Its first, by default, is the variants: lm_head untied or tied to wte, crossed with the
+rmsnorm of the input embedding on or off; the first variant, untied with the rmsnorm, is the
+reference's model. The cells of a grid are every combination of the axes' values, or each
+value alone against the reference cell (--design alone); every cell is trained with every
+seed, each an ordinary training run (training.py) with its record under runs/, in parallel:
+worker processes here, or a Dask cluster's workers (cluster.py). The summary pairs each
+cell's validation loss with the reference cell's of the same seed, and gives the mean
+difference with its 95% confidence interval (Student's t); then a table, a CSV, JSON and a
+plot of the loss curves.
 
-Read top to bottom: the statistics, the grid, running it (and resuming), the summary.
+Read top to bottom: the statistics, the grid (its cells and their names), running it (and
+resuming), the summary.
 """
 import concurrent.futures
 import contextlib
@@ -32,11 +37,6 @@ from typing import NamedTuple
 import data
 from microgpt_lab import (UserError, cluster, output, plots, provenance, records, settings,
                           stopping, training)
-
-# (tie_lm_head, input_rmsnorm) of each variant; the first is the reference.
-VARIANTS = {'untied-norm': (False, True), 'tied-norm': (True, True),
-            'untied-nonorm': (False, False), 'tied-nonorm': (True, False)}
-
 
 # ---------------------------------------------------------------------------
 # Statistics
@@ -85,41 +85,79 @@ def mean_sd(xs):
 
 
 # ---------------------------------------------------------------------------
-# The grid: the chosen variants, crossed with the values of each varied setting (--vary);
-# every cell trained with every seed. The first cell, the first variant with the first
-# value of each setting, is the reference.
+# The grid: its axes, each a setting (or settings varied together) with its values; its
+# cells, each a value of every axis; the first cell, the first value of each axis, is the
+# reference. The default axis is the variants, whose values go by their names.
+VARIANT_AXIS = 'tie_lm_head+input_rmsnorm'
+VARIANT_NAMES = {(False, True): 'untied-norm', (True, True): 'tied-norm',  # the first: the reference's
+                 (False, False): 'untied-nonorm', (True, False): 'tied-nonorm'}
 NOT_VARIED = {name: s.fixed for name, s in settings.SETTINGS.items() if s.fixed}  # and why
 NOT_VARIED['out'] = 'one ablation, one folder'
-
-
 DESIGNS = settings.COMMAND_OPTIONS['design'].kind  # ('product', 'alone')
 
 
-def cells(variants, axes, design='product'):
-    """[(variant, ((name, value), ...)), ...], the reference cell first (the first variant
-    with the first value of each axis; axes: [(name, [values])]). design 'product': every
-    variant with every combination of the axes' values. 'alone': the reference cell, then
-    one cell for each other variant and each other value of an axis, the rest as the
+def axes_of(variants, vary, name_of=settings.option):
+    """A grid's axes: the variants named (all four if None) then each --vary axis; or the
+    --vary axes alone, when they vary lm_head or the input rmsnorm themselves."""
+    own = {n for name, _ in vary for n in name.split('+')} & set(VARIANT_AXIS.split('+'))
+    if own and variants is None:
+        return list(vary)
+    by_name = {name: value for value, name in VARIANT_NAMES.items()}
+    names = list(by_name) if variants is None else variants
+    unknown = [v for v in names if v not in by_name]
+    if unknown:
+        raise UserError(f"{name_of('variants')}: {unknown[0]} is not a variant ({', '.join(by_name)})")
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"{name_of('variants')}: give each variant at most once, at least one")
+    return [(VARIANT_AXIS, [by_name[v] for v in names])] + list(vary)
+
+
+def axis(spec):
+    """The axis of a --vary NAME=V1,V2,...: (setting, [values]), the setting named as its
+    train option (less the --; the flags' settings as tie-lm-head, input-rmsnorm), its values
+    converted and checked by the settings table. Of NAME+NAME=V+V,V+V,... (settings varied
+    together): ('name+name', [(value, value), ...])."""
+    names, _, values = spec.partition('=')
+    if '+' in names:  # settings varied together: each value a V+V, one part a setting
+        rows = [v.split('+') for v in values.split(',')] if values else []
+        if not rows or any(len(r) != names.count('+') + 1 for r in rows):
+            raise UserError(f"--vary {spec}: give NAME+NAME=V+V,... with a value for each NAME")
+        columns = [axis(f"{name}={','.join(r[i] for r in rows)}")
+                   for i, name in enumerate(names.split('+'))]
+        return '+'.join(c[0] for c in columns), list(zip(*(c[1] for c in columns)))
+    opt = '--' + names.lstrip('-')
+    setting = opt[2:].replace('-', '_')
+    if setting not in settings.SETTINGS or not settings.option(setting):
+        raise UserError(f"--vary {spec}: {opt[2:]} is not a setting of train")
+    if not values:
+        raise UserError(f"--vary {spec}: give NAME=V1,V2,...")
+    return setting, [settings.convert(setting, v, f"--vary {opt}") for v in values.split(',')]
+
+
+def modes(axes):
+    """The modes that a grid's axes set (none: the base setting's)."""
+    return {v for name, values in axes for value in values for n, v in pairs(name, value)
+            if n == 'mode'}
+
+
+def cells(axes, design='product'):
+    """The grid's cells, each ((axis, value), ...) with a value of every axis, the reference
+    cell first. design 'product': every combination of the axes' values, the first axis's
+    side by side (the variants, by default), the others nested in their order. 'alone':
+    the reference cell, then one cell for each other value of each axis, the rest as the
     reference: each choice alone against the reference, which all of them share."""
+    first = tuple((name, values[0]) for name, values in axes)
     if design == 'alone':
-        first = tuple((name, values[0]) for name, values in axes)
-        return [(variants[0], first)] + [(v, first) for v in variants[1:]] + [
-            (variants[0], first[:i] + ((name, value),) + first[i + 1:])
-            for i, (name, values) in enumerate(axes) for value in values[1:]]
-    combos = itertools.product(*[[(name, value) for value in values] for name, values in axes])
-    return [(variant, combo) for combo in combos for variant in variants]
+        return [first] + [first[:i] + ((name, value),) + first[i + 1:]
+                          for i, (name, values) in enumerate(axes) for value in values[1:]]
+    inner, *outer = [[(name, value) for value in values] for name, values in axes]
+    return [(combo[-1], *combo[:-1]) for combo in itertools.product(*outer, inner)]
 
 
 def pairs(name, value):
     """The (setting, value) pairs of one axis's value: an axis of settings varied together
     ('norm+activation', a recipe) has a value for each."""
     return list(zip(name.split('+'), value)) if '+' in name else [(name, value)]
-
-
-def label(cell):
-    variant, combo = cell
-    return variant + ''.join(f" {name.replace('_', '-')}={shown(name, value)}"
-                             for name, value in combo)
 
 
 def shown(name, value):
@@ -130,37 +168,44 @@ def shown(name, value):
     return ('on' if value else 'off') if settings.SETTINGS[name].kind is bool else value
 
 
+def parts(cell):
+    """What names a cell, a part for each axis: a variant's name, or NAME=VALUE
+    (['untied-norm', 'lr=0.01']). The table, the run folders, the plots and the summary
+    all name a cell by these."""
+    return [VARIANT_NAMES[tuple(value)] if name == VARIANT_AXIS else
+            f"{name.replace('_', '-')}={shown(name, value)}" for name, value in cell]
+
+
+def label(cell):
+    """A cell's name, as the table, the summary and the plots show it: 'untied-norm lr=0.01'."""
+    return ' '.join(parts(cell))
+
+
 MAX_NAME = 120  # characters of a run's folder name before its seed
 
 
 def run_name(cell, seed):
-    """The folder name of a cell's run: the label, safe for a file system."""
-    variant, combo = cell
-    safe = lambda value: re.sub(r'[^A-Za-z0-9.+-]', '_', str(value))
-    name = variant + ''.join(f"-{name.replace('_', '-')}={safe(shown(name, value))}"
-                             for name, value in combo)
+    """The folder of a cell's run with a seed: its parts, safe for a file system."""
+    name = '-'.join(re.sub(r'[^A-Za-z0-9.+=-]', '_', part) for part in parts(cell))
     if len(name) > MAX_NAME:  # a file name holds 255 bytes: keep a readable start, made unique
         name = f"{name[:MAX_NAME - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
     return f"{name}-seed{seed}"
 
 
+def variant(cfg):
+    """The variant of a run's settings: its lm_head and input rmsnorm, by name."""
+    return VARIANT_NAMES[(cfg['tie_lm_head'], cfg['input_rmsnorm'])]
+
 
 def cell_config(base, cell, seed):
-    variant, combo = cell
-    tie, norm = VARIANTS[variant]
-    varied = {n: v for name, value in combo for n, v in pairs(name, value)}
-    return dict({name: base[name] for name in settings.SETTINGS}, **varied, seed=seed,
-                tie_lm_head=tie, input_rmsnorm=norm)
+    """A cell's run with a seed: the base settings, with the cell's values."""
+    varied = {n: v for name, value in cell for n, v in pairs(name, value)}
+    return dict({name: base[name] for name in settings.SETTINGS}, **varied, seed=seed)
 
 
-def check_grid(base, variants, axes, name_of, design='product'):
-    """A UserError for the first thing in a grid that cannot run: an unknown variant, a
-    setting that is not varied, or a cell whose settings do not fit together."""
-    for v in variants:
-        if v not in VARIANTS:
-            raise UserError(f"{name_of('variants')}: {v} is not a variant ({', '.join(VARIANTS)})")
-    if not variants or len(set(variants)) != len(variants):
-        raise UserError(f"{name_of('variants')}: give each variant at most once, at least one")
+def check_grid(base, axes, name_of, design='product'):
+    """A UserError for the first thing in a grid that cannot run: a setting that is not
+    varied, or a cell whose settings do not fit together."""
     for joint, values in axes:
         names = joint.split('+')  # settings varied together: a value for each, joined by +
         if len(names) > 1 and any(not isinstance(v, (list, tuple)) or len(v) != len(names)
@@ -186,15 +231,13 @@ def check_grid(base, variants, axes, name_of, design='product'):
         raise UserError(f"{name_of('vary')}: each setting once")
     if design not in DESIGNS:
         raise UserError(f"{name_of('design')} must be {' or '.join(DESIGNS)}, got {design!r}")
-    for cell in cells(variants, axes, design):
+    for cell in cells(axes, design):
         settings.check(cell_config(base, cell, base['seed']), name_of)
-    scored = {training.val_docs_of(cell_config(base, cell, base['seed']))
-              for cell in cells(variants, axes, design)}
+    scored = {training.val_docs_of(cell_config(base, cell, base['seed'])) for cell in cells(axes, design)}
     if len(scored) > 1 and base['data_format'] == 'lines':
         raise UserError(f"{name_of('vary')} mode: its cells would be scored on different "
                         "validation sets (tensor mode: every held-out document; scalar mode: "
                         f"200 of them), which cannot be compared: give {name_of('val_docs')} N")
-
 
 
 # ---------------------------------------------------------------------------
@@ -423,9 +466,10 @@ def execute(workers, todo, raw, caught, report):
 PLAN_FIELDS = ('seeds', 'jobs', 'out', 'design')  # in the plan's config beside the settings
 
 
-def read_plan(out):
-    """The plan of the ablation in out (ablation.json), checked: (settings, seeds, variants,
-    axes). A plan from before grids has all four variants and no axes."""
+def read_plan(out, with_data=True):
+    """The plan of the ablation in out (ablation.json), checked: (settings, seeds, axes). A
+    plan from before grids has all four variants and no other axes. with_data: its data
+    must be there still, with the same bytes (to train)."""
     path = os.path.join(out, 'ablation.json')
     plan = records.read_json(path, 'an ablation')
     recorded = records.field(plan, 'config', path, dict)
@@ -436,16 +480,20 @@ def read_plan(out):
                                   settings.problem(settings.COMMAND_OPTIONS['jobs'], j),
                                   'a count up to 1024'),
                design=recorded.get('design', 'product'))  # plans before designs: the product
-    variants = list(records.field(plan, 'variants', path, (list, dict)))
-    axes = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
+    variants = records.field(dict(dict(variants=None), **plan), 'variants', path,
+                             (list, dict, type(None)))  # None: its --vary varies them
+    vary = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
         isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], list)
         for x in a), 'a list of [setting, values]')
-    axes = [(name, [tuple(v) if '+' in name and isinstance(v, list) else v for v in values])
-            for name, values in axes]  # values of settings varied together: tuples
-    check_grid(cfg, variants, axes, lambda name: f"{path}: {name}", cfg['design'])
+    vary = [(name, [tuple(v) if '+' in name and isinstance(v, list) else v for v in values])
+            for name, values in vary]  # values of settings varied together: tuples
+    name_of = lambda name: f"{path}: {name}"
+    axes = axes_of(None if variants is None else list(variants), vary, name_of)
+    check_grid(cfg, axes, name_of, cfg['design'])
     sha = records.field(plan, 'data_sha256', path, str)
-    cfg['data'] = settings.recorded_data(cfg['data'], sha, out)
-    return cfg, seeds, variants, axes
+    if with_data:
+        cfg['data'] = settings.recorded_data(cfg['data'], sha, out)
+    return cfg, seeds, axes
 
 
 def ablate_command(cfg, resume=None, address=None):
@@ -453,6 +501,8 @@ def ablate_command(cfg, resume=None, address=None):
     finish the ablation in the folder `resume`, skipping its finished runs. Its runs go to
     the Dask scheduler at `address`, if given; else to --jobs processes here. Returns the
     exit status."""
+    if address and cfg.get('jobs'):
+        raise UserError("--jobs and --cluster: give one (a cluster runs a run on each worker)")
     with stopping.stop_signals() as caught:
         if resume:
             plan = read_plan(resume)
@@ -461,7 +511,9 @@ def ablate_command(cfg, resume=None, address=None):
                 return run_all(*plan, resume, cfg['jobs'] or plan[0]['jobs'], caught, remote)
         cfg = dict(cfg, threads=cfg['threads'] or 1)  # a run's threads do not follow --jobs
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
-        grid = cells(cfg['variants'], cfg['vary'], cfg['design'])
+        axes = axes_of(cfg['variants'], cfg['vary'])
+        check_grid(cfg, axes, settings.option, cfg['design'])
+        grid = cells(axes, cfg['design'])
         at_once = 1 if address else min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
         for cell in grid:
             training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
@@ -471,18 +523,20 @@ def ablate_command(cfg, resume=None, address=None):
             out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], provenance.now())
             with records.owned(out, made=made):
                 config = {k: v for k, v in cfg.items() if k not in ('variants', 'vary')}
+                variants = [VARIANT_NAMES[v] for v in axes[0][1]] \
+                    if len(axes) > len(cfg['vary']) else None  # the axis --vary did not give
                 records.write_json(os.path.join(out, 'ablation.json'), dict(
                     config=dict(config, data=os.path.abspath(cfg['data'])), seeds=seeds,
-                    data_sha256=data.sha256_of(cfg['data']), variants=cfg['variants'],
+                    data_sha256=data.sha256_of(cfg['data']), variants=variants,
                     vary=cfg['vary']))
                 plan = read_plan(out)
                 return run_all(*plan, out, plan[0]['jobs'], caught, remote)
 
 
-def run_all(base, seeds, variants, axes, out, jobs, caught, remote=None):
+def run_all(base, seeds, axes, out, jobs, caught, remote=None):
     """Run the plan's runs that are not done (on the cluster `remote`, else with `jobs`
     processes here), then summarize them all."""
-    grid = cells(variants, axes, base['design'])
+    grid = cells(axes, base['design'])
     # an ablation recorded before the thread count was a setting: its runs take the cores
     threads = max(cell_config(base, cell, seeds[0])['threads'] or os.cpu_count() or 1
                   for cell in grid)
@@ -501,8 +555,8 @@ def run_all(base, seeds, variants, axes, out, jobs, caught, remote=None):
                 resumed += state == 'resume'
     raw = data.read_bytes(base['data'])  # what every run trains on, sent with its task
     steps = sorted({cell_config(base, cell, 0)['steps'] for cell in grid})
-    grid_size = f"{len(variants)} variants" + ''.join(f" x {len(v)} {n.replace('_', '-')}"
-                                                     for n, v in axes)
+    grid_size = ' x '.join(f"{len(v)} {'variants' if n == VARIANT_AXIS else n.replace('_', '-')}"
+                           for n, v in axes)
     if base['design'] == 'alone':
         grid_size = f"the reference and {len(grid) - 1} cells of one change each"
     workers = remote or Local(jobs, threads, out, caught)
@@ -536,7 +590,7 @@ def run_all(base, seeds, variants, axes, out, jobs, caught, remote=None):
         print(f"interrupted: the finished runs are kept, the stopped ones continue from their "
               f"checkpoints; to go on: {to_go}")
         return 128 + signum
-    diverged = summarize(out, runs, seeds, axes, base['design'])
+    diverged = summarize(out, base, runs, seeds, axes)
     if diverged:
         print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "
               "out; try a lower --lr or --init-std", file=sys.stderr)
@@ -546,15 +600,14 @@ def run_all(base, seeds, variants, axes, out, jobs, caught, remote=None):
 
 # ---------------------------------------------------------------------------
 # The summary: summary.csv (a row a run), summary.json, table.md, losses.png.
-def run_row(cell, seed, run_dir, out):
+def run_row(base, cell, seed, run_dir, out):
     """The figures of one finished run, a row of summary.csv: its cell (variant and the
-    values of the varied settings), seed and results."""
-    variant, combo = cell
-    m = records.read_run(run_dir)
+    values of the other varied settings), seed and results."""
+    cfg, m = cell_config(base, cell, seed), records.read_run(run_dir)
     s = m['samples']
-    return {'variant': variant, **{name: shown(name, value) if '+' in name else value
-                                   for name, value in combo}, **dict(
-        seed=seed, tie_lm_head=VARIANTS[variant][0], input_rmsnorm=VARIANTS[variant][1],
+    return {'variant': variant(cfg), **{name: shown(name, value) if '+' in name else value
+                                        for name, value in cell if name != VARIANT_AXIS}, **dict(
+        seed=seed, tie_lm_head=cfg['tie_lm_head'], input_rmsnorm=cfg['input_rmsnorm'],
         status=m['status'], final_loss=m['final_loss'], mean_loss_last_n=m['mean_loss_last_n'],
         last_n=m['last_n'], val_loss=m['val_loss'], steps_per_s=m['steps_per_s'],
         tokens_per_s=m['tokens_per_s'], samples_train=s.get('train'), samples_val=s.get('val'),
@@ -565,11 +618,12 @@ DESIGN_WORDS = dict(product="every combination of the variants and the --vary va
                     alone="each choice alone against the reference (one change a cell)")
 
 
-def summarize(out, runs, seeds, axes, design='product'):
+def summarize(out, base, runs, seeds, axes):
     """summary.csv (a row a run), summary.json and table.md (a row a cell: means over
     seeds, and the paired difference of validation loss from the reference cell), the
     plot. Returns how many runs diverged."""
-    rows = [run_row(cell, seed, run_dir, out) for cell, seed, run_dir in runs]
+    rows = [run_row(base, cell, seed, run_dir, out) for cell, seed, run_dir in runs]
+    varied = [name for name, _ in axes if name != VARIANT_AXIS]  # the variants have columns
     records.write_atomic(os.path.join(out, 'summary.csv'),
                          records.csv_text(list(rows[0]), (r.values() for r in rows)))
     grid = list(dict.fromkeys(cell for cell, _, _ in runs))
@@ -587,22 +641,24 @@ def summarize(out, runs, seeds, axes, design='product'):
         diffs = [r['val_loss'] - ref_val[r['seed']] for r in ok
                  if r['val_loss'] is not None and ref_val.get(r['seed']) is not None]
         delta = paired_interval(diffs) if cell != reference else None
-        table.append({'cell': label(cell), 'variant': cell[0], **dict(cell[1]), 'seeds': len(rs),
+        table.append({'cell': label(cell), 'variant': variant(cell_config(base, cell, 0)),
+                      **{name: value for name, value in cell if name in varied}, 'seeds': len(rs),
                       **stats, 'last_n': (ok or rs)[0]['last_n'], 'val_delta': delta,
                       'diverged': len(rs) - len(ok)})
     records.write_json(os.path.join(out, 'summary.json'), dict(
-        seeds=seeds, reference=label(reference), varied=[name for name, _ in axes],
-        design=design, variants=table, runs=rows))
-    md = markdown_table(table, [name for name, _ in axes], label(reference), design)
+        seeds=seeds, reference=label(reference), varied=varied,
+        design=base['design'], variants=table, runs=rows))
+    md = markdown_table(table, grid, varied, base['design'])
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
-    plot(out, [(cell, run_dir) for (cell, _, run_dir), row in zip(runs, rows)
-               if row['status'] == 'completed'], grid)
+    plot(out, [(cell, run_dir) for cell, _, run_dir in runs], grid)
     print(f"summary: {os.path.relpath(out)}/summary.json, summary.csv, table.md")
     return sum(r['diverged'] for r in table)
 
 
-def markdown_table(table, varied, reference, design='product'):
+def markdown_table(table, grid, varied, design='product'):
+    """The table: a row a cell (table's rows, grid's cells), its variant, its values of the
+    varied settings (or, in the alone design, what it changes), and its figures."""
     last_n = {r['last_n'] for r in table if r['mean_loss_last_n'][0] is not None}
     own_n = lambda r: '' if len(last_n) <= 1 else f" (N={r['last_n']})"  # cells differ in steps
     def pm(stat, fmt='.4f'):
@@ -612,26 +668,25 @@ def markdown_table(table, varied, reference, design='product'):
         return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
 
     alone = design == 'alone'  # then one column says what each cell changes
-    def change(r):
-        ref = table[0]
-        changed = ([r['variant']] if r['variant'] != ref['variant'] else []) + [
-            f"{name.replace('_', '-')}={shown(name, r[name])}" for name in varied if r[name] != ref[name]]
+    def change(cell):
+        changed = [part for part, ref in zip(parts(cell), parts(grid[0])) if part != ref]
         return ', '.join(changed) or '(the reference)'
 
     columns = ['change'] if alone else [name.replace('_', '-') for name in varied]
     lines = ["| variant | lm_head | input rmsnorm | " + ''.join(f"{c} | " for c in columns)
              + f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'} | val loss"
-             f" | Δ val vs {'the reference (first row)' if alone else reference} (95% CI)"
+             f" | Δ val vs {'the reference (first row)' if alone else table[0]['cell']} (95% CI)"
              " | steps/s | tokens/s | samples: train / val / new |",
              '|' + ' --- |' * (10 + len(columns))]
-    for r in table:
-        tie, norm = VARIANTS[r['variant']]
+    values_of = {name: value for value, name in VARIANT_NAMES.items()}
+    for r, cell in zip(table, grid):
+        tie, norm = values_of[r['variant']]
         d = r['val_delta']
-        delta = '(reference)' if r['cell'] == reference else 'n/a (needs ≥ 2 paired seeds)' \
+        delta = '(reference)' if cell == grid[0] else 'n/a (needs ≥ 2 paired seeds)' \
             if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
         shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                             for k in ('samples_train', 'samples_val', 'samples_new'))
-        values = f"{change(r)} | " if alone else ''.join(f"{shown(name, r[name])} | " for name in varied)
+        values = f"{change(cell)} | " if alone else ''.join(f"{shown(name, r[name])} | " for name in varied)
         lines.append(f"| {r['variant']} | {'tied' if tie else 'untied'} | {'on' if norm else 'off'}"
                      f" | {values}{pm(r['final_loss'])}"
                      f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['val_loss'])}"
@@ -651,12 +706,28 @@ def plot(out, runs, grid):
         print(f"plot skipped: {len(grid)} cells are more than one picture shows "
               f"({plots.MAX_PANELS}); the table and summary hold them all")
         return
-    groups = {}
-    for cell, run_dir in runs:
-        m = records.read_run(run_dir)
-        groups.setdefault(label(cell), []).append((m['losses'], m['val_history']))
     draw = plots.curves if len(grid) <= 8 else plots.small_multiples
-    if draw(os.path.join(out, 'losses.png'), groups):
+    if draw(os.path.join(out, 'losses.png'), curves(runs)):
         print(f"plot: {os.path.relpath(out)}/losses.png")
     else:
         print(f"plot skipped: matplotlib is not installed; {plots.GET_MATPLOTLIB} to get losses.png")
+
+
+def curves(runs):
+    """{a cell's name: [(losses, validation history), ...]}: the curves of the completed
+    runs among runs [(cell, run folder)], by cell."""
+    groups = {}
+    for cell, run_dir in runs:
+        m = records.read_run(run_dir)
+        if m['status'] == 'completed':
+            groups.setdefault(label(cell), []).append((m['losses'], m['val_history']))
+    return groups
+
+
+def finished_runs(out):
+    """[(cell, run folder)] of the runs of the ablation in out that have their record, by
+    its plan (the data need not be there: nothing is trained)."""
+    cfg, seeds, axes = read_plan(out, with_data=False)
+    return [(cell, os.path.join(out, 'runs', run_name(cell, seed))) for seed in seeds
+            for cell in cells(axes, cfg['design'])
+            if os.path.exists(os.path.join(out, 'runs', run_name(cell, seed), 'metrics.json'))]

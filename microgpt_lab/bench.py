@@ -233,6 +233,14 @@ def draw_scale(out, rows, cfg, sizes):
 def bench_command(cfg):
     """`cli.py bench`: time the contenders, print the table, and write bench.json and
     bench.md to a new folder."""
+    for name, values in cfg['vary']:  # a model's settings: the rest bench sets for every contender
+        if any(n not in settings.MODEL for n in name.split('+')):
+            raise UserError(f"bench --vary takes the model's settings ({', '.join(map(settings.option, settings.MODEL))}), "
+                            f"not {'/'.join(map(settings.option, name.split('+')))}")
+        for v in values:
+            settings.check(dict(cfg, **dict(ablation.pairs(name, v))), settings.option)
+    if (cfg['dropout'] or any('dropout' in name for name, _ in cfg['vary'])) and cfg['scalar']:
+        raise UserError("bench with --dropout: scalar mode has no dropout, so give --no-scalar")
     if cfg['torch'] is not None and not os.path.exists(TORCH_REF):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
     if cfg['torch'] is not None and not shutil.which(cfg['torch']):
@@ -274,7 +282,7 @@ def bench_command(cfg):
         for v in values:
             if name in SIZES and v == cfg[name]:
                 continue  # the base config's own size: its rows are the base's
-            varied[f"{name.replace('_', '-')}={ablation.shown(name, v)}"] = dict(ablation.pairs(name, v))
+            varied[ablation.label(((name, v),))] = dict(ablation.pairs(name, v))
     for label, change in varied.items():  # a model's size in PyTorch too; its blocks are ours
         contenders += [(f"tensor {label}", B)] + [(f"torch {label}", B)] * (
             bool(cfg['torch']) and not set(change) & set(settings.CHOICES))

@@ -7,10 +7,11 @@ line, how to get it, and nothing else changes: pictures are never part of a reco
 contract.
 """
 import os
-import re
 import textwrap
 
 import numpy as np
+
+from microgpt_lab import UserError, records
 
 GET_MATPLOTLIB = "pip install -e '.[plot]'"
 # The most curves one picture draws: small multiples of 48 panels take some 20 s, and the
@@ -48,7 +49,6 @@ def save(fig, path):
 def check_png(path):
     """A UserError unless path can name a new picture: a .png file (so that no record's
     file, e.g. a checkpoint.json, can be written over by mistake), not a folder."""
-    from microgpt_lab import UserError
     if not path.lower().endswith('.png'):
         raise UserError(f"--png {path}: a picture's name ends in .png")
     if os.path.isdir(path):
@@ -188,7 +188,7 @@ def plot_command(cfg):
     """`cli.py plot`: the curves of the run records and ablations in cfg['dirs'] over each
     other, in one PNG, cfg['png']: a run's own, and each cell of an ablation as the mean
     over its seeds."""
-    from microgpt_lab import UserError, records
+    from microgpt_lab import ablation  # (which draws with this module)
     check_png(cfg['png'])
     names = [shown(os.path.basename(os.path.normpath(folder))) for folder in cfg['dirs']]
     if len(set(names)) < len(names):  # e.g. a/run and b/run: the paths tell them apart
@@ -201,16 +201,10 @@ def plot_command(cfg):
                 raise UserError(f"{folder}: the run is {m['status']}, not completed")
             groups[name] = [(m['losses'], m['val_history'])]
         elif os.path.exists(os.path.join(folder, 'ablation.json')):
-            runs = os.path.join(folder, 'runs')
-            for run in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
-                if not os.path.exists(os.path.join(runs, run, 'metrics.json')):
-                    continue  # still running, or not begun: a partial ablation draws the rest
-                m = records.read_run(os.path.join(runs, run))
-                if m['status'] == 'completed':  # a cell: the run's name less its seed
-                    cell = re.sub(r'-seed\d+$', '', run)
-                    groups.setdefault(f"{name}: {shown(cell)}", []).append((m['losses'], m['val_history']))
-            if not any(label.startswith(f"{name}: ") for label in groups):
+            cells = ablation.curves(ablation.finished_runs(folder))  # a partial one: its finished runs
+            if not cells:
                 raise UserError(f"{folder}: the ablation has no finished run yet")
+            groups.update({f"{name}: {shown(cell)}": runs for cell, runs in cells.items()})
         else:
             raise UserError(f"{folder} is neither a run record (metrics.json) nor an ablation "
                             "(ablation.json)")

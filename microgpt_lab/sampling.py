@@ -93,6 +93,8 @@ def sample_shares(samples, train_docs, val_docs):
 def sample_command(cfg):
     """`cli.py sample`: print cfg['num'] samples from cfg['checkpoint'], each the prompt
     and its continuation: documents, or passages of cfg['length'] characters of a text."""
+    if cfg['batched'] and cfg['mode'] != 'tensor':
+        raise UserError("--batched needs --mode tensor")
     ckpt = checkpoint.load(cfg['checkpoint'], need_rng=cfg['seed'] is None)
     config, text = ckpt['config'], ckpt['data_format'] == 'text'
     mode = cfg['mode'] or ('tensor' if text else 'scalar')

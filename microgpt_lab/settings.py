@@ -55,9 +55,8 @@ SETTINGS = dict(
     n_head=Setting(int, 4, 1, part='model'),
     n_layer=Setting(int, 1, 1, part='model'),
     block_size=Setting(int, 16, 1, part='model'),
-    tie_lm_head=Setting(bool, False, part='model', fixed='the variants are --variants'),
-    input_rmsnorm=Setting(bool, True, part='model', option='--no-input-rmsnorm',
-                          fixed='the variants are --variants'),
+    tie_lm_head=Setting(bool, False, part='model'),
+    input_rmsnorm=Setting(bool, True, part='model', option='--no-input-rmsnorm'),
     activation=Setting(('relu', 'relu2', 'gelu'), 'relu', part='model', later=True),
     final_norm=Setting(bool, False, part='model', later=True),  # --final-norm on|off
     norm=Setting(('rmsnorm', 'layernorm'), 'rmsnorm', part='model', later=True),

@@ -15,9 +15,10 @@ import time
 import pytest
 
 import cli
-from microgpt_lab import ablation, plots, training
-from microgpt_lab import UserError
+from microgpt_lab import UserError, ablation, plots, training
 from conftest import DOCS, ROOT, main_output, one_line_error
+
+VARIANTS = list(ablation.VARIANT_NAMES.values())  # untied-norm, tied-norm, untied-nonorm, tied-nonorm
 
 # Student's t, 97.5% quantile, df 1..30, as printed in statistics textbooks.
 T_TABLE = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -71,9 +72,9 @@ def test_an_ablations_intervals_recomputed_from_its_run_records(small):
     code, printed, err = ablate(small / 'abl', '--seeds', '3', '--jobs', '1')
     assert code == 0, err
     runs = sorted(p.name for p in (small / 'abl' / 'runs').iterdir())
-    assert runs == sorted(f"{v}-seed{s}" for v in ablation.VARIANTS for s in (42, 43, 44))
+    assert runs == sorted(f"{v}-seed{s}" for v in VARIANTS for s in (42, 43, 44))
     val = {(v, s): json.loads((small / 'abl' / 'runs' / f"{v}-seed{s}" / 'metrics.json')
-                              .read_text())['val_loss'] for v in ablation.VARIANTS for s in (42, 43, 44)}
+                              .read_text())['val_loss'] for v in VARIANTS for s in (42, 43, 44)}
     summary = json.loads((small / 'abl' / 'summary.json').read_text())
     for row in summary['variants'][1:]:
         diffs = [val[(row['variant'], s)] - val[('untied-norm', s)] for s in (42, 43, 44)]
@@ -98,14 +99,14 @@ def test_ablation_results_do_not_depend_on_jobs(small, mode, model):
     # once followed --jobs: every run now has --threads (1 in an ablation) whatever --jobs
     assert ablate(small / 'one', '--jobs', '1', '--mode', mode, *model)[0] == 0
     assert ablate(small / 'two', '--jobs', '2', '--mode', mode, *model)[0] == 0
-    for v in ablation.VARIANTS:
+    for v in VARIANTS:
         run = f"runs/{v}-seed42/losses.csv"
         assert (small / 'one' / run).read_text() == (small / 'two' / run).read_text()
 
 
 def test_ablation_runs_time_their_steps_without_numbas_warm_up(small):
     assert ablate(small / 'abl', '--jobs', '2', '--mode', 'tensor')[0] == 0
-    for v in ablation.VARIANTS:
+    for v in VARIANTS:
         m = json.loads((small / 'abl' / 'runs' / f"{v}-seed42" / 'metrics.json').read_text())
         assert m['warmup_s'] > 0 and m['steps_per_s'] == pytest.approx(6 / m['train_time_s'])
 
@@ -365,8 +366,9 @@ def test_a_grid_of_many_single_values_has_run_names_that_fit(small):
     (run,) = (small / 'g' / 'runs').iterdir()
     assert len(run.name) <= ablation.MAX_NAME + len('-seed42') and run.name.endswith('-seed42')
     assert run.name.startswith('untied-norm-lr=0.01-beta1=0.85')
-    assert ablation.run_name(('untied-norm', (('lr', 0.01),) * 20), 42) != \
-        ablation.run_name(('untied-norm', (('lr', 0.02),) * 20), 42)  # still one a cell
+    variant = ((ablation.VARIANT_AXIS, (False, True)),)
+    assert ablation.run_name(variant + (('lr', 0.01),) * 20, 42) != \
+        ablation.run_name(variant + (('lr', 0.02),) * 20, 42)  # still one a cell
 
 
 def test_the_header_shows_the_steps_of_every_cell(small):
@@ -454,10 +456,12 @@ def test_a_grid_gives_the_same_results_for_any_jobs_and_resumes(small):
 
 
 @pytest.mark.parametrize('args, message', [
-    (('--vary', 'bogus=1,2'), '--bogus is not an option of train that takes a value'),
+    (('--vary', 'bogus=1,2'), 'bogus is not a setting of train'),
+    (('--vary', 'no-input-rmsnorm=on'), 'no-input-rmsnorm is not a setting of train'),
     (('--vary', 'lr=0.1,-1'), '--vary --lr must be > 0, got -1.0'),
     (('--vary', 'lr=fast'), "--vary --lr must be a number, got 'fast'"),
-    (('--vary', 'tie-lm-head=1'), '--tie-lm-head is a flag and takes no value'),
+    (('--vary', 'tie-lm-head=1'), "--vary --tie-lm-head must be on or off, got '1'"),
+    (('--variants', 'tied-norm', '--vary', 'tie-lm-head=on,off'), 'each setting once'),
     (('--vary', 'n-head=3'), '--n-embd (8) must be divisible by --n-head (3)'),
     (('--vary', 'lr'), 'give NAME=V1,V2'),
     (('--vary', 'lr=0.1,0.1'), 'give distinct values'),
@@ -491,7 +495,7 @@ def test_many_cells_are_drawn_in_small_multiples(small):
 
 
 def test_a_grid_too_big_for_one_picture_keeps_its_summary_and_skips_the_picture(tmp_path, capsys):
-    grid = [('untied-norm', (('lr', 0.001 * i),)) for i in range(1, plots.MAX_PANELS + 2)]
+    grid = [(('lr', 0.001 * i),) for i in range(1, plots.MAX_PANELS + 2)]
     ablation.plot(str(tmp_path), [], grid)
     assert f'plot skipped: {plots.MAX_PANELS + 1} cells are more than' in capsys.readouterr().out
     assert not (tmp_path / 'losses.png').exists()
@@ -507,13 +511,35 @@ def test_a_varied_switch_reads_on_and_off(small):
 
 
 def test_the_alone_design_is_the_reference_and_one_change_a_cell():
-    axes = [('lr', [0.01, 0.02, 0.03]), ('norm+final_norm', [('rmsnorm', False), ('layernorm', True)])]
-    ref = (('lr', 0.01), ('norm+final_norm', ('rmsnorm', False)))
-    assert ablation.cells(['untied-norm', 'tied-norm'], axes, 'alone') == [
-        ('untied-norm', ref), ('tied-norm', ref),
-        ('untied-norm', (('lr', 0.02), ref[1])), ('untied-norm', (('lr', 0.03), ref[1])),
-        ('untied-norm', (ref[0], ('norm+final_norm', ('layernorm', True))))]
-    assert len(ablation.cells(['untied-norm', 'tied-norm'], axes)) == 2 * 3 * 2  # the product
+    variants = (ablation.VARIANT_AXIS, [(False, True), (True, True)])
+    axes = [variants, ('lr', [0.01, 0.02, 0.03]),
+            ('norm+final_norm', [('rmsnorm', False), ('layernorm', True)])]
+    ref = ((ablation.VARIANT_AXIS, (False, True)), ('lr', 0.01), ('norm+final_norm', ('rmsnorm', False)))
+    assert ablation.cells(axes, 'alone') == [
+        ref, ((ablation.VARIANT_AXIS, (True, True)), *ref[1:]),
+        (ref[0], ('lr', 0.02), ref[2]), (ref[0], ('lr', 0.03), ref[2]),
+        (*ref[:2], ('norm+final_norm', ('layernorm', True)))]
+    product = ablation.cells(axes)
+    assert len(product) == 2 * 3 * 2 and product[0] == ref
+    assert [ablation.label(c) for c in product[:3]] == [  # the variants side by side
+        'untied-norm lr=0.01 norm+final-norm=rmsnorm+off', 'tied-norm lr=0.01 norm+final-norm=rmsnorm+off',
+        'untied-norm lr=0.01 norm+final-norm=layernorm+on']
+
+
+def test_the_variants_are_an_axis_of_lm_head_and_the_input_norm_by_name(small):
+    """--variants spells the joint axis tie-lm-head+input-rmsnorm, whose values go by their
+    names; varying either setting instead replaces it."""
+    assert ablation.axes_of(['untied-norm', 'tied-norm'], []) == \
+        [ablation.axis('tie-lm-head+input-rmsnorm=off+on,on+on')]
+    assert ablation.axes_of(None, [('lr', [1, 2])])[0][1] == list(ablation.VARIANT_NAMES)
+    assert ablation.axes_of(None, [('tie_lm_head', [False, True])]) == [('tie_lm_head', [False, True])]
+    code, out, err = ablate(small / 'g', '--vary', 'tie-lm-head=off,on', '--jobs', '1', '--steps', '3')
+    assert code == 0, err
+    assert sorted(p.name for p in (small / 'g' / 'runs').iterdir()) == \
+        ['tie-lm-head=off-seed42', 'tie-lm-head=on-seed42']
+    rows = list(csv.DictReader(open(small / 'g' / 'summary.csv')))
+    assert [(r['variant'], r['tie_lm_head']) for r in rows] == [('untied-norm', 'False'), ('tied-norm', 'True')]
+    assert main_output(cli.main, 'ablate', '--resume', small / 'g')[0] == 0  # its plan reads back
 
 
 def test_each_choice_alone_against_the_reference_shares_its_runs(small):

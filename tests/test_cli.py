@@ -6,8 +6,7 @@ import signal
 import pytest
 
 import cli
-from microgpt_lab import settings
-from microgpt_lab import UserError, stopping
+from microgpt_lab import UserError, ablation, settings, stopping
 from conftest import ROOT, main_output, one_line_error, run_cli
 
 
@@ -16,13 +15,13 @@ def test_help_documents_every_option_and_every_command():
     assert code == 0 and out.strip() == cli.__doc__.strip()
     for command in cli.COMMANDS:
         assert f"cli.py {command}" in out
-    options = set().union(*cli.option_sections().values())
+    options = set().union(*cli.SECTIONS.values())
     assert {'--data', '--no-fetch', '--seed', '--steps', '--n-embd', '--lr', '--tie-lm-head',
             '--checkpoint', '--prompt', '--seeds', '--jobs', '--torch', '--data-format', '--length',
             '--top-k', '--beta1', '--beta2', '--weight-decay', '--grad-clip', '--warmup-steps',
             '--lr-schedule', '--min-lr', '--init-std'} <= options
     # every setting a run records has its option (eps is the reference's, fixed)
-    assert {cli.option(name) for name in settings.SETTINGS} - {''} <= options
+    assert {settings.option(name) for name in settings.SETTINGS} - {''} <= options
     assert '[default: 1000]' in out and '[default: 0.5]' in out and 'names.txt' in out
 
 
@@ -175,4 +174,4 @@ def test_a_switch_takes_on_or_off():
     assert config('train')['final_norm'] is False
     with pytest.raises(UserError, match="--final-norm must be on or off, got 'yes'"):
         config('train', '--final-norm', 'yes')
-    assert cli.axis('final-norm=on,off') == ('final_norm', [True, False])
+    assert ablation.axis('final-norm=on,off') == ('final_norm', [True, False])
