@@ -34,12 +34,13 @@ def decode_array(d):
 
 # ---------------------------------------------------------------------------
 # Writing
-def checkpoint_text(model, chars, step, rng, adam, data_format='lines'):
-    """The checkpoint of a model after `step` training steps, as JSON text."""
-    return ''.join(checkpoint_pieces(model, chars, step, rng, adam, data_format))
+def checkpoint_text(model, chars, step, rng, adam, data_format='lines', run=None):
+    """The checkpoint of a model after `step` training steps, as JSON text. run: the
+    settings of the run that trained it (every setting, and its data's sha256)."""
+    return ''.join(checkpoint_pieces(model, chars, step, rng, adam, data_format, run))
 
 
-def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines'):
+def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines', run=None):
     """checkpoint_text's JSON in pieces, each array encoded when its turn comes: in memory,
     one array's text at a time, not the whole (the weights and Adam's two moments, float64
     in base64: 32 bytes a weight, 340 MB at 10.7M weights, and as much again to join it)."""
@@ -49,7 +50,8 @@ def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines'):
     config = models.config_of(model)
     head = dict(format=FORMAT, version=VERSION,
                 config={k: config[k] for k in MODEL_KEYS}, vocab=''.join(chars),
-                data_format=data_format, step=step, rng_state=rng.getstate())
+                data_format=data_format, step=step, rng_state=rng.getstate(),
+                **({} if run is None else dict(settings=run)))
     arrays = lambda names, arrays: (f"{', ' * (i > 0)}{json.dumps(n)}: {json.dumps(encode_array(a))}"
                                     for i, (n, a) in enumerate(zip(names, arrays)))
     yield json.dumps(head)[:-1] + ', "weights": {'            # json.dumps's own layout
@@ -154,6 +156,12 @@ def load(path, need_adam=False, need_rng=False):
             raise bad(f"rng_state is {e}") from None
     elif need_rng:
         raise bad("it has no rng_state, the random generator's state (give a --seed to sample)")
+    run = ckpt.get('settings')  # the run's; older checkpoints: none
+    if run is not None:
+        if not isinstance(run, dict):
+            raise bad("its settings are not a JSON object")
+        run = dict(settings.read(run, f"{path}: settings", ('data_sha256',)),
+                   data_sha256=records.field(run, 'data_sha256', f"{path}: settings", str))
     stream = ckpt.get('dropout_stream')  # [seed, draws so far]; older checkpoints: none
     if stream is not None and not (isinstance(stream, list) and len(stream) == 2 and all(
             type(x) is int and 0 <= x < 2 ** 64 for x in stream)):
@@ -161,4 +169,4 @@ def load(path, need_adam=False, need_rng=False):
     if stream is None and need_adam and config['dropout']:
         raise bad("it has no dropout_stream, which continuing a run with dropout needs")
     return dict(config=config, vocab=chars, data_format=data_format, step=step, weights=weights,
-                adam=adam, rng=rng, dropout_stream=stream)
+                adam=adam, rng=rng, dropout_stream=stream, settings=run)

@@ -11,6 +11,7 @@ settings (part='model') also build the model and describe it in its checkpoint.
 Adding a setting takes its line in cli.py's usage, its entry here, and the model code that
 uses it.
 """
+import json
 import math
 import os
 from typing import NamedTuple
@@ -202,11 +203,12 @@ def scalar_values(cfg, given=(), name_of=option):
 
 # ---------------------------------------------------------------------------
 # Reading a recorded config back: one reader for every record.
-def read(recorded, where, extra=()):
+def read(recorded, where, extra=(), against=None):
     """The checked settings of a recorded config (a dict): every setting, those that came
     after the record taking their defaults. A UserError, begun with `where` (the file:
     'config.json:'), names the setting that is unknown (besides the names in `extra`),
-    missing or not allowed."""
+    missing or not allowed; or, given against (another record of the same run, and where it
+    is), a setting or field that this record says otherwise than that one."""
     unknown = sorted(set(recorded) - set(SETTINGS) - set(extra))
     if unknown:
         raise UserError(f"{where} {unknown[0]} is not a setting of a run")
@@ -216,6 +218,11 @@ def read(recorded, where, extra=()):
             raise UserError(f"{where} {name} is missing")
         cfg[name] = recorded.get(name, s.default)
     check(cfg, lambda name: f"{where} {name}")
+    other, other_where = against or ({}, '')
+    for name, value in other.items():
+        if name in recorded and recorded[name] != value:
+            raise UserError(f"{where} {name} is {json.dumps(recorded[name])}, but {other_where} "
+                            f"says {json.dumps(value)}")
     return cfg
 
 

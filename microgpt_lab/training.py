@@ -87,7 +87,8 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
              'samples.txt': ''.join(s + '\n' for s in samples)}
     if status != 'diverged':
         files['checkpoint.json'] = lambda: checkpoint.checkpoint_pieces(  # written as made
-            model, d.tok.chars, progress.step, rng, adam, cfg['data_format'])
+            model, d.tok.chars, progress.step, rng, adam, cfg['data_format'],
+            {k: cfg[k] for k in (*settings.SETTINGS, 'data_sha256')})
     files['metrics.json'] = records.json_text(metrics)
     records.write_record(write_to or out, files)
     draw_losses(write_to or out, progress.losses, progress.val_history, cfg)
@@ -339,28 +340,28 @@ RECORD_FIELDS = ('command', 'out', 'data_sha256', 'rerun_of', 'resumed_from',  #
 def recorded_run(src, out, resume):
     """(settings, state): the checked settings of the run recorded in src, to write a new
     record to `out`; and, to continue it (resume), its state: the checkpoint and the
-    Progress so far. Else the state is None."""
+    Progress so far. Else the state is None. To continue it, every setting in its
+    config.json must be what its checkpoint recorded (a checkpoint from before it recorded
+    them: its model's settings)."""
     path = os.path.join(src, 'config.json')
     rec = records.read_json(path, 'a run record')
-    cfg = settings.read(rec, f"{path}:", RECORD_FIELDS)
+    if resume:  # the status, then the checkpoint: what the settings are checked against
+        mpath = os.path.join(src, 'metrics.json')
+        metrics = records.read_json(mpath, 'a run record')
+        status = records.field(metrics, 'status', mpath, str, lambda s: s in STATUSES,
+                               f"one of {', '.join(STATUSES)}")
+        if status not in RESUMABLE:
+            raise UserError(f"the run in {src} is {status}: only a stopped or interrupted run "
+                            "can be resumed")
+        cpath = os.path.join(src, 'checkpoint.json')
+        ckpt = checkpoint.load(cpath, need_adam=True, need_rng=True)
+    cfg = settings.read(rec, f"{path}:", RECORD_FIELDS,
+                        against=(ckpt['settings'] or ckpt['config'], cpath) if resume else None)
     sha = records.field(rec, 'data_sha256', path, str,
                         lambda s: re.fullmatch('[0-9a-f]{64}', s), 'a sha256')
     cfg.update(data=settings.recorded_data(cfg['data'], sha, src), out=out)
     if not resume:
         return dict(cfg, rerun_of=os.path.abspath(src)), None
-
-    mpath = os.path.join(src, 'metrics.json')
-    metrics = records.read_json(mpath, 'a run record')
-    status = records.field(metrics, 'status', mpath, str, lambda s: s in STATUSES,
-                           f"one of {', '.join(STATUSES)}")
-    if status not in RESUMABLE:
-        raise UserError(f"the run in {src} is {status}: only a stopped or interrupted run "
-                        "can be resumed")
-    cpath = os.path.join(src, 'checkpoint.json')
-    ckpt = checkpoint.load(cpath, need_adam=True, need_rng=True)
-    for k in settings.MODEL:
-        if ckpt['config'][k] != cfg[k]:
-            raise UserError(f"{cpath}: {k} is {ckpt['config'][k]}, {path} says {cfg[k]}")
     if ckpt['step'] > cfg['steps'] or ckpt['adam']['t'] != ckpt['step']:
         raise UserError(f"{cpath}: step {ckpt['step']} (Adam's {ckpt['adam']['t']}) does not fit "
                         f"a run of {cfg['steps']} steps")

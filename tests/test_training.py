@@ -304,7 +304,19 @@ def mangle_json(name, change):
     (mangle_json('config.json', lambda c: c.update(steps=2.5)), 'config.json: steps must be an integer'),
     (mangle_json('config.json', lambda c: c.update(mode='gpu')), 'config.json: mode must be scalar or tensor'),
     (mangle_json('config.json', lambda c: c.update(n_emb=8)), 'config.json: n_emb is not a setting'),
-    (mangle_json('config.json', lambda c: c.update(n_embd=16)), 'checkpoint.json: n_embd is 8'),
+    (mangle_json('config.json', lambda c: c.update(n_embd=16)),
+     'config.json: n_embd is 16, but ' ),
+    (mangle_json('config.json', lambda c: c.update(seed=7)),  # it would not reproduce its losses
+     'config.json: seed is 7, but '),
+    (mangle_json('config.json', lambda c: c.update(lr=0.02)), 'config.json: lr is 0.02, but '),
+    (mangle_json('config.json', lambda c: c.update(data_sha256='0' * 64)), 'config.json: data_sha256 is'),
+    (lambda run: [mangle_json('checkpoint.json', lambda c: c.pop('settings'))(run),  # an older
+                  mangle_json('config.json', lambda c: c.update(n_embd=16))(run)],  # checkpoint
+     'config.json: n_embd is 16, but '),
+    (mangle_json('checkpoint.json', lambda c: c['settings'].update(steps=20)),
+     'config.json: steps is 10, but '),
+    (mangle_json('checkpoint.json', lambda c: c['settings'].update(steps='x')),
+     'checkpoint.json: settings steps must be an integer'),
     (mangle_json('config.json', lambda c: c.update(data_sha256=7)), 'config.json: data_sha256'),
     (mangle_json('metrics.json', lambda m: m.update(status='done')), 'metrics.json: status'),
     (mangle_json('metrics.json', lambda m: m.update(val_history=[[1]])), 'metrics.json: val_history'),
