@@ -804,66 +804,67 @@ def embedding_backward_kernel(ids, g, V):
     return gw
 
 
-# The activations: one pass each rather than NumPy's several (gelu's tanh by NumPy, whose
-# tanh is vectorised).
+# The activations: a pass over the elements each, rather than NumPy's several; `each` is
+# that pass, given the function of one element (gelu's tanh is NumPy's, which vectorises).
 @kernel
+def each(f, x, y, z):
+    """f(x_i, y_i, z_i) of each element i of x, y and z (arrays of one shape): [...] -> [...]."""
+    out = np.empty_like(x)
+    xs, ys, zs, o = x.ravel(), y.ravel(), z.ravel(), out.ravel()
+    for i in range(xs.size):
+        o[i] = f(xs[i], ys[i], zs[i])
+    return out
+
+
+@kernel
+def relu_grad(x, g, _):
+    return g if x > 0 else 0
+
+
+@kernel
+def relu2_value(x, _, __):
+    return x * x if x > 0 else 0
+
+
+@kernel
+def relu2_grad(x, g, _):
+    return 2 * g * x if x > 0 else 0
+
+
+@kernel
+def gelu_tanh_arg(x, _, __):  # u
+    return GELU_C * (x + 0.044715 * (x * x * x))
+
+
+@kernel
+def gelu_value(x, t, _):  # from t = tanh u
+    return 0.5 * x * (1 + t)
+
+
+@kernel
+def gelu_grad(x, t, g):
+    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
+
+
 def relu_backward_kernel(x, g):
-    out = np.empty_like(g)
-    xs, gs, o = x.ravel(), g.ravel(), out.ravel()
-    for i in range(xs.size):
-        o[i] = gs[i] if xs[i] > 0 else 0
-    return out
+    return each(relu_grad, x, g, g)
 
 
-@kernel
 def relu2_forward_kernel(x):
-    out = np.empty_like(x)
-    xs, o = x.ravel(), out.ravel()
-    for i in range(xs.size):
-        o[i] = xs[i] * xs[i] if xs[i] > 0 else 0
-    return out
+    return each(relu2_value, x, x, x)
 
 
-@kernel
 def relu2_backward_kernel(x, g):
-    out = np.empty_like(g)
-    xs, gs, o = x.ravel(), g.ravel(), out.ravel()
-    for i in range(xs.size):
-        o[i] = 2 * gs[i] * xs[i] if xs[i] > 0 else 0
-    return out
+    return each(relu2_grad, x, g, g)
 
 
-def gelu_forward_fast(x):
-    t = np.tanh(gelu_tanh_arg(x))                   # u, then tanh u in NumPy
-    return gelu_from_tanh(x, t), t
+def gelu_forward_kernel(x):
+    t = np.tanh(each(gelu_tanh_arg, x, x, x))
+    return each(gelu_value, x, t, t), t
 
 
-@kernel
-def gelu_tanh_arg(x):
-    out = np.empty_like(x)
-    xs, o = x.ravel(), out.ravel()
-    for i in range(xs.size):
-        o[i] = GELU_C * (xs[i] + 0.044715 * (xs[i] * xs[i] * xs[i]))
-    return out
-
-
-@kernel
-def gelu_from_tanh(x, t):
-    out = np.empty_like(x)
-    xs, ts, o = x.ravel(), t.ravel(), out.ravel()
-    for i in range(xs.size):
-        o[i] = 0.5 * xs[i] * (1 + ts[i])
-    return out
-
-
-@kernel
 def gelu_backward_kernel(x, t, g):
-    out = np.empty_like(g)
-    xs, ts, gs, o = x.ravel(), t.ravel(), g.ravel(), out.ravel()
-    for i in range(xs.size):
-        xi, ti = xs[i], ts[i]
-        o[i] = gs[i] * (0.5 * (1 + ti) + 0.5 * xi * (1 - ti * ti) * GELU_C * (1 + 3 * 0.044715 * xi * xi))
-    return out
+    return each(gelu_grad, x, t, g)
 
 
 # rmsnorm: forward and backward row by row, in one pass each, with float64 sums.
@@ -1474,7 +1475,7 @@ embedding_backward = embedding_backward_kernel
 relu_backward = relu_backward_kernel
 relu2_forward = relu2_forward_kernel
 relu2_backward = relu2_backward_kernel
-gelu_forward = gelu_forward_fast                     # two kernels and NumPy's tanh
+gelu_forward = gelu_forward_kernel                   # and NumPy's tanh
 gelu_backward = gelu_backward_kernel
 rmsnorm_forward = rmsnorm_forward_kernel
 rmsnorm_backward = rmsnorm_backward_kernel
