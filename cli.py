@@ -16,10 +16,9 @@ Commands:
              (a passage, for a text), and a run record in --out: config.json,
              metrics.json, losses.csv, samples.txt, checkpoint.json, losses.png.
   sample     Print samples (passages, for a text) from a checkpoint, in either mode.
-  ablate     Train the cells of a grid with the same seeds, data and settings: the
-             variants (tied/untied lm_head x input rmsnorm on/off) crossed with the values
-             of each --vary; summarize them (JSON, CSV, a markdown table, a plot of the
-             loss curves).
+  ablate     Train a grid's cells alike (seeds, data, settings): the variants (tied or
+             untied lm_head x input rmsnorm on/off) crossed with each --vary's values, and
+             summarize them (JSON, CSV, a markdown table, a plot of the loss curves).
   bench      Time scalar mode, tensor mode (and PyTorch) side by side, taking turns;
              with --vary, tensor mode with each value alone too (the cost of a choice).
   plot       Draw the loss curves of run records and ablations over each other, in a PNG.
@@ -99,39 +98,33 @@ format, cosine, --min-lr, --warmup-steps, --weight-decay, --grad-clip need tenso
 Run options (train):
   --stop-after N      Stop after step N with a checkpoint to --resume (the schedule still
                       spans --steps).
-  --resume DIR        train: continue the stopped or interrupted run recorded in DIR in a
-                      new record of all its steps (only --out may be given). ablate:
-                      finish the ablation in DIR, its stopped runs continued from
-                      their checkpoints (only --jobs or --cluster may be given).
+  --resume DIR        train: continue the stopped or interrupted run recorded in DIR, in a
+                      new record of all its steps (+ --out). ablate: finish the ablation
+                      in DIR, its stopped runs continued (+ --jobs or --cluster).
   --from DIR          Re-run the run recorded in DIR, its data checked by sha256 (+ --out).
 
 Sample options:
   --checkpoint PATH   A checkpoint.json written by train.
   --num N             Samples; auto: 20 documents, or 1 passage of a text [default: auto]
   --prompt TEXT       Continue TEXT (a passage: a newline if none) [default: ]
-  --batched           Tensor mode: draw all documents at once, much faster, in another
-                      order of random draws (so other samples).
+  --batched           Tensor mode: draw all documents at once, much faster, in another order
+                      of random draws (so other samples).
 
 Ablation options:
   --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 (K <= 10000) [default: 1]
-  --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm: the grid's
-                      first axis, lm_head and the input rmsnorm varied together (a vary
-                      of tie-lm-head+input-rmsnorm=off+on,on+on,...) [default: all]
-  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the setting
-                      NAME too: a train option --NAME (on or off for tie-lm-head,
-                      input-rmsnorm and the switches); varying those two replaces the
-                      variants. Repeatable. NAME+NAME=V+V,V+V,... varies settings
-                      together (recipes). The first value of every axis makes the
-                      reference cell, which the others are compared with.
-  --design D          product: every variant with every combination of the --vary
-                      values; alone: the reference cell, then one cell for each other
-                      variant and each other value of a --vary, the rest as the
-                      reference's: each choice alone against it [default: product]
+  --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm: the first
+                      axis, tie-lm-head+input-rmsnorm=off+on,on+on,... [default: all]
+  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train
+                      option --NAME (tie-lm-head, input-rmsnorm: on or off, no variants);
+                      repeatable. NAME+NAME=V+V,V+V,... varies settings together. The
+                      first value of every axis makes the reference cell, compared with.
+  --design D          product: every combination of the axes' values; alone: the reference
+                      cell, then one cell for each other value of each axis, the rest as
+                      the reference's: each choice alone against it [default: product]
   --jobs N            Runs at once, up to 1024; results do not change, as every run
                       runs its own --threads; auto: the cores / threads [default: auto]
-  --cluster ADDRESS   Run them on a Dask cluster instead: the scheduler's address,
-                      tcp://HOST:PORT, its workers started with --nthreads 1 (needs
-                      the cluster extra; see the README). The results are the same.
+  --cluster ADDRESS   Run them on a Dask cluster instead, the same results: its scheduler's
+                      tcp://HOST:PORT, workers with --nthreads 1 (the cluster extra; README).
 
 Bench options:
   --bench-steps N     Timed steps a run, after --warmup (text: no scalar mode) [default: 100]
@@ -160,7 +153,6 @@ import sys
 
 from docopt import DocoptExit, docopt
 
-import data
 from microgpt_lab import (UserError, ablation, attention_maps, bench, output, plots, sampling,
                           settings, stopping, training)
 
@@ -175,19 +167,17 @@ for line in __doc__.splitlines():
     elif SECTIONS and re.match(r'  --', line):
         section.add(line.split()[0])
 TAKES_VALUE = {line.split()[0] for line in __doc__.splitlines() if re.match(r'  --[\w-]+ [A-Z]', line)}
-RUN = SECTIONS['data'] | SECTIONS['model'] | SECTIONS['training'] | SECTIONS['generation']
-TAKES = dict(train=RUN | {'--stop-after', '--from', '--resume'},
-             ablate=RUN - {'--tie-lm-head', '--no-input-rmsnorm'} | SECTIONS['ablation'],
+RUN = set().union(*(SECTIONS[s] for s in ('data', 'model', 'training', 'generation')))
+TAKES = dict(train=RUN | SECTIONS['run'], ablate=(RUN | SECTIONS['ablation'])
+             - {'--tie-lm-head', '--no-input-rmsnorm'},  # (--vary varies them)
              sample=SECTIONS['sample'] | SECTIONS['generation'] - {'--samples'} | {'--mode', '--seed'},
-             bench=SECTIONS['data'] | SECTIONS['model'] | SECTIONS['bench']
-             | {'--seed', '--lr', '--batch-size', '--dtype', '--threads', '--out', '--vary'},
+             bench=SECTIONS['data'] | SECTIONS['model'] | SECTIONS['bench'] | {
+                 '--seed', '--lr', '--batch-size', '--dtype', '--threads', '--out', '--vary'},
              plot={'--png'}, attention={'--checkpoint', '--text', '--png'})
-TAKES_RECORDED = dict(train=['--out'], ablate=['--jobs', '--cluster'])  # with --resume/--from
 
 
 def options_given(argv):
-    """The options in argv, each once as given, skipping the values of those that take one
-    (so that `--prompt -a` gives --prompt, not -a)."""
+    """The options in argv, as given, less the values of those that take one (--prompt -a)."""
     given, i = [], 0
     while i < len(argv):
         if argv[i].startswith('-'):
@@ -198,12 +188,11 @@ def options_given(argv):
 
 
 def parse_args(argv):
-    """docopt's dict of the arguments, after checking that every option given is known,
-    given once, and one of the command's."""
+    """docopt's dict of the arguments, each option given checked: known, once, the command's."""
     given, command = options_given(argv), argv[0] if argv and argv[0] in TAKES else None
-    recorded = [a for a in given if a in ('--resume', '--from')][:1]
-    takes = set(recorded + TAKES_RECORDED[command]) if recorded and command in TAKES_RECORDED \
-        else TAKES.get(command, set())
+    recorded = [a for a in given if a in ('--resume', '--from')][:1]  # a recorded run's settings
+    takes = set(recorded) | dict(train={'--out'}, ablate={'--jobs', '--cluster'})[command] \
+        if recorded and command in ('train', 'ablate') else TAKES.get(command, set())
     hint = f"(see: {output.program()} --help)"
     for a in given:
         if a not in set().union(*SECTIONS.values()) | {'-h', '--help'}:
@@ -216,15 +205,12 @@ def parse_args(argv):
     try:
         return dict(docopt(__doc__, argv), given=set(given))  # given: typed, not defaults
     except DocoptExit as e:
-        first = str(e).splitlines()[0] if str(e) else ''
-        missing = [o for o in dict(sample=['--checkpoint'], attention=['--checkpoint', '--text'])
-                   .get(command, []) if o not in given]
-        if command is None:
-            why = f"the first argument must be a command: {', '.join(COMMANDS)}"
-        elif missing or command == 'plot':
-            why = f"{command} needs {missing[0] if missing else 'the folders to draw: DIR...'}"
-        else:  # docopt's own words, e.g. "--steps requires argument"
-            why = first if first.startswith('--') else f"these arguments fit no usage line of {command}"
+        needs = [o for o in dict(sample=['--checkpoint'], attention=['--checkpoint', '--text'],
+                                 plot=['the folders to draw: DIR...']).get(command, []) if o not in given]
+        why = (str(e).splitlines() or [''])[0]  # docopt's own words: "--steps requires argument"
+        why = f"the first argument must be a command: {', '.join(COMMANDS)}" if command is None \
+            else f"{command} needs {needs[0]}" if needs else why if why.startswith('--') \
+            else f"these arguments fit no usage line of {command}"
         raise UserError(f"{why} {hint}") from None
 
 
@@ -233,9 +219,8 @@ def parse_args(argv):
 # settings.py (the settings a run records, and the commands' own options); each command
 # checks its settings together.
 def value(args, name):
-    """Setting (or command option) `name` from docopt's dict: a flag's truth (a --no- flag
-    the opposite), or the string converted and checked (a switch's on or off too); the
-    table's default if not given; None for a mode of 'auto'."""
+    """Setting (or command option) `name` from docopt's dict: a flag's truth (a --no- flag's
+    opposite), or the string converted and checked; the default if not given (mode: None)."""
     s, opt = settings.SETTINGS.get(name) or settings.COMMAND_OPTIONS[name], settings.option(name)
     if not opt or (args[opt] is None and not s.optional) or (name == 'mode' and args[opt] == 'auto'):
         return None if name == 'mode' else s.default  # (a mode of auto: the command's)
@@ -251,10 +236,10 @@ def parse_config(args):
         return dict(dirs=args['DIR'], png=png('plot.png'))
     if args['attention']:
         return dict(checkpoint=args['--checkpoint'], text=args['--text'], png=png('attention.png'))
-    if args['sample']:  # mode None: the checkpoint's data says (see sampling.py)
+    if args['sample']:  # mode None: the checkpoint's data says (see sampling.py); seed None: its own
         return dict({name: value(args, name) for name in ('temperature', 'top_k', 'length', 'num', 'mode')},
-                    seed=None if args['--seed'] is None else value(args, 'seed'),
-                    checkpoint=args['--checkpoint'], prompt=args['--prompt'], batched=args['--batched'])
+                    seed=args['--seed'] and value(args, 'seed'), checkpoint=args['--checkpoint'],
+                    prompt=args['--prompt'], batched=args['--batched'])
     cfg = {name: value(args, name) for name in settings.SETTINGS}
     cfg.update(mode='tensor' if args['bench'] else cfg['mode'] or 'scalar',  # bench: every mode
                out=None if args['--out'] in ('auto', None) else args['--out'])
@@ -276,53 +261,33 @@ def parse_config(args):
 # ---------------------------------------------------------------------------
 # The commands: each hands its settings to the module that does the work.
 COMMANDS = dict(
-    train=lambda cfg, args: training.train_command(
-        cfg, source=args['--from'] or args['--resume'], resume=bool(args['--resume'])),
-    sample=lambda cfg, args: sampling.sample_command(cfg),
-    ablate=lambda cfg, args: ablation.ablate_command(cfg, resume=args['--resume'],
-                                                   address=args['--cluster']),
-    bench=lambda cfg, args: bench.bench_command(cfg),
-    plot=lambda cfg, args: plots.plot_command(cfg),
-    attention=lambda cfg, args: attention_maps.attention_command(cfg),
-)
+    train=lambda cfg, a: training.train_command(cfg, a['--from'] or a['--resume'], bool(a['--resume'])),
+    sample=lambda cfg, a: sampling.sample_command(cfg),
+    ablate=lambda cfg, a: ablation.ablate_command(cfg, a['--resume'], a['--cluster']),
+    bench=lambda cfg, a: bench.bench_command(cfg),
+    plot=lambda cfg, a: plots.plot_command(cfg),
+    attention=lambda cfg, a: attention_maps.attention_command(cfg))
 
 
 def main(argv=None):
-    """Run the command in argv (default: sys.argv); its exit status. Every error a user can
+    """Run the command in argv (default: sys.argv): its exit status. Every error a user can
     cause is one line; a signal stops the work where it is consistent (stopping.py)."""
-    argv = sys.argv[1:] if argv is None else argv
     output.standard_streams()
     stdout, sys.stdout = sys.stdout, output.QuietPipe(sys.stdout)
     try:
         with stopping.ending_signals():  # SIGTERM and SIGHUP end it as Ctrl-C does
-            args = parse_args(argv)
+            args = parse_args(sys.argv[1:] if argv is None else argv)
             command = next(c for c in COMMANDS if args[c])
             code = COMMANDS[command](parse_config(args), args) or 0
-        lost = output.output_error()
-        if lost and command == 'sample':  # its output is all it makes
-            raise UserError(f"cannot write the samples to stdout ({lost})")
-        if lost:
-            print(f"warning: stdout could not be written to its end ({lost}); the work went on"
-                  f"{', and its record is whole' if command in ('train', 'ablate', 'bench') else ''}",
-                  file=sys.stderr)
+        output.check_written(command)
         return code
-    except (UserError, data.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # a file or folder the system refuses (permissions, a full disk)
-        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
-        return 1
-    except MemoryError:
-        print("error: out of memory: try a smaller model (--n-embd, --n-layer), --batch-size "
-              "or --block-size", file=sys.stderr)
-        return 1
-    except Exception as e:  # a signal that came while a library ran (numba loading a kernel)
-        signalled = stopping.interruption(e)  # may come back wrapped in that library's error
-        if signalled is None:
+    except (Exception, KeyboardInterrupt) as e:
+        signalled = stopping.interruption(e)  # a signal, maybe in a library's error (numba's)
+        if signalled:
+            return stopping.interrupted(signalled)
+        if not output.tell(e):  # one line, if the user can cause it; else a bug, told whole
             raise
-        return stopping.interrupted(signalled)
-    except KeyboardInterrupt as e:
-        return stopping.interrupted(e)
+        return 1
     finally:
         sys.stdout.flush()
         sys.stdout = stdout

@@ -804,67 +804,52 @@ def embedding_backward_kernel(ids, g, V):
     return gw
 
 
-# The activations: a pass over the elements each, rather than NumPy's several; `each` is
-# that pass, given the function of one element (gelu's tanh is NumPy's, which vectorises).
+# The activations: a pass over the elements each, rather than NumPy's several (gelu's tanh
+# is NumPy's, which vectorises). `each` is that pass, for the formula numbered `f`.
+RELU_GRAD, RELU2, RELU2_GRAD, GELU_U, GELU, GELU_GRAD = range(6)
+
+
 @kernel
-def each(f, x, y, z):
-    """f(x_i, y_i, z_i) of each element i of x, y and z (arrays of one shape): [...] -> [...]."""
-    out = np.empty_like(x)
-    xs, ys, zs, o = x.ravel(), y.ravel(), z.ravel(), out.ravel()
+def each(f, a, b, c):
+    """Formula f of each element x, y, z of arrays a, b, c of one shape: [...] -> [...]."""
+    out = np.empty_like(a)
+    xs, ys, zs, o = a.ravel(), b.ravel(), c.ravel(), out.ravel()
     for i in range(xs.size):
-        o[i] = f(xs[i], ys[i], zs[i])
+        x, y, z = xs[i], ys[i], zs[i]
+        if f == RELU_GRAD:    # y = g
+            o[i] = y if x > 0 else 0
+        elif f == RELU2:
+            o[i] = x * x if x > 0 else 0
+        elif f == RELU2_GRAD:
+            o[i] = 2 * y * x if x > 0 else 0
+        elif f == GELU_U:
+            o[i] = GELU_C * (x + 0.044715 * (x * x * x))
+        elif f == GELU:       # y = t = tanh u
+            o[i] = 0.5 * x * (1 + y)
+        else:                 # GELU_GRAD: y = t, z = g
+            o[i] = z * (0.5 * (1 + y) + 0.5 * x * (1 - y * y) * GELU_C * (1 + 3 * 0.044715 * x * x))
     return out
 
 
-@kernel
-def relu_grad(x, g, _):
-    return g if x > 0 else 0
-
-
-@kernel
-def relu2_value(x, _, __):
-    return x * x if x > 0 else 0
-
-
-@kernel
-def relu2_grad(x, g, _):
-    return 2 * g * x if x > 0 else 0
-
-
-@kernel
-def gelu_tanh_arg(x, _, __):  # u
-    return GELU_C * (x + 0.044715 * (x * x * x))
-
-
-@kernel
-def gelu_value(x, t, _):  # from t = tanh u
-    return 0.5 * x * (1 + t)
-
-
-@kernel
-def gelu_grad(x, t, g):
-    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
-
-
 def relu_backward_kernel(x, g):
-    return each(relu_grad, x, g, g)
+    return each(RELU_GRAD, x, g, g)
 
 
 def relu2_forward_kernel(x):
-    return each(relu2_value, x, x, x)
+    return each(RELU2, x, x, x)
 
 
 def relu2_backward_kernel(x, g):
-    return each(relu2_grad, x, g, g)
+    return each(RELU2_GRAD, x, g, g)
 
 
 def gelu_forward_kernel(x):
-    t = np.tanh(each(gelu_tanh_arg, x, x, x))
-    return each(gelu_value, x, t, t), t
+    t = np.tanh(each(GELU_U, x, x, x))
+    return each(GELU, x, t, t), t
 
 
 def gelu_backward_kernel(x, t, g):
-    return each(gelu_grad, x, t, g)
+    return each(GELU_GRAD, x, t, g)
 
 
 # rmsnorm: forward and backward row by row, in one pass each, with float64 sums.

@@ -7,6 +7,9 @@ import contextlib
 import os
 import sys
 
+import data
+from microgpt_lab import UserError
+
 
 def program():
     """How the user started this program, for the hints it prints: 'python cli.py' as
@@ -76,3 +79,31 @@ def output_error():
     could, or its reader just left."""
     e = getattr(sys.stdout, 'error', None)
     return e and (e.strerror or str(e))
+
+
+def check_written(command):
+    """After a command, if stdout could not be written to its end: for `sample`, whose
+    output is all it makes, a UserError; for the others, a warning line (the work went on)."""
+    lost = output_error()
+    if lost and command == 'sample':
+        raise UserError(f"cannot write the samples to stdout ({lost})")
+    if lost:
+        print(f"warning: stdout could not be written to its end ({lost}); the work went on"
+              f"{', and its record is whole' if command in ('train', 'ablate', 'bench') else ''}",
+              file=sys.stderr)
+
+
+def tell(e):
+    """Say on stderr, in one line, what went wrong, if it is a failure a user can cause: a
+    UserError or DataError, a file or folder the system refuses (permissions, a full disk),
+    memory that runs out. Returns whether it was one of those."""
+    if isinstance(e, (UserError, data.DataError)):
+        why = str(e)
+    elif isinstance(e, OSError):
+        why = f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+    elif isinstance(e, MemoryError):
+        why = "out of memory: try a smaller model (--n-embd, --n-layer), --batch-size or --block-size"
+    else:
+        return False
+    print(f"error: {why}", file=sys.stderr)
+    return True
