@@ -76,12 +76,32 @@ def train_small(out, *extra, data='docs.txt'):
     return cli.main(['train', *(x for kv in options.items() for x in kv), *flags])
 
 
-# The two reference runs of 1000 scalar steps (about 30 s each, on one core) start once the
-# tests are collected, one after the other, in the background: the rest of the suite runs beside
-# them. They start only when a test that reads them is to run.
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    """The record of train_small's run (scalar mode, 12 steps), made once for the tests
+    that only need a run record to read (copy it with the `run` fixture to change it)."""
+    folder = tmp_path_factory.mktemp('trained')
+    (folder / 'docs.txt').write_text('\n'.join(DOCS) + '\n')
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert train_small(folder / 'run', data=folder / 'docs.txt') == 0
+    return folder / 'run'
+
+
+@pytest.fixture
+def run(small, trained):
+    """A copy of the trained record, small/run."""
+    shutil.copytree(trained, small / 'run')
+    return small / 'run'
+
+
+# The two reference runs of 1000 scalar steps (about 25 s each, on one core) run in the
+# background, one after the other, beside the tests that use one core: they start after the
+# last test that runs processes on both cores (ablations, the cluster, bench), and the two
+# tests that read them run last.
 BACKGROUND = {}
 READERS = ('test_run_alone_it_prints_the_reference_output_byte_for_byte',
            'test_cli_prints_every_loss_and_sample_the_reference_printed')
+BOTH_CORES = ('test_ablation', 'test_bench', 'test_cluster')  # their modules
 
 
 def start_reference_runs():
@@ -97,7 +117,19 @@ def start_reference_runs():
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected
 def pytest_collection_modifyitems(session, config, items):
-    if any(item.originalname in READERS for item in items if hasattr(item, 'originalname')):
+    readers = [item for item in items if getattr(item, 'originalname', None) in READERS]
+    if not readers:
+        return
+    items[:] = [item for item in items if item not in readers] + readers
+    busy = [i for i, item in enumerate(items) if item.module.__name__ in BOTH_CORES]
+    START['at'] = items[busy[-1] + 1] if busy else items[0]
+
+
+START = {}  # the test before which the reference runs start
+
+
+def pytest_runtest_setup(item):
+    if START.get('at') is item and not BACKGROUND:
         start_reference_runs()
 
 

@@ -69,12 +69,13 @@ def ablate(out, *extra, data='docs.txt'):
 
 
 def test_an_ablations_intervals_recomputed_from_its_run_records(small):
-    code, printed, err = ablate(small / 'abl', '--seeds', '3', '--jobs', '1')
+    code, printed, err = ablate(small / 'abl', '--seeds', '3', '--jobs', '1', '--variants',
+                                'untied-norm,tied-nonorm')
     assert code == 0, err
     runs = sorted(p.name for p in (small / 'abl' / 'runs').iterdir())
-    assert runs == sorted(f"{v}-seed{s}" for v in VARIANTS for s in (42, 43, 44))
+    assert runs == sorted(f"{v}-seed{s}" for v in VARIANTS[::3] for s in (42, 43, 44))
     val = {(v, s): json.loads((small / 'abl' / 'runs' / f"{v}-seed{s}" / 'metrics.json')
-                              .read_text())['val_loss'] for v in VARIANTS for s in (42, 43, 44)}
+                              .read_text())['val_loss'] for v in VARIANTS[::3] for s in (42, 43, 44)}
     summary = json.loads((small / 'abl' / 'summary.json').read_text())
     for row in summary['variants'][1:]:
         diffs = [val[(row['variant'], s)] - val[('untied-norm', s)] for s in (42, 43, 44)]
@@ -87,28 +88,17 @@ def test_an_ablations_intervals_recomputed_from_its_run_records(small):
         assert row['val_loss'][0] == pytest.approx(statistics.fmean(val[(row['variant'], s)]
                                                                     for s in (42, 43, 44)))
     rows = list(csv.DictReader(open(small / 'abl' / 'summary.csv')))
-    assert len(rows) == 12 and {r['status'] for r in rows} == {'completed'}
+    assert len(rows) == 6 and {r['status'] for r in rows} == {'completed'}
     table = (small / 'abl' / 'table.md').read_text()
     assert table in printed and '(reference)' in table and '±' in table
 
 
-@pytest.mark.parametrize('mode, model', [('scalar', ()), ('tensor', ('--n-embd', '64',
-                                                                   '--n-layer', '2'))])
-def test_ablation_results_do_not_depend_on_jobs(small, mode, model):
-    # at n_embd 64, 2 layers, OpenBLAS rounds a product's sums by its thread count, which
-    # once followed --jobs: every run now has --threads (1 in an ablation) whatever --jobs
-    assert ablate(small / 'one', '--jobs', '1', '--mode', mode, *model)[0] == 0
-    assert ablate(small / 'two', '--jobs', '2', '--mode', mode, *model)[0] == 0
-    for v in VARIANTS:
+def test_scalar_ablation_results_do_not_depend_on_jobs(small):
+    assert ablate(small / 'one', '--jobs', '1', '--variants', 'untied-norm,tied-norm')[0] == 0
+    assert ablate(small / 'two', '--jobs', '2', '--variants', 'untied-norm,tied-norm')[0] == 0
+    for v in VARIANTS[:2]:
         run = f"runs/{v}-seed42/losses.csv"
         assert (small / 'one' / run).read_text() == (small / 'two' / run).read_text()
-
-
-def test_ablation_runs_time_their_steps_without_numbas_warm_up(small):
-    assert ablate(small / 'abl', '--jobs', '2', '--mode', 'tensor')[0] == 0
-    for v in VARIANTS:
-        m = json.loads((small / 'abl' / 'runs' / f"{v}-seed42" / 'metrics.json').read_text())
-        assert m['warmup_s'] > 0 and m['steps_per_s'] == pytest.approx(6 / m['train_time_s'])
 
 
 def test_ablation_resume_skips_finished_runs(small):
@@ -238,10 +228,7 @@ def test_ctrl_c_during_an_ablation_keeps_finished_runs_and_says_how_to_resume(sm
                           '--mode', 'tensor', '--steps', '30000', '--n-embd', '8', '--n-head', '2',
                           '--jobs', '2', '--samples', '0', '--out', 'abl'], cwd=small, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for line in p.stdout:
-        if 'ablation: 4 variants' in line:
-            break
-    time.sleep(3)  # the first two runs are training
+    wait_until_training(small / 'abl', RUNS)  # the first two runs are training
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and 'Traceback' not in err
@@ -270,11 +257,11 @@ def wait_until_training(abl, runs, steps=50):
         if all(log.exists() and re.search(rf'^step +\d{{{len(str(steps)) + 1},}} /', log.read_text(), re.M)
                for log in logs):
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError('the runs did not start training')
 
 
-GRID = ('--variants', 'untied-norm,tied-norm', '--steps', '4000', '--log-every', '10')
+GRID = ('--variants', 'untied-norm,tied-norm', '--steps', '2000', '--log-every', '10')
 RUNS = ('untied-norm-seed42', 'tied-norm-seed42')
 
 
@@ -297,7 +284,7 @@ def test_an_interrupted_ablation_continues_its_runs_from_their_checkpoints(small
     assert p.returncode == 143 and 'Traceback' not in err, err
     steps = {r: json.loads((small / 'abl' / 'runs' / r / 'metrics.json').read_text())['steps']
              for r in RUNS}
-    assert all(0 < n < 4000 for n in steps.values())  # stopped midway, with their checkpoints
+    assert all(0 < n < 2000 for n in steps.values())  # stopped midway, with their checkpoints
     # a run an ablation made is a run record like any other: it resumes alone, and re-runs
     stopped = small / 'abl' / 'runs' / RUNS[1]
     assert cli.main(['train', '--resume', str(stopped), '--out', str(small / 'alone')]) == 0
@@ -347,7 +334,7 @@ def test_a_worker_killed_mid_run_is_one_line_and_the_ablation_resumes(small, who
 
 
 def test_a_ctrl_c_while_the_workers_start_is_one_line_and_resumes(small):
-    p = start_ablation(small, '--steps', '200')
+    p = start_ablation(small, '--steps', '50')
     for line in p.stdout:
         if line.startswith('ablation: '):
             break
@@ -400,17 +387,6 @@ def test_the_memory_check_counts_the_runs_at_once():
         training.check_memory(cfg, 65, 10 ** 6, at_once=1024)
 
 
-def test_the_ablation_table_prints_where_the_terminal_has_no_greek(small):
-    env = dict(os.environ, PYTHONIOENCODING='ascii')
-    p = subprocess.run([sys.executable, str(ROOT / 'cli.py'), 'ablate', '--data', 'docs.txt',
-                        '--steps', '4', '--samples', '2', '--n-embd', '8', '--n-head', '2',
-                        '--seeds', '2', '--jobs', '1', '--variants', 'untied-norm,tied-norm',
-                        '--out', 'g'], cwd=small, env=env, capture_output=True, encoding='ascii')
-    assert p.returncode == 0 and p.stderr == '', p.stderr
-    assert '? val vs untied-norm' in p.stdout and '(95% CI)' in p.stdout
-    assert 'Δ val' in (small / 'g' / 'table.md').read_text(encoding='utf-8')
-
-
 # ---------------------------------------------------------------------------
 # Grids: --vary and --variants
 def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(small):
@@ -439,13 +415,18 @@ def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(sma
             config['input_rmsnorm']) == (0.005, 2, 43, False, False)
 
 
-def test_a_grid_gives_the_same_results_for_any_jobs_and_resumes(small):
-    grid = ('--vary', 'lr=0.02,0.005', '--variants', 'untied-norm,tied-norm', '--mode', 'tensor')
+def test_a_grid_gives_the_same_results_for_any_jobs_times_its_steps_alone_and_resumes(small):
+    # at n_embd 64, 2 layers, OpenBLAS rounds a product's sums by its thread count, which
+    # once followed --jobs: every run now has --threads (1 in an ablation) whatever --jobs
+    grid = ('--vary', 'lr=0.02,0.005', '--variants', 'untied-norm,tied-norm', '--mode', 'tensor',
+            '--n-embd', '64', '--n-layer', '2')
     assert ablate(small / 'one', '--jobs', '1', *grid)[0] == 0
     assert ablate(small / 'two', '--jobs', '2', *grid)[0] == 0
     for run in (small / 'one' / 'runs').iterdir():
         assert (run / 'losses.csv').read_text() == \
             (small / 'two' / 'runs' / run.name / 'losses.csv').read_text()
+        m = json.loads((small / 'two' / 'runs' / run.name / 'metrics.json').read_text())
+        assert m['warmup_s'] > 0 and m['steps_per_s'] == pytest.approx(6 / m['train_time_s'])
     shutil.rmtree(small / 'two' / 'runs' / 'tied-norm-lr=0.005-seed42')
     code, out, _ = main_output(cli.main, 'ablate', '--resume', small / 'two', '--jobs', '1')
     assert code == 0 and '3 runs done, 1 to go' in out
@@ -455,42 +436,46 @@ def test_a_grid_gives_the_same_results_for_any_jobs_and_resumes(small):
     assert summaries[1]['reference'] == 'untied-norm lr=0.02'
 
 
-@pytest.mark.parametrize('args, message', [
-    (('--vary', 'bogus=1,2'), 'bogus is not a setting of train'),
-    (('--vary', 'no-input-rmsnorm=on'), 'no-input-rmsnorm is not a setting of train'),
-    (('--vary', 'lr=0.1,-1'), '--vary --lr must be > 0, got -1.0'),
-    (('--vary', 'lr=fast'), "--vary --lr must be a number, got 'fast'"),
-    (('--vary', 'tie-lm-head=1'), "--vary --tie-lm-head must be on or off, got '1'"),
-    (('--variants', 'tied-norm', '--vary', 'tie-lm-head=on,off'), 'each setting once'),
-    (('--vary', 'n-head=3'), '--n-embd (8) must be divisible by --n-head (3)'),
-    (('--vary', 'lr'), 'give NAME=V1,V2'),
-    (('--vary', 'lr=0.1,0.1'), 'give distinct values'),
-    (('--vary', 'weight-decay=0,-0', '--mode', 'tensor'), 'give distinct values'),  # -0 is 0
-    (('--jobs', str(2 ** 31)), '--jobs must be >= 1 and <= 1024'),
-    (('--seeds', str(2 ** 62)), '--seeds must be >= 1 and <= 10000'),
-    (('--vary', 'lr=0.1', '--vary', 'lr=0.2'), 'each setting once'),
-    (('--vary', 'seed=1,2'), 'the seeds are --seeds'),
-    (('--vary', 'val-fraction=0.1,0.2'), 'one validation set'),
-    (('--variants', 'untied-norm,fancy'), 'fancy is not a variant'),
-    (('--variants', 'tied-norm,tied-norm'), 'each variant at most once'),
-    (('--vary', 'norm+final-norm=layernorm'), 'a value for each NAME'),
-    (('--vary', 'norm+final-norm=layernorm+maybe'), '--final-norm must be on or off'),
-    (('--vary', 'norm+norm=layernorm+rmsnorm'), 'each setting once'),
-    (('--vary', 'norm=layernorm', '--vary', 'norm+final-norm=layernorm+on'), 'each setting once'),
-    (('--design', 'fancy'), '--design must be product or alone'),
-    (('--vary', 'position=rope', '--n-embd', '6'), 'must be even'),
-    (('--vary', 'dropout=0.1'), 'needs --mode tensor'),
-    (('--vary', 'mode+norm=tensor+rmsnorm,scalar+layernorm'), 'different validation sets'),
-])
+# Grids that cannot run: the options (besides a small ablate's) => what its one line says.
+REFUSED = """
+--vary bogus=1,2                                         => bogus is not a setting of train
+--vary no-input-rmsnorm=on                               => no-input-rmsnorm is not a setting of train
+--vary lr=0.1,-1                                         => --vary --lr must be > 0, got -1.0
+--vary lr=fast                                           => --vary --lr must be a number, got 'fast'
+--vary tie-lm-head=1                                     => --vary --tie-lm-head must be on or off, got '1'
+--variants tied-norm --vary tie-lm-head=on,off           => each setting once
+--vary n-head=3                                          => --n-embd (8) must be divisible by --n-head (3)
+--vary lr                                                => give NAME=V1,V2
+--vary lr=0.1,0.1                                        => give distinct values
+--vary weight-decay=0,-0 --mode tensor                   => give distinct values
+--jobs 2147483648                                        => --jobs must be >= 1 and <= 1024
+--seeds 4611686018427387904                              => --seeds must be >= 1 and <= 10000
+--vary lr=0.1 --vary lr=0.2                              => each setting once
+--vary seed=1,2                                          => the seeds are --seeds
+--vary val-fraction=0.1,0.2                              => one validation set
+--variants untied-norm,fancy                             => fancy is not a variant
+--variants tied-norm,tied-norm                           => each variant at most once
+--vary norm+final-norm=layernorm                         => a value for each NAME
+--vary norm+final-norm=layernorm+maybe                   => --final-norm must be on or off
+--vary norm+norm=layernorm+rmsnorm                       => each setting once
+--vary norm=layernorm --vary norm+final-norm=layernorm+on => each setting once
+--design fancy                                           => --design must be product or alone
+--vary position=rope --n-embd 6                          => must be even
+--vary dropout=0.1                                       => needs --mode tensor
+--vary mode+norm=tensor+rmsnorm,scalar+layernorm         => different validation sets
+"""
+
+
+@pytest.mark.parametrize('args, message', [line.split(' => ') for line in REFUSED.strip().splitlines()])
 def test_a_grid_that_cannot_run_is_refused_before_anything_runs(small, args, message):
-    code, _, err = ablate(small / 'g', *args)
+    code, _, err = ablate(small / 'g', *args.split())
     assert code == 1 and one_line_error(err) and message in err, err
     assert not (small / 'g').exists()
 
 
 def test_many_cells_are_drawn_in_small_multiples(small):
     assert ablate(small / 'g', '--vary', 'lr=0.02,0.01,0.005', '--vary', 'last-n=3,5', '--jobs', '2',
-                  '--variants', 'untied-norm,tied-norm')[0] == 0
+                  '--variants', 'untied-norm,tied-norm', '--steps', '3')[0] == 0
     assert (small / 'g' / 'losses.png').read_bytes()[:4] == b'\x89PNG'
 
 
@@ -544,7 +529,7 @@ def test_the_variants_are_an_axis_of_lm_head_and_the_input_norm_by_name(small):
 
 def test_each_choice_alone_against_the_reference_shares_its_runs(small):
     code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '3', '--seeds', '2',
-                            '--jobs', '2', '--design', 'alone', '--variants', 'untied-norm,tied-norm',
+                            '--jobs', '1', '--design', 'alone', '--variants', 'untied-norm,tied-norm',
                             '--vary', 'activation=relu,gelu',
                             '--vary', 'norm+final-norm=rmsnorm+off,layernorm+on')
     assert code == 0, err

@@ -21,8 +21,7 @@ def test_attention_shows_every_layer_and_head_in_text_and_in_a_picture(small):
     assert code == 1 and one_line_error(err) and "context holds 16" in err
 
 
-def test_a_character_the_model_never_saw_is_one_line(small):
-    assert train_small(small / 'run') == 0
+def test_a_character_the_model_never_saw_is_one_line(small, run):
     code, _, err = main_output(cli.main, 'attention', '--checkpoint', 'run/checkpoint.json',
                                '--text', 'an!')
     assert code == 1 and one_line_error(err) and "'!'" in err, err
@@ -61,8 +60,7 @@ def test_a_checkpoint_that_is_not_a_regular_file_is_refused_at_once(small):
     assert code == 1 and one_line_error(err) and 'fifo.json is not a regular file' in err, err
 
 
-def test_the_picture_must_be_a_png_so_that_it_cannot_replace_the_checkpoint(small):
-    assert train_small(small / 'run') == 0
+def test_the_picture_must_be_a_png_so_that_it_cannot_replace_the_checkpoint(small, run):
     before = (small / 'run' / 'checkpoint.json').read_bytes()
     code, _, err = main_output(cli.main, 'attention', '--checkpoint', 'run/checkpoint.json',
                                '--text', 'an', '--png', 'run/checkpoint.json')

@@ -10,7 +10,7 @@ import cli
 import microgpt
 import tensorgpt
 from microgpt_lab import UserError, checkpoint, models
-from conftest import one_line_error, train_small
+from conftest import DOCS, one_line_error, train_small
 
 
 def gpt(mode, vocab_size, rng, **config):
@@ -64,6 +64,15 @@ def test_checkpoint_pieces_make_json_dumps_own_text():
     assert ckpt['dropout_stream'] == [model.dropout_stream.seed, 0]
 
 
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """The checkpoint of a small run, made once for the tests that damage it (each a copy)."""
+    folder = tmp_path_factory.mktemp('trained')
+    (folder / 'docs.txt').write_text('\n'.join(DOCS) + '\n')
+    assert train_small(folder / 'run', data=folder / 'docs.txt') == 0
+    return folder / 'run' / 'checkpoint.json'
+
+
 @pytest.mark.parametrize('mangle, message', [
     (lambda c: c.update(format='something else'), 'does not say it is one'),
     (lambda c: c.update(version=99), 'version 99'),
@@ -82,10 +91,9 @@ def test_checkpoint_pieces_make_json_dumps_own_text():
     (lambda c: c.update(rng_state='x'), 'rng_state is not'),
     (lambda c: c.update(rng_state=[3, [0] * 624, None]), 'rng_state is not'),
 ])
-def test_a_malformed_or_mismatched_checkpoint_is_a_clear_error(small, capsys, mangle, message):
-    train_small(small / 'run')
-    path = small / 'run' / 'checkpoint.json'
-    ckpt = json.loads(path.read_text())
+def test_a_malformed_or_mismatched_checkpoint_is_a_clear_error(small, capsys, trained, mangle, message):
+    path = small / 'checkpoint.json'
+    ckpt = json.loads(trained.read_text())
     mangle(ckpt)
     path.write_text(json.dumps(ckpt))
     capsys.readouterr()

@@ -98,9 +98,10 @@ def test_option_values_may_begin_with_a_dash():
     (['bench', '--threads', '0'], '--threads must be >= 1'),
 ])
 def test_user_errors_are_one_line_and_exit_1(small, args, message):
+    # (in this process: a real one's exit status and stderr, test_ctrl_c_after_the_command_...)
     if args[0] == 'train' and '--out' not in args:
         args = args + ['--out', 'record']
-    code, out, err = run_cli(*args, cwd=small)
+    code, out, err = main_output(cli.main, *args)
     assert code == 1 and message in err and one_line_error(err), err
     assert not (small / 'record').exists()
 

@@ -2,6 +2,7 @@
 other command at once, each with its exit status; an ablation's runs elsewhere by a flag."""
 import os
 import signal
+import threading
 
 import pytest
 
@@ -41,8 +42,8 @@ def test_a_signal_wrapped_in_a_librarys_error_is_found_and_gives_its_status(caps
 
 def test_held_signals_wait_and_arrive_on_leaving():
     with stopping.stop_signals() as caught:
-        with stopping.signals_held():
-            os.kill(os.getpid(), signal.SIGTERM)
+        with stopping.signals_held():  # (held in this thread: sent to it, not to another)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
             assert caught == []
         assert caught == [signal.SIGTERM]
 

@@ -21,7 +21,7 @@ import data
 import microgpt
 import tensorgpt
 from microgpt_lab import checkpoint, models, records, sampling, settings, training
-from conftest import (DOCS, NAMES, ROOT, one_line_error, reference_run, run_cli,
+from conftest import (DOCS, NAMES, ROOT, main_output, one_line_error, reference_run, run_cli,
                       train_small)
 
 
@@ -168,8 +168,8 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_record(small, 
 @pytest.mark.parametrize('mode, lr', [('tensor', '1e20'), ('tensor', '1e30'), ('scalar', '1e20')])
 def test_divergence_on_the_last_update_is_caught(small, mode, lr):
     batch = ['--batch-size', '4'] if mode == 'tensor' else []
-    code, out, err = run_cli('train', '--mode', mode, *batch, '--steps', '1',
-                             '--lr', lr, '--data', 'docs.txt', '--out', 'run', cwd=small)
+    code, out, err = main_output(cli.main, 'train', '--mode', mode, *batch, '--steps', '1',
+                                 '--lr', lr, '--data', 'docs.txt', '--out', 'run')
     assert code == 2 and one_line_error(err) and 'diverged' in err
     metrics = metrics_of(small / 'run')
     assert metrics['status'] == 'diverged' and 'samples' not in metrics
@@ -190,20 +190,20 @@ def test_weights_finite_sees_a_single_bad_weight():
 # Validation documents
 def test_eval_every_without_validation_documents_is_a_clear_error(small):
     (small / 'one.txt').write_text('anna\n')
-    code, _, err = run_cli('train', '--data', 'one.txt', '--eval-every', '5', '--out', 'run', cwd=small)
+    code, _, err = main_output(cli.main, 'train', '--data', 'one.txt', '--eval-every', '5', '--out', 'run')
     assert code == 1 and one_line_error(err) and 'needs validation data' in err
     assert not (small / 'run').exists()
-    code, out, err = run_cli('train', '--data', 'one.txt', '--steps', '3', '--out', 'run', cwd=small)
+    code, out, err = main_output(cli.main, 'train', '--data', 'one.txt', '--steps', '3', '--out', 'run')
     assert code == 0 and 'validation loss n/a (0 docs)' in out
 
 
 # ---------------------------------------------------------------------------
 # Honest throughput: numba's warm-up is timed apart
 def test_throughput_leaves_out_the_warm_up(small, capsys, monkeypatch):
-    monkeypatch.setattr(tensorgpt, 'warm_up', lambda dtype: time.sleep(1.0))
+    monkeypatch.setattr(tensorgpt, 'warm_up', lambda dtype: time.sleep(0.3))
     assert train_small(small / 'run', '--mode', 'tensor', '--batch-size', '4', '--steps', '5') == 0
     m = metrics_of(small / 'run')
-    assert m['warmup_s'] >= 1.0 and m['train_time_s'] < 1.0
+    assert m['warmup_s'] >= 0.3 and m['train_time_s'] < 0.3
     assert m['steps_per_s'] == pytest.approx(5 / m['train_time_s'])
     assert m['tokens_per_s'] == pytest.approx(m['tokens'] / m['train_time_s'])
     out = capsys.readouterr().out
@@ -279,7 +279,8 @@ def test_resume_and_from_work_from_another_folder_with_relative_data(small, caps
 
 
 def test_from_finds_the_shipped_names_where_the_recorded_path_is_gone(small, capsys):
-    assert train_small(small / 'a', '--steps', '2', '--samples', '0', data=NAMES) == 0
+    assert train_small(small / 'a', '--steps', '2', '--samples', '0', '--mode', 'tensor',
+                       '--batch-size', '4', data=NAMES) == 0
     cfg_path = small / 'a' / 'config.json'
     cfg = json.loads(cfg_path.read_text())
     cfg['data'] = '/no/such/folder/names.txt'  # a record made on another machine
@@ -290,6 +291,16 @@ def test_from_finds_the_shipped_names_where_the_recorded_path_is_gone(small, cap
 
 
 # Every file that --resume reads back is checked: one line naming the file and the field.
+@pytest.fixture(scope='module')
+def half(tmp_path_factory):
+    """A run stopped halfway, made once for the tests that damage it (each a copy)."""
+    folder = tmp_path_factory.mktemp('half')
+    (folder / 'docs.txt').write_text('\n'.join(DOCS) + '\n')
+    assert train_small(folder / 'half', '--steps', '10', '--stop-after', '5',
+                       data=folder / 'docs.txt') == 0
+    return folder / 'half'
+
+
 def mangle_json(name, change):
     def mangle(run):
         obj = json.loads((run / name).read_text())
@@ -331,8 +342,8 @@ def mangle_json(name, change):
     (lambda run: (run / 'config.json').write_text('[1, 2]'), 'should hold a JSON object'),
     (lambda run: (run / 'metrics.json').write_text('{"status": '), 'not readable JSON'),
 ])
-def test_resume_checks_every_file_it_reads_back(small, capsys, mangle, message):
-    assert train_small(small / 'half', '--steps', '10', '--stop-after', '5') == 0
+def test_resume_checks_every_file_it_reads_back(small, capsys, half, mangle, message):
+    shutil.copytree(half, small / 'half')
     mangle(small / 'half')
     capsys.readouterr()
     assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 1
@@ -445,7 +456,7 @@ def test_a_record_that_cannot_be_written_anywhere_says_so(small, capsys, monkeyp
 
 
 def test_output_to_a_closed_pipe_does_not_stop_the_run(small):
-    p = start('train', '--data', 'docs.txt', '--steps', '200', '--n-embd', '8', '--n-head', '2',
+    p = start('train', '--data', 'docs.txt', '--steps', '60', '--n-embd', '8', '--n-head', '2',
               '--out', 'run', cwd=small)
     p.stdout.readline()
     p.stdout.close()  # as `| head -1` does
@@ -456,7 +467,7 @@ def test_output_to_a_closed_pipe_does_not_stop_the_run(small):
 ACCENTED = 'hełło\nwőrld\nnaïve\ncafé\nzoğ\n'  # ł, ő and ğ are in none of the encodings below
 
 
-@pytest.mark.parametrize('encoding', ['ascii', 'latin-1', 'cp1252'])
+@pytest.mark.parametrize('encoding', ['ascii'])  # (any other lacks fewer: output.standard_streams)
 def test_text_the_terminal_cannot_encode_is_replaced_and_never_taken_for_divergence(small, encoding):
     (small / 'acc.txt').write_text(ACCENTED * 4, encoding='utf-8')
     env = dict(os.environ, PYTHONIOENCODING=encoding)
@@ -479,7 +490,8 @@ def test_a_stdout_that_cannot_be_written_keeps_the_run_and_its_record(small, whe
     """A full disk (/dev/full answers every write with ENOSPC), `ulimit -f` and `>&-`: the run
     goes on to its end and keeps its record; at most one warning line."""
     import resource
-    cmd = [sys.executable, str(ROOT / 'cli.py'), 'train', '--mode', 'tensor', '--steps', '1500',
+    steps = 1000 if where == 'a file size limit' else 100  # (a log of 1000 lines passes the limit)
+    cmd = [sys.executable, str(ROOT / 'cli.py'), 'train', '--mode', 'tensor', '--steps', str(steps),
            '--log-every', '1', '--batch-size', '4', '--n-embd', '8', '--n-head', '2',
            '--data', 'docs.txt', '--out', 'r']
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # the log's
@@ -496,9 +508,9 @@ def test_a_stdout_that_cannot_be_written_keeps_the_run_and_its_record(small, whe
     if where != 'closed':
         assert p.stderr.startswith('warning: stdout could not be written to its end')
         assert 'and its record is whole' in p.stderr
-    assert metrics_of(small / 'r')['status'] == 'completed' and metrics_of(small / 'r')['steps'] == 1500
+    assert metrics_of(small / 'r')['status'] == 'completed' and metrics_of(small / 'r')['steps'] == steps
     assert (small / 'r' / 'checkpoint.json').exists()
-    assert len((small / 'r' / 'losses.csv').read_text().splitlines()) == 1501
+    assert len((small / 'r' / 'losses.csv').read_text().splitlines()) == steps + 1
 
 
 def test_the_thread_count_is_a_recorded_setting_that_reruns_use(small, capsys):
@@ -539,7 +551,7 @@ def test_a_long_passage_stops_on_a_signal(small):
               '--block-size', '8', '--batch-size', '4', '--n-embd', '8', '--n-head', '2',
               '--steps', '3', '--length', '10000000', '--out', 'run', cwd=small)
     wait_for_line(p, 'step    3 / ')
-    time.sleep(2)  # drawing the passage, which would take an hour
+    time.sleep(1)  # drawing the passage, which would take an hour
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and 'Traceback' not in err
@@ -632,7 +644,7 @@ def test_a_record_from_before_the_later_settings_reruns_with_their_defaults(smal
     ('--dropout', '0.1'),  # microgpt.py's blocks have every other choice
 ])
 def test_scalar_mode_refuses_what_it_does_not_run(small, args):
-    code, _, err = run_cli('train', '--data', 'docs.txt', *args, '--out', 'r', cwd=small)
+    code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', *args, '--out', 'r')
     assert code == 1 and one_line_error(err) and 'needs --mode tensor' in err and args[0] in err
     assert not (small / 'r').exists()
 
@@ -656,8 +668,8 @@ def test_scalar_mode_runs_betas_init_std_and_top_k_as_tensor_mode_does(small, ca
     (('--min-lr', '1', '--lr', '0.1'), '--min-lr (1.0) must be <= --lr (0.1)'),
 ])
 def test_text_settings_that_cannot_work_are_refused(text, args, message):
-    code, _, err = run_cli('train', '--mode', 'tensor', '--data', 'text.txt', '--data-format', 'text',
-                           *args, '--out', 'r', cwd=text)
+    code, _, err = main_output(cli.main, 'train', '--mode', 'tensor', '--data', 'text.txt',
+                               '--data-format', 'text', *args, '--out', 'r')
     assert code == 1 and one_line_error(err) and message in err, err
     assert not (text / 'r').exists()
 
@@ -690,13 +702,22 @@ def test_weights_too_big_to_compute_diverge_in_one_line_without_numpys_warnings(
     assert 'diverged at step 1; try a lower --lr or --init-std' in err
 
 
+@pytest.fixture(scope='module')
+def reference_blocks(tmp_path_factory):
+    """The losses of train_small's run with the reference's blocks."""
+    folder = tmp_path_factory.mktemp('reference-blocks')
+    (folder / 'docs.txt').write_text('\n'.join(DOCS) + '\n')
+    assert train_small(folder / 'r', data=folder / 'docs.txt') == 0
+    return (folder / 'r' / 'losses.csv').read_text()
+
+
 @pytest.mark.parametrize('option, value, recorded', [('--activation', 'relu2', 'relu2'),
                                                      ('--activation', 'gelu', 'gelu'),
                                                      ('--final-norm', 'on', True),
                                                      ('--norm', 'layernorm', 'layernorm'),
                                                      ('--position', 'none', 'none')])
-def test_an_architecture_choice_is_recorded_and_both_modes_train_it_alike(small, capsys, option,
-                                                                          value, recorded):
+def test_an_architecture_choice_is_recorded_and_both_modes_train_it_alike(small, capsys, option, value,
+                                                                          recorded, reference_blocks):
     name = option[2:].replace('-', '_')
     assert train_small(small / 's', option, value) == 0
     assert train_small(small / 't', option, value, '--mode', 'tensor', '--dtype',
@@ -707,7 +728,6 @@ def test_an_architecture_choice_is_recorded_and_both_modes_train_it_alike(small,
               for run in ('s', 't')]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-12)
     assert (small / 's' / 'samples.txt').read_text() == (small / 't' / 'samples.txt').read_text()
-    relu = train_small(small / 'r') == 0 and (small / 'r' / 'losses.csv').read_text()
-    assert relu != (small / 's' / 'losses.csv').read_text()  # the choice changes the run
+    assert reference_blocks != (small / 's' / 'losses.csv').read_text()  # the choice changes the run
     assert cli.main(['train', '--from', str(small / 's'), '--out', str(small / 'again')]) == 0
     assert (small / 'again' / 'losses.csv').read_text() == (small / 's' / 'losses.csv').read_text()
