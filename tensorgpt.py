@@ -14,8 +14,8 @@ attention keeps to each document, so the result is the same, with no work on pad
 The file is in two parts. Part I is the GPT, on NumPy alone, in the order a learner wants
 it: the hyperparameters, `Tensor` and the chain rule, each op with its backward below its
 forward, the model (its settings in one `GPTConfig`, its architecture choices, one `blocks`
-path for training and for sampling with a KV cache, and text generation), AdamW, the
-learning-rate schedule and training. Part I runs alone: delete Part II and the file still
+path for training and for sampling with a KV cache), AdamW, the learning-rate schedule,
+training, and sampling (documents, and a text's continuation). Part I runs alone: delete Part II and the file still
 trains and samples, more slowly. Part II is speed: numba kernels for Part I's functions, in
 the order of the ops (matrix products stay with NumPy's BLAS), attention in tiles, Adam over
 one flat buffer, the memory plumbing, and numba's on-disk cache; it ends with one table
@@ -26,7 +26,7 @@ H heads, D = C // H per head, V = vocab_size.
 
 As a library: build `GPT(GPTConfig(vocab_size, ...), rng)`, feed `train(...)` documents as
 token lists ([BOS] + ids + [BOS]) or a function of the step that returns windows [B, T + 1]
-of a text, and call `model.sample(...)` or `model.generate(...)`. NumPy, numba and the
+of a text, and call `sample(model, ...)` or `generate(model, ...)`. NumPy, numba and the
 standard library only.
 """
 import math
@@ -514,7 +514,7 @@ class GPT:
         cache of the past (next_logits). One story for training and for sampling."""
         sd, c = self.state_dict, self.config
         if c.position == 'rope':  # the same angles in every layer
-            angles = rope_angles(positions, c.n_embd // c.n_head, np.dtype(c.dtype))
+            angles = rope_angles(positions, c.n_embd // c.n_head, c.dtype)
         x = embedding(sd['wte'], tokens)                                       # [N, C]
         if c.position == 'learned':
             x = x + embedding(sd['wpe'], positions)
@@ -576,7 +576,7 @@ class GPT:
     def kv_cache(self, n):
         """Empty keys and values for n documents: per layer, two [n, block_size, C] arrays."""
         c = self.config
-        shape, dtype = (n, c.block_size, c.n_embd), np.dtype(c.dtype)
+        shape, dtype = (n, c.block_size, c.n_embd), c.dtype
         return [(np.zeros(shape, dtype), np.zeros(shape, dtype)) for _ in range(c.n_layer)]
 
     def next_logits(self, token_ids, pos, cache):

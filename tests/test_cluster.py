@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import cli
-from microgpt_lab import provenance, records
+from microgpt_lab import provenance
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 DASK = Path(sys.executable).with_name('dask')  # the command line that comes with distributed

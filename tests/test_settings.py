@@ -6,7 +6,6 @@ import pytest
 
 import cli
 from microgpt_lab import ablation, checkpoint, settings
-from microgpt_lab import UserError
 
 RUN_SECTIONS = ('data', 'model', 'training', 'generation')  # the usage's headings of a run's
 
