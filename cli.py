@@ -107,8 +107,7 @@ Sample options:
   --checkpoint PATH   A checkpoint.json written by train.
   --num N             Samples; auto: 20 documents, or 1 passage of a text [default: auto]
   --prompt TEXT       Continue TEXT (a passage: a newline if none) [default: ]
-  --batched           Tensor mode: draw all documents at once, much faster, in another order
-                      of random draws (so other samples).
+  --batched           Tensor mode: draw all documents at once, much faster, other draws.
 
 Ablation options:
   --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 (K <= 10000) [default: 1]
@@ -190,9 +189,10 @@ def options_given(argv):
 def parse_args(argv):
     """docopt's dict of the arguments, each option given checked: known, once, the command's."""
     given, command = options_given(argv), argv[0] if argv and argv[0] in TAKES else None
-    recorded = [a for a in given if a in ('--resume', '--from')][:1]  # a recorded run's settings
+    recorded = [a for a in given if a in dict(train=('--resume', '--from'), ablate=('--resume',))
+                .get(command, ())][:1]  # a recorded run's settings: nothing else may change them
     takes = set(recorded) | dict(train={'--out'}, ablate={'--jobs', '--cluster'})[command] \
-        if recorded and command in ('train', 'ablate') else TAKES.get(command, set())
+        if recorded else TAKES.get(command, set())
     hint = f"(see: {output.program()} --help)"
     for a in given:
         if a not in set().union(*SECTIONS.values()) | {'-h', '--help'}:
@@ -238,8 +238,8 @@ def parse_config(args):
         return dict(checkpoint=args['--checkpoint'], text=args['--text'], png=png('attention.png'))
     if args['sample']:  # mode None: the checkpoint's data says (see sampling.py); seed None: its own
         return dict({name: value(args, name) for name in ('temperature', 'top_k', 'length', 'num', 'mode')},
-                    seed=args['--seed'] and value(args, 'seed'), checkpoint=args['--checkpoint'],
-                    prompt=args['--prompt'], batched=args['--batched'])
+                    seed=None if args['--seed'] is None else value(args, 'seed'),
+                    checkpoint=args['--checkpoint'], prompt=args['--prompt'], batched=args['--batched'])
     cfg = {name: value(args, name) for name in settings.SETTINGS}
     cfg.update(mode='tensor' if args['bench'] else cfg['mode'] or 'scalar',  # bench: every mode
                out=None if args['--out'] in ('auto', None) else args['--out'])

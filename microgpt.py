@@ -3,8 +3,8 @@ microgpt.py: train and sample a GPT built from single numbers, in plain Python.
 
 A re-creation of Karpathy's microgpt: a scalar autograd (`Value`), a one-layer GPT
 made of lists of `Value`s, Adam, and sampling. Standard library only, so this one
-file can be copied anywhere. `python microgpt.py` with an `input.txt` beside it
-(one document a line, e.g. makemore's names.txt) trains the reference run and
+file can be copied anywhere. `python microgpt.py` with makemore's `names.txt` beside
+it (or `python microgpt.py FILE`, one document a line) trains the reference run and
 prints samples. With seed 42 it prints the reference's numbers exactly.
 
 As a library: build `GPT(GPTConfig(vocab_size, ...), rng)`, feed `train(...)` documents
@@ -26,9 +26,9 @@ init_std = 0.08    # weights start as gauss(0, init_std)
 
 
 # ---------------------------------------------------------------------------
-# Data and tokenizer: the documents (names, one a line) are shuffled; each distinct
-# character becomes a token id 0..n-1, and one more id, BOS, marks a document's start and
-# end. vocab_size = BOS + 1.
+# Data and tokenizer: the documents are names, one a line (read and shuffled by main, below);
+# each distinct character becomes a token id 0..n-1, and one more id, BOS, marks a
+# document's start and end. vocab_size = BOS + 1.
 def tokenizer(docs):
     """(uchars, BOS): the characters, sorted (uchars[i] is token id i), and BOS's id."""
     uchars = sorted(set(''.join(docs)))

@@ -15,8 +15,8 @@ The file is in two parts. Part I is the GPT, on NumPy alone, in the order a lear
 it: the hyperparameters, `Tensor` and the chain rule, each op with its backward below its
 forward, the model (its settings in one `GPTConfig`, its architecture choices, one `blocks`
 path for training and for sampling with a KV cache), AdamW, the learning-rate schedule,
-training, and sampling (documents, and a text's continuation). Part I runs alone: delete Part II and the file still
-trains and samples, more slowly. Part II is speed: numba kernels for Part I's functions, in
+training, and sampling (documents, and a text's continuation). Part I runs alone: delete
+Part II and the file still trains and samples, more slowly. Part II is speed: numba kernels for Part I's functions, in
 the order of the ops (matrix products stay with NumPy's BLAS), attention in tiles, Adam over
 one flat buffer, the memory plumbing, and numba's on-disk cache; it ends with one table
 that says which Part I function each of them replaces. Importing the file changes nothing
@@ -55,7 +55,9 @@ class Tensor:
 
     def __init__(self, data, parents=(), backward=None):
         self.data = data                  # np.ndarray
-        self.grad = np.zeros_like(data)   # d loss / d self, summed by backward()
+        # d loss / d self, summed by backward(): a leaf's (a weight's) from now on, an op
+        # output's from when backward() starts
+        self.grad = None if parents else np.zeros_like(data)
         self._parents = parents           # the tensors this one was computed from
         self._backward = backward         # g -> the parents' gradients, in their order
 
@@ -327,10 +329,6 @@ def attention(qkv, starts, n_head, attention_maps=None, drop=None):
         np.hstack(attention_backward(q, k, v, att, g, starts, n_head, keep)),))  # -> [N, 3C]
 
 
-# Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = (att * keep) v, keep
-# dropout's array (1 without). Backward: dv = (att * keep)^T dy; datt = dy v^T * keep;
-# ds = att * (datt - rowsum(att * datt)) / sqrt(D); dq = ds k; dk = ds^T q. att and keep are
-# [B, H, T, T], T the longest document, att 0 outside each one's triangle.
 def heads(x, n_head):
     n, C = x.shape
     return x.reshape(n, n_head, C // n_head).transpose(1, 0, 2)  # [n, C] -> [H, n, D]
@@ -340,6 +338,10 @@ def documents(starts):
     return [slice(a, b) for a, b in zip(starts[:-1], starts[1:])]
 
 
+# Per document and head: att = softmax(q k^T / sqrt(D) + causal mask), y = (att * keep) v, keep
+# dropout's array (1 without). Backward: dv = (att * keep)^T dy; datt = dy v^T * keep;
+# ds = att * (datt - rowsum(att * datt)) / sqrt(D); dq = ds k; dk = ds^T q. att and keep are
+# [B, H, T, T], T the longest document, att 0 outside each one's triangle.
 def attention_forward(q, k, v, starts, n_head, keep=None):
     T = np.max(np.diff(starts))
     keep = np.ones((len(starts) - 1, n_head, T, T), q.dtype) if keep is None else keep
@@ -522,7 +524,7 @@ class GPT:
             x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
         for i in range(c.n_layer):
             # 1) multi-head causal self-attention
-            w = concat_rows(*(sd[f'layer{i}.attn_w{x}'] for x in 'qkv'))      # [3C, C]
+            w = concat_rows(*(sd[f'layer{i}.attn_w{n}'] for n in 'qkv'))      # [3C, C]
             qkv = linear(self.normalize(x, f'layer{i}.attn_norm'), w)         # [N, 3C]: q, k, v
             if c.position == 'rope':
                 qkv = rope(qkv, angles, c.n_head)
@@ -1147,7 +1149,7 @@ def _attention_head(q, k, v, start, n, o, D, y, a):
 @kernel(parallel=True)
 def attention_triangles(qkv, starts, n_head):
     N, C = qkv.shape[0], qkv.shape[1] // 3
-    q = np.ascontiguousarray(qkv[:, :C])          # the twins' q, k and v, each row in a row:
+    q = np.ascontiguousarray(qkv[:, :C])          # q, k and v apart, each one's row in a row:
     k = np.ascontiguousarray(qkv[:, C:2 * C])     # the loops below vectorise on rows only
     v = np.ascontiguousarray(qkv[:, 2 * C:])
     B, D = len(starts) - 1, C // n_head
@@ -1249,7 +1251,8 @@ def cross_entropy_backward_kernel(logits, targets, weights, lse, g):
 
 
 # ---------------------------------------------------------------------------
-# Adam: one pass over all the weights, in float64 arithmetic whatever the storage.
+# Adam: one pass over all the weights (FlatAdam's flat buffer), in float64 arithmetic whatever
+# the storage.
 # With decay and scale 1, p * decay - x is p - x exactly: the reference's update, bit for bit.
 @kernel
 def adam_update_kernel(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
@@ -1271,8 +1274,9 @@ def squared_norm_kernel(g):
     return total
 
 
-class FlatAdam(Adam):
-    """Part I's Adam, updated by one kernel call over all the weights.
+class FlatAdam:
+    """Part I's Adam (the same parameters, m, v and t), updated by a kernel call over all
+    the decayed weights and one over the rest.
 
     To make that one call, Adam moves the parameters into one flat array: each parameter's
     .data and .grad become views into Adam's flat `theta` and `grad`, with the same values.
@@ -1301,10 +1305,10 @@ class FlatAdam(Adam):
 
     def step(self, lr, grad_clip=0.0):
         self.t += 1
-        scale = min(1.0, grad_clip / (math.sqrt(squared_norm(self.grad)) + 1e-6)) if grad_clip else 1.0
+        scale = min(1.0, grad_clip / (math.sqrt(squared_norm_kernel(self.grad)) + 1e-6)) if grad_clip else 1.0
         for part, decay in ((slice(0, self.n_decayed), 1 - lr * self.weight_decay),
                             (slice(self.n_decayed, None), 1.0)):
-            adam_update(self.theta[part], self.grad[part], self._m[part], self._v[part], lr,
+            adam_update_kernel(self.theta[part], self.grad[part], self._m[part], self._v[part], lr,
                         self.beta1, self.beta2, self.eps, 1 - self.beta1 ** self.t,
                         1 - self.beta2 ** self.t, decay, scale)
 
@@ -1471,8 +1475,7 @@ dropout_keep = dropout_keep_kernel
 attention = attention_fast                           # tiles, triangles, or Part I's math
 cross_entropy_forward = cross_entropy_forward_kernel
 cross_entropy_backward = cross_entropy_backward_kernel
-adam_update = adam_update_kernel
-squared_norm = squared_norm_kernel
-Adam = FlatAdam                                      # one kernel call over all the weights
+Adam = FlatAdam                                      # the weights in one flat buffer, and
+#                                                      adam_update and squared_norm's kernels
 evaluate = without_graph(evaluate)                   # a forward pass keeps no graph
 train = configuring(train)                           # the process set up as training starts

@@ -10,8 +10,9 @@ microgpt_lab: the lab around the two models (microgpt.py, tensorgpt.py), which c
 - checkpoint, records, provenance, plots: the files a command writes and reads back, where
   they came from, and pictures
 - stopping: signals, and the flags that stop the runs of an ablation
+- output: what a command prints, kept alive whatever its reader does; errors in one line
 """
 
 
 class UserError(Exception):
-    """Anything a user can get wrong, told in one line (cli.py prints it as `error: ...`)."""
+    """Anything a user can get wrong, told in one line (`error: ...`, see output.tell)."""

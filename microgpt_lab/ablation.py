@@ -192,7 +192,7 @@ def run_name(cell, seed):
     return f"{name}-seed{seed}"
 
 
-def variant(cfg):
+def variant_of(cfg):
     """The variant of a run's settings: its lm_head and input rmsnorm, by name."""
     return VARIANT_NAMES[(cfg['tie_lm_head'], cfg['input_rmsnorm'])]
 
@@ -510,10 +510,10 @@ def ablate_command(cfg, resume=None, address=None):
                     cluster.connect(address) if address else contextlib.nullcontext() as remote:
                 return run_all(*plan, resume, cfg['jobs'] or plan[0]['jobs'], caught, remote)
         cfg = dict(cfg, threads=cfg['threads'] or 1)  # a run's threads do not follow --jobs
-        contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
         axes = axes_of(cfg['variants'], cfg['vary'])
         check_grid(cfg, axes, settings.option, cfg['design'])
         grid = cells(axes, cfg['design'])
+        contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
         at_once = 1 if address else min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
         for cell in grid:
             training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
@@ -605,7 +605,7 @@ def run_row(base, cell, seed, run_dir, out):
     values of the other varied settings), seed and results."""
     cfg, m = cell_config(base, cell, seed), records.read_run(run_dir)
     s = m['samples']
-    return {'variant': variant(cfg), **{name: shown(name, value) if '+' in name else value
+    return {'variant': variant_of(cfg), **{name: shown(name, value) if '+' in name else value
                                         for name, value in cell if name != VARIANT_AXIS}, **dict(
         seed=seed, tie_lm_head=cfg['tie_lm_head'], input_rmsnorm=cfg['input_rmsnorm'],
         status=m['status'], final_loss=m['final_loss'], mean_loss_last_n=m['mean_loss_last_n'],
@@ -641,7 +641,7 @@ def summarize(out, base, runs, seeds, axes):
         diffs = [r['val_loss'] - ref_val[r['seed']] for r in ok
                  if r['val_loss'] is not None and ref_val.get(r['seed']) is not None]
         delta = paired_interval(diffs) if cell != reference else None
-        table.append({'cell': label(cell), 'variant': variant(cell_config(base, cell, 0)),
+        table.append({'cell': label(cell), 'variant': variant_of(cell_config(base, cell, 0)),
                       **{name: value for name, value in cell if name in varied}, 'seeds': len(rs),
                       **stats, 'last_n': (ok or rs)[0]['last_n'], 'val_delta': delta,
                       'diverged': len(rs) - len(ok)})

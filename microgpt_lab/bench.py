@@ -297,9 +297,7 @@ def bench_command(cfg):
               f"{cfg['threads']} threads, {cfg['dtype']} (tensor, torch); n_embd {cfg['n_embd']}, "
               f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}"
               f"{'; text windows (scalar mode trains on documents only)' if text else ''}")
-        t0 = time.perf_counter()  # compile (or load from numba's cache) before any timing
-        models.lib('tensor').warm_up(cfg['dtype'])
-        warmup_s = time.perf_counter() - t0
+        warmup_s = models.warm_up(cfg)  # compile (or load from numba's cache) before any timing
         print(f"warm-up (numba compile or cache load): {warmup_s:.1f} s")
         import numba
         numba_threads = numba.get_num_threads()

@@ -5,8 +5,10 @@ A checkpoint is JSON: the model's config, its vocabulary and the format of the d
 (documents, whose vocabulary has BOS, or a text), every weight by its reference name
 (`wte`, `wpe`, `lm_head`, `layer0.attn_wq`, ...) as little-endian float64 bytes in base64
 (exact on reload, and no pickle), Adam's moments by the same names and its step count, the
-training step, and the random generator's state, so that a run continues exactly where it
-stopped. Reading one back checks every part: a wrong file is a one-line UserError.
+training step, the random generator's state and dropout's (two integers), so that a run
+continues exactly where it stopped; and every setting of the run that made it, with its
+data's sha256, which `--resume` checks the run's config.json against. Reading one back checks
+every part: a wrong file is a one-line UserError.
 """
 import base64
 import binascii

@@ -96,11 +96,11 @@ def weights(model):
     return {name: t.data.astype(np.float64) for name, t in model.state_dict.items()}
 
 
-def load_weights(model, weights):
+def load_weights(model, values):
     """Set every weight of the model, in place, from {name: array of the same shape}."""
     scalar = is_scalar(model)
     for name, w in model.state_dict.items():
-        new = np.asarray(weights[name], dtype=np.float64)
+        new = np.asarray(values[name], dtype=np.float64)
         shape = (len(w), len(w[0])) if scalar else w.data.shape
         if new.shape != shape:
             raise ValueError(f"{name}: shape {new.shape}, expected {shape}")
@@ -116,7 +116,7 @@ def weights_finite(model):
     """Whether every weight is a finite number: an update can overflow while the loss that
     led to it was still finite. (Scalar mode sums them, in one fast pass: a sum is finite
     only if every term is, or they are so large, near 1e308, that the run diverged anyway.)"""
-    if isinstance(model.params[0].data, np.ndarray):
+    if not is_scalar(model):
         return all(np.isfinite(p.data).all() for p in model.params)
     return math.isfinite(sum(map(operator.attrgetter('data'), model.params)))
 

@@ -63,9 +63,9 @@ def show_samples(cfg, d, samples, metrics):
     held-out ones, or new (added to the metrics)."""
     temperature = cfg['temperature']
     if cfg['data_format'] == 'text':
-        for passage in samples:
+        for text in samples:
             print(f"--- passage (temperature {temperature}, {cfg['length']} characters) ---")
-            print(passage, flush=True)
+            print(text, flush=True)
     elif samples:
         print(f"--- samples (temperature {temperature}) ---")
         for i, sample in enumerate(samples):
@@ -88,8 +88,6 @@ def sample_shares(samples, train_docs, val_docs):
 
 # ---------------------------------------------------------------------------
 # A checkpoint's samples
-
-
 def sample_command(cfg):
     """`cli.py sample`: print cfg['num'] samples from cfg['checkpoint'], each the prompt
     and its continuation: documents, or passages of cfg['length'] characters of a text."""
@@ -120,8 +118,7 @@ def sample_command(cfg):
                 start = prompt or [tok.ids['\n']]
                 for i in range(num):  # each passage shown as it grows
                     print(f"--- passage {i + 1} ---\n{tok.decode(start)}", end='', flush=True)
-                    for chunk in passage(model, rng, start, cfg['length'], temperature,
-                                                  top_k):
+                    for chunk in passage(model, rng, start, cfg['length'], temperature, top_k):
                         print(tok.decode(chunk), end='', flush=True)
                         if output.output_lost():
                             return

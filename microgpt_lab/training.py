@@ -3,9 +3,9 @@ training.py: one training run, start to finish, and its record.
 
 Read top to bottom: the run, in named stages as nanoGPT's train.py reads (its data, the
 model and optimizer, the loop, the end, the record), with the status decided in one place;
-then each stage; stopping cleanly on a signal; the two models behind one interface; and
-re-running (`--from`) or continuing (`--resume`) a recorded run, whose files are checked as
-they are read back. The settings a run takes are in settings.py.
+then each stage; the `train` command; and re-running (`--from`) or continuing (`--resume`) a
+recorded run, whose files are checked as they are read back. The settings a run takes are in
+settings.py, the two models behind one interface in models.py, stopping in stopping.py.
 
 A run's record is a folder of five files: config.json (every setting, the data's path and
 sha256), metrics.json (written last: its presence marks a finished record), losses.csv,
@@ -298,7 +298,7 @@ def draw_losses(out, losses, val_history, cfg):
 
 
 # ---------------------------------------------------------------------------
-# The start: the header, and the numba warm-up.
+# The start: the header.
 def print_header(cfg, d, n_params, out, resumed_after):
     text = cfg['data_format'] == 'text'
     print(f"num {'characters' if text else 'docs'}: {d.sizes}")

@@ -76,6 +76,8 @@ def test_option_values_may_begin_with_a_dash():
     (['train', '--num', '5'], '--num is not an option of train'),
     (['sample', '--checkpoint', 'c.json', '--steps', '5'], '--steps is not an option of sample'),
     (['sample', '--checkpoint', 'c.json', '--batched'], '--batched needs --mode tensor'),
+    (['sample', '--checkpoint', 'c.json', '--seed', ''], "--seed must be an integer, got ''"),
+    (['ablate', '--from', 'r'], '--from is not an option of ablate'),
     (['ablate', '--tie-lm-head'], '--tie-lm-head is not an option of ablate'),
     (['train', '--from', 'r', '--steps', '5'], '--steps is not an option of train with --from'),
     (['train', '--steps', '5', '--resume', 'r'], '--steps is not an option of train with --resume'),

@@ -16,7 +16,7 @@ CHOICES = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'position': 'ro
            {'activation': 'gelu', 'qk_norm': True}]
 
 
-def settings(mode='tensor', **choices):
+def run_settings(mode='tensor', **choices):
     """A run's settings, as settings.py gives them, that build a small model."""
     cfg = dict(mode=mode, dtype='float64', n_embd=8, n_head=2, n_layer=1, block_size=6,
                tie_lm_head=False, input_rmsnorm=True, activation='relu', final_norm=False,
@@ -27,21 +27,21 @@ def settings(mode='tensor', **choices):
 
 @pytest.mark.parametrize('choices', CHOICES, ids=str)
 def test_both_modes_build_the_same_weights_whose_shapes_are_known_beforehand(choices):
-    scalar = models.build(settings('scalar', **choices), 7, random.Random(3))
-    tensor = models.build(settings('tensor', **choices), 7, random.Random(3))
+    scalar = models.build(run_settings('scalar', **choices), 7, random.Random(3))
+    tensor = models.build(run_settings('tensor', **choices), 7, random.Random(3))
     ws, wt = models.weights(scalar), models.weights(tensor)
     assert list(ws) == list(wt) and all(np.array_equal(ws[n], wt[n]) for n in ws)
-    shapes = models.weight_shapes(dict(settings(**choices), vocab_size=7))
+    shapes = models.weight_shapes(dict(run_settings(**choices), vocab_size=7))
     assert {n: w.shape for n, w in wt.items()} == shapes  # in the order they are made
     assert list(shapes) == list(wt)
-    assert models.n_params(settings(**choices), 7) == sum(w.size for w in wt.values()) == len(scalar.params)
+    assert models.n_params(run_settings(**choices), 7) == sum(w.size for w in wt.values()) == len(scalar.params)
     assert tensorgpt.weight_shapes(tensor.config) == microgpt.weight_shapes(scalar.config) == shapes
 
 
 @pytest.mark.parametrize('mode', ['scalar', 'tensor'])
 def test_weights_go_out_and_back_in_exactly(mode):
-    model = models.build(settings(mode, norm='layernorm'), 5, random.Random(0))
-    other = models.build(settings(mode, norm='layernorm'), 5, random.Random(1))
+    model = models.build(run_settings(mode, norm='layernorm'), 5, random.Random(0))
+    other = models.build(run_settings(mode, norm='layernorm'), 5, random.Random(1))
     weights = models.weights(model)
     weights['wte'][0, 0] = np.nextafter(1.0, 2.0)
     models.load_weights(other, weights)
@@ -51,19 +51,19 @@ def test_weights_go_out_and_back_in_exactly(mode):
 
 
 def test_a_models_config_is_what_its_checkpoint_records():
-    tensor = models.build(settings(dropout=0.1, qk_norm=True), 5, random.Random(0))
-    scalar = models.build(settings('scalar', qk_norm=True), 5, random.Random(0))
+    tensor = models.build(run_settings(dropout=0.1, qk_norm=True), 5, random.Random(0))
+    scalar = models.build(run_settings('scalar', qk_norm=True), 5, random.Random(0))
     assert models.config_of(tensor) == dict(models.config_of(scalar), dropout=0.1)
     assert models.config_of(tensor)['qk_norm'] is True and models.config_of(tensor)['vocab_size'] == 5
     assert 'dtype' not in models.config_of(tensor) and 'init_std' not in models.config_of(tensor)
 
 
 def test_weights_finite_sees_a_single_bad_weight():
-    model = models.build(settings(), 5, random.Random(0))
+    model = models.build(run_settings(), 5, random.Random(0))
     assert models.weights_finite(model)
     model.params[3].data[1, 2] = np.inf
     assert not models.weights_finite(model)
-    scalar = models.build(settings('scalar'), 5, random.Random(0))
+    scalar = models.build(run_settings('scalar'), 5, random.Random(0))
     scalar.params[-1].data = float('nan')
     assert not models.weights_finite(scalar)
 
@@ -71,7 +71,7 @@ def test_weights_finite_sees_a_single_bad_weight():
 @pytest.mark.parametrize('mode', ['scalar', 'tensor'])
 def test_a_restored_run_trains_on_as_if_it_had_not_stopped(tmp_path, mode):
     """Weights, Adam's moments and step, and dropout's draws, from its checkpoint."""
-    cfg = settings(mode, steps=6, lr=0.01, batch_size=2, grad_clip=0.0, warmup_steps=0,
+    cfg = run_settings(mode, steps=6, lr=0.01, batch_size=2, grad_clip=0.0, warmup_steps=0,
                    lr_schedule='linear', min_lr=0.0, dropout=0.2 if mode == 'tensor' else 0.0)
     docs = [[4, 0, 1, 4], [4, 2, 3, 3, 4], [4, 1, 4]]
     losses = [loss for _, loss, _ in models.train(cfg, models.build(cfg, 5, random.Random(0)), docs)]
@@ -90,3 +90,16 @@ def test_a_numba_that_would_not_start_is_one_line(monkeypatch):
     with pytest.raises(UserError, match='NUMBA_NUM_THREADS=0 in the environment'):
         models.lib('tensor')
     assert models.lib('scalar') is microgpt
+
+
+def test_a_models_weights_are_microgpts_by_name_and_shape():
+    """Written out by hand for one model (the models draw theirs from weight_shapes)."""
+    config = dict(run_settings(norm='layernorm', final_norm=True, tie_lm_head=True,
+                               position='rope', n_embd=4, n_head=2), vocab_size=5)
+    assert models.weight_shapes(config) == {
+        'wte': (5, 4), 'layer0.attn_wq': (4, 4), 'layer0.attn_wk': (4, 4), 'layer0.attn_wv': (4, 4),
+        'layer0.attn_wo': (4, 4), 'layer0.mlp_fc1': (16, 4), 'layer0.mlp_fc2': (4, 16),
+        'input_norm_gain': (1, 4), 'input_norm_bias': (1, 4),
+        'layer0.attn_norm_gain': (1, 4), 'layer0.attn_norm_bias': (1, 4),
+        'layer0.mlp_norm_gain': (1, 4), 'layer0.mlp_norm_bias': (1, 4),
+        'final_norm_gain': (1, 4), 'final_norm_bias': (1, 4)}

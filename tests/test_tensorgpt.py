@@ -218,7 +218,7 @@ def test_rope_scores_depend_only_on_how_far_apart(n_head, half, shift, seed):
     np.testing.assert_allclose(scores[1], scores[0], rtol=1e-9, atol=1e-9)
 
 
-def test_dropout_draws_are_the_numpy_twins_and_keep_one_minus_p():
+def test_dropout_draws_are_part_ones_and_keep_one_minus_p():
     stream = tg.DropoutStream(2 ** 63 + 12345)
     first, second = stream.keep((300, 400), 0.1, np.float32), stream.keep((7,), 0.1, np.float32)
     assert stream.count == 120007 and first.dtype == np.float32
@@ -286,7 +286,7 @@ def test_attention_of_equal_documents_grad_matches_finite_difference(B, T, n_hea
 
 
 def attention_in_tiles(qkv, B, n_head, tile):
-    """attention_blocks (the BLAS way of attention_kernels) as an op: a Tensor in and out."""
+    """attention_blocks (attention_fast's way in tiles) as an op: a Tensor in and out."""
     y, backward, _ = tg.attention_blocks(qkv.data, B, n_head, tile=tile)
     return tg.Tensor(y, (qkv,), lambda g: (backward(g),))
 
@@ -298,7 +298,7 @@ def test_attention_in_tiles_is_the_attention_of_each_document(B, T, n_head, D, t
     q, k, v, dy = (rng.standard_normal((B * T, n_head * D)).astype(dtype) for _ in range(4))
     starts = np.arange(0, B * T + 1, T)
     qkv = tg.Tensor(np.hstack([q, k, v]))
-    y = tg.attention(qkv, starts, n_head)            # documents of one length: in tiles
+    y = tg.attention(qkv, starts, n_head)            # in tiles from 32 positions, else triangles
     y_np, att = P1.attention_forward(q, k, v, starts, n_head)
     assert y.data.dtype == dtype
     assert_close(tg.attention_blocks(qkv.data, B, n_head, tile=tile)[0], y_np, dtype)
@@ -367,7 +367,7 @@ def test_cross_entropy_grad_matches_finite_difference(N, V, seed):
 
 
 # ---------------------------------------------------------------------------
-# Each numba kernel against its NumPy twin, in both dtypes.
+# Each numba kernel against the Part I function it replaces (P1), in both dtypes.
 @given(dims, st.integers(1, 40), dtypes, seeds)
 def test_rmsnorm_kernels_match_numpy(N, C, dtype, seed):
     rng = np.random.default_rng(seed)
@@ -441,7 +441,7 @@ def test_adam_kernel_matches_numpy(n, t, dtype, seed, weight_decay, scale):
     m, v = rng.standard_normal(n), rng.random(n)
     args = (0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** t, 1 - 0.99 ** t, 1 - 0.01 * weight_decay, scale)
     twins = [a.copy() for a in (p, g, m, v)]
-    tg.adam_update(p, g, m, v, *args)
+    tg.adam_update_kernel(p, g, m, v, *args)
     P1.adam_update(*twins, *args)
     for a, b in zip((p, g, m, v), twins):
         assert a.dtype == b.dtype
@@ -860,7 +860,7 @@ def test_the_default_schedule_is_the_references_bit_for_bit():
 
 
 @given(st.integers(2, 40), st.sampled_from([0.5, 1.0, 100.0]), st.sampled_from([0.0, 0.1]), seeds)
-def test_adam_with_clipping_and_decay_matches_its_numpy_twin(n, clip, weight_decay, seed):
+def test_adam_with_clipping_and_decay_matches_part_ones_update(n, clip, weight_decay, seed):
     rng = np.random.default_rng(seed)
     t = tg.Tensor(rng.standard_normal((2, n)))
     adam = tg.Adam([t], weight_decay=weight_decay)
@@ -875,7 +875,7 @@ def test_adam_with_clipping_and_decay_matches_its_numpy_twin(n, clip, weight_dec
         P1.adam_update(twin_p, twin_g, m, v, 0.01, 0.85, 0.99, 1e-8, 1 - 0.85 ** step,
                              1 - 0.99 ** step, 1 - 0.01 * weight_decay, scale)
         np.testing.assert_allclose(t.data.ravel(), twin_p, rtol=1e-12)
-    assert tg.squared_norm(g.ravel()) == pytest.approx(P1.squared_norm(g))
+    assert tg.squared_norm_kernel(g.ravel()) == pytest.approx(P1.squared_norm(g))
 
 
 @pytest.mark.parametrize('clip, scale', [(2.0, 2 / (5 + 1e-6)), (10.0, 1.0), (0.0, 1.0)])
