@@ -785,7 +785,8 @@ import numba.core.caching  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 KERNELS = []  # every kernel, to be given numba's on-disk cache (see the plumbing)
-PARALLEL_WORK = 2 ** 22  # multiply-adds, about 1 ms: enough to pay for waking threads
+PARALLEL_WORK = 2 ** 20  # operations, about 0.5 ms on one core: enough to pay for waking
+#                          the threads (about 0.1 ms) and sharing the work out
 
 
 def kernel(f=None, **options):
@@ -797,12 +798,41 @@ def kernel(f=None, **options):
     return KERNELS[-1]
 
 
-# embedding: the scatter-add of its backward.
+# Every kernel runs on all the run's threads (numba's, numba.set_num_threads) where its work
+# is large enough to pay for waking them: it cuts its rows (or elements, documents and
+# heads, columns) into pieces, which numba shares out evenly between the threads, each piece
+# done by the kernel's serial twin, which is the whole kernel when given all the rows (a
+# twin's name starts with _, as does every kernel's that only kernels call). Each row's
+# arithmetic is the same whoever does it, and no sum runs across pieces, so the result is
+# the same bit for bit with any number of threads.
+PIECES = 256  # at most: many more than threads, so that they share them out evenly
+
+
 @kernel
-def embedding_backward_kernel(ids, g, V):
-    gw = np.zeros((V, g.shape[1]), g.dtype)
+def _pieces(n, work):
+    """How many pieces to cut n rows into (work: their operations in all): 1, done in the
+    calling thread, while waking the other threads would cost more than they save."""
+    return 1 if work < PARALLEL_WORK else max(1, min(n, PIECES))
+
+
+# embedding: the scatter-add of its backward, column by column (a row picked twice gets both
+# gradients, in the order of the ids, whoever sums its columns).
+@kernel
+def _embedding_backward(ids, g, gw, lo, hi):
     for i in range(len(ids)):
-        gw[ids[i]] += g[i]
+        gw[ids[i], lo:hi] += g[i, lo:hi]
+
+
+@kernel(parallel=True)
+def embedding_backward_kernel(ids, g, V):
+    C = g.shape[1]
+    gw = np.zeros((V, C), g.dtype)
+    k = _pieces(C, g.size)
+    if k == 1:
+        _embedding_backward(ids, g, gw, 0, C)
+    else:
+        for p in prange(k):
+            _embedding_backward(ids, g, gw, C * p // k, C * (p + 1) // k)
     return gw
 
 
@@ -811,12 +841,24 @@ def embedding_backward_kernel(ids, g, V):
 RELU_GRAD, RELU2, RELU2_GRAD, GELU_U, GELU, GELU_GRAD = range(6)
 
 
-@kernel
+@kernel(parallel=True)
 def each(f, a, b, c):
     """Formula f of each element x, y, z of arrays a, b, c of one shape: [...] -> [...]."""
     out = np.empty_like(a)
     xs, ys, zs, o = a.ravel(), b.ravel(), c.ravel(), out.ravel()
-    for i in range(xs.size):
+    n = xs.size
+    k = _pieces(n, n)
+    if k == 1:
+        _each(f, xs, ys, zs, o, 0, n)
+    else:
+        for p in prange(k):
+            _each(f, xs, ys, zs, o, n * p // k, n * (p + 1) // k)
+    return out
+
+
+@kernel
+def _each(f, xs, ys, zs, o, lo, hi):
+    for i in range(lo, hi):
         x, y, z = xs[i], ys[i], zs[i]
         if f == RELU_GRAD:    # y = g
             o[i] = y if x > 0 else 0
@@ -830,7 +872,6 @@ def each(f, a, b, c):
             o[i] = 0.5 * x * (1 + y)
         else:                 # GELU_GRAD: y = t, z = g
             o[i] = z * (0.5 * (1 + y) + 0.5 * x * (1 - y * y) * GELU_C * (1 + 3 * 0.044715 * x * x))
-    return out
 
 
 def relu_backward_kernel(x, g):
@@ -855,11 +896,23 @@ def gelu_backward_kernel(x, t, g):
 
 
 # rmsnorm: forward and backward row by row, in one pass each, with float64 sums.
-@kernel
+@kernel(parallel=True)
 def rmsnorm_forward_kernel(x):
     N, C = x.shape
     y, inv_rms = np.empty_like(x), np.empty(N, x.dtype)
-    for i in range(N):
+    k = _pieces(N, x.size)
+    if k == 1:
+        _rmsnorm_forward(x, y, inv_rms, 0, N)
+    else:
+        for p in prange(k):
+            _rmsnorm_forward(x, y, inv_rms, N * p // k, N * (p + 1) // k)
+    return y, inv_rms
+
+
+@kernel
+def _rmsnorm_forward(x, y, inv_rms, lo, hi):
+    C = x.shape[1]
+    for i in range(lo, hi):
         ms = 0.0
         for j in range(C):
             ms += x[i, j] * x[i, j]
@@ -867,14 +920,25 @@ def rmsnorm_forward_kernel(x):
         inv_rms[i] = r
         for j in range(C):
             y[i, j] = x[i, j] * r
-    return y, inv_rms
 
 
-@kernel
+@kernel(parallel=True)
 def rmsnorm_backward_kernel(x, inv_rms, g):
     N, C = x.shape
     dx = np.empty_like(x)
-    for i in range(N):
+    k = _pieces(N, x.size)
+    if k == 1:
+        _rmsnorm_backward(x, inv_rms, g, dx, 0, N)
+    else:
+        for p in prange(k):
+            _rmsnorm_backward(x, inv_rms, g, dx, N * p // k, N * (p + 1) // k)
+    return dx
+
+
+@kernel
+def _rmsnorm_backward(x, inv_rms, g, dx, lo, hi):
+    C = x.shape[1]
+    for i in range(lo, hi):
         gx = 0.0
         for j in range(C):
             gx += g[i, j] * x[i, j]
@@ -882,15 +946,26 @@ def rmsnorm_backward_kernel(x, inv_rms, g):
         c = r ** 3 * gx / C
         for j in range(C):
             dx[i, j] = r * g[i, j] - x[i, j] * c
-    return dx
 
 
 # layernorm: the same, with the mean taken out and a gain and bias.
-@kernel
+@kernel(parallel=True)
 def layernorm_forward_kernel(x, gain, bias):
     N, C = x.shape
     y, mu, inv_std = np.empty_like(x), np.empty(N, x.dtype), np.empty(N, x.dtype)
-    for i in range(N):
+    k = _pieces(N, x.size)
+    if k == 1:
+        _layernorm_forward(x, gain, bias, y, mu, inv_std, 0, N)
+    else:
+        for p in prange(k):
+            _layernorm_forward(x, gain, bias, y, mu, inv_std, N * p // k, N * (p + 1) // k)
+    return y, mu, inv_std
+
+
+@kernel
+def _layernorm_forward(x, gain, bias, y, mu, inv_std, lo, hi):
+    C = x.shape[1]
+    for i in range(lo, hi):
         s = 0.0
         for j in range(C):
             s += x[i, j]
@@ -902,15 +977,31 @@ def layernorm_forward_kernel(x, gain, bias):
         mu[i], inv_std[i] = m, r
         for j in range(C):
             y[i, j] = (x[i, j] - m) * r * gain[j] + bias[j]
-    return y, mu, inv_std
 
 
-@kernel
+# Backward: dx row by row; dgain and dbias, sums over the rows, column by column (each
+# column's sum in the order of the rows, whoever sums it).
+@kernel(parallel=True)
 def layernorm_backward_kernel(x, mu, inv_std, gain, g):
     N, C = x.shape
     dx = np.empty_like(x)
     dgain, dbias = np.zeros(C), np.zeros(C)     # float64 sums over the rows
-    for i in range(N):
+    k, kc = _pieces(N, x.size), _pieces(C, x.size)
+    if k == 1:
+        _layernorm_backward(x, mu, inv_std, gain, g, dx, 0, N)
+        _layernorm_gain_grads(x, mu, inv_std, g, dgain, dbias, 0, C)
+    else:
+        for p in prange(k):
+            _layernorm_backward(x, mu, inv_std, gain, g, dx, N * p // k, N * (p + 1) // k)
+        for p in prange(kc):
+            _layernorm_gain_grads(x, mu, inv_std, g, dgain, dbias, C * p // kc, C * (p + 1) // kc)
+    return dx, dgain.astype(x.dtype), dbias.astype(x.dtype)
+
+
+@kernel
+def _layernorm_backward(x, mu, inv_std, gain, g, dx, lo, hi):
+    C = x.shape[1]
+    for i in range(lo, hi):
         m, r = mu[i], inv_std[i]
         s, sx = 0.0, 0.0                        # sum(gh), sum(gh * xhat)
         for j in range(C):
@@ -918,21 +1009,40 @@ def layernorm_backward_kernel(x, mu, inv_std, gain, g):
             gh = g[i, j] * gain[j]
             s += gh
             sx += gh * xhat
-            dgain[j] += g[i, j] * xhat
-            dbias[j] += g[i, j]
         for j in range(C):
             xhat = (x[i, j] - m) * r
             dx[i, j] = r * (g[i, j] * gain[j] - s / C - xhat * sx / C)
-    return dx, dgain.astype(x.dtype), dbias.astype(x.dtype)
+
+
+@kernel
+def _layernorm_gain_grads(x, mu, inv_std, g, dgain, dbias, lo, hi):
+    for i in range(x.shape[0]):
+        m, r = mu[i], inv_std[i]
+        for j in range(lo, hi):
+            xhat = (x[i, j] - m) * r
+            dgain[j] += g[i, j] * xhat
+            dbias[j] += g[i, j]
 
 
 # rope: a pass over q and k, each pair turned; v copied.
-@kernel
+@kernel(parallel=True)
 def rope_rotate_kernel(a, cos, sin, n_head):
-    N, D = a.shape[0], a.shape[1] // (3 * n_head)
-    half = D // 2
+    N = a.shape[0]
     out = np.empty_like(a)
-    for i in range(N):
+    k = _pieces(N, a.size)
+    if k == 1:
+        _rope_rotate(a, cos, sin, n_head, out, 0, N)
+    else:
+        for p in prange(k):
+            _rope_rotate(a, cos, sin, n_head, out, N * p // k, N * (p + 1) // k)
+    return out
+
+
+@kernel
+def _rope_rotate(a, cos, sin, n_head, out, lo, hi):
+    D = a.shape[1] // (3 * n_head)
+    half = D // 2
+    for i in range(lo, hi):
         c, s = cos[i], sin[i]
         for h in range(2 * n_head):
             x1, x2 = a[i, h * D:h * D + half], a[i, h * D + half:(h + 1) * D]
@@ -941,21 +1051,30 @@ def rope_rotate_kernel(a, cos, sin, n_head):
                 y1[d] = x1[d] * c[d] + x2[d] * s[d]
                 y2[d] = x2[d] * c[d] - x1[d] * s[d]
         out[i, 2 * n_head * D:] = a[i, 2 * n_head * D:]
-    return out
 
 
 # dropout: its draws, one splitmix64 each.
-@kernel
+@kernel(parallel=True)
 def dropout_keep_kernel(n, seed, start, threshold, value):
     out = np.empty(n, type(value))
+    k = _pieces(n, 8 * n)                        # some 8 operations a draw
+    if k == 1:
+        _dropout_keep(seed, start, threshold, value, out, 0, n)
+    else:
+        for p in prange(k):
+            _dropout_keep(seed, start, threshold, value, out, n * p // k, n * (p + 1) // k)
+    return out
+
+
+@kernel
+def _dropout_keep(seed, start, threshold, value, out, lo, hi):
     golden = np.uint64(0x9E3779B97F4A7C15)
-    for i in range(n):
+    for i in range(lo, hi):
         z = seed + (start + np.uint64(i) + np.uint64(1)) * golden
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
         out[i] = value if (z >> np.uint64(32)) >= threshold else 0
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1055,64 +1174,95 @@ def causal_softmax(scores, scale, i=0):
     normalize_rows(scores, i, scores.dtype.type(0))
 
 
-# The kernels keep their per-row sums and maxima in 16 lanes, so that LLVM can fill the
-# CPU's vector registers (one running maximum would be one value at a time).
-@kernel(fastmath={'reassoc', 'contract', 'nnan', 'nsz'})
+# The kernels go over the (document, head) pairs, pieces of them on each thread. They keep
+# their per-row maxima in 16 lanes, so that LLVM can fill the CPU's vector registers (one
+# running maximum would be one value at a time).
+@kernel(parallel=True)
 def scale_and_shift(scores, scale, i):
-    B, H, T, J = scores.shape
+    B, H = scores.shape[:2]
+    k = _pieces(B * H, scores.size)
+    if k == 1:
+        _scale_and_shift(scores, scale, i, 0, B * H)
+    else:
+        for p in prange(k):
+            _scale_and_shift(scores, scale, i, B * H * p // k, B * H * (p + 1) // k)
+
+
+@kernel(fastmath={'reassoc', 'contract', 'nnan', 'nsz'})
+def _scale_and_shift(scores, scale, i, lo, hi):
+    H, T, J = scores.shape[1:]
     lanes = np.empty(16, scores.dtype)
-    for b in range(B):
-        for h in range(H):
-            a = scores[b, h]
-            for t in range(T):
-                n = min(i + t + 1, J)          # the row's causal part: keys 0..i+t
-                lanes[:] = a[t, 0]
-                whole = n - n % 16
-                for j0 in range(0, whole, 16):
-                    for lane in range(16):
-                        x = a[t, j0 + lane]
-                        lanes[lane] = x if x > lanes[lane] else lanes[lane]
-                m = lanes.max()
-                for j in range(whole, n):
-                    m = a[t, j] if a[t, j] > m else m
-                for j in range(n):
-                    a[t, j] = (a[t, j] - m) * scale
-                for j in range(n, J):
-                    a[t, j] = -np.inf
+    for bh in range(lo, hi):
+        a = scores[bh // H, bh % H]
+        for t in range(T):
+            n = min(i + t + 1, J)          # the row's causal part: keys 0..i+t
+            lanes[:] = a[t, 0]
+            whole = n - n % 16
+            for j0 in range(0, whole, 16):
+                for lane in range(16):
+                    x = a[t, j0 + lane]
+                    lanes[lane] = x if x > lanes[lane] else lanes[lane]
+            m = lanes.max()
+            for j in range(whole, n):
+                m = a[t, j] if a[t, j] > m else m
+            for j in range(n):
+                a[t, j] = (a[t, j] - m) * scale
+            for j in range(n, J):
+                a[t, j] = -np.inf
 
 
 # Their sums run in the arrays' own dtype (`zero`): float32 sums vectorise twice as wide.
-@kernel
+@kernel(parallel=True)
 def normalize_rows(scores, i, zero):
-    B, H, T, J = scores.shape
-    for b in range(B):
-        for h in range(H):
-            a = scores[b, h]
-            for t in range(T):
-                n = min(i + t + 1, J)
-                total = zero
-                for j in range(n):
-                    total += a[t, j]
-                r = 1 / total
-                for j in range(n):
-                    a[t, j] *= r
+    B, H = scores.shape[:2]
+    k = _pieces(B * H, scores.size)
+    if k == 1:
+        _normalize_rows(scores, i, zero, 0, B * H)
+    else:
+        for p in prange(k):
+            _normalize_rows(scores, i, zero, B * H * p // k, B * H * (p + 1) // k)
 
 
 @kernel
+def _normalize_rows(scores, i, zero, lo, hi):
+    H, T, J = scores.shape[1:]
+    for bh in range(lo, hi):
+        a = scores[bh // H, bh % H]
+        for t in range(T):
+            n = min(i + t + 1, J)
+            total = zero
+            for j in range(n):
+                total += a[t, j]
+            r = 1 / total
+            for j in range(n):
+                a[t, j] *= r
+
+
+@kernel(parallel=True)
 def causal_softmax_backward(att, datt, scale, i, zero):
-    B, H, T, J = att.shape
-    for b in range(B):
-        for h in range(H):
-            a, d = att[b, h], datt[b, h]
-            for t in range(T):
-                n = min(i + t + 1, J)
-                rowsum = zero
-                for j in range(n):
-                    rowsum += a[t, j] * d[t, j]
-                for j in range(n):
-                    d[t, j] = a[t, j] * (d[t, j] - rowsum) * scale
-                for j in range(n, J):
-                    d[t, j] = 0
+    B, H = att.shape[:2]
+    k = _pieces(B * H, 2 * att.size)
+    if k == 1:
+        _causal_softmax_backward(att, datt, scale, i, zero, 0, B * H)
+    else:
+        for p in prange(k):
+            _causal_softmax_backward(att, datt, scale, i, zero, B * H * p // k, B * H * (p + 1) // k)
+
+
+@kernel
+def _causal_softmax_backward(att, datt, scale, i, zero, lo, hi):
+    H, T, J = att.shape[1:]
+    for bh in range(lo, hi):
+        a, d = att[bh // H, bh % H], datt[bh // H, bh % H]
+        for t in range(T):
+            n = min(i + t + 1, J)
+            rowsum = zero
+            for j in range(n):
+                rowsum += a[t, j] * d[t, j]
+            for j in range(n):
+                d[t, j] = a[t, j] * (d[t, j] - rowsum) * scale
+            for j in range(n, J):
+                d[t, j] = 0
 
 
 # The triangle kernels work one (document, head) at a time, over the causal triangle. Head
@@ -1158,12 +1308,12 @@ def attention_triangles(qkv, starts, n_head):
         T = max(T, starts[b + 1] - starts[b])
     y = np.empty((N, C), q.dtype)
     att = np.empty((B, n_head, T, T), q.dtype)  # only each document's triangle is set
-    if n_head * N * T * D >= PARALLEL_WORK:
-        for bh in prange(B * n_head):
+    if _pieces(B * n_head, n_head * N * T * D) == 1:
+        for bh in range(B * n_head):
             b, h = bh // n_head, bh % n_head
             _attention_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
     else:
-        for bh in range(B * n_head):
+        for bh in prange(B * n_head):
             b, h = bh // n_head, bh % n_head
             _attention_head(q, k, v, starts[b], starts[b + 1] - starts[b], h * D, D, y, att[b, h])
     return y, att
@@ -1205,24 +1355,83 @@ def attention_triangles_backward(qkv, att, dy, starts, n_head):
     B, D = len(starts) - 1, C // n_head
     T = att.shape[2]
     dq, dk, dv = np.empty((N, C), q.dtype), np.empty((N, C), q.dtype), np.empty((N, C), q.dtype)
-    if n_head * N * T * D >= PARALLEL_WORK:
-        for bh in prange(B * n_head):
+    if _pieces(B * n_head, n_head * N * T * D) == 1:
+        for bh in range(B * n_head):
             b, h = bh // n_head, bh % n_head
             _attention_head_backward(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
     else:
-        for bh in range(B * n_head):
+        for bh in prange(B * n_head):
             b, h = bh // n_head, bh % n_head
             _attention_head_backward(q, k, v, att[b, h], dy, starts[b], starts[b + 1] - starts[b], h * D, D, dq, dk, dv)
     return np.hstack((dq, dk, dv))
 
 
-# cross_entropy: the kernels skip positions of weight 0, whose gradient is 0.
+# The KV cache's attention, for sampling: one query a (document, head), against the cached
+# keys 0..pos; each pair's scores, softmax and weighted sum of values on one thread.
+@kernel(parallel=True)
+def cached_attention_kernel(qkv, keys, values, pos, n_head):
+    n, C = qkv.shape[0], qkv.shape[1] // 3
+    y = np.empty((n, C), qkv.dtype)
+    k = _pieces(n * n_head, 2 * n * (pos + 1) * C)
+    if k == 1:
+        _cached_attention(qkv, keys, values, pos, n_head, y, 0, n * n_head)
+    else:
+        for p in prange(k):
+            _cached_attention(qkv, keys, values, pos, n_head, y, n * n_head * p // k, n * n_head * (p + 1) // k)
+    return y
+
+
 @kernel
+def _cached_attention(qkv, keys, values, pos, n_head, y, lo, hi):
+    C = qkv.shape[1] // 3
+    D = C // n_head
+    scale = 1 / math.sqrt(D)
+    s = np.empty(pos + 1)                       # one pair's scores, then weights
+    for bh in range(lo, hi):
+        b, o = bh // n_head, bh % n_head * D
+        keys[b, pos, o:o + D] = qkv[b, C + o:C + o + D]          # the new position's k and v
+        values[b, pos, o:o + D] = qkv[b, 2 * C + o:2 * C + o + D]
+        m = -np.inf
+        for j in range(pos + 1):
+            dot = 0.0
+            for d in range(D):
+                dot += qkv[b, o + d] * keys[b, j, o + d]
+            s[j] = dot * scale
+            m = max(m, s[j])
+        total = 0.0
+        for j in range(pos + 1):
+            s[j] = math.exp(s[j] - m)
+            total += s[j]
+        y[b, o:o + D] = 0
+        for j in range(pos + 1):
+            w = s[j] / total
+            for d in range(D):
+                y[b, o + d] += w * values[b, j, o + d]
+
+
+# cross_entropy: the kernels skip positions of weight 0, whose gradient is 0. Forward: each
+# row's log-sum-exp on any thread; the loss summed over the rows in their order, in one.
+@kernel(parallel=True)
 def cross_entropy_forward_kernel(logits, targets, weights):
     N, V = logits.shape
     lse = np.zeros(N)
+    k = _pieces(N, 4 * logits.size)              # an exp is some 4 operations
+    if k == 1:
+        _cross_entropy_lse(logits, weights, lse, 0, N)
+    else:
+        for p in prange(k):
+            _cross_entropy_lse(logits, weights, lse, N * p // k, N * (p + 1) // k)
     loss = 0.0
     for i in range(N):
+        if weights[i] != 0:
+            loss += weights[i] * (lse[i] - logits[i, targets[i]])
+    return loss, lse
+
+
+@kernel
+def _cross_entropy_lse(logits, weights, lse, lo, hi):
+    V = logits.shape[1]
+    for i in range(lo, hi):
         if weights[i] == 0:
             continue
         m = logits[i, 0]
@@ -1232,31 +1441,52 @@ def cross_entropy_forward_kernel(logits, targets, weights):
         for c in range(V):
             total += math.exp(logits[i, c] - m)
         lse[i] = m + math.log(total)
-        loss += weights[i] * (lse[i] - logits[i, targets[i]])
-    return loss, lse
+
+
+@kernel(parallel=True)
+def cross_entropy_backward_kernel(logits, targets, weights, lse, g):
+    N = logits.shape[0]
+    dl = np.empty_like(logits)
+    k = _pieces(N, 4 * logits.size)
+    if k == 1:
+        _cross_entropy_backward(logits, targets, weights, lse, g, dl, 0, N)
+    else:
+        for p in prange(k):
+            _cross_entropy_backward(logits, targets, weights, lse, g, dl, N * p // k, N * (p + 1) // k)
+    return dl
 
 
 @kernel
-def cross_entropy_backward_kernel(logits, targets, weights, lse, g):
-    N, V = logits.shape
-    dl = np.zeros_like(logits)
-    for i in range(N):
+def _cross_entropy_backward(logits, targets, weights, lse, g, dl, lo, hi):
+    V = logits.shape[1]
+    for i in range(lo, hi):
         if weights[i] == 0:
+            dl[i] = 0
             continue
         gw = g * weights[i]
         for c in range(V):
             dl[i, c] = gw * math.exp(logits[i, c] - lse[i])
         dl[i, targets[i]] -= gw
-    return dl
 
 
 # ---------------------------------------------------------------------------
 # Adam: one pass over all the weights (FlatAdam's flat buffer), in float64 arithmetic whatever
 # the storage.
 # With decay and scale 1, p * decay - x is p - x exactly: the reference's update, bit for bit.
-@kernel
+@kernel(parallel=True)
 def adam_update_kernel(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
-    for i in range(p.size):
+    n = p.size
+    k = _pieces(n, 16 * n)                       # a sqrt and a division: some 16 operations
+    if k == 1:
+        _adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale, 0, n)
+    else:
+        for i in prange(k):
+            _adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale, n * i // k, n * (i + 1) // k)
+
+
+@kernel
+def _adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale, lo, hi):
+    for i in range(lo, hi):
         gi = np.float64(g[i]) * scale
         m[i] = beta1 * m[i] + (1 - beta1) * gi
         v[i] = beta2 * v[i] + (1 - beta2) * gi ** 2
@@ -1266,6 +1496,8 @@ def adam_update_kernel(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale
         g[i] = 0
 
 
+# The gradient's norm, for clipping: one sum in the order of the weights, in one thread, so
+# that a clipped run's steps are the same whatever its threads (it is some 2% of Adam's time).
 @kernel
 def squared_norm_kernel(g):
     total = 0.0
@@ -1473,6 +1705,7 @@ layernorm_backward = layernorm_backward_kernel
 rope_rotate = rope_rotate_kernel
 dropout_keep = dropout_keep_kernel
 attention = attention_fast                           # tiles, triangles, or Part I's math
+cached_attention = cached_attention_kernel
 cross_entropy_forward = cross_entropy_forward_kernel
 cross_entropy_backward = cross_entropy_backward_kernel
 Adam = FlatAdam                                      # the weights in one flat buffer, and
