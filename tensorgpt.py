@@ -785,14 +785,22 @@ import numba.core.caching  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 KERNELS = []  # every kernel, to be given numba's on-disk cache (see the plumbing)
-PARALLEL_WORK = 2 ** 20  # operations, about 0.5 ms on one core: enough to pay for waking
-#                          the threads (about 0.1 ms) and sharing the work out
+PARALLEL_WORK = 2 ** 26  # operations, some 30 ms on one core: below it, a kernel runs in one
+#                          thread. On the 2-core machines here a parallel region inside a
+#                          training step ran slower than one thread at every size up to
+#                          config C's (README, "Threads"), so only larger models use them.
 
 
 def kernel(f=None, **options):
-    """f compiled by numba (on its first call, for the types it is called with)."""
+    """f compiled by numba (on its first call, for the types it is called with). With
+    parallel=True, its prange loops run on the threads, but none of its array expressions
+    (np.zeros, say), each of which would wake them however little its work."""
     if f is None:
         return lambda f: kernel(f, **options)
+    if options.get('parallel') is True:  # (an object, not a dict, which numba empties)
+        options['parallel'] = numba.core.cpu.ParallelOptions(dict(
+            comprehension=False, reduction=False, inplace_binop=False, setitem=False,
+            numpy=False, stencil=False, fusion=False))
     KERNELS.append(njit(**dict(dict(error_model='numpy', fastmath={'reassoc', 'contract'}),
                                **options))(f))
     return KERNELS[-1]
@@ -1476,7 +1484,7 @@ def _cross_entropy_backward(logits, targets, weights, lse, g, dl, lo, hi):
 @kernel(parallel=True)
 def adam_update_kernel(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale):
     n = p.size
-    k = _pieces(n, 16 * n)                       # a sqrt and a division: some 16 operations
+    k = _pieces(n, 4 * n)                        # a pass over 4 arrays
     if k == 1:
         _adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale, 0, n)
     else:

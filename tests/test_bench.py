@@ -82,11 +82,11 @@ def test_a_torch_that_fails_is_a_one_line_error_and_leaves_no_folder(small, monk
     fake.write_text(script)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(bench, 'TORCH_REF', str(small / 'docs.txt'))  # any file: it exists
-    code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--no-scalar',
-                               '--bench-steps', '1', '--warmup', '0', '--repeats', '1',
-                               '--n-embd', '8', '--n-head', '2', '--torch', fake, '--out', 'b')
+    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--no-scalar',
+                                 '--bench-steps', '1', '--warmup', '0', '--repeats', '1',
+                                 '--n-embd', '8', '--n-head', '2', '--torch', fake, '--out', 'b')
     assert code == 1 and one_line_error(err) and message in err, err
-    assert not (small / 'b').exists()
+    assert not (small / 'b').exists() and 'repeat' not in out and 'warm-up' not in out  # before any timing
 
 
 def test_torch_options_that_cannot_work_are_refused(small, monkeypatch):
@@ -219,3 +219,49 @@ def test_scale_times_each_size_in_both_and_takes_each_process_own_peak_memory(sm
             line.startswith('| block_size')] == [['| n_embd', '8'], ['| n_embd', '16'], ['| n_embd', '32'],
                                                      ['| block_size', '8'], ['| block_size', '16']]
     assert (small / 'scale' / 'scale.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_scaling_times_ours_and_pytorch_at_each_thread_count_the_machine_has(small, monkeypatch):
+    """--vary threads: each count (up to the cores) in tensor mode and in PyTorch (here a
+    stand-in whose speed is its --threads), a scaling table and its picture."""
+    fake = small / 'fake_torch_ref.py'
+    fake.write_text("import json, sys\na = sys.argv\nn = int(a[a.index('--threads') + 1])\n"
+                    "print(json.dumps(dict(steps_per_s=1.0, tokens_per_s=100.0 * n)))\n")
+    monkeypatch.setattr(bench, 'TORCH_REF', str(fake))
+    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+    code, out, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--no-scalar',
+                                 '--bench-steps', '2', '--warmup', '1', '--repeats', '1',
+                                 '--n-embd', '8', '--n-head', '2', '--batch-size', '4', '--threads', '2',
+                                 '--vary', 'threads=1,2,4,8', '--torch', sys.executable, '--out', 'scaling')
+    assert code == 0, err
+    assert 'threads=4,8 left out: this machine has 2 cores' in out
+    result = json.loads((small / 'scaling' / 'bench.json').read_text())
+    rows = {r['mode']: r for r in result['results'] if r['batch_size'] == 4}
+    assert set(rows) == {'tensor', 'torch', 'tensor threads=1', 'torch threads=1'}
+    assert (rows['torch threads=1']['tokens_per_s'], rows['torch']['tokens_per_s']) == (100, 200)
+    assert result['vary'] == [['threads', [1, 2]]]
+    table = (small / 'scaling' / 'bench.md').read_text().split('Scaling:')[1]
+    lines = [line.split(' | ') for line in table.splitlines() if line[:4] in ('| 1 ', '| 2 ')]
+    assert [(l[0], l[2], l[-1]) for l in lines] == [('| 1', '100', '1.00× |'), ('| 2', '200', '2.00× |')]
+    assert (small / 'scaling' / 'scaling.png').read_bytes()[:4] == b'\x89PNG'
+    for args, message in ((['--vary', 'threads=4,8'], 'give counts up to 2'),
+                          (['--vary', 'threads+n-embd=1+8,2+16'], 'the thread counts alone')):
+        code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', *args)
+        assert code == 1 and one_line_error(err) and message in err, err
+
+
+def test_a_share_of_the_peak_above_100_percent_is_measured_again_or_not_given():
+    rows = [dict(mode='tensor', batch_size=4, gflops_per_s=150.0),
+            dict(mode='torch', batch_size=4, gflops_per_s=90.0),
+            dict(mode='tensor n-embd=32', batch_size=4, gflops_per_s=150.0)]
+    again = []
+    measure_again = lambda key: again.append(key) or {'': 120.0, 'n-embd=32': 200.0}[key[0]]
+    notes = bench.shares(rows, {('', 4): 100.0, ('n-embd=32', 4): 100.0}, measure_again)
+    assert again == [('', 4), ('n-embd=32', 4)]  # each peak once
+    assert [r['share_of_peak'] for r in rows] == [None, 0.75, 0.75]
+    assert rows[0]['matmul_peak_gflops_per_s'] == 120.0
+    assert len(notes) == 1 and notes[0].startswith('tensor at batch 4: its share of the matmul peak is not credible')
+    for r in rows:
+        r.update(steps_per_s=1.0, steps_per_s_range=[1.0, 1.0], tokens_per_s=1.0, tokens_per_s_range=[1.0, 1.0])
+    md = bench.markdown(rows, {}, 0.0, notes=notes)
+    assert '| not credible |' in md and '%' not in md.splitlines()[2] and notes[0] in md

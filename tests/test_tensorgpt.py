@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
@@ -464,6 +465,78 @@ def test_adam_step_is_microgpts():
     np.testing.assert_allclose(tensor.data.ravel(), [p.data for p in values], rtol=1e-15)
     np.testing.assert_allclose(adam.m[0].ravel(), ref.m, rtol=1e-15)
     assert adam.t == 3 and not tensor.grad.any()
+
+
+# ---------------------------------------------------------------------------
+# Threads: a kernel's parallel form, its work cut into pieces on 2 threads, is its serial
+# form's result bit for bit (no sum runs across pieces; the loss's sum stays in row order).
+def kernel_cases(rng):
+    """Each parallel kernel's name, with arguments at small, odd sizes (float32)."""
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    N, C, H, D = 37, 24, 3, 8
+    x, g, gain, bias = f32(N, C), f32(N, C), f32(C), f32(C)
+    _, inv_rms = tg.rmsnorm_forward_kernel(x)
+    _, mu, inv_std = tg.layernorm_forward_kernel(x, gain, bias)
+    cos, sin = tg.rope_angles(rng.integers(0, 50, N), D, np.float32)
+    starts = np.array([0, 5, 17, 18, N])
+    qkv = f32(N, 3 * H * D)
+    att = tg.attention_triangles(qkv, starts, H)[1]
+    scores, datt = f32(3, 2, 5, 9), f32(3, 2, 5, 9)
+    weights = (rng.random(N) < 0.8).astype(np.float32)
+    lse = tg.cross_entropy_forward_kernel(x, rng.integers(0, C, N), weights)[1]
+    cases = [('embedding_backward_kernel', (rng.integers(0, 7, N), g, 7)),
+             ('rmsnorm_forward_kernel', (x,)), ('rmsnorm_backward_kernel', (x, inv_rms, g)),
+             ('layernorm_forward_kernel', (x, gain, bias)),
+             ('layernorm_backward_kernel', (x, mu, inv_std, gain, g)),
+             ('rope_rotate_kernel', (qkv, cos, sin, H)),
+             ('dropout_keep_kernel', (1001, np.uint64(7), np.uint64(3), np.uint64(2 ** 31), np.float32(2))),
+             ('scale_and_shift', (scores, np.float32(0.3), 4)),
+             ('normalize_rows', (scores, 4, np.float32(0))),
+             ('causal_softmax_backward', (scores, datt, np.float32(0.3), 4, np.float32(0))),
+             ('attention_triangles', (qkv, starts, H)),
+             ('attention_triangles_backward', (qkv, att, f32(N, H * D), starts, H)),
+             ('cached_attention_kernel', (qkv[:5], f32(5, 9, H * D), f32(5, 9, H * D), 6, H)),
+             ('cross_entropy_forward_kernel', (x, rng.integers(0, C, N), weights)),
+             ('cross_entropy_backward_kernel', (x, rng.integers(0, C, N), weights, lse, 0.5)),
+             ('adam_update_kernel', (f32(N * C), f32(N * C), rng.standard_normal(N * C),
+                                     rng.random(N * C), 0.01, 0.85, 0.99, 1e-8, 0.15, 0.02, 0.999, 0.5))]
+    return cases + [('each', (f, x, g, f32(N, C))) for f in range(6)]
+
+
+def results(name, out, args):
+    """A kernel's outputs and every array it was given (some work in place), the unset
+    entries of attention's [B, H, T, T] weights (outside each document's triangle) zeroed."""
+    out = list(out) if isinstance(out, tuple) else [out]
+    if name == 'attention_triangles':
+        starts, T = args[1], out[1].shape[2]
+        inside = np.tril(np.ones((T, T), bool)) & (np.arange(T)[:, None] < np.diff(starts)[:, None, None, None])
+        out[1] = np.where(inside, out[1], 0)
+    return [np.asarray(a) for a in out] + [a for a in args if isinstance(a, np.ndarray)]
+
+
+def test_parallel_kernels_are_their_serial_forms_bit_for_bit(monkeypatch):
+    cases = kernel_cases(np.random.default_rng(0))
+    assert {name for name, _ in cases} == {f.__name__ for f in vars(tg).values() if hasattr(
+        f, 'targetoptions') and f.targetoptions.get('parallel')}  # every one
+    copies = lambda args: [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    serial = []
+    for name, args in cases:  # each below PARALLEL_WORK: one thread
+        given = copies(args)
+        serial.append(results(name, getattr(tg, name)(*given), given))
+    # the same code compiled afresh, uncached, with every work over the threshold
+    monkeypatch.setattr(tg, 'PARALLEL_WORK', 0)
+    monkeypatch.setattr(tg, '_pieces', numba.njit(tg._pieces.py_func))
+    assert tg._pieces(37, 1) == 37 and numba.get_num_threads() == 2
+    forms = {}
+    for (name, args), expected in zip(cases, serial):
+        if name not in forms:
+            kernel = getattr(tg, name)
+            options = {k: v for k, v in kernel.targetoptions.items() if k != 'nopython'}
+            forms[name] = numba.njit(**options)(kernel.py_func)
+        given = copies(args)
+        got = results(name, forms[name](*given), given)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 # ---------------------------------------------------------------------------

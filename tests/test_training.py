@@ -521,9 +521,14 @@ def test_the_thread_count_is_a_recorded_setting_that_reruns_use(small, capsys):
     env = metrics_of(small / 'one')['environment']
     assert [p['num_threads'] for p in env['thread_pools'] if p['user_api'] in ('blas', 'numba')] \
         == [1, 1] and all(p.get('architecture') for p in env['thread_pools'] if p['user_api'] == 'blas')
-    assert cli.main(['train', '--from', str(small / 'one'), '--out', str(small / 'again')]) == 0
-    assert json.loads((small / 'again' / 'config.json').read_text())['threads'] == 1
-    assert (small / 'again' / 'losses.csv').read_text() == (small / 'one' / 'losses.csv').read_text()
+    for threads in (1, 2):  # each count re-runs bit for bit
+        run, again = small / f'run{threads}', small / f'again{threads}'
+        assert train_small(run, '--mode', 'tensor', '--threads', threads, '--batch-size', 64,
+                           '--dropout', 0.1) == 0
+        assert cli.main(['train', '--from', str(run), '--out', str(again)]) == 0
+        assert json.loads((again / 'config.json').read_text())['threads'] == threads
+        for name in ('losses.csv', 'samples.txt'):
+            assert (again / name).read_text() == (run / name).read_text()
 
 
 def test_a_bad_numba_environment_is_one_line(small):
