@@ -406,6 +406,7 @@ def bench_command(cfg):
                 shapes[key], d.tok.vocab_size, efficiency.tokens_per_step(d, shapes[key]), cfg['dtype'], tries=25)])
         notes = shares(rows, peaks, measure_again)
         ratio = ratios(rows, dict.fromkeys((1, B)))
+        models.use_threads(dict(cfg, mode='tensor'))  # the record's threads: the base's, not the last run's
         env = provenance.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
         env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
             [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,

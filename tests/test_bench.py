@@ -240,6 +240,8 @@ def test_scaling_times_ours_and_pytorch_at_each_thread_count_the_machine_has(sma
     assert set(rows) == {'tensor', 'torch', 'tensor threads=1', 'torch threads=1'}
     assert (rows['torch threads=1']['tokens_per_s'], rows['torch']['tokens_per_s']) == (100, 200)
     assert result['vary'] == [['threads', [1, 2]]]
+    assert [p['num_threads'] for p in result['environment']['thread_pools']
+            if p['user_api'] in ('blas', 'numba')] == [2, 2]  # the base's count, not the last run's
     table = (small / 'scaling' / 'bench.md').read_text().split('Scaling:')[1]
     lines = [line.split(' | ') for line in table.splitlines() if line[:4] in ('| 1 ', '| 2 ')]
     assert [(l[0], l[2], l[-1]) for l in lines] == [('| 1', '100', '1.00× |'), ('| 2', '200', '2.00× |')]
