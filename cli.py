@@ -20,7 +20,7 @@ Commands:
              untied lm_head x input rmsnorm on/off) crossed with each --vary's values, and
              summarize them (JSON, CSV, a markdown table, a plot of the loss curves).
   bench      Time scalar mode, tensor mode (and PyTorch) side by side, taking turns;
-             --vary: each value alone too (a choice's cost; of sizes or threads, a scale).
+             with --vary, each value alone too (a choice's cost; sizes, threads: scale).
   plot       Draw the loss curves of run records and ablations over each other, in a PNG.
   attention  Show how a checkpoint's model attends over TEXT, every layer and head: text
              heatmaps in the terminal, and a grid of heatmaps in a PNG.

@@ -403,13 +403,6 @@ def test_attention_kernels_match_numpy(starts, n_head, D, dtype, seed):
     check_attention_kernels(starts, n_head, D, dtype, seed)
 
 
-@pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_attention_kernels_match_numpy_in_parallel(dtype):
-    starts = np.concatenate([[0], np.cumsum([64, 36, 64, 1, 64, 31] * 2)])  # big enough for threads
-    assert 4 * starts[-1] * 64 * 32 >= tg.PARALLEL_WORK
-    check_attention_kernels(starts, 4, 32, dtype, 0)
-
-
 @given(st.integers(1, 30), st.integers(1, 70), dtypes, seeds)
 def test_cross_entropy_kernels_match_numpy(N, V, dtype, seed):
     rng = np.random.default_rng(seed)
@@ -679,7 +672,8 @@ def test_memory_goes_back_as_soon_as_it_is_used():
     steps = tg.train(model, docs, 3, batch_size=2)
     next(steps)
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, tg.Tensor) and o._parents]
+    # type(), not isinstance(): a dead weak proxy (numba's compiler leaves some) raises on the latter
+    assert not [o for o in gc.get_objects() if issubclass(type(o), tg.Tensor) and o._parents]
 
 
 @pytest.mark.parametrize('dtype, choices', [('float32', {}), ('float64', {}),
