@@ -1,6 +1,5 @@
-"""microgpt-lab: train, sample, ablate and benchmark a GPT written from scratch, in scalar
-mode (microgpt.py, pure Python) or tensor mode (tensorgpt.py, NumPy and numba), and look at
-what it learnt.
+"""microgpt-lab: train, sample, ablate and benchmark a GPT written from scratch, and look at
+what it learnt: in scalar mode (microgpt.py, pure Python) or tensor mode (NumPy and numba).
 
 Usage:
   cli.py train [options]
@@ -52,9 +51,11 @@ Model options:
   --position P        learned (wpe, the reference's), rope (rotary q and k, no wpe;
                       heads of even size) or none (causal attention alone) [default: learned]
   --qk-norm X         on: an rmsnorm of each head's q and k, as nanochat's [default: off]
+  --qk-scale S        q and k times S, after --qk-norm (nanochat's: 1.2) [default: 1]
+  --rope-base B       rope's angles: position * B^(-2d/head size) [default: 10000]
+  --softcap C         Logits C tanh(logits / C): within ±C (nanochat's: 15); 0: off [default: 0]
   --dropout P         Tensor mode: drop this share of the attention weights and of each
-                      block's two outputs while training (nanoGPT's places, bar the
-                      embeddings') [default: 0]
+                      block's two outputs in training (nanoGPT's, bar the embeddings') [default: 0]
   --init-std S        Standard deviation of the initial weights [default: 0.08]
 
 Training options:
@@ -70,8 +71,7 @@ Training options:
   --warmup-steps N    Steps of linear warm-up to --lr, the first at --lr / N [default: 0]
   --beta1 B           Adam's decay of its running mean of gradients [default: 0.85]
   --beta2 B           Adam's decay of its running mean of squared gradients [default: 0.99]
-  --weight-decay WD   Decoupled (AdamW): each step, every weight also shrinks by lr * WD
-                      of itself [default: 0]
+  --weight-decay WD   AdamW's: each step every weight also shrinks by lr * WD [default: 0]
   --grad-clip G       Cap the gradients' global norm at G; 0: no cap [default: 0]
   --batch-size B      Documents (or windows) a step in tensor mode (scalar: 1) [default: 32]
   --dtype DTYPE       float32 or float64, in tensor mode [default: float32]

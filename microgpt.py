@@ -74,7 +74,7 @@ class Value:
     def relu(self):
         return Value(max(0, self.data), (self,), (float(self.data > 0),))
 
-    def tanh(self):  # for GELU
+    def tanh(self):  # for GELU and the softcap
         t = math.tanh(self.data)
         return Value(t, (self,), (1 - t * t,))
 
@@ -155,12 +155,12 @@ def layernorm(x, gain, bias):  # GPT-2's: the mean taken out too, then a learned
     scale = (dot(xc, xc) / len(x) + 1e-5) ** -0.5
     return [c * scale * g + b for c, g, b in zip(xc, gain, bias)]
 
-def rope(x, pos, hd):
+def rope(x, pos, hd, base=10000.0):
     """Rotary position embedding: in each head of x, dims d and d + hd/2 form a pair, turned
-    by the angle pos * 10000^(-2d/hd); q.k then depends on how far apart q and k are."""
+    by the angle pos * base^(-2d/hd); q.k then depends on how far apart q and k are."""
     out = []
     for h in range(0, len(x), hd):
-        angles = [pos * 10000.0 ** (-2 * d / hd) for d in range(hd // 2)]
+        angles = [pos * base ** (-2 * d / hd) for d in range(hd // 2)]
         x1, x2 = x[h:h + hd // 2], x[h + hd // 2:h + hd]
         out += [a * math.cos(t) + b * math.sin(t) for a, b, t in zip(x1, x2, angles)]
         out += [b * math.cos(t) - a * math.sin(t) for a, b, t in zip(x1, x2, angles)]
@@ -182,6 +182,9 @@ class GPTConfig:
     norm: str = 'rmsnorm'          # rmsnorm, layernorm (GPT-2's: a gain and a bias)
     position: str = 'learned'      # learned (wpe), rope (nanochat's), none
     qk_norm: bool = False          # an rmsnorm of each head's q and k (nanochat's)
+    qk_scale: float = 1.0          # q and k times this, after qk_norm (nanochat's 1.2)
+    rope_base: float = 10000.0     # rope's angles: pos * rope_base^(-2d/hd)
+    softcap: float = 0.0           # logits softcap * tanh(logit / softcap) (nanochat's 15); 0: off
     init_std: float = init_std     # the initial weights are gauss(0, init_std)
 
     def __post_init__(self):
@@ -247,10 +250,12 @@ class GPT:
             x = self.normalize(x, f'layer{li}.attn_norm')
             q, k = linear(x, sd[f'layer{li}.attn_wq']), linear(x, sd[f'layer{li}.attn_wk'])
             if c.position == 'rope':
-                q, k = rope(q, pos_id, hd), rope(k, pos_id, hd)
+                q, k = rope(q, pos_id, hd, c.rope_base), rope(k, pos_id, hd, c.rope_base)
             if c.qk_norm:  # nanochat's: each head's q and k rmsnormed
                 per_head = lambda v: [z for h in range(0, c.n_embd, hd) for z in rmsnorm(v[h:h + hd])]
                 q, k = per_head(q), per_head(k)
+            if c.qk_scale != 1:  # sharper (or flatter) attention: the scores times qk_scale^2
+                q, k = [z * c.qk_scale for z in q], [z * c.qk_scale for z in k]
             keys[li].append(k)
             values[li].append(linear(x, sd[f'layer{li}.attn_wv']))
             x_attn = []
@@ -270,7 +275,10 @@ class GPT:
             x = [a + b for a, b in zip(x, x_residual)]
         if c.final_norm:
             x = self.normalize(x, 'final_norm')
-        return linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])
+        logits = linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])
+        if c.softcap:  # smoothly within (-softcap, softcap), near z itself for small z
+            logits = [c.softcap * (z / c.softcap).tanh() for z in logits]
+        return logits
 
     def normalize(self, x, where):  # rmsnorm, or layernorm with the weights of `where`
         if self.config.norm == 'rmsnorm':

@@ -252,9 +252,21 @@ def qk_rmsnorm(qkv, n_head):
     return Tensor(out, (qkv,), backward)
 
 
+def scale(x, s):
+    """x times a constant s, broadcast like NumPy (e.g. one factor a column)."""
+    return Tensor(x.data * s, (x,), lambda g: (g * s,))
+
+
+def softcap(x, cap):
+    """cap * tanh(x / cap): within (-cap, cap), about x itself where |x| << cap (nanochat's
+    logits). Its gradient: 1 - tanh^2."""
+    t = np.tanh(x.data / cap)
+    return Tensor(cap * t, (x,), lambda g: (g * (1 - t * t),))
+
+
 def rope(qkv, angles, n_head):
     """Rotary position embedding (RoPE) of q and k: in each head, dims d and d + D/2 form a
-    pair, turned by the angle position * 10000^(-2d/D) (angles: rope_angles of the
+    pair, turned by the angle position * base^(-2d/D) (angles: rope_angles of the
     positions). The product of a q and a k then depends on how far apart they are, not
     where they are. [N, 3C] -> [N, 3C]."""
     cos, sin = angles                                          # [N, D/2] each
@@ -263,9 +275,9 @@ def rope(qkv, angles, n_head):
                   lambda g: (rope_rotate(g, cos, -sin, n_head),))
 
 
-def rope_angles(positions, D, dtype):
-    """cos and sin of position * 10000^(-2d/D), d < D/2, in float64 then dtype: [N, D/2] each."""
-    angle = np.asarray(positions, np.float64)[:, None] * 10000.0 ** (-2 * np.arange(D // 2) / D)
+def rope_angles(positions, D, dtype, base=10000.0):
+    """cos and sin of position * base^(-2d/D), d < D/2, in float64 then dtype: [N, D/2] each."""
+    angle = np.asarray(positions, np.float64)[:, None] * base ** (-2 * np.arange(D // 2) / D)
     return np.cos(angle).astype(dtype), np.sin(angle).astype(dtype)
 
 
@@ -433,6 +445,9 @@ class GPTConfig:
     norm: str = 'rmsnorm'          # rmsnorm (no weights), layernorm (GPT-2's: a gain and a bias)
     position: str = 'learned'      # learned (wpe), rope (nanochat's), none
     qk_norm: bool = False          # an rmsnorm of each head's q and k (nanochat's)
+    qk_scale: float = 1.0          # q and k times this, after qk_norm (nanochat's 1.2)
+    rope_base: float = 10000.0     # rope's angles: position * rope_base^(-2d/D)
+    softcap: float = 0.0           # logits softcap * tanh(logit / softcap) (nanochat's 15); 0: off
     dropout: float = 0.0           # its rate, while training only
     dtype: str = 'float32'
     init_std: float = init_std     # the initial weights are gauss(0, init_std)
@@ -516,7 +531,7 @@ class GPT:
         cache of the past (next_logits). One story for training and for sampling."""
         sd, c = self.state_dict, self.config
         if c.position == 'rope':  # the same angles in every layer
-            angles = rope_angles(positions, c.n_embd // c.n_head, c.dtype)
+            angles = rope_angles(positions, c.n_embd // c.n_head, c.dtype, c.rope_base)
         x = embedding(sd['wte'], tokens)                                       # [N, C]
         if c.position == 'learned':
             x = x + embedding(sd['wpe'], positions)
@@ -530,13 +545,16 @@ class GPT:
                 qkv = rope(qkv, angles, c.n_head)
             if c.qk_norm:
                 qkv = qk_rmsnorm(qkv, c.n_head)
+            if c.qk_scale != 1:  # q and k (not v) times qk_scale: the scores times its square
+                qkv = scale(qkv, np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), c.n_embd))
             x = x + self.dropped(linear(attend(i, qkv), sd[f'layer{i}.attn_wo']), drop)
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             h = linear(self.normalize(x, f'layer{i}.mlp_norm'), sd[f'layer{i}.mlp_fc1'])  # [N, 4C]
             x = x + self.dropped(linear(activate(h, c.activation), sd[f'layer{i}.mlp_fc2']), drop)
         if c.final_norm:
             x = self.normalize(x, 'final_norm')
-        return linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])        # [N, V]
+        logits = linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])      # [N, V]
+        return softcap(logits, c.softcap) if c.softcap else logits
 
     def normalize(self, x, where):
         """The norm at `where` (e.g. 'layer0.attn_norm'): rmsnorm, or layernorm with its weights."""

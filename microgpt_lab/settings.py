@@ -63,6 +63,9 @@ SETTINGS = dict(
     norm=Setting(('rmsnorm', 'layernorm'), 'rmsnorm', part='model', later=True),
     position=Setting(('learned', 'rope', 'none'), 'learned', part='model', later=True),
     qk_norm=Setting(bool, False, part='model', later=True),  # --qk-norm on|off
+    qk_scale=Setting(float, 1.0, 0, above=True, part='model', later=True),
+    rope_base=Setting(float, 10000.0, 0, above=True, part='model', later=True),
+    softcap=Setting(float, 0.0, 0, part='model', later=True),
     dropout=Setting(float, 0.0, 0, 1, below=True, modes=('tensor',), part='model', later=True),
     init_std=Setting(float, 0.08, 0, above=True, later=True),
     # training
@@ -94,7 +97,8 @@ SETTINGS = dict(
     stop_after=Setting(int, None, 1, optional=True, fixed='an ablation runs to the end'),
 )
 MODEL = tuple(name for name, s in SETTINGS.items() if s.part == 'model')
-CHOICES = ('activation', 'final_norm', 'norm', 'position', 'qk_norm', 'dropout')  # the blocks'
+CHOICES = ('activation', 'final_norm', 'norm', 'position', 'qk_norm', 'qk_scale', 'rope_base',
+           'softcap', 'dropout')  # the blocks'
 SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
 
 # The options of commands, which no run records.
@@ -172,6 +176,8 @@ def check(cfg, name_of):
         raise UserError(f"{name_of('position')} rope turns pairs of dims: each head's size, "
                         f"{name_of('n_embd')} / {name_of('n_head')} = "
                         f"{cfg['n_embd'] // cfg['n_head']}, must be even")
+    if cfg['rope_base'] != SETTINGS['rope_base'].default and cfg['position'] != 'rope':
+        raise UserError(f"{name_of('rope_base')} is rope's: it needs {name_of('position')} rope")
     if cfg['min_lr'] > cfg['lr']:
         raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
     if cfg['warmup_steps'] > cfg['steps']:

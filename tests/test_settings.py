@@ -52,7 +52,7 @@ def test_the_usage_says_the_default_the_table_holds(name):
 def test_model_settings_are_the_checkpoints_config_and_every_one_may_vary():
     assert settings.MODEL == ('n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',
                               'input_rmsnorm', 'activation', 'final_norm', 'norm', 'position',
-                              'qk_norm', 'dropout')
+                              'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'dropout')
     assert checkpoint.MODEL_KEYS == ('vocab_size', *settings.MODEL)
     assert set(ablation.NOT_VARIED) == {'data', 'data_format', 'fetch', 'val_fraction', 'val_docs',
                                         'seed', 'eps', 'stop_after', 'out'}  # and nothing else:

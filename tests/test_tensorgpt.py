@@ -232,6 +232,21 @@ def test_dropout_draws_are_part_ones_and_keep_one_minus_p():
     np.testing.assert_array_equal(again, second)  # the state is (seed, count): resumable
 
 
+@given(st.data(), st.floats(0.1, 20))
+def test_softcap_grad_matches_finite_difference(data, cap):
+    x = data.draw(arrays((3, 4), elements=st.floats(-40, 40)))
+    grad_check(lambda t: tg.softcap(t, cap), x)
+    y = tg.softcap(tg.Tensor(x), cap).data
+    assert np.all(np.abs(y) <= cap) and np.allclose(tg.softcap(tg.Tensor(x / 1e6), cap).data, x / 1e6)
+
+
+@given(st.data())
+def test_scale_grad_matches_finite_difference(data):
+    x = data.draw(arrays((3, 6)))
+    s = data.draw(arrays((6,)))
+    grad_check(lambda t: tg.scale(t, s), x)
+
+
 @given(st.data())
 def test_dropout_grad_matches_finite_difference(data):
     x = data.draw(arrays((data.draw(dims), data.draw(dims))))
@@ -541,6 +556,8 @@ configs = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'n_layer': 2},
            {'norm': 'layernorm'}, {'norm': 'layernorm', 'input_rmsnorm': False, 'n_layer': 2},
            {'position': 'rope'}, {'position': 'none'}, {'qk_norm': True},
            {'qk_norm': True, 'position': 'rope', 'n_layer': 2},
+           {'qk_scale': 1.2}, {'qk_norm': True, 'qk_scale': 1.2}, {'position': 'rope', 'rope_base': 100000.0},
+           {'softcap': 15.0}, {'softcap': 0.5, 'tie_lm_head': True},
            GPT2 := {'norm': 'layernorm', 'activation': 'gelu', 'final_norm': True, 'tie_lm_head': True},
            NANOCHAT := {'activation': 'relu2', 'position': 'rope', 'qk_norm': True, 'final_norm': True}]
 documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids + [10])  # BOS = 10
@@ -686,6 +703,9 @@ def test_memory_goes_back_as_soon_as_it_is_used():
                                             ('float64', {'position': 'none'}),
                                             ('float64', {'qk_norm': True}),
                                             ('float64', {'dropout': 0.5}),  # off: not training
+                                            ('float64', {'qk_norm': True, 'qk_scale': 1.2}),
+                                            ('float32', {'position': 'rope', 'rope_base': 100000.0}),
+                                            ('float64', {'softcap': 2.0}),
                                             ('float64', GPT2), ('float32', NANOCHAT)])
 @settings(max_examples=5)
 @given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)

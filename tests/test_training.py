@@ -604,18 +604,20 @@ def test_a_text_run_trains_on_windows_and_ends_with_a_passage(text, capsys):
 LARGER = ('--beta1', '0.9', '--beta2', '0.95', '--weight-decay', '0.1', '--grad-clip', '0.5',
           '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001', '--init-std',
           '0.02', '--top-k', '5', '--lr', '0.02', '--norm', 'layernorm', '--position', 'rope',
-          '--qk-norm', 'on', '--final-norm', 'on', '--activation', 'gelu', '--dropout', '0.1')
+          '--qk-norm', 'on', '--final-norm', 'on', '--activation', 'gelu', '--dropout', '0.1',
+          '--qk-scale', '1.2', '--softcap', '15')
 
 
 def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys):
-    assert train_text(text / 'a', *LARGER, '--steps', '16') == 0
+    assert train_text(text / 'a', *LARGER, '--rope-base', '100000', '--steps', '16') == 0
     config = json.loads((text / 'a' / 'config.json').read_text())
+    assert (config['qk_scale'], config['softcap'], config['rope_base']) == (1.2, 15.0, 100000.0)
     assert (config['weight_decay'], config['grad_clip'], config['warmup_steps'], config['min_lr'],
             config['lr_schedule'], config['init_std'], config['top_k'], config['beta1'],
             config['norm'], config['position'], config['qk_norm'], config['dropout']) == \
         (0.1, 0.5, 4, 0.001, 'cosine', 0.02, 5, 0.9, 'layernorm', 'rope', True, 0.1)
     assert cli.main(['train', '--from', str(text / 'a'), '--out', str(text / 'b')]) == 0
-    assert train_text(text / 'half', *LARGER, '--steps', '16', '--stop-after', '9') == 0
+    assert train_text(text / 'half', *LARGER, '--rope-base', '100000', '--steps', '16', '--stop-after', '9') == 0
     assert cli.main(['train', '--resume', str(text / 'half'), '--out', str(text / 'rest')]) == 0
     for run in ('b', 'rest'):
         assert losses_of(text / run) == losses_of(text / 'a'), run
