@@ -599,7 +599,7 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
 
 
 # ---------------------------------------------------------------------------
-# The summary: summary.csv (a row a run), summary.json, table.md, losses.png.
+# The summary: summary.csv (a row a run), summary.json, table.md, losses.png, intervals.png.
 def run_row(base, cell, seed, run_dir, out):
     """The figures of one finished run, a row of summary.csv: its cell (variant and the
     values of the other varied settings), seed and results."""
@@ -652,6 +652,7 @@ def summarize(out, base, runs, seeds, axes):
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
     plot(out, [(cell, run_dir) for cell, _, run_dir in runs], grid)
+    draw_intervals(out, table, grid)
     print(f"summary: {os.path.relpath(out)}/summary.json, summary.csv, table.md")
     return sum(r['diverged'] for r in table)
 
@@ -668,10 +669,7 @@ def markdown_table(table, grid, varied, design='product'):
         return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
 
     alone = design == 'alone'  # then one column says what each cell changes
-    def change(cell):
-        changed = [part for part, ref in zip(parts(cell), parts(grid[0])) if part != ref]
-        return ', '.join(changed) or '(the reference)'
-
+    change = lambda cell: changes(cell, grid[0])
     columns = ['change'] if alone else [name.replace('_', '-') for name in varied]
     lines = ["| variant | lm_head | input rmsnorm | " + ''.join(f"{c} | " for c in columns)
              + f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'} | val loss"
@@ -697,6 +695,28 @@ def markdown_table(table, grid, varied, design='product'):
     lines += [f"{r['cell']}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
               for r in table if r['diverged']]
     return '\n'.join(lines) + '\n'
+
+
+def changes(cell, reference):
+    """What a cell changes from the reference cell, in words: 'activation=relu2, norm=layernorm'."""
+    changed = [part for part, ref in zip(parts(cell), parts(reference)) if part != ref]
+    return ', '.join(changed) or '(the reference)'
+
+
+def draw_intervals(out, table, grid):
+    """intervals.png: each cell's Δ validation loss against the reference, with its 95%
+    interval, named by what it changes (plots.intervals)."""
+    rows = [(changes(cell, grid[0]) if cell != grid[0] else 'the reference',
+             None if r['val_delta'] is None else (r['val_delta']['mean'], r['val_delta']['low'],
+                                                  r['val_delta']['high']))
+            for r, cell in zip(table, grid)]
+    try:
+        if plots.intervals(os.path.join(out, 'intervals.png'), rows,
+                           f"{os.path.basename(os.path.normpath(out))}, {table[0]['seeds']} seeds a "
+                           f"cell; the reference: {label(grid[0])}"):
+            print(f"plot: {os.path.relpath(out)}/intervals.png")
+    except Exception as e:  # whatever fails in the picture, the summary stands
+        print(f"intervals.png not written: {getattr(e, 'strerror', None) or str(e).strip()[:200]}")
 
 
 def plot(out, runs, grid):

@@ -178,6 +178,34 @@ def scale(path, panels, title):
     return True
 
 
+def intervals(path, rows, title):
+    """An ablation's answer at a glance: each cell's difference in validation loss from the
+    reference, with its 95% interval, a row a cell in the table's order, and a line at
+    zero. rows: [(name, (mean, low, high) or None: the reference, or too few seeds)].
+    Blue: better than the reference, red: worse, grey: no difference it can tell. Returns
+    False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.42 * len(rows)))
+    ys = list(range(len(rows)))[::-1]                         # the table's first row on top
+    for y, (name, d) in zip(ys, rows):
+        if d is None:
+            ax.plot([0], [y], 'o', color='black' if y == ys[0] else 'lightgrey')
+            continue
+        mean, low, high = d
+        color = 'tab:blue' if high < 0 else 'tab:red' if low > 0 else 'grey'
+        ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt='o', color=color, capsize=4)
+    ax.axvline(0, color='black', lw=0.8)
+    ax.set_yticks(ys, [textwrap.shorten(shown(name), 60) for name, _ in rows])
+    ax.set_xlabel('Δ validation loss vs the reference, 95% interval (< 0: better)')
+    ax.grid(axis='x', alpha=0.3)
+    ax.set_title(textwrap.fill(shown(title), 90), fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+    return True
+
+
 def shown(name):
     """A file name as a label: bytes that are not UTF-8 (kept by Python as surrogates,
     which no font draws) become replacement characters."""

@@ -389,7 +389,9 @@ def test_the_memory_check_counts_the_runs_at_once():
 
 # ---------------------------------------------------------------------------
 # Grids: --vary and --variants
-def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(small):
+def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(small, monkeypatch):
+    drawn, draw = [], plots.intervals
+    monkeypatch.setattr(plots, 'intervals', lambda path, rows, title: drawn.append(rows) or draw(path, rows, title))
     code, out, err = ablate(small / 'g', '--seeds', '2', '--jobs', '2', '--variants',
                             'tied-norm,untied-nonorm', '--vary', 'lr=0.02,0.005',
                             '--vary', 'n-head=1,2')
@@ -407,6 +409,15 @@ def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(sma
         assert cell['val_delta']['mean'] == pytest.approx(sum(diffs) / 2)
         half = 12.706 * statistics.stdev(diffs) / math.sqrt(2)
         assert cell['val_delta']['high'] - cell['val_delta']['mean'] == pytest.approx(half, rel=1e-4)
+    # intervals.png: a row a cell in the table's order, named by what it changes, with its interval
+    (rows_drawn,) = drawn
+    assert rows_drawn[0] == ('the reference', None)
+    assert sorted(name for name, _ in rows_drawn[1:]) == sorted(
+        ['n-head=2', 'lr=0.005', 'lr=0.005, n-head=2', 'untied-nonorm', 'untied-nonorm, n-head=2',
+         'untied-nonorm, lr=0.005', 'untied-nonorm, lr=0.005, n-head=2'])
+    assert [d for _, d in rows_drawn[1:]] == [(c['val_delta']['mean'], c['val_delta']['low'], c['val_delta']['high'])
+                                              for c in summary['variants'][1:]]
+    assert (small / 'g' / 'intervals.png').read_bytes()[:4] == b'\x89PNG'
     table = (small / 'g' / 'table.md').read_text()
     assert table.count('\n| ') == 1 + 8 and '| lr | n-head |' in table
     config = json.loads((small / 'g' / 'runs' / 'untied-nonorm-lr=0.005-n-head=2-seed43' /
