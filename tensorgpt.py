@@ -815,7 +815,7 @@ def kernel(f=None, **options):
     (np.zeros, say), each of which would wake them however little its work."""
     if f is None:
         return lambda f: kernel(f, **options)
-    if options.get('parallel') is True:  # (an object, not a dict, which numba empties)
+    if options.get('parallel') is True:  # (numba's options object: a dict it would empty)
         options['parallel'] = numba.core.cpu.ParallelOptions(dict(
             comprehension=False, reduction=False, inplace_binop=False, setitem=False,
             numpy=False, stencil=False, fusion=False))
@@ -829,8 +829,11 @@ def kernel(f=None, **options):
 # heads, columns) into pieces, which numba shares out evenly between the threads, each piece
 # done by the kernel's serial twin, which is the whole kernel when given all the rows (a
 # twin's name starts with _, as does every kernel's that only kernels call). Each row's
-# arithmetic is the same whoever does it, and no sum runs across pieces, so the result is
-# the same bit for bit with any number of threads.
+# arithmetic is the same whoever does it, no sum runs across pieces, and how many pieces
+# depends on the work alone, so the result is the same bit for bit with any number of
+# threads. (One piece and many agree bit for bit in float32; in float64 to its precision, as
+# LLVM may contract a twin's multiply-adds differently where it inlines it.) One piece runs
+# without prange: a prange even of one piece wakes the threads.
 PIECES = 256  # at most: many more than threads, so that they share them out evenly
 
 
@@ -843,12 +846,6 @@ def _pieces(n, work):
 
 # embedding: the scatter-add of its backward, column by column (a row picked twice gets both
 # gradients, in the order of the ids, whoever sums its columns).
-@kernel
-def _embedding_backward(ids, g, gw, lo, hi):
-    for i in range(len(ids)):
-        gw[ids[i], lo:hi] += g[i, lo:hi]
-
-
 @kernel(parallel=True)
 def embedding_backward_kernel(ids, g, V):
     C = g.shape[1]
@@ -860,6 +857,12 @@ def embedding_backward_kernel(ids, g, V):
         for p in prange(k):
             _embedding_backward(ids, g, gw, C * p // k, C * (p + 1) // k)
     return gw
+
+
+@kernel
+def _embedding_backward(ids, g, gw, lo, hi):
+    for i in range(len(ids)):
+        gw[ids[i], lo:hi] += g[i, lo:hi]
 
 
 # The activations: a pass over the elements each, rather than NumPy's several (gelu's tanh
@@ -1294,8 +1297,8 @@ def _causal_softmax_backward(att, datt, scale, i, zero, lo, hi):
 # The triangle kernels work one (document, head) at a time, over the causal triangle. Head
 # h of position t is the slice q[start + t, o:o+D], start the document's first row.
 # Reductions (dot products) and updates (row additions) sit in separate innermost loops
-# over D, so that each vectorises. Big batches spread the (document, head) pairs over the
-# CPU's threads; small ones stay in one thread, since waking the others costs some 50 us.
+# over D, so that each vectorises. Batches whose work is over PARALLEL_WORK spread the
+# (document, head) pairs over the threads; the others stay in one thread.
 @kernel
 def _attention_head(q, k, v, start, n, o, D, y, a):
     scale = 1 / math.sqrt(D)
@@ -1506,7 +1509,7 @@ def adam_update_kernel(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale
     if k == 1:
         _adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale, 0, n)
     else:
-        for i in prange(k):
+        for i in prange(k):  # (piece i: p is the weights)
             _adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay, scale, n * i // k, n * (i + 1) // k)
 
 

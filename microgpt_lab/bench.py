@@ -159,20 +159,20 @@ def shares(rows, peaks, measure_again):
     share above 1 means the peak was timed while something else took the cores. That peak is
     measured again (measure_again(key): GFLOP/s) and the best kept; a share still above 1 is
     not given (None), and said in a note instead: [notes]."""
-    notes, again = [], set()
+    key = lambda r: (r['mode'].partition(' ')[2], r['batch_size'])
+    for k in dict.fromkeys(key(r) for r in rows if r['gflops_per_s'] > peaks[key(r)]):
+        peaks[k] = max(peaks[k], measure_again(k))  # each peak once, before any share
+    notes = []
     for r in rows:
-        key = (r['mode'].partition(' ')[2], r['batch_size'])
-        if r['gflops_per_s'] > peaks[key] and key not in again:
-            again.add(key)
-            peaks[key] = max(peaks[key], measure_again(key))
-        r['matmul_peak_gflops_per_s'] = peaks[key]
-        x = r['gflops_per_s'] / peaks[key]
+        r['matmul_peak_gflops_per_s'] = peaks[key(r)]
+        x = r['gflops_per_s'] / peaks[key(r)]
         r['share_of_peak'] = x if x <= 1 else None
         if x > 1:
             notes.append(f"{r['mode']} at batch {r['batch_size']}: its share of the matmul peak "
                          f"is not credible ({r['gflops_per_s']:.0f} GFLOP/s against a peak of "
-                         f"{peaks[key]:.0f}, measured twice): the peak's products were timed "
-                         "while something else ran on the cores; run bench on a quiet machine")
+                         f"{peaks[key(r)]:.0f}, measured again): the peak's products were timed "
+                         "while something else ran on the cores (run bench on a quiet machine)"
+                         + (", or PyTorch's own BLAS outruns NumPy's" if r['mode'].startswith('torch') else ''))
     return notes
 
 
@@ -321,6 +321,8 @@ def bench_command(cfg):
     cfg = dict(cfg, threads=models.use_threads(dict(cfg, mode='tensor')))  # BLAS's and numba's
     cores = os.cpu_count() or 1
     counts = [v for name, values in cfg['vary'] if name == 'threads' for v in values]
+    if None in counts:
+        raise UserError("bench --vary threads takes thread counts (threads=1,2,4), not auto")
     if counts:  # the counts this machine has, each timed once
         if [n for n in counts if n > cores]:
             print(f"threads={','.join(str(n) for n in counts if n > cores)} left out: this machine "

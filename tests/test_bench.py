@@ -247,23 +247,24 @@ def test_scaling_times_ours_and_pytorch_at_each_thread_count_the_machine_has(sma
     assert [(l[0], l[2], l[-1]) for l in lines] == [('| 1', '100', '1.00× |'), ('| 2', '200', '2.00× |')]
     assert (small / 'scaling' / 'scaling.png').read_bytes()[:4] == b'\x89PNG'
     for args, message in ((['--vary', 'threads=4,8'], 'give counts up to 2'),
-                          (['--vary', 'threads+n-embd=1+8,2+16'], 'the thread counts alone')):
+                          (['--vary', 'threads+n-embd=1+8,2+16'], 'the thread counts alone'),
+                          (['--vary', 'threads=auto,2'], 'not auto')):
         code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', *args)
         assert code == 1 and one_line_error(err) and message in err, err
 
 
 def test_a_share_of_the_peak_above_100_percent_is_measured_again_or_not_given():
-    rows = [dict(mode='tensor', batch_size=4, gflops_per_s=150.0),
-            dict(mode='torch', batch_size=4, gflops_per_s=90.0),
+    rows = [dict(mode='torch', batch_size=4, gflops_per_s=90.0),  # before the row that re-measures
+            dict(mode='tensor', batch_size=4, gflops_per_s=150.0),
             dict(mode='tensor n-embd=32', batch_size=4, gflops_per_s=150.0)]
     again = []
     measure_again = lambda key: again.append(key) or {'': 120.0, 'n-embd=32': 200.0}[key[0]]
     notes = bench.shares(rows, {('', 4): 100.0, ('n-embd=32', 4): 100.0}, measure_again)
-    assert again == [('', 4), ('n-embd=32', 4)]  # each peak once
-    assert [r['share_of_peak'] for r in rows] == [None, 0.75, 0.75]
-    assert rows[0]['matmul_peak_gflops_per_s'] == 120.0
+    assert again == [('', 4), ('n-embd=32', 4)]  # each peak once, before any share
+    assert [r['share_of_peak'] for r in rows] == [0.75, None, 0.75]  # the torch row: the new peak
+    assert rows[0]['matmul_peak_gflops_per_s'] == rows[1]['matmul_peak_gflops_per_s'] == 120.0
     assert len(notes) == 1 and notes[0].startswith('tensor at batch 4: its share of the matmul peak is not credible')
     for r in rows:
         r.update(steps_per_s=1.0, steps_per_s_range=[1.0, 1.0], tokens_per_s=1.0, tokens_per_s_range=[1.0, 1.0])
     md = bench.markdown(rows, {}, 0.0, notes=notes)
-    assert '| not credible |' in md and '%' not in md.splitlines()[2] and notes[0] in md
+    assert '| not credible |' in md and '%' not in md.splitlines()[3] and notes[0] in md
