@@ -270,9 +270,9 @@ def draw_scale(out, rows, cfg, sizes, png='scale.png'):
             [('PyTorch', [torch[key] for *_, torch in points])] if with_torch else []))
         panels.append((name, [v for _, v, _, _ in points], series('tokens_per_s'),
                        series('peak_memory_mb')))
+    threads = '' if 'threads' in sizes else f", {cfg['threads']} threads"  # (else an axis)
     title = (f"{os.path.basename(cfg['data'])}: n_embd {cfg['n_embd']}, n_layer {cfg['n_layer']}, "
-             f"block {cfg['block_size']}, batch {cfg['batch_size']}, {cfg['threads']} threads")
-    title = title if sizes != ['threads'] else title.rsplit(',', 1)[0]
+             f"block {cfg['block_size']}, batch {cfg['batch_size']}{threads}")
     try:
         if not plots.scale(os.path.join(out, png), panels, title):
             print(f"{png} skipped: matplotlib is not installed ({plots.GET_MATPLOTLIB})")
@@ -324,9 +324,9 @@ def bench_command(cfg):
     if None in counts:
         raise UserError("bench --vary threads takes thread counts (threads=1,2,4), not auto")
     if counts:  # the counts this machine has, each timed once
-        if [n for n in counts if n > cores]:
-            print(f"threads={','.join(str(n) for n in counts if n > cores)} left out: this machine "
-                  f"has {cores} cores")
+        over = [n for n in counts if n > cores]
+        if over:
+            print(f"threads={','.join(map(str, over))} left out: this machine has {cores} cores")
         counts = sorted({n for n in counts if n <= cores})
         if not counts:
             raise UserError(f"bench --vary threads: this machine has {cores} cores; give counts up to {cores}")
