@@ -48,15 +48,30 @@ Model options:
   --final-norm X      on: a norm before lm_head, as GPT-2's ln_f [default: off]
   --norm NORM         rmsnorm (the reference's, no weights) or layernorm (GPT-2's, with a
                       learned gain and bias per norm, from 1 and 0) [default: rmsnorm]
+  --norm-eps E        Added to the mean square (or variance) in every norm [default: 1e-05]
   --position P        learned (wpe, the reference's), rope (rotary q and k, no wpe;
                       heads of even size) or none (causal attention alone) [default: learned]
   --qk-norm X         on: an rmsnorm of each head's q and k, as nanochat's [default: off]
   --qk-scale S        q and k times S, after --qk-norm (nanochat's: 1.2) [default: 1]
   --rope-base B       rope's angles: position * B^(-2d/head size) [default: 10000]
   --softcap C         Logits C tanh(logits / C): within ±C (nanochat's: 15); 0: off [default: 0]
+  --bias X            on: a bias in each linear map of the blocks, as GPT-2's [default: off]
+  --n-kv-head K       Heads of k and v, each serving --n-head / K heads of q (grouped-query
+                      attention); auto: --n-head [default: auto]
+  --value-embeddings X  on: nanochat's; every other block (the last among them) adds to v
+                      an embedding of the token, gated by 3 sigmoid(a map of 12 channels) [default: off]
+  --residual-scalars X  on: nanochat's; block i reads a_i x + b_i x0 (x0: the embeddings as
+                      the first block reads them), a and b learned [default: off]
   --dropout P         Tensor mode: drop this share of the attention weights and of each
                       block's two outputs in training (nanoGPT's, bar the embeddings') [default: 0]
-  --init-std S        Standard deviation of the initial weights [default: 0.08]
+  --init SCHEME       The initial weights: microgpt (gauss(0, --init-std)), gpt2 (nanoGPT's:
+                      0.02, the residual projections / sqrt(2 n_layer), biases 0) or nanochat
+                      (its init_weights: uniform, the residual projections 0) [default: microgpt]
+  --init-std S        Standard deviation of --init microgpt's weights [default: 0.08]
+  --recipe NAME       microgpt, gpt2 or nanochat: every model and optimizer setting of those
+                      blocks as their authors' code has them (README); an option given
+                      beside it still counts. Recorded beside the settings it sets
+                      (default: none).
 
 Training options:
   --mode MODE         scalar or tensor; auto: scalar, except that a text's passages
@@ -65,6 +80,10 @@ Training options:
                       default 42, but sample continues the checkpoint's generator.
   --steps N           Training steps [default: 1000]
   --lr LR             Adam's peak learning rate [default: 0.01]
+  --optimizer OPT     adamw, or muon: nanochat's Muon for the blocks' matrices (its weight
+                      decay: --weight-decay's) and AdamW for the rest in its groups, each
+                      group's learning rate on --lr's schedule [default: adamw]
+  --muon-lr LR        Muon's peak learning rate (nanochat's) [default: 0.02]
   --lr-schedule S     linear or cosine: the decay after the warm-up, from --lr to --min-lr
                       at --steps [default: linear]
   --min-lr LR         Learning rate at the end of the decay [default: 0]
@@ -119,7 +138,9 @@ Ablation options:
                       first value of every axis makes the reference cell, compared with.
   --design D          product: every combination of the axes' values; alone: the reference
                       cell, then one cell for each other value of each axis, the rest as
-                      the reference's: each choice alone against it [default: product]
+                      the reference's: each choice alone against it; path: the reference,
+                      then one change at a time, each cell keeping the ones before it, axis
+                      by axis in their order: a staircase [default: product]
   --jobs N            Runs at once, up to 1024; results do not change, as every run
                       runs its own --threads; auto: the cores / threads [default: auto]
   --cluster ADDRESS   Run them on a Dask cluster instead, the same results: its scheduler's
@@ -171,7 +192,8 @@ TAKES = dict(train=RUN | SECTIONS['run'], ablate=(RUN | SECTIONS['ablation'])
              - {'--tie-lm-head', '--no-input-rmsnorm'},  # (--vary varies them)
              sample=SECTIONS['sample'] | SECTIONS['generation'] - {'--samples'} | {'--mode', '--seed'},
              bench=SECTIONS['data'] | SECTIONS['model'] | SECTIONS['bench'] | {
-                 '--seed', '--lr', '--batch-size', '--dtype', '--threads', '--out', '--vary'},
+                 '--seed', '--lr', '--batch-size', '--dtype', '--threads', '--out', '--vary',
+                 '--optimizer', '--muon-lr'},
              plot={'--png'}, attention={'--checkpoint', '--text', '--png'})
 
 
@@ -244,12 +266,14 @@ def parse_config(args):
     cfg.update(mode='tensor' if args['bench'] else cfg['mode'] or 'scalar',  # bench: every mode
                out=None if args['--out'] in ('auto', None) else args['--out'])
     vary = [ablation.axis(spec) for spec in args['--vary']]
+    given = {name for name in settings.SETTINGS if settings.option(name) in args['given']}
+    cfg = settings.with_recipe(cfg, given)  # the recipe's settings, bar those given
     if 'scalar' in {cfg['mode']} | ablation.modes(vary):  # every cell with scalar mode runs as it can
-        given = {name for name in settings.SETTINGS if settings.option(name) in args['given']}
         cfg = settings.scalar_values(cfg, given)  # one document a step, Python floats
     settings.check(cfg, settings.option)
     if args['ablate']:
         cfg.update({name: value(args, name) for name in ('seeds', 'jobs', 'design')}, vary=vary,
+                   given=sorted(given),  # what a recipe varied in a cell leaves alone
                    variants=None if args['--variants'] == 'all' else args['--variants'].split(','))
     if args['bench']:
         cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats')},

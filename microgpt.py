@@ -124,8 +124,8 @@ def dot(a, b):
 # The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU. The
 # GPT's choices (activation, norm, position, qk_norm, final_norm) switch parts back to GPT-2's
 # or on to nanochat's; their defaults are the reference's.
-def linear(x, w):
-    return [dot(wo, x) for wo in w]  # [nout, nin] @ [nin] -> [nout]
+def linear(x, w, b=None):  # [nout, nin] @ [nin] (+ [nout]) -> [nout]
+    return [dot(wo, x) for wo in w] if b is None else [dot(wo, x) + bo for wo, bo in zip(w, b)]
 
 def softmax(logits):
     max_val = max(val.data for val in logits)  # subtracting the max keeps exp() finite
@@ -134,6 +134,7 @@ def softmax(logits):
     return [e / total for e in exps]
 
 GELU_C = math.sqrt(2 / math.pi)
+VE_GATE = 12  # the channels of a block's input that its value-embedding gates read (nanochat's)
 
 def activate(x, kind='relu'):
     """The MLP's nonlinearity: relu (the reference's), relu2 (relu squared: nanochat's) or
@@ -144,15 +145,15 @@ def activate(x, kind='relu'):
         return x.relu() ** 2
     return 0.5 * x * (1 + (GELU_C * (x + 0.044715 * x ** 3)).tanh())
 
-def rmsnorm(x):
+def rmsnorm(x, eps=1e-5):
     ms = dot(x, x) / len(x)
-    scale = (ms + 1e-5) ** -0.5
+    scale = (ms + eps) ** -0.5
     return [xi * scale for xi in x]
 
-def layernorm(x, gain, bias):  # GPT-2's: the mean taken out too, then a learned gain and bias
+def layernorm(x, gain, bias, eps=1e-5):  # GPT-2's: the mean taken out too, then a gain and bias
     mean = sum(x) / len(x)
     xc = [xi - mean for xi in x]
-    scale = (dot(xc, xc) / len(x) + 1e-5) ** -0.5
+    scale = (dot(xc, xc) / len(x) + eps) ** -0.5
     return [c * scale * g + b for c, g, b in zip(xc, gain, bias)]
 
 def rope(x, pos, hd, base=10000.0):
@@ -180,39 +181,81 @@ class GPTConfig:
     activation: str = 'relu'       # relu, relu2 (nanochat's), gelu (GPT-2's)
     final_norm: bool = False       # a norm before lm_head (GPT-2's ln_f)
     norm: str = 'rmsnorm'          # rmsnorm, layernorm (GPT-2's: a gain and a bias)
+    norm_eps: float = 1e-5         # added to the mean square (or variance) in every norm
     position: str = 'learned'      # learned (wpe), rope (nanochat's), none
     qk_norm: bool = False          # an rmsnorm of each head's q and k (nanochat's)
     qk_scale: float = 1.0          # q and k times this, after qk_norm (nanochat's 1.2)
     rope_base: float = 10000.0     # rope's angles: pos * rope_base^(-2d/hd)
     softcap: float = 0.0           # logits softcap * tanh(logit / softcap) (nanochat's 15); 0: off
-    init_std: float = init_std     # the initial weights are gauss(0, init_std)
+    bias: bool = False             # a bias in every linear map of the blocks (GPT-2's)
+    n_kv_head: int = None          # heads of k and v, each shared by n_head / n_kv_head heads of q
+    value_embeddings: bool = False  # nanochat's: every other layer adds a gated embedding of the token to v
+    residual_scalars: bool = False  # nanochat's: each block's input is a x + b x0, a and b learned
+    init: str = 'microgpt'         # how the weights start (init_rows): microgpt's, GPT-2's, nanochat's
+    init_std: float = init_std     # microgpt's initial weights are gauss(0, init_std)
 
     def __post_init__(self):
         if self.n_embd % self.n_head or (self.position == 'rope' and self.n_embd // self.n_head % 2):
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
                              + (" into heads of an even size, for rope" if self.position == 'rope' else ""))
         if self.activation not in ('relu', 'relu2', 'gelu') or self.norm not in ('rmsnorm', 'layernorm') \
-                or self.position not in ('learned', 'rope', 'none'):
-            raise ValueError(f"no such choice: {self.activation}, {self.norm}, {self.position}")
+                or self.position not in ('learned', 'rope', 'none') or self.init not in ('microgpt', 'gpt2', 'nanochat'):
+            raise ValueError(f"no such choice: {self.activation}, {self.norm}, {self.position}, {self.init}")
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
+            raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})")
 
 
 def weight_shapes(c):
     """{name: shape}: a GPT's weights, by the reference's names, in the order they are made."""
-    shapes = {'wte': (c.vocab_size, c.n_embd)}
+    C, V, D = c.n_embd, c.vocab_size, c.n_embd // c.n_head
+    KD = (c.n_kv_head or c.n_head) * D  # the width of k and of v
+    shapes = {'wte': (V, C)}
     if c.position == 'learned':
-        shapes['wpe'] = (c.block_size, c.n_embd)
+        shapes['wpe'] = (c.block_size, C)
     if not c.tie_lm_head:
-        shapes['lm_head'] = (c.vocab_size, c.n_embd)
+        shapes['lm_head'] = (V, C)
     for i in range(c.n_layer):
-        for w, shape in (('attn_wq', (c.n_embd, c.n_embd)), ('attn_wk', (c.n_embd, c.n_embd)),
-                         ('attn_wv', (c.n_embd, c.n_embd)), ('attn_wo', (c.n_embd, c.n_embd)),
-                         ('mlp_fc1', (4 * c.n_embd, c.n_embd)), ('mlp_fc2', (c.n_embd, 4 * c.n_embd))):
+        for w, shape in (('attn_wq', (C, C)), ('attn_wk', (KD, C)), ('attn_wv', (KD, C)),
+                         ('attn_wo', (C, C)), ('mlp_fc1', (4 * C, C)), ('mlp_fc2', (C, 4 * C))):
             shapes[f'layer{i}.{w}'] = shape
+        if c.value_embeddings and i % 2 == (c.n_layer - 1) % 2:  # nanochat's: the last layer, every other
+            shapes[f'layer{i}.value_embed'] = (V, KD)
+            shapes[f'layer{i}.ve_gate'] = (c.n_kv_head or c.n_head, min(VE_GATE, C))
+    if c.residual_scalars:
+        shapes['resid_lambdas'] = shapes['x0_lambdas'] = (1, c.n_layer)
+    for i in range(c.n_layer) if c.bias else ():
+        for w in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo', 'mlp_fc1', 'mlp_fc2'):
+            shapes[f'layer{i}.{w}_bias'] = (1, shapes[f'layer{i}.{w}'][0])
     if c.norm == 'layernorm':  # a gain and a bias per norm, one row each
         for where in ['input_norm'] * c.input_rmsnorm + [f'layer{i}.{n}' for i in range(c.n_layer)
                       for n in ('attn_norm', 'mlp_norm')] + ['final_norm'] * c.final_norm:
-            shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, c.n_embd)
+            shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, C)
     return shapes
+
+
+def init_rows(name, c, nout, nin, rng):
+    """Weight `name`'s first values, rows of floats, as c.init says, drawn from rng in order.
+    Gains start at 1, biases at 0, the residual scalars at nanochat's values, drawn from none.
+    microgpt: gauss(0, init_std). gpt2 (nanoGPT's): gauss(0, 0.02), the projections into the
+    residual stream 0.02 / sqrt(2 n_layer). nanochat (its init_weights): wte 0.8, lm_head
+    0.001, the blocks' input maps uniform with std 1/sqrt(C) (mlp_fc1 0.4 times that), the
+    projections into the residual stream 0."""
+    kind, L, s = name.rsplit('.', 1)[-1], c.n_layer, math.sqrt(3 / c.n_embd)
+    fixed = {'resid_lambdas': [1.15 - 0.10 * i / max(L - 1, 1) for i in range(L)],
+             'x0_lambdas': [0.20 - 0.15 * i / max(L - 1, 1) for i in range(L)]}.get(kind)
+    if fixed or kind.endswith(('_gain', '_bias')):
+        return [fixed or [1.0 if kind.endswith('_gain') else 0.0] * nin]
+    out = kind in ('attn_wo', 'mlp_fc2')  # into the residual stream
+    if c.init == 'nanochat' and out:
+        return [[0.0] * nin for _ in range(nout)]
+    draw = lambda: rng.gauss(0, c.init_std)
+    if c.init == 'gpt2':
+        draw = lambda: rng.gauss(0, 0.02 / math.sqrt(2 * L) if out else 0.02)
+    elif c.init == 'nanochat':
+        draw = dict(wte=lambda: rng.gauss(0, 0.8), wpe=lambda: rng.gauss(0, 0.8),
+                    lm_head=lambda: rng.gauss(0, 0.001), mlp_fc1=lambda: rng.uniform(-0.4 * s, 0.4 * s),
+                    ve_gate=lambda: rng.uniform(0, 0.02)).get(kind, lambda: rng.uniform(-s, s))
+    return [[draw() for _ in range(nin)] for _ in range(nout)]
 
 
 class GPT:
@@ -222,16 +265,11 @@ class GPT:
     def __init__(self, config, rng):
         self.config = c = config
         # The order of the draws is part of the model: it is what makes a seed reproducible.
-        # layernorm's gains and biases are 1 and 0, drawn from none.
-        matrix = lambda nout, nin: [[Value(rng.gauss(0, c.init_std)) for _ in range(nin)]
-                                    for _ in range(nout)]
         self.state_dict = {}
         for name, (nout, nin) in weight_shapes(c).items():
-            fixed = {'_gain': 1.0, '_bias': 0.0}.get(name[-5:])
-            self.state_dict[name] = [[Value(fixed) for _ in range(nin)]] if fixed is not None \
-                else matrix(nout, nin)
+            self.state_dict[name] = [[Value(x) for x in row] for row in init_rows(name, c, nout, nin, rng)]
             if name == 'wte' and c.position != 'learned':
-                matrix(c.block_size, c.n_embd)  # wpe's draws all the same: the rest keep theirs
+                init_rows('wpe', c, c.block_size, c.n_embd, rng)  # wpe's draws all the same: the rest keep theirs
         self.params = [p for mat in self.state_dict.values() for row in mat for p in row]
 
     def __call__(self, token_id, pos_id, keys, values):
@@ -239,39 +277,51 @@ class GPT:
         per layer, the k and v vectors of the earlier positions; this call appends its own."""
         sd, c = self.state_dict, self.config
         hd = c.n_embd // c.n_head
+        group = c.n_head // (c.n_kv_head or c.n_head)  # heads of q that share a head of k and v
+        bias = lambda name: sd[f'{name}_bias'][0] if c.bias else None
         x = sd['wte'][token_id]
         if c.position == 'learned':
             x = [t + p for t, p in zip(x, sd['wpe'][pos_id])]
         if c.input_rmsnorm:
             x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
+        x0 = x
         for li in range(c.n_layer):
+            L = f'layer{li}.'
+            if c.residual_scalars:  # nanochat's: x = a_i x + b_i x0, a and b learned
+                a_i, b_i = sd['resid_lambdas'][0][li], sd['x0_lambdas'][0][li]
+                x = [a_i * xi + b_i * x0i for xi, x0i in zip(x, x0)]
             # 1) multi-head causal self-attention: this position attends to itself and the past
             x_residual = x
-            x = self.normalize(x, f'layer{li}.attn_norm')
-            q, k = linear(x, sd[f'layer{li}.attn_wq']), linear(x, sd[f'layer{li}.attn_wk'])
+            x = self.normalize(x, L + 'attn_norm')
+            q, k = linear(x, sd[L + 'attn_wq'], bias(L + 'attn_wq')), linear(x, sd[L + 'attn_wk'], bias(L + 'attn_wk'))
+            v = linear(x, sd[L + 'attn_wv'], bias(L + 'attn_wv'))
+            if L + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
+                gates = [3 / (1 + (-z).exp()) for z in linear(x[:VE_GATE], sd[L + 've_gate'])]
+                ve = sd[L + 'value_embed'][token_id]
+                v = [vj + gates[j // hd] * ej for j, (vj, ej) in enumerate(zip(v, ve))]
             if c.position == 'rope':
                 q, k = rope(q, pos_id, hd, c.rope_base), rope(k, pos_id, hd, c.rope_base)
             if c.qk_norm:  # nanochat's: each head's q and k rmsnormed
-                per_head = lambda v: [z for h in range(0, c.n_embd, hd) for z in rmsnorm(v[h:h + hd])]
+                per_head = lambda u: [z for h in range(0, len(u), hd) for z in rmsnorm(u[h:h + hd], c.norm_eps)]
                 q, k = per_head(q), per_head(k)
             if c.qk_scale != 1:  # sharper (or flatter) attention: the scores times qk_scale^2
                 q, k = [z * c.qk_scale for z in q], [z * c.qk_scale for z in k]
             keys[li].append(k)
-            values[li].append(linear(x, sd[f'layer{li}.attn_wv']))
+            values[li].append(v)
             x_attn = []
             for h in range(c.n_head):
-                hs = slice(h * hd, (h + 1) * hd)
-                attn_logits = [dot(q[hs], k[hs]) / hd ** 0.5 for k in keys[li]]
+                hs, kvs = slice(h * hd, (h + 1) * hd), slice(h // group * hd, (h // group + 1) * hd)
+                attn_logits = [dot(q[hs], k[kvs]) / hd ** 0.5 for k in keys[li]]
                 attn_weights = softmax(attn_logits)
-                v_h = [v[hs] for v in values[li]]
+                v_h = [v[kvs] for v in values[li]]
                 x_attn.extend(dot(attn_weights, [v[j] for v in v_h]) for j in range(hd))
-            x = linear(x_attn, sd[f'layer{li}.attn_wo'])
+            x = linear(x_attn, sd[L + 'attn_wo'], bias(L + 'attn_wo'))
             x = [a + b for a, b in zip(x, x_residual)]
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             x_residual = x
-            x = self.normalize(x, f'layer{li}.mlp_norm')
-            x = [activate(xi, c.activation) for xi in linear(x, sd[f'layer{li}.mlp_fc1'])]
-            x = linear(x, sd[f'layer{li}.mlp_fc2'])
+            x = self.normalize(x, L + 'mlp_norm')
+            x = [activate(xi, c.activation) for xi in linear(x, sd[L + 'mlp_fc1'], bias(L + 'mlp_fc1'))]
+            x = linear(x, sd[L + 'mlp_fc2'], bias(L + 'mlp_fc2'))
             x = [a + b for a, b in zip(x, x_residual)]
         if c.final_norm:
             x = self.normalize(x, 'final_norm')
@@ -282,8 +332,9 @@ class GPT:
 
     def normalize(self, x, where):  # rmsnorm, or layernorm with the weights of `where`
         if self.config.norm == 'rmsnorm':
-            return rmsnorm(x)
-        return layernorm(x, self.state_dict[f'{where}_gain'][0], self.state_dict[f'{where}_bias'][0])
+            return rmsnorm(x, self.config.norm_eps)
+        return layernorm(x, self.state_dict[f'{where}_gain'][0], self.state_dict[f'{where}_bias'][0],
+                         self.config.norm_eps)
 
     def kv_cache(self):
         """Empty keys and values: per layer, a list that each position appends to."""

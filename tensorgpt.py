@@ -123,23 +123,76 @@ def embedding_backward(ids, g, V):
     return gw
 
 
-def linear(x, w):
-    """x @ w.T, a weight w of shape [nout, nin] as in microgpt: [..., nin] -> [..., nout]."""
+def linear(x, w, b=None):
+    """x @ w.T (+ b), a weight w of shape [nout, nin] as in microgpt, a bias b [1, nout] (or
+    None): [..., nin] -> [..., nout]."""
     x2 = x.data.reshape(-1, x.data.shape[-1])        # [N, nin], N = all leading axes
     def backward(g):
         g2 = g.reshape(-1, g.shape[-1])                # [N, nout]
-        return ((g2 @ w.data).reshape(x.data.shape),   # [N, nout] @ [nout, nin] -> [..., nin]
-                g2.T @ x2)                             # [nout, N] @ [N, nin] -> [nout, nin]
+        dx = (g2 @ w.data).reshape(x.data.shape)       # [N, nout] @ [nout, nin] -> [..., nin]
+        dw = g2.T @ x2                                 # [nout, N] @ [N, nin] -> [nout, nin]
+        return (dx, dw) if b is None else (dx, dw, g2.sum(axis=0, keepdims=True))  # db [1, nout]
     y = x2 @ w.data.T                                  # [N, nin] @ [nin, nout] -> [N, nout]
-    return Tensor(y.reshape(*x.data.shape[:-1], -1), (x, w), backward)
+    y = y if b is None else y + b.data
+    return Tensor(y.reshape(*x.data.shape[:-1], -1), (x, w) if b is None else (x, w, b), backward)
 
 
-def concat_rows(*ws):
-    """The matrices ws one under another: [n1, C], [n2, C], ... -> [n1 + n2 + ..., C]. One
-    product with the stack does the work of one product with each (fewer, larger calls)."""
-    ends = np.cumsum([w.data.shape[0] for w in ws])
-    return Tensor(np.concatenate([w.data for w in ws]), ws,
-                  lambda g: [g[start:end] for start, end in zip([0, *ends[:-1]], ends)])
+def concat(*ws, axis=0):
+    """The arrays ws joined along axis: [n1, C], [n2, C], ... -> [n1 + n2 + ..., C] (axis 0).
+    One product with the stack does the work of one product with each (fewer, larger calls)."""
+    ends = np.cumsum([w.data.shape[axis] for w in ws])
+    return Tensor(np.concatenate([w.data for w in ws], axis), ws, lambda g: np.split(g, ends[:-1], axis))
+
+
+def repeat_heads(x, rep, D, axis):
+    """Grouped-query attention's sharing: each head (D entries along axis) repeated rep times
+    in a row, [..., K * D, ...] -> [..., K * rep * D, ...]; its gradient sums the copies."""
+    shape = x.data.shape
+    K = shape[axis] // D
+    wide = shape[:axis] + (K, rep, D) + shape[axis + 1:]
+    y = np.broadcast_to(x.data.reshape(shape[:axis] + (K, 1, D) + shape[axis + 1:]), wide)
+    return Tensor(y.reshape(shape[:axis] + (K * rep * D,) + shape[axis + 1:]), (x,),
+                  lambda g: (g.reshape(wide).sum(axis=axis + 1).reshape(shape),))
+
+
+def first_columns(x, n):
+    """x[:, :n]: [N, C] -> [N, n]; the gradient of the other columns is 0."""
+    def backward(g):
+        dx = np.zeros_like(x.data)
+        dx[:, :n] = g
+        return dx,
+    return Tensor(x.data[:, :n], (x,), backward)
+
+
+def add_columns(x, y, start):
+    """x with y added to its columns from start on: [N, C], [N, n] -> [N, C]."""
+    out = x.data.copy()
+    out[:, start:start + y.data.shape[1]] += y.data
+    return Tensor(out, (x, y), lambda g: (g, g[:, start:start + y.data.shape[1]]))
+
+
+def sigmoid(x):
+    """1 / (1 + e^-x), elementwise; its gradient s (1 - s)."""
+    s = 1 / (1 + np.exp(-x.data))
+    return Tensor(s, (x,), lambda g: (g * s * (1 - s),))
+
+
+def gated(ve, gate, D):
+    """Each head of ve times its gate: [N, K * D], [N, K] -> [N, K * D]."""
+    N, K = gate.data.shape
+    v3, g3 = ve.data.reshape(N, K, D), gate.data[:, :, None]       # [N, K, D], [N, K, 1]
+    return Tensor((v3 * g3).reshape(N, K * D), (ve, gate), lambda g: (
+        (g.reshape(N, K, D) * g3).reshape(N, K * D), np.sum(g.reshape(N, K, D) * v3, axis=2)))
+
+
+def times_entry(x, w, i):
+    """x times one entry of a weight w [1, n], w[0, i]: a learned scalar."""
+    s = w.data[0, i]
+    def backward(g):
+        dw = np.zeros_like(w.data)
+        dw[0, i] = np.sum(g * x.data)
+        return g * s, dw
+    return Tensor(x.data * s, (x, w), backward)
 
 
 # The MLP's nonlinearity, elementwise: relu (the reference's), relu2 (relu squared:
@@ -184,18 +237,18 @@ def gelu_backward(x, t, g):
     return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
 
 
-def rmsnorm(x):
-    """x / sqrt(mean(x^2) + 1e-5) over the last axis; no gain. [..., C] -> [..., C]."""
+def rmsnorm(x, eps=1e-5):
+    """x / sqrt(mean(x^2) + eps) over the last axis; no gain. [..., C] -> [..., C]."""
     x2 = x.data.reshape(-1, x.data.shape[-1])         # [N, C]
-    y, inv_rms = rmsnorm_forward(x2)                    # [N, C], [N]
+    y, inv_rms = rmsnorm_forward(x2, eps)               # [N, C], [N]
     return Tensor(y.reshape(x.data.shape), (x,), lambda g: (
         rmsnorm_backward(x2, inv_rms, g.reshape(x2.shape)).reshape(x.data.shape),))
 
 
 # y = x * r with r = (mean(x^2) + eps)^-1/2, the inverse rms. Since dr/dx_j = -r^3 x_j / C,
 # dx = r * g - x * r^3 * mean(g * x).
-def rmsnorm_forward(x):
-    r = (np.mean(x * x, axis=-1) + 1e-5) ** -0.5   # [N, C] -> [N]
+def rmsnorm_forward(x, eps=1e-5):
+    r = (np.mean(x * x, axis=-1) + eps) ** -0.5    # [N, C] -> [N]
     return x * r[:, None], r
 
 
@@ -204,11 +257,11 @@ def rmsnorm_backward(x, r, g):
     return r * g - x * r ** 3 * np.mean(g * x, axis=-1, keepdims=True)
 
 
-def layernorm(x, gain, bias):
-    """GPT-2's norm: (x - mean(x)) / sqrt(var(x) + 1e-5) * gain + bias over the last axis,
+def layernorm(x, gain, bias, eps=1e-5):
+    """GPT-2's norm: (x - mean(x)) / sqrt(var(x) + eps) * gain + bias over the last axis,
     gain and bias [1, C] learned. [..., C] -> [..., C]."""
     x2 = x.data.reshape(-1, x.data.shape[-1])                  # [N, C]
-    y, mu, inv_std = layernorm_forward(x2, gain.data[0], bias.data[0])   # [N, C], [N], [N]
+    y, mu, inv_std = layernorm_forward(x2, gain.data[0], bias.data[0], eps)  # [N, C], [N], [N]
     def backward(g):
         dx, dgain, dbias = layernorm_backward(x2, mu, inv_std, gain.data[0], g.reshape(x2.shape))
         return dx.reshape(x.data.shape), dgain[None], dbias[None]
@@ -217,9 +270,9 @@ def layernorm(x, gain, bias):
 
 # y = xhat * gain + bias, xhat = (x - mu) * r, r = (var + eps)^-1/2. With gh = g * gain,
 # dx = r * (gh - mean(gh) - xhat * mean(gh * xhat)); dgain = sum over rows of g * xhat; dbias = sum of g.
-def layernorm_forward(x, gain, bias):
+def layernorm_forward(x, gain, bias, eps=1e-5):
     mu = x.mean(axis=-1)                                       # [N]
-    r = (np.mean((x - mu[:, None]) ** 2, axis=-1) + 1e-5) ** -0.5
+    r = (np.mean((x - mu[:, None]) ** 2, axis=-1) + eps) ** -0.5
     return (x - mu[:, None]) * r[:, None] * gain + bias, mu, r
 
 
@@ -236,13 +289,13 @@ def qk_heads(a, n_head):
     return a.reshape(a.shape[0], 3 * n_head, -1)[:, :2 * n_head]
 
 
-def qk_rmsnorm(qkv, n_head):
+def qk_rmsnorm(qkv, n_head, eps=1e-5):
     """rmsnorm of each head's q and k (not v), nanochat's QK-norm: the attention scores
     then stay within +-sqrt(D), whatever the weights grow to. [N, 3C] -> [N, 3C]."""
     N, D = qkv.data.shape[0], qkv.data.shape[1] // (3 * n_head)
     qk = lambda a: qk_heads(a, n_head)
     x = qk(qkv.data).reshape(-1, D)                            # [N * 2H, D]: a row per head
-    y, inv_rms = rmsnorm_forward(x)
+    y, inv_rms = rmsnorm_forward(x, eps)
     out = qkv.data.copy()
     qk(out)[...] = y.reshape(N, 2 * n_head, D)
     def backward(g):
@@ -426,7 +479,8 @@ def cross_entropy_backward(logits, targets, weights, lse, g):
 # ---------------------------------------------------------------------------
 # The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU; or,
 # choice by choice, GPT-2's blocks, nanochat's, and those between.
-NORMS, POSITIONS = ('rmsnorm', 'layernorm'), ('learned', 'rope', 'none')
+NORMS, POSITIONS, INITS = ('rmsnorm', 'layernorm'), ('learned', 'rope', 'none'), ('microgpt', 'gpt2', 'nanochat')
+VE_GATE = 12  # the channels of a block's input that its value-embedding gates read (nanochat's)
 
 
 @dataclass(frozen=True)
@@ -443,22 +497,32 @@ class GPTConfig:
     activation: str = 'relu'       # the MLP's: relu, relu2 (nanochat's), gelu (GPT-2's)
     final_norm: bool = False       # a norm before lm_head (GPT-2's ln_f)
     norm: str = 'rmsnorm'          # rmsnorm (no weights), layernorm (GPT-2's: a gain and a bias)
+    norm_eps: float = 1e-5         # added to the mean square (or variance) in every norm
     position: str = 'learned'      # learned (wpe), rope (nanochat's), none
     qk_norm: bool = False          # an rmsnorm of each head's q and k (nanochat's)
     qk_scale: float = 1.0          # q and k times this, after qk_norm (nanochat's 1.2)
     rope_base: float = 10000.0     # rope's angles: position * rope_base^(-2d/D)
     softcap: float = 0.0           # logits softcap * tanh(logit / softcap) (nanochat's 15); 0: off
+    bias: bool = False             # a bias in every linear map of the blocks (GPT-2's)
+    n_kv_head: int = None          # heads of k and v, each shared by n_head / n_kv_head heads of q
+    #                                (grouped-query attention); None: n_head
+    value_embeddings: bool = False  # nanochat's: every other layer adds a gated embedding of the token to v
+    residual_scalars: bool = False  # nanochat's: each block's input is a x + b x0, a and b learned
     dropout: float = 0.0           # its rate, while training only
     dtype: str = 'float32'
-    init_std: float = init_std     # the initial weights are gauss(0, init_std)
+    init: str = 'microgpt'         # how the weights start (init_rows): microgpt's, GPT-2's, nanochat's
+    init_std: float = init_std     # microgpt's initial weights are gauss(0, init_std)
 
     def __post_init__(self):
-        for name, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS)):
+        for name, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS),
+                              ('init', INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.n_embd % self.n_head or (self.position == 'rope' and self.n_embd // self.n_head % 2):
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
                              + (", into heads of an even size for rope" if self.position == 'rope' else ""))
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
+            raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be >= 0 and < 1, not {self.dropout}")
 
@@ -472,19 +536,53 @@ def norms_of(c):
 
 def weight_shapes(c):
     """{name: shape}: a GPT's weights, by microgpt's names, in the order they are made."""
-    C, V = c.n_embd, c.vocab_size
+    C, V, D = c.n_embd, c.vocab_size, c.n_embd // c.n_head
+    KD = (c.n_kv_head or c.n_head) * D                   # the width of k and of v
     shapes = {'wte': (V, C)}
     if c.position == 'learned':
         shapes['wpe'] = (c.block_size, C)
     if not c.tie_lm_head:
         shapes['lm_head'] = (V, C)
     for i in range(c.n_layer):
-        for w, shape in (('attn_wq', (C, C)), ('attn_wk', (C, C)), ('attn_wv', (C, C)),
+        for w, shape in (('attn_wq', (C, C)), ('attn_wk', (KD, C)), ('attn_wv', (KD, C)),
                          ('attn_wo', (C, C)), ('mlp_fc1', (4 * C, C)), ('mlp_fc2', (C, 4 * C))):
             shapes[f'layer{i}.{w}'] = shape
+        if c.value_embeddings and i % 2 == (c.n_layer - 1) % 2:  # nanochat's: the last layer, every other
+            shapes[f'layer{i}.value_embed'] = (V, KD)
+            shapes[f'layer{i}.ve_gate'] = (c.n_kv_head or c.n_head, min(VE_GATE, C))
+    if c.residual_scalars:
+        shapes['resid_lambdas'] = shapes['x0_lambdas'] = (1, c.n_layer)
+    for i in range(c.n_layer) if c.bias else ():
+        for w in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo', 'mlp_fc1', 'mlp_fc2'):
+            shapes[f'layer{i}.{w}_bias'] = (1, shapes[f'layer{i}.{w}'][0])
     for where in norms_of(c) if c.norm == 'layernorm' else ():
         shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, C)
     return shapes
+
+
+def init_rows(name, c, nout, nin, rng):
+    """Weight `name`'s first values, rows of Python floats, as c.init says, drawn from rng in
+    order (as microgpt.py draws them). Gains start at 1, biases at 0, the residual scalars at
+    nanochat's values, drawn from none. microgpt: gauss(0, init_std). gpt2 (nanoGPT's):
+    gauss(0, 0.02), the projections into the residual stream 0.02 / sqrt(2 n_layer).
+    nanochat (its init_weights): wte 0.8, lm_head 0.001, the blocks' input maps uniform with
+    std 1/sqrt(C) (mlp_fc1 0.4 times that), the projections into the residual stream 0."""
+    kind, L, s = name.rsplit('.', 1)[-1], c.n_layer, math.sqrt(3 / c.n_embd)
+    fixed = {'resid_lambdas': [1.15 - 0.10 * i / max(L - 1, 1) for i in range(L)],
+             'x0_lambdas': [0.20 - 0.15 * i / max(L - 1, 1) for i in range(L)]}.get(kind)
+    if fixed or kind.endswith(('_gain', '_bias')):
+        return [fixed or [1.0 if kind.endswith('_gain') else 0.0] * nin]
+    out = kind in ('attn_wo', 'mlp_fc2')                 # into the residual stream
+    if c.init == 'nanochat' and out:
+        return [[0.0] * nin for _ in range(nout)]
+    draw = lambda: rng.gauss(0, c.init_std)
+    if c.init == 'gpt2':
+        draw = lambda: rng.gauss(0, 0.02 / math.sqrt(2 * L) if out else 0.02)
+    elif c.init == 'nanochat':
+        draw = dict(wte=lambda: rng.gauss(0, 0.8), wpe=lambda: rng.gauss(0, 0.8),
+                    lm_head=lambda: rng.gauss(0, 0.001), mlp_fc1=lambda: rng.uniform(-0.4 * s, 0.4 * s),
+                    ve_gate=lambda: rng.uniform(0, 0.02)).get(kind, lambda: rng.uniform(-s, s))
+    return [[draw() for _ in range(nin)] for _ in range(nout)]
 
 
 class GPT:
@@ -495,18 +593,17 @@ class GPT:
         self.config = c = config
         dtype = np.dtype(c.dtype)
         # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
-        # models the same weights; layernorm's gains and biases are 1 and 0, drawn from none
-        def matrix(nout, nin):
-            rows = [[rng.gauss(0, c.init_std) for _ in range(nin)] for _ in range(nout)]
-            return Tensor(np.array(rows, dtype=np.float64).reshape(nout, nin).astype(dtype))
+        # models the same weights
         self.state_dict = {}
-        for name, shape in weight_shapes(c).items():
-            fixed = {'_gain': np.ones, '_bias': np.zeros}.get(name[-5:])
-            self.state_dict[name] = Tensor(fixed(shape, dtype)) if fixed else matrix(*shape)
+        for name, (nout, nin) in weight_shapes(c).items():
+            rows = init_rows(name, c, nout, nin, rng)
+            self.state_dict[name] = Tensor(np.array(rows, dtype=np.float64).reshape(nout, nin).astype(dtype))
             if name == 'wte' and c.position != 'learned':
-                matrix(c.block_size, c.n_embd)  # wpe's draws all the same: the rest keep theirs
+                init_rows('wpe', c, c.block_size, c.n_embd, rng)  # wpe's draws all the same: the rest keep theirs
         self.params = list(self.state_dict.values())
-        self.norm_weights = [t for name, t in self.state_dict.items() if name.endswith(('_gain', '_bias'))]
+        # what weight decay leaves alone: gains, biases, the residual scalars (not matrices)
+        self.norm_weights = [t for name, t in self.state_dict.items()
+                             if name.endswith(('_gain', '_bias', '_lambdas'))]
         # dropout's draws: seeded from a copy of rng, so that rng's own draws (the batches,
         # the samples) are those of the same run without dropout
         twin = random.Random()
@@ -530,27 +627,43 @@ class GPT:
         attend(layer, qkv [N, 3C]) -> [N, C]: within each document (forward), or over a
         cache of the past (next_logits). One story for training and for sampling."""
         sd, c = self.state_dict, self.config
+        C, H = c.n_embd, c.n_head
+        D, K = C // H, c.n_kv_head or H
+        shared = lambda t, axis: t if K == H else repeat_heads(t, H // K, D, axis)  # kv heads to H
+        bias = lambda name: sd.get(f'{name}_bias')                     # None without biases
         if c.position == 'rope':  # the same angles in every layer
-            angles = rope_angles(positions, c.n_embd // c.n_head, c.dtype, c.rope_base)
+            angles = rope_angles(positions, D, c.dtype, c.rope_base)
         x = embedding(sd['wte'], tokens)                                       # [N, C]
         if c.position == 'learned':
             x = x + embedding(sd['wpe'], positions)
         if c.input_rmsnorm:
             x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
+        x0 = x                                   # the embeddings, as the first block sees them
         for i in range(c.n_layer):
-            # 1) multi-head causal self-attention
-            w = concat_rows(*(sd[f'layer{i}.attn_w{n}'] for n in 'qkv'))      # [3C, C]
-            qkv = linear(self.normalize(x, f'layer{i}.attn_norm'), w)         # [N, 3C]: q, k, v
+            L = f'layer{i}.'
+            if c.residual_scalars:  # nanochat's: x = a_i x + b_i x0, a and b learned
+                x = times_entry(x, sd['resid_lambdas'], i) + times_entry(x0, sd['x0_lambdas'], i)
+            # 1) multi-head causal self-attention; with n_kv_head < n_head, each head of k and
+            # v serves H / K heads of q (its weights repeated: the same math)
+            xn = self.normalize(x, L + 'attn_norm')
+            w = concat(sd[L + 'attn_wq'], shared(sd[L + 'attn_wk'], 0), shared(sd[L + 'attn_wv'], 0))  # [3C, C]
+            b = concat(bias(L + 'attn_wq'), shared(bias(L + 'attn_wk'), 1), shared(bias(L + 'attn_wv'), 1),
+                       axis=1) if c.bias else None                            # [1, 3C]
+            qkv = linear(xn, w, b)                                            # [N, 3C]: q, k, v
+            if L + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
+                gate = scale(sigmoid(linear(first_columns(xn, min(VE_GATE, C)), sd[L + 've_gate'])), 3.0)  # [N, K]
+                ve = gated(embedding(sd[L + 'value_embed'], tokens), gate, D)  # [N, K * D]
+                qkv = add_columns(qkv, shared(ve, 1), 2 * C)
             if c.position == 'rope':
-                qkv = rope(qkv, angles, c.n_head)
+                qkv = rope(qkv, angles, H)
             if c.qk_norm:
-                qkv = qk_rmsnorm(qkv, c.n_head)
+                qkv = qk_rmsnorm(qkv, H, c.norm_eps)
             if c.qk_scale != 1:  # q and k (not v) times qk_scale: the scores times its square
-                qkv = scale(qkv, np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), c.n_embd))
-            x = x + self.dropped(linear(attend(i, qkv), sd[f'layer{i}.attn_wo']), drop)
+                qkv = scale(qkv, np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), C))
+            x = x + self.dropped(linear(attend(i, qkv), sd[L + 'attn_wo'], bias(L + 'attn_wo')), drop)
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
-            h = linear(self.normalize(x, f'layer{i}.mlp_norm'), sd[f'layer{i}.mlp_fc1'])  # [N, 4C]
-            x = x + self.dropped(linear(activate(h, c.activation), sd[f'layer{i}.mlp_fc2']), drop)
+            h = linear(self.normalize(x, L + 'mlp_norm'), sd[L + 'mlp_fc1'], bias(L + 'mlp_fc1'))  # [N, 4C]
+            x = x + self.dropped(linear(activate(h, c.activation), sd[L + 'mlp_fc2'], bias(L + 'mlp_fc2')), drop)
         if c.final_norm:
             x = self.normalize(x, 'final_norm')
         logits = linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])      # [N, V]
@@ -558,9 +671,10 @@ class GPT:
 
     def normalize(self, x, where):
         """The norm at `where` (e.g. 'layer0.attn_norm'): rmsnorm, or layernorm with its weights."""
+        eps = self.config.norm_eps
         if self.config.norm == 'rmsnorm':
-            return rmsnorm(x)
-        return layernorm(x, self.state_dict[f'{where}_gain'], self.state_dict[f'{where}_bias'])
+            return rmsnorm(x, eps)
+        return layernorm(x, self.state_dict[f'{where}_gain'], self.state_dict[f'{where}_bias'], eps)
 
     def keep(self, shape):
         """A dropout keep array of shape, from the model's stream."""
@@ -648,6 +762,116 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, decay=1.0, scale=1.
 
 def squared_norm(g):
     return float(np.sum(g.astype(np.float64) ** 2))
+
+
+# ---------------------------------------------------------------------------
+# Muon with AdamW: nanochat's optimizer (MuonAdamW in nanochat/optim.py, at commit 92d63d4).
+# The blocks' matrices take Muon: momentum (Nesterov's), then the update made nearly
+# orthogonal, all its singular values near 1, so that every direction of the matrix moves
+# alike; then each row's (or column's) size evened out by a running mean of its squares
+# (NorMuon), and a weight decay only where it pulls the same way as the update (cautious).
+# The other weights take AdamW in nanochat's groups, each with its own learning rate.
+POLAR_EXPRESS = ((8.156554524902461, -22.48329292557795, 15.878769915207462),  # (a, b, c) a step
+                 (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+                 (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+                 (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+                 (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
+
+
+def orthogonalize(G, steps=5):
+    """G [m, n] -> about U V^T, where G = U S V^T: its singular values sent near 1 by an odd
+    polynomial X -> a X + b (X X^T) X + c (X X^T)^2 X, applied `steps` times (Polar Express's
+    coefficients), G's rows first scaled to their mean norm (MuonEq), the result's norm then
+    set to an orthogonal matrix's, sqrt(min(m, n)) (Muon+)."""
+    m, n = G.shape
+    X = G * (np.linalg.norm(G) / math.sqrt(m) / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-6))
+    X = X / (np.linalg.norm(X) * 1.01 + 1e-6)          # every singular value now below 1
+    for a, b, c in POLAR_EXPRESS[:steps]:
+        if m > n:                                     # tall: the smaller product, X^T X
+            A = X.T @ X                               # [n, n]
+            X = a * X + X @ (b * A + c * (A @ A))
+        else:
+            A = X @ X.T                               # [m, m]
+            X = a * X + (b * A + c * (A @ A)) @ X
+    return X * (math.sqrt(min(m, n)) / max(np.linalg.norm(X), 1e-6))
+
+
+# One matrix's step, in float64: m the momentum, v NorMuon's mean of squares (a row's, or a
+# column's, kept at p's shape: each of its entries the same, so a checkpoint holds it as Adam's v).
+def muon_update(p, g, m, v, lr, momentum, beta2, weight_decay):
+    g64 = g.astype(np.float64)
+    m[...] = m + (1 - momentum) * (g64 - m)
+    X = orthogonalize(g64 + momentum * (m - g64))      # Nesterov: the gradient, pushed on by m
+    rows, cols = X.shape
+    axis = 1 if rows >= cols else 0                   # a scale per row, or per column
+    sq = np.mean(X * X, axis=axis, keepdims=True)     # [rows, 1] or [1, cols]
+    v[...] = v + (1 - beta2) * (sq - v)
+    step = np.maximum(v[:, :1] if axis else v[:1], 1e-10) ** -0.5
+    norm, new_norm = math.sqrt(sq.sum() * X.shape[axis]), math.sqrt((sq * X.shape[axis] * step ** 2).sum())
+    X = X * step * (norm / max(new_norm, 1e-10))       # the rows evened out, the norm kept
+    lr = lr * max(1.0, rows / cols) ** 0.5
+    p[...] = p - lr * X - lr * weight_decay * p * (X * p >= 0)
+    g[...] = 0
+
+
+class Muon:
+    """nanochat's MuonAdamW for a GPT's weights (a state_dict): step(lr, grad_clip) as Adam's.
+    lr is the schedule's at this step, whose peak is `peak`: each group's learning rate is
+    its own times lr / peak. Muon's own is muon_lr; AdamW's are nanochat's (its
+    base_train.py: embeddings 0.3, lm_head 0.008, each times sqrt(768 / C); scalars 0.5),
+    with its betas, eps 1e-10 and weight decays. weight_decay is Muon's."""
+    MATRICES = ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo', 'mlp_fc1', 'mlp_fc2', 've_gate')
+    ADAMW = dict(  # group: (lr, times sqrt(768 / C)?, (beta1, beta2), weight decay)
+        lm_head=(0.008, True, (0.8, 0.96), 0.01), embedding=(0.3, True, (0.8, 0.995), 0.001),
+        value_embeds=(0.15, True, (0.8, 0.995), 0.01), resid_lambdas=(0.005, False, (0.8, 0.95), 0.05),
+        x0_lambdas=(0.5, False, (0.96, 0.95), 0.0),
+        other=(0.2, False, (0.8, 0.95), 0.0))  # nanochat's for its other small weights; here gains, biases
+
+    def __init__(self, state_dict, peak, muon_lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.9):
+        self.params, self.peak, self.muon_lr = list(state_dict.values()), peak, muon_lr
+        self.weight_decay, self.momentum, self.beta2 = weight_decay, momentum, beta2
+        groups = {}
+        for name, p in state_dict.items():
+            kind = name.rsplit('.', 1)[-1]
+            group = 'muon' if name.startswith('layer') and kind in self.MATRICES else \
+                'embedding' if kind in ('wte', 'wpe') else 'value_embeds' if kind == 'value_embed' \
+                else kind if kind in self.ADAMW else 'other'
+            groups.setdefault(group, []).append(p)
+        self.matrices = groups.pop('muon', [])
+        C = self.params[0].data.shape[1]              # wte's width
+        self.adamw = [(self.ADAMW[g][0] * ((768 / C) ** 0.5 if self.ADAMW[g][1] else 1.0),
+                       Adam(ps, *self.ADAMW[g][2], eps=1e-10, weight_decay=self.ADAMW[g][3]))
+                      for g, ps in groups.items()]
+        self.mv = [(np.zeros(p.data.shape), np.zeros(p.data.shape)) for p in self.matrices]
+        own = {id(p): mv for p, mv in zip(self.matrices, self.mv)}
+        for _, adam in self.adamw:
+            own.update({id(p): (m, v) for p, m, v in zip(adam.params, adam.m, adam.v)})
+        self.m, self.v = [own[id(p)][0] for p in self.params], [own[id(p)][1] for p in self.params]
+        self._t = 0
+
+    @property
+    def t(self):  # updates done: Muon's, and every AdamW group's bias correction
+        return self._t
+
+    @t.setter
+    def t(self, t):
+        self._t = t
+        for _, adam in self.adamw:
+            adam.t = t
+
+    def step(self, lr, grad_clip=0.0):
+        if grad_clip:  # the gradients' global norm capped first, as Adam caps it
+            norm = math.sqrt(sum(squared_norm(p.grad) for p in self.params))
+            for p in self.params:
+                p.grad *= min(1.0, grad_clip / (norm + 1e-6))
+        self._t += 1
+        for p, (m, v) in zip(self.matrices, self.mv):
+            p64 = p.data.astype(np.float64)
+            muon_update(p64, p.grad, m, v, self.muon_lr * lr / self.peak, self.momentum,
+                        self.beta2, self.weight_decay)
+            p.data[...] = p64
+        for group_lr, adam in self.adamw:
+            adam.step(group_lr * lr / self.peak)
 
 
 # ---------------------------------------------------------------------------
@@ -926,26 +1150,26 @@ def gelu_backward_kernel(x, t, g):
 
 # rmsnorm: forward and backward row by row, in one pass each, with float64 sums.
 @kernel(parallel=True)
-def rmsnorm_forward_kernel(x):
+def rmsnorm_forward_kernel(x, eps=1e-5):
     N, C = x.shape
     y, inv_rms = np.empty_like(x), np.empty(N, x.dtype)
     k = _pieces(N, x.size)
     if k == 1:
-        _rmsnorm_forward(x, y, inv_rms, 0, N)
+        _rmsnorm_forward(x, eps, y, inv_rms, 0, N)
     else:
         for p in prange(k):
-            _rmsnorm_forward(x, y, inv_rms, N * p // k, N * (p + 1) // k)
+            _rmsnorm_forward(x, eps, y, inv_rms, N * p // k, N * (p + 1) // k)
     return y, inv_rms
 
 
 @kernel
-def _rmsnorm_forward(x, y, inv_rms, lo, hi):
+def _rmsnorm_forward(x, eps, y, inv_rms, lo, hi):
     C = x.shape[1]
     for i in range(lo, hi):
         ms = 0.0
         for j in range(C):
             ms += x[i, j] * x[i, j]
-        r = (ms / C + 1e-5) ** -0.5
+        r = (ms / C + eps) ** -0.5
         inv_rms[i] = r
         for j in range(C):
             y[i, j] = x[i, j] * r
@@ -979,20 +1203,20 @@ def _rmsnorm_backward(x, inv_rms, g, dx, lo, hi):
 
 # layernorm: the same, with the mean taken out and a gain and bias.
 @kernel(parallel=True)
-def layernorm_forward_kernel(x, gain, bias):
+def layernorm_forward_kernel(x, gain, bias, eps=1e-5):
     N, C = x.shape
     y, mu, inv_std = np.empty_like(x), np.empty(N, x.dtype), np.empty(N, x.dtype)
     k = _pieces(N, x.size)
     if k == 1:
-        _layernorm_forward(x, gain, bias, y, mu, inv_std, 0, N)
+        _layernorm_forward(x, gain, bias, eps, y, mu, inv_std, 0, N)
     else:
         for p in prange(k):
-            _layernorm_forward(x, gain, bias, y, mu, inv_std, N * p // k, N * (p + 1) // k)
+            _layernorm_forward(x, gain, bias, eps, y, mu, inv_std, N * p // k, N * (p + 1) // k)
     return y, mu, inv_std
 
 
 @kernel
-def _layernorm_forward(x, gain, bias, y, mu, inv_std, lo, hi):
+def _layernorm_forward(x, gain, bias, eps, y, mu, inv_std, lo, hi):
     C = x.shape[1]
     for i in range(lo, hi):
         s = 0.0
@@ -1002,7 +1226,7 @@ def _layernorm_forward(x, gain, bias, y, mu, inv_std, lo, hi):
         var = 0.0
         for j in range(C):
             var += (x[i, j] - m) ** 2
-        r = (var / C + 1e-5) ** -0.5
+        r = (var / C + eps) ** -0.5
         mu[i], inv_std[i] = m, r
         for j in range(C):
             y[i, j] = (x[i, j] - m) * r * gain[j] + bias[j]

@@ -93,13 +93,13 @@ VARIANT_NAMES = {(False, True): 'untied-norm', (True, True): 'tied-norm',  # the
                  (False, False): 'untied-nonorm', (True, False): 'tied-nonorm'}
 NOT_VARIED = {name: s.fixed for name, s in settings.SETTINGS.items() if s.fixed}  # and why
 NOT_VARIED['out'] = 'one ablation, one folder'
-DESIGNS = settings.COMMAND_OPTIONS['design'].kind  # ('product', 'alone')
+DESIGNS = settings.COMMAND_OPTIONS['design'].kind  # ('product', 'alone', 'path')
 
 
 def axes_of(variants, vary, name_of=settings.option):
     """A grid's axes: the variants named (all four if None) then each --vary axis; or the
     --vary axes alone, when they vary lm_head or the input rmsnorm themselves."""
-    own = {n for name, _ in vary for n in name.split('+')} & set(VARIANT_AXIS.split('+'))
+    own = {n for name, _ in vary for n in name.split('+')} & {*VARIANT_AXIS.split('+'), 'recipe'}
     if own and variants is None:
         return list(vary)
     by_name = {name: value for value, name in VARIANT_NAMES.items()}
@@ -145,11 +145,19 @@ def cells(axes, design='product'):
     cell first. design 'product': every combination of the axes' values, the first axis's
     side by side (the variants, by default), the others nested in their order. 'alone':
     the reference cell, then one cell for each other value of each axis, the rest as the
-    reference: each choice alone against the reference, which all of them share."""
+    reference: each choice alone against the reference, which all of them share. 'path':
+    the reference cell, then one change at a time, each cell keeping the changes before it:
+    the axes in their order, each through its values (a staircase from the first cell to the
+    last)."""
     first = tuple((name, values[0]) for name, values in axes)
     if design == 'alone':
         return [first] + [first[:i] + ((name, value),) + first[i + 1:]
                           for i, (name, values) in enumerate(axes) for value in values[1:]]
+    if design == 'path':
+        path = [first]
+        for i, (name, values) in enumerate(axes):
+            path += [path[-1][:i] + ((name, value),) + path[-1][i + 1:] for value in values[1:]]
+        return path
     inner, *outer = [[(name, value) for value in values] for name, values in axes]
     return [(combo[-1], *combo[:-1]) for combo in itertools.product(*outer, inner)]
 
@@ -198,9 +206,11 @@ def variant_of(cfg):
 
 
 def cell_config(base, cell, seed):
-    """A cell's run with a seed: the base settings, with the cell's values."""
+    """A cell's run with a seed: the base settings, with the cell's values; a recipe that
+    the cell varies sets its settings, bar those its other axes vary or the command gave."""
     varied = {n: v for name, value in cell for n, v in pairs(name, value)}
-    return dict({name: base[name] for name in settings.SETTINGS}, **varied, seed=seed)
+    cfg = dict({name: base[name] for name in settings.SETTINGS}, **varied, seed=seed)
+    return settings.with_recipe(cfg, {*varied, *base.get('given', ())}) if 'recipe' in varied else cfg
 
 
 def check_grid(base, axes, name_of, design='product'):
@@ -463,7 +473,7 @@ def execute(workers, todo, raw, caught, report):
     return failure
 
 
-PLAN_FIELDS = ('seeds', 'jobs', 'out', 'design')  # in the plan's config beside the settings
+PLAN_FIELDS = ('seeds', 'jobs', 'out', 'design', 'given')  # in the plan's config beside the settings
 
 
 def read_plan(out, with_data=True):
@@ -479,7 +489,9 @@ def read_plan(out, with_data=True):
                jobs=records.field(recorded, 'jobs', path, (int, type(None)), lambda j: not
                                   settings.problem(settings.COMMAND_OPTIONS['jobs'], j),
                                   'a count up to 1024'),
-               design=recorded.get('design', 'product'))  # plans before designs: the product
+               design=recorded.get('design', 'product'),  # plans before designs: the product
+               given=records.field(dict(dict(given=[]), **recorded), 'given', path, list, lambda g: all(
+                   isinstance(n, str) and n in settings.SETTINGS for n in g), 'a list of settings'))
     variants = records.field(dict(dict(variants=None), **plan), 'variants', path,
                              (list, dict, type(None)))  # None: its --vary varies them
     vary = records.field(dict(dict(vary=[]), **plan), 'vary', path, list, lambda a: all(
@@ -615,7 +627,8 @@ def run_row(base, cell, seed, run_dir, out):
 
 
 DESIGN_WORDS = dict(product="every combination of the variants and the --vary values",
-                    alone="each choice alone against the reference (one change a cell)")
+                    alone="each choice alone against the reference (one change a cell)",
+                    path="a path from the reference, one change a step, each cell keeping the changes above it")
 
 
 def summarize(out, base, runs, seeds, axes):
@@ -648,18 +661,41 @@ def summarize(out, base, runs, seeds, axes):
     records.write_json(os.path.join(out, 'summary.json'), dict(
         seeds=seeds, reference=label(reference), varied=varied,
         design=base['design'], variants=table, runs=rows))
-    md = markdown_table(table, grid, varied, base['design'])
+    md = markdown_table(table, grid, varied, base['design'],
+                        [cell_config(base, cell, base['seed']) for cell in grid])
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
     plot(out, [(cell, run_dir) for cell, _, run_dir in runs], grid)
-    draw_intervals(out, table, grid)
+    draw_intervals(out, table, grid, base['design'])
     print(f"summary: {os.path.relpath(out)}/summary.json, summary.csv, table.md")
     return sum(r['diverged'] for r in table)
 
 
-def markdown_table(table, grid, varied, design='product'):
-    """The table: a row a cell (table's rows, grid's cells), its variant, its values of the
-    varied settings (or, in the alone design, what it changes), and its figures."""
+def names(grid, design='product'):
+    """Each cell's name in words, as the table and intervals.png show it: what it changes
+    from the reference ('activation=relu2, norm=layernorm'); on a path, what it adds to the
+    cell before it ('+ norm=layernorm')."""
+    if design == 'path':
+        return ['the reference'] + [f"+ {changes(cell, before)}" for before, cell in zip(grid, grid[1:])]
+    return ['the reference'] + [changes(cell, grid[0]) for cell in grid[1:]]
+
+
+def shared(configs, grid):
+    """The settings that every cell runs alike, in words, where they are not the defaults:
+    'untied-norm, data=tinyshakespeare.txt, n-embd=128, ...'."""
+    variants = {variant_of(cfg) for cfg in configs}
+    same = [name for name in settings.SETTINGS if name not in ('seed', 'out', 'stop_after', 'tie_lm_head',
+            'input_rmsnorm') and len({repr(cfg[name]) for cfg in configs}) == 1
+            and configs[0][name] != settings.SETTINGS[name].default]
+    value = lambda name: os.path.basename(configs[0][name]) if name == 'data' else shown(name, configs[0][name])
+    return ', '.join((sorted(variants) if len(variants) == 1 else [])
+                     + [f"{name.replace('_', '-')}={value(name)}" for name in same])
+
+
+def markdown_table(table, grid, varied, design='product', configs=None):
+    """The table: a row a cell (table's rows, grid's cells), named by its values of the
+    varied settings (product) or by what it changes (alone, path), with its figures; under
+    it, the settings that every cell shares (configs: each cell's settings)."""
     last_n = {r['last_n'] for r in table if r['mean_loss_last_n'][0] is not None}
     own_n = lambda r: '' if len(last_n) <= 1 else f" (N={r['last_n']})"  # cells differ in steps
     def pm(stat, fmt='.4f'):
@@ -668,30 +704,33 @@ def markdown_table(table, grid, varied, design='product'):
             return 'n/a'
         return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
 
-    alone = design == 'alone'  # then one column says what each cell changes
-    change = lambda cell: changes(cell, grid[0])
-    columns = ['change'] if alone else [name.replace('_', '-') for name in varied]
-    lines = ["| variant | lm_head | input rmsnorm | " + ''.join(f"{c} | " for c in columns)
-             + f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'} | val loss"
-             f" | Δ val vs {'the reference (first row)' if alone else table[0]['cell']} (95% CI)"
-             " | steps/s | tokens/s | samples: train / val / new |",
-             '|' + ' --- |' * (10 + len(columns))]
-    values_of = {name: value for value, name in VARIANT_NAMES.items()}
+    if design == 'product':  # a column an axis, the variants' if they vary
+        axes = (['variant'] if len({r['variant'] for r in table}) > 1 else []) + varied
+        columns = [name.replace('_', '-') for name in axes]
+        cell_values = lambda r, name, cell: r['variant'] if name == 'variant' else shown(name, r[name])
+    else:
+        axes, columns = ['change'], ['change']
+        words = dict(zip(grid, names(grid, design)))
+        cell_values = lambda r, name, cell: words[cell] if cell != grid[0] else '(the reference)'
+    with_samples = any(r[k][0] is not None for r in table for k in ('samples_train', 'samples_val', 'samples_new'))
+    lines = ['| ' + ''.join(f"{c} | " for c in columns) + "val loss | Δ val vs the reference "
+             f"(95% CI) | final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'}"
+             " | tokens/s |" + (" samples: train / val / new |" if with_samples else ''),
+             '|' + ' --- |' * (len(columns) + 5 + with_samples)]
     for r, cell in zip(table, grid):
-        tie, norm = values_of[r['variant']]
         d = r['val_delta']
         delta = '(reference)' if cell == grid[0] else 'n/a (needs ≥ 2 paired seeds)' \
             if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
         shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                             for k in ('samples_train', 'samples_val', 'samples_new'))
-        values = f"{change(cell)} | " if alone else ''.join(f"{shown(name, r[name])} | " for name in varied)
-        lines.append(f"| {r['variant']} | {'tied' if tie else 'untied'} | {'on' if norm else 'off'}"
-                     f" | {values}{pm(r['final_loss'])}"
-                     f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['val_loss'])}"
-                     f" | {delta} | {pm(r['steps_per_s'], '.1f')} | {pm(r['tokens_per_s'], '.0f')}"
-                     f" | {shares} |")
-    lines += ['', f"Design: {DESIGN_WORDS[design]}. Mean ± standard deviation over "
-                  f"{table[0]['seeds']} seed(s)."]
+        lines.append('| ' + ''.join(f"{cell_values(r, name, cell)} | " for name in axes)
+                     + f"{pm(r['val_loss'])} | {delta} | {pm(r['final_loss'])}"
+                     f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['tokens_per_s'], '.0f')} |"
+                     + (f" {shares} |" if with_samples else ''))
+    lines += ['', f"The reference: {table[0]['cell']}. Every cell: "
+                  f"{shared(configs, grid) if configs else '(not recorded)'}.",
+              f"Design: {DESIGN_WORDS[design]}. Mean ± standard deviation over "
+              f"{table[0]['seeds']} seed(s)."]
     lines += [f"{r['cell']}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
               for r in table if r['diverged']]
     return '\n'.join(lines) + '\n'
@@ -703,13 +742,12 @@ def changes(cell, reference):
     return ', '.join(changed) or '(the reference)'
 
 
-def draw_intervals(out, table, grid):
+def draw_intervals(out, table, grid, design='product'):
     """intervals.png: each cell's Δ validation loss against the reference, with its 95%
     interval, named by what it changes (plots.intervals)."""
-    rows = [(changes(cell, grid[0]) if cell != grid[0] else 'the reference',
-             None if r['val_delta'] is None else (r['val_delta']['mean'], r['val_delta']['low'],
-                                                  r['val_delta']['high']))
-            for r, cell in zip(table, grid)]
+    rows = [(name, None if r['val_delta'] is None else (
+        r['val_delta']['mean'], r['val_delta']['low'], r['val_delta']['high']))
+            for r, name in zip(table, names(grid, design))]
     try:
         if plots.intervals(os.path.join(out, 'intervals.png'), rows,
                            f"{os.path.basename(os.path.normpath(out))}, {table[0]['seeds']} seeds a "

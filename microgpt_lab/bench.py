@@ -26,6 +26,7 @@ from microgpt_lab import (UserError, ablation, efficiency, models, plots, proven
                           settings, training)
 
 TORCH_REF = os.path.join(provenance.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
+OURS = (*settings.CHOICES, 'optimizer')  # what torch_ref.py's model and AdamW do not have
 
 
 def time_ours(cfg, mode, batch_size, d, steps, warmup):
@@ -38,7 +39,8 @@ def time_ours(cfg, mode, batch_size, d, steps, warmup):
     provenance.reset_peak_memory()
     model = models.build(run_cfg, d.tok.vocab_size, rng)
     tokens, t0 = 0, time.perf_counter()
-    for step, _, n in models.train(run_cfg, model, training.batches(run_cfg, d, rng)):
+    adam = models.optimizer(run_cfg, model)
+    for step, _, n in models.train(run_cfg, model, training.batches(run_cfg, d, rng), adam):
         if step == warmup:  # the timed steps begin after this one
             tokens, t0 = 0, time.perf_counter()
         else:
@@ -288,18 +290,20 @@ def bench_command(cfg):
             continue
         if 'threads' in name.split('+'):
             raise UserError("bench --vary threads=N,...: the thread counts alone, not with another setting")
-        if any(n not in settings.MODEL for n in name.split('+')):
-            raise UserError(f"bench --vary takes the model's settings ({', '.join(map(settings.option, settings.MODEL))}), "
-                            f"not {'/'.join(map(settings.option, name.split('+')))}")
+        if any(n not in settings.MODEL + ('optimizer',) for n in name.split('+')):
+            raise UserError(f"bench --vary takes the model's settings ({', '.join(map(settings.option, settings.MODEL))}) "
+                            f"and --optimizer, not {'/'.join(map(settings.option, name.split('+')))}")
         for v in values:
             settings.check(dict(cfg, **dict(ablation.pairs(name, v))), settings.option)
-    if (cfg['dropout'] or any('dropout' in name for name, _ in cfg['vary'])) and cfg['scalar']:
-        raise UserError("bench with --dropout: scalar mode has no dropout, so give --no-scalar")
+    varied = {n for name, _ in cfg['vary'] for n in name.split('+')}
+    for name in ('dropout', 'optimizer'):  # tensor mode's alone
+        if (cfg[name] != settings.SETTINGS[name].default or name in varied) and cfg['scalar']:
+            raise UserError(f"bench with {settings.option(name)}: scalar mode has no {name}, so give --no-scalar")
     if cfg['torch'] is not None and not os.path.exists(TORCH_REF):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
     if cfg['torch'] is not None and not shutil.which(cfg['torch']):
         raise UserError(f"--torch {cfg['torch']}: no such program")
-    choices = [n for n in settings.CHOICES if cfg[n] != settings.SETTINGS[n].default]
+    choices = [n for n in OURS if cfg[n] != settings.SETTINGS[n].default]
     if cfg['torch'] is not None and choices:
         raise UserError(f"--torch times torch_ref.py, the reference's blocks: leave out "
                         f"{settings.option(choices[0])}")
@@ -351,7 +355,7 @@ def bench_command(cfg):
             varied[ablation.label(((name, v),))] = dict(ablation.pairs(name, v))
     for label, change in varied.items():  # a model's size in PyTorch too; its blocks are ours
         contenders += [(f"tensor {label}", B)] + [(f"torch {label}", B)] * (
-            bool(cfg['torch']) and not set(change) & set(settings.CHOICES))
+            bool(cfg['torch']) and not set(change) & set(OURS))
     contenders = list(dict.fromkeys(contenders))
     config_of = lambda mode: dict(cfg, **varied.get(mode.partition(' ')[2], {}))
     shapes = {}  # (label, batch): the contenders' products, whose matmul peak is measured
@@ -427,7 +431,7 @@ def bench_command(cfg):
                 config={k: cfg[k] for k in ('data', 'data_format', 'seed', 'lr', 'n_embd', 'n_head',
                                             'n_layer', 'block_size', 'tie_lm_head', 'init_std',
                                             'dtype', 'batch_size', 'bench_steps', 'warmup',
-                                            'repeats', 'threads', *settings.CHOICES)},
+                                            'repeats', 'threads', *OURS, 'muon_lr')},
                 vary=cfg.get('vary', []),
                 data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
                 flops_per_token=flops,

@@ -106,12 +106,14 @@ def load(path, need_adam=False, need_rng=False):
         raise bad(f"its config lacks one of {', '.join(MODEL_KEYS)}")
     for k in MODEL_KEYS:
         s = settings.SETTINGS.get(k, settings.Setting(int, low=1))  # vocab_size: a count
-        if settings.problem(s, config[k]) or (s.kind is int and config[k] > 2 ** 31):
+        if settings.problem(s, config[k]) or (s.kind is int and (config[k] or 0) > 2 ** 31):
             raise bad(f"config {k} = {config[k]!r}")
     if config['n_embd'] % config['n_head']:
         raise bad("n_embd is not divisible by n_head")
     if config['position'] == 'rope' and config['n_embd'] // config['n_head'] % 2:
         raise bad("rope needs heads of an even size")
+    if config['n_kv_head'] is not None and config['n_head'] % config['n_kv_head']:
+        raise bad("n_kv_head does not divide n_head")
     data_format = ckpt.get('data_format', 'lines')  # checkpoints before text data: lines
     if data_format not in ('lines', 'text'):
         raise bad(f"data_format {data_format!r}")

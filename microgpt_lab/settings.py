@@ -61,18 +61,27 @@ SETTINGS = dict(
     activation=Setting(('relu', 'relu2', 'gelu'), 'relu', part='model', later=True),
     final_norm=Setting(bool, False, part='model', later=True),  # --final-norm on|off
     norm=Setting(('rmsnorm', 'layernorm'), 'rmsnorm', part='model', later=True),
+    norm_eps=Setting(float, 1e-5, 0, above=True, part='model', later=True),
     position=Setting(('learned', 'rope', 'none'), 'learned', part='model', later=True),
     qk_norm=Setting(bool, False, part='model', later=True),  # --qk-norm on|off
     qk_scale=Setting(float, 1.0, 0, above=True, part='model', later=True),
     rope_base=Setting(float, 10000.0, 0, above=True, part='model', later=True),
     softcap=Setting(float, 0.0, 0, part='model', later=True),
+    bias=Setting(bool, False, part='model', later=True),  # --bias on|off
+    n_kv_head=Setting(int, None, 1, optional=True, part='model', later=True),  # None: n_head
+    value_embeddings=Setting(bool, False, part='model', later=True),
+    residual_scalars=Setting(bool, False, part='model', later=True),
     dropout=Setting(float, 0.0, 0, 1, below=True, modes=('tensor',), part='model', later=True),
+    init=Setting(('microgpt', 'gpt2', 'nanochat'), 'microgpt', later=True),
     init_std=Setting(float, 0.08, 0, above=True, later=True),
+    recipe=Setting(('microgpt', 'gpt2', 'nanochat'), None, optional=True, later=True),  # see RECIPES
     # training
     seed=Setting(int, 42, 0, fixed='the seeds are --seeds'),
     steps=Setting(int, 1000, 1),
     batch_size=Setting(int, 32, 1, scalar=1),
     lr=Setting(float, 0.01, 0, above=True),
+    optimizer=Setting(('adamw', 'muon'), 'adamw', modes=('tensor',), later=True),
+    muon_lr=Setting(float, 0.02, 0, above=True, modes=('tensor',), later=True),
     lr_schedule=Setting(('linear', 'cosine'), 'linear', modes=('tensor',), later=True),
     warmup_steps=Setting(int, 0, 0, modes=('tensor',), later=True),
     min_lr=Setting(float, 0.0, 0, modes=('tensor',), later=True),
@@ -97,8 +106,34 @@ SETTINGS = dict(
     stop_after=Setting(int, None, 1, optional=True, fixed='an ablation runs to the end'),
 )
 MODEL = tuple(name for name, s in SETTINGS.items() if s.part == 'model')
-CHOICES = ('activation', 'final_norm', 'norm', 'position', 'qk_norm', 'qk_scale', 'rope_base',
-           'softcap', 'dropout')  # the blocks'
+CHOICES = ('activation', 'final_norm', 'norm', 'norm_eps', 'position', 'qk_norm', 'qk_scale',
+           'rope_base', 'softcap', 'bias', 'n_kv_head', 'value_embeddings', 'residual_scalars',
+           'dropout')  # the blocks'
+
+# The recipes, by name: every setting that makes each one's model and optimizer. `--recipe`
+# sets them all (an option given beside it still wins), and a run records the recipe beside
+# the settings it expanded to. The README says what each leaves out of its authors' code.
+BLOCKS = ('tie_lm_head', 'input_rmsnorm', 'activation', 'final_norm', 'norm', 'norm_eps',
+          'position', 'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'bias', 'n_kv_head',
+          'value_embeddings', 'residual_scalars', 'init', 'optimizer')
+RECIPES = dict(
+    microgpt=(False, True, 'relu', False, 'rmsnorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
+              False, None, False, False, 'microgpt', 'adamw'),
+    # GPT-2's blocks, as nanoGPT's model.py has them (bias=True, as GPT-2's checkpoints)
+    gpt2=(True, False, 'gelu', True, 'layernorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
+          True, None, False, False, 'gpt2', 'adamw'),
+    # nanochat's gpt.py and optim.py at 92d63d4 (2026-07-03): its rms_norm's eps is float32's,
+    # its configs have as many kv heads as heads
+    nanochat=(False, True, 'relu2', True, 'rmsnorm', 2.0 ** -23, 'rope', True, 1.2, 100000.0, 15.0,
+              False, None, True, True, 'nanochat', 'muon'))
+RECIPES = {name: dict(zip(BLOCKS, values)) for name, values in RECIPES.items()}
+
+
+def with_recipe(cfg, given=()):
+    """cfg with its recipe's settings (if it names one), less those in `given` (set apart
+    from the recipe: given on the command line, or varied by an ablation's other axes)."""
+    recipe = RECIPES.get(cfg['recipe'], {})
+    return dict(cfg, **{name: value for name, value in recipe.items() if name not in given})
 SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
 
 # The options of commands, which no run records.
@@ -106,7 +141,7 @@ COMMAND_OPTIONS = dict(
     num=Setting(int, None, 0, optional=True), seeds=Setting(int, 1, 1, 10000),
     jobs=Setting(int, None, 1, 1024, optional=True), bench_steps=Setting(int, 100, 1),
     warmup=Setting(int, 10, 0), repeats=Setting(int, 3, 1),
-    design=Setting(('product', 'alone'), 'product'))
+    design=Setting(('product', 'alone', 'path'), 'product'))
 
 
 def option(name):
@@ -176,6 +211,9 @@ def check(cfg, name_of):
         raise UserError(f"{name_of('position')} rope turns pairs of dims: each head's size, "
                         f"{name_of('n_embd')} / {name_of('n_head')} = "
                         f"{cfg['n_embd'] // cfg['n_head']}, must be even")
+    if cfg['n_kv_head'] is not None and cfg['n_head'] % cfg['n_kv_head']:
+        raise UserError(f"{name_of('n_kv_head')} ({cfg['n_kv_head']}) must divide "
+                        f"{name_of('n_head')} ({cfg['n_head']}): each head of k and v serves as many of q")
     if cfg['rope_base'] != SETTINGS['rope_base'].default and cfg['position'] != 'rope':
         raise UserError(f"{name_of('rope_base')} is rope's: it needs {name_of('position')} rope")
     if cfg['min_lr'] > cfg['lr']:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import cli
-from microgpt_lab import UserError, ablation, plots, training
+from microgpt_lab import UserError, ablation, plots, settings, training
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 VARIANTS = list(ablation.VARIANT_NAMES.values())  # untied-norm, tied-norm, untied-nonorm, tied-nonorm
@@ -211,8 +211,9 @@ def test_a_cell_whose_runs_all_diverge_has_no_figures_and_the_others_keep_theirs
     for key in ('final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s'):
         assert cells[1][key] == [None, None] and cells[0][key][0] is not None
     assert cells[1]['val_delta'] is None
-    row = (small / 'g' / 'table.md').read_text().splitlines()[3]
-    assert row.startswith('| untied-norm | untied | on | 1e+30 | n/a | n/a | n/a | n/a (needs ≥ 2 paired')
+    table = (small / 'g' / 'table.md').read_text()
+    assert table.splitlines()[3].startswith('| 1e+30 | n/a | n/a (needs ≥ 2 paired seeds) | n/a |')
+    assert 'The reference: untied-norm lr=0.01. Every cell: untied-norm, ' in table  # one variant: no column
 
 
 def test_cells_of_different_lengths_each_say_over_how_many_steps_their_mean_runs(small):
@@ -503,7 +504,7 @@ def test_a_varied_switch_reads_on_and_off(small):
     assert code == 0, err
     assert sorted(p.name for p in (small / 'g' / 'runs').iterdir()) == \
         ['untied-norm-final-norm=off-seed42', 'untied-norm-final-norm=on-seed42']
-    assert '| on |' in (small / 'g' / 'table.md').read_text() and 'final-norm=off (95% CI)' in out
+    assert '| on |' in (small / 'g' / 'table.md').read_text() and 'The reference: untied-norm final-norm=off.' in out
 
 
 def test_the_alone_design_is_the_reference_and_one_change_a_cell():
@@ -536,6 +537,34 @@ def test_the_variants_are_an_axis_of_lm_head_and_the_input_norm_by_name(small):
     rows = list(csv.DictReader(open(small / 'g' / 'summary.csv')))
     assert [(r['variant'], r['tie_lm_head']) for r in rows] == [('untied-norm', 'False'), ('tied-norm', 'True')]
     assert main_output(cli.main, 'ablate', '--resume', small / 'g')[0] == 0  # its plan reads back
+
+
+def test_the_path_design_adds_one_change_a_cell_keeping_those_before():
+    axes = [('lr', [1, 2, 3]), ('steps', [4, 5])]
+    assert ablation.cells(axes, 'path') == [(('lr', 1), ('steps', 4)), (('lr', 2), ('steps', 4)),
+                                            (('lr', 3), ('steps', 4)), (('lr', 3), ('steps', 5))]
+    assert ablation.names(ablation.cells(axes, 'path'), 'path') == ['the reference', '+ lr=2', '+ lr=3', '+ steps=5']
+
+
+def test_a_varied_recipe_sets_its_settings_bar_those_given_or_varied():
+    base = dict({name: s.default for name, s in settings.SETTINGS.items()}, given=['activation'])
+    cfg = ablation.cell_config(base, (('recipe', 'nanochat'), ('softcap', 0.0)), 7)
+    assert (cfg['seed'], cfg['recipe'], cfg['softcap'], cfg['activation']) == (7, 'nanochat', 0.0, 'relu')
+    assert all(cfg[k] == v for k, v in settings.RECIPES['nanochat'].items() if k not in ('softcap', 'activation'))
+    assert ablation.axes_of(None, [('recipe', ['microgpt', 'gpt2'])]) == [('recipe', ['microgpt', 'gpt2'])]
+
+
+def test_a_path_runs_as_a_staircase(small):
+    code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '3', '--jobs', '1',
+                            '--design', 'path', '--variants', 'untied-norm',
+                            '--vary', 'activation=relu,relu2', '--vary', 'norm=rmsnorm,layernorm')
+    assert code == 0, err
+    config = json.loads((small / 'g' / 'runs' / 'untied-norm-activation=relu2-norm=layernorm-seed42' /
+                         'config.json').read_text())
+    assert (config['activation'], config['norm']) == ('relu2', 'layernorm')
+    table = (small / 'g' / 'table.md').read_text()
+    assert '| + activation=relu2 |' in table and '| + norm=layernorm |' in table and 'Design: a path' in table
+    assert json.loads((small / 'g' / 'summary.json').read_text())['design'] == 'path'
 
 
 def test_each_choice_alone_against_the_reference_shares_its_runs(small):

@@ -13,7 +13,9 @@ from microgpt_lab import UserError, checkpoint, models
 CHOICES = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'position': 'rope'},
            {'position': 'none', 'n_layer': 2}, {'norm': 'layernorm'},
            {'norm': 'layernorm', 'final_norm': True, 'input_rmsnorm': False},
-           {'activation': 'gelu', 'qk_norm': True}]
+           {'activation': 'gelu', 'qk_norm': True}, {'bias': True}, {'init': 'gpt2', 'n_layer': 2},
+           {'init': 'nanochat', 'value_embeddings': True, 'n_layer': 3, 'n_kv_head': 1},
+           {'residual_scalars': True, 'n_layer': 2, 'norm_eps': 1e-7}]
 
 
 def run_settings(mode='tensor', **choices):
@@ -68,13 +70,18 @@ def test_weights_finite_sees_a_single_bad_weight():
     assert not models.weights_finite(scalar)
 
 
-@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
-def test_a_restored_run_trains_on_as_if_it_had_not_stopped(tmp_path, mode):
-    """Weights, Adam's moments and step, and dropout's draws, from its checkpoint."""
-    cfg = run_settings(mode, steps=6, lr=0.01, batch_size=2, grad_clip=0.0, warmup_steps=0,
-                   lr_schedule='linear', min_lr=0.0, dropout=0.2 if mode == 'tensor' else 0.0)
+MUON = dict(optimizer='muon', muon_lr=0.02, weight_decay=0.1, value_embeddings=True,
+            residual_scalars=True, bias=True, norm='layernorm', n_layer=2, grad_clip=0.5)
+
+
+@pytest.mark.parametrize('mode, more', [('scalar', {}), ('tensor', {}), ('tensor', MUON)], ids=str)
+def test_a_restored_run_trains_on_as_if_it_had_not_stopped(tmp_path, mode, more):
+    """Weights, the optimizer's moments and step, and dropout's draws, from its checkpoint."""
+    cfg = run_settings(mode, **dict(dict(steps=6, lr=0.01, batch_size=2, grad_clip=0.0, warmup_steps=0,
+                       lr_schedule='linear', min_lr=0.0, dropout=0.2 if mode == 'tensor' else 0.0), **more))
     docs = [[4, 0, 1, 4], [4, 2, 3, 3, 4], [4, 1, 4]]
-    losses = [loss for _, loss, _ in models.train(cfg, models.build(cfg, 5, random.Random(0)), docs)]
+    whole = models.build(cfg, 5, random.Random(0))
+    losses = [loss for _, loss, _ in models.train(cfg, whole, docs, models.optimizer(cfg, whole))]
     model = models.build(cfg, 5, random.Random(0))
     adam = models.optimizer(cfg, model)
     run = models.train(cfg, model, docs, adam)

@@ -44,15 +44,16 @@ def test_the_usage_says_the_default_the_table_holds(name):
     elif name == 'mode':  # auto: scalar, but a text's samples are drawn in tensor mode
         assert said == 'auto' and s.default == 'scalar'
     elif said is None:  # the usage says it in words: --data's names.txt, --seed's 42, --top-k's all
-        assert name in ('data', 'seed', 'top_k', 'stop_after'), name
+        assert name in ('data', 'seed', 'top_k', 'stop_after', 'recipe'), name
     else:
         assert settings.convert(name, said, opt) == s.default, name
 
 
 def test_model_settings_are_the_checkpoints_config_and_every_one_may_vary():
     assert settings.MODEL == ('n_embd', 'n_head', 'n_layer', 'block_size', 'tie_lm_head',
-                              'input_rmsnorm', 'activation', 'final_norm', 'norm', 'position',
-                              'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'dropout')
+                              'input_rmsnorm', 'activation', 'final_norm', 'norm', 'norm_eps',
+                              'position', 'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'bias',
+                              'n_kv_head', 'value_embeddings', 'residual_scalars', 'dropout')
     assert checkpoint.MODEL_KEYS == ('vocab_size', *settings.MODEL)
     assert set(ablation.NOT_VARIED) == {'data', 'data_format', 'fetch', 'val_fraction', 'val_docs',
                                         'seed', 'eps', 'stop_after', 'out'}  # and nothing else:

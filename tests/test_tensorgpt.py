@@ -349,10 +349,120 @@ def test_causal_softmax_kernels_match_numpy(B, T, i, J, dtype, seed):
     assert_close(ds, causal_softmax_backward_numpy(expected, d, 0.3), dtype)
 
 
-@given(st.data())
-def test_concat_rows_grad_matches_finite_difference(data):
+@given(st.data(), st.integers(0, 1))
+def test_concat_grad_matches_finite_difference(data, axis):
     C = data.draw(dims)
-    grad_check(tg.concat_rows, *(data.draw(arrays((data.draw(dims), C))) for _ in range(3)))
+    shape = lambda: (data.draw(dims), C)[::1 - 2 * axis]  # axis 1: [C, n] each
+    grad_check(lambda *ts: tg.concat(*ts, axis=axis), *(data.draw(arrays(shape())) for _ in range(3)))
+
+
+@given(st.data())
+def test_linear_with_a_bias_grad_matches_finite_difference(data):
+    N, nin, nout = data.draw(dims), data.draw(dims), data.draw(dims)
+    grad_check(tg.linear, data.draw(arrays((N, nin))), data.draw(arrays((nout, nin))),
+               data.draw(arrays((1, nout))))
+
+
+@given(st.data(), st.integers(1, 3), st.integers(1, 3), st.integers(0, 1))
+def test_repeat_heads_grad_matches_finite_difference_and_repeats_each_head(data, K, rep, axis):
+    D, n = data.draw(dims), data.draw(dims)
+    x = data.draw(arrays((K * D, n) if axis == 0 else (n, K * D)))
+    grad_check(lambda t: tg.repeat_heads(t, rep, D, axis), x)
+    y = tg.repeat_heads(tg.Tensor(x), rep, D, axis).data
+    heads = np.split(x, K, axis)   # head h of the output is head h // rep of x, as nanochat's
+    np.testing.assert_array_equal(y, np.concatenate([heads[h // rep] for h in range(K * rep)], axis))
+
+
+@given(st.data())
+def test_first_columns_add_columns_sigmoid_gated_and_times_entry_grads_match_finite_difference(data):
+    N, C, K, D = data.draw(dims), data.draw(dims), data.draw(dims), data.draw(dims)
+    n = data.draw(st.integers(1, C))
+    grad_check(lambda t: tg.first_columns(t, n), data.draw(arrays((N, C))))
+    start = data.draw(st.integers(0, C - n))
+    grad_check(lambda a, b: tg.add_columns(a, b, start), data.draw(arrays((N, C))), data.draw(arrays((N, n))))
+    x = data.draw(arrays((N, C), elements=st.floats(-30, 30)))
+    grad_check(tg.sigmoid, x)
+    assert np.all((0 <= tg.sigmoid(tg.Tensor(x)).data) & (tg.sigmoid(tg.Tensor(x)).data <= 1))
+    grad_check(lambda v, g: tg.gated(v, g, D), data.draw(arrays((N, K * D))), data.draw(arrays((N, K))))
+    i = data.draw(st.integers(0, C - 1))
+    grad_check(lambda a, w: tg.times_entry(a, w, i), data.draw(arrays((N, K))), data.draw(arrays((1, C))))
+
+
+# Muon: the orthogonalisation sends every singular value near 1, and one step equals nanochat's
+# fused step (optim.py's muon_step_fused at 92d63d4) as written out here in plain NumPy.
+@settings(max_examples=25)
+@given(st.integers(1, 24), st.integers(1, 24), seeds)
+def test_orthogonalize_sends_every_singular_value_near_one(m, n, seed):
+    G = np.random.default_rng(seed).standard_normal((m, n))
+    Geq = G / np.linalg.norm(G, axis=1, keepdims=True)
+    assume(np.linalg.cond(Geq) < 30)  # (a direction nearly absent is not brought up in 5 steps)
+    s = np.linalg.svd(tg.orthogonalize(G), compute_uv=False)
+    assert np.all((s > 0.5) & (s < 1.5)), s
+    assert np.sqrt(np.sum(s ** 2)) == pytest.approx(math.sqrt(min(m, n)))  # Muon+'s norm
+    # its directions: those of G with its rows scaled to one norm (MuonEq), near their U V^T
+    U, _, Vt = np.linalg.svd(G / np.linalg.norm(G, axis=1, keepdims=True), full_matrices=False)
+    assert np.linalg.norm(tg.orthogonalize(G) - U @ Vt) < 0.5 * math.sqrt(min(m, n))
+
+
+def muon_step_numpy(p, g, m, v, lr, momentum, beta2, wd):
+    """nanochat's muon_step_fused for one matrix, line by line; v its factored [rows, 1] or
+    [1, cols] buffer."""
+    lerp = lambda a, b, w: a + w * (b - a)
+    m = lerp(m, g, 1 - momentum)
+    X = lerp(g, m, momentum)
+    target = np.linalg.norm(X) / X.shape[-2] ** 0.5
+    row_norm = np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-6)
+    X = X * (target / row_norm)
+    X = X / (np.linalg.norm(X) * 1.01 + 1e-6)
+    for a, b, c in tg.POLAR_EXPRESS:
+        if X.shape[-2] > X.shape[-1]:
+            A = X.T @ X
+            X = a * X + X @ (b * A + c * (A @ A))
+        else:
+            A = X @ X.T
+            X = a * X + (b * A + c * (A @ A)) @ X
+    X = X * (min(X.shape) ** 0.5 / max(np.linalg.norm(X), 1e-6))
+    red = -1 if p.shape[-2] >= p.shape[-1] else -2
+    v_mean = np.mean(X ** 2, axis=red, keepdims=True)
+    size = X.shape[red]
+    v_norm = np.sqrt(v_mean.sum() * size)
+    v = lerp(v, v_mean, 1 - beta2)
+    step = np.maximum(v, 1e-10) ** -0.5
+    v_norm_new = np.sqrt(((v_mean * size) * step ** 2).sum())
+    X = X * (step * (v_norm / max(v_norm_new, 1e-10)))
+    lr = lr * max(1.0, p.shape[-2] / p.shape[-1]) ** 0.5
+    return p - (lr * X + lr * wd * p * ((X * p) >= 0)), m, v
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 12), st.integers(1, 12), seeds)
+def test_muon_update_equals_nanochats_step_written_in_numpy(rows, cols, seed):
+    rng = np.random.default_rng(seed)
+    p, m, g = rng.standard_normal((3, rows, cols))
+    v_small = rng.random((rows, 1) if rows >= cols else (1, cols))
+    expected, m2, v2 = muon_step_numpy(p, g, m, v_small, 0.02, 0.95, 0.9, 0.1)
+    v = np.broadcast_to(v_small, p.shape).copy()  # kept at p's shape
+    grad = g.copy()
+    tg.muon_update(p, grad, m, v, 0.02, 0.95, 0.9, 0.1)
+    np.testing.assert_allclose(p, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m, m2, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(v, np.broadcast_to(v2, p.shape), rtol=1e-12, atol=1e-14)
+    assert not grad.any()
+
+
+def test_muon_groups_are_nanochats():
+    model = tg.GPT(tg.GPTConfig(11, n_embd=64, n_head=4, n_layer=2, value_embeddings=True, residual_scalars=True,
+                                norm='layernorm', bias=True), random.Random(0))
+    opt = tg.Muon(model.state_dict, peak=0.001)
+    sd = model.state_dict
+    assert [id(p) for p in opt.matrices] == [id(t) for name, t in sd.items() if name.startswith('layer') and
+                                             name.split('.')[1] in tg.Muon.MATRICES]
+    lrs = {id(p): lr for lr, adam in opt.adamw for p in adam.params}
+    assert lrs[id(sd['wte'])] == pytest.approx(0.3 * math.sqrt(768 / 64))
+    assert lrs[id(sd['lm_head'])] == pytest.approx(0.008 * math.sqrt(768 / 64))
+    assert lrs[id(sd['layer1.value_embed'])] == pytest.approx(0.15 * math.sqrt(768 / 64))
+    assert (lrs[id(sd['resid_lambdas'])], lrs[id(sd['x0_lambdas'])], lrs[id(sd['layer0.attn_wq_bias'])]) == (0.005, 0.5, 0.2)
+    assert len(lrs) + len(opt.matrices) == len(model.params) and len(opt.m) == len(model.params)
 
 
 @given(dims, st.integers(1, 40), dtypes, seeds)
@@ -563,8 +673,16 @@ configs = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'n_layer': 2},
            {'qk_norm': True, 'position': 'rope', 'n_layer': 2},
            {'qk_scale': 1.2}, {'qk_norm': True, 'qk_scale': 1.2}, {'position': 'rope', 'rope_base': 100000.0},
            {'softcap': 15.0}, {'softcap': 0.5, 'tie_lm_head': True},
-           GPT2 := {'norm': 'layernorm', 'activation': 'gelu', 'final_norm': True, 'tie_lm_head': True},
-           NANOCHAT := {'activation': 'relu2', 'position': 'rope', 'qk_norm': True, 'final_norm': True}]
+           {'bias': True}, {'bias': True, 'norm': 'layernorm', 'n_kv_head': 2},
+           {'norm_eps': 1e-7, 'qk_norm': True}, {'init': 'gpt2', 'n_layer': 2},
+           {'init': 'nanochat', 'value_embeddings': True, 'n_layer': 3},  # the last and the first
+           {'value_embeddings': True, 'n_kv_head': 1, 'n_layer': 2, 'n_embd': 32, 'n_head': 2},  # 12 of 32 channels
+           {'n_kv_head': 2, 'position': 'rope', 'qk_norm': True}, {'residual_scalars': True, 'n_layer': 2},
+           GPT2 := {'norm': 'layernorm', 'activation': 'gelu', 'final_norm': True, 'tie_lm_head': True,
+                    'input_rmsnorm': False, 'bias': True, 'init': 'gpt2'},
+           NANOCHAT := {'activation': 'relu2', 'position': 'rope', 'qk_norm': True, 'final_norm': True,
+                        'qk_scale': 1.2, 'rope_base': 100000.0, 'softcap': 15.0, 'norm_eps': 2.0 ** -23,
+                        'value_embeddings': True, 'residual_scalars': True, 'init': 'nanochat'}]
 documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids + [10])  # BOS = 10
 
 
@@ -711,6 +829,9 @@ def test_memory_goes_back_as_soon_as_it_is_used():
                                             ('float64', {'qk_norm': True, 'qk_scale': 1.2}),
                                             ('float32', {'position': 'rope', 'rope_base': 100000.0}),
                                             ('float64', {'softcap': 2.0}),
+                                            ('float64', {'bias': True, 'n_kv_head': 1}),
+                                            ('float64', {'value_embeddings': True, 'residual_scalars': True}),
+                                            ('float32', {'value_embeddings': True, 'n_kv_head': 1}),
                                             ('float64', GPT2), ('float32', NANOCHAT)])
 @settings(max_examples=5)
 @given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)

@@ -605,13 +605,18 @@ LARGER = ('--beta1', '0.9', '--beta2', '0.95', '--weight-decay', '0.1', '--grad-
           '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001', '--init-std',
           '0.02', '--top-k', '5', '--lr', '0.02', '--norm', 'layernorm', '--position', 'rope',
           '--qk-norm', 'on', '--final-norm', 'on', '--activation', 'gelu', '--dropout', '0.1',
-          '--qk-scale', '1.2', '--softcap', '15')
+          '--qk-scale', '1.2', '--softcap', '15', '--norm-eps', '1e-06', '--bias', 'on',
+          '--n-kv-head', '1', '--value-embeddings', 'on', '--residual-scalars', 'on', '--init',
+          'nanochat', '--optimizer', 'muon')
 
 
 def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys):
     assert train_text(text / 'a', *LARGER, '--rope-base', '100000', '--steps', '16') == 0
     config = json.loads((text / 'a' / 'config.json').read_text())
     assert (config['qk_scale'], config['softcap'], config['rope_base']) == (1.2, 15.0, 100000.0)
+    assert (config['norm_eps'], config['bias'], config['n_kv_head'], config['value_embeddings'],
+            config['residual_scalars'], config['init'], config['optimizer'], config['recipe']) == \
+        (1e-6, True, 1, True, True, 'nanochat', 'muon', None)
     assert (config['weight_decay'], config['grad_clip'], config['warmup_steps'], config['min_lr'],
             config['lr_schedule'], config['init_std'], config['top_k'], config['beta1'],
             config['norm'], config['position'], config['qk_norm'], config['dropout']) == \
@@ -622,6 +627,18 @@ def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys
     for run in ('b', 'rest'):
         assert losses_of(text / run) == losses_of(text / 'a'), run
         assert (text / run / 'samples.txt').read_text() == (text / 'a' / 'samples.txt').read_text()
+
+
+def test_a_recipe_sets_its_settings_an_option_beside_it_wins_and_both_are_recorded(text, capsys):
+    assert train_text(text / 'g', '--recipe', 'gpt2', '--activation', 'relu', '--steps', '3') == 0
+    config = json.loads((text / 'g' / 'config.json').read_text())
+    assert config['recipe'] == 'gpt2' and config['activation'] == 'relu'  # given: it stays
+    assert {k: config[k] for k in settings.BLOCKS if k != 'activation'} == \
+        {k: v for k, v in settings.RECIPES['gpt2'].items() if k != 'activation'}
+    assert cli.main(['train', '--from', str(text / 'g'), '--out', str(text / 'g2')]) == 0
+    assert losses_of(text / 'g2') == losses_of(text / 'g')
+    code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', '--recipe', 'nanochat', '--out', 'r')
+    assert code == 1 and one_line_error(err) and '--optimizer muon needs --mode tensor' in err
 
 
 def test_each_setting_changes_the_run(text, capsys):
@@ -649,6 +666,7 @@ def test_a_record_from_before_the_later_settings_reruns_with_their_defaults(smal
     ('--data-format', 'text'), ('--weight-decay', '0.1'), ('--grad-clip', '1'),
     ('--warmup-steps', '10'), ('--lr-schedule', 'cosine'), ('--min-lr', '0.001'),
     ('--dropout', '0.1'),  # microgpt.py's blocks have every other choice
+    ('--optimizer', 'muon'), ('--muon-lr', '0.01'),
 ])
 def test_scalar_mode_refuses_what_it_does_not_run(small, args):
     code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', *args, '--out', 'r')
