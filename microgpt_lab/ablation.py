@@ -665,7 +665,7 @@ def summarize(out, base, runs, seeds, axes):
                         [cell_config(base, cell, base['seed']) for cell in grid])
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
-    plot(out, [(cell, run_dir) for cell, _, run_dir in runs], grid)
+    plot(out, [(cell, run_dir) for cell, _, run_dir in runs], grid, base['design'])
     draw_intervals(out, table, grid, base['design'])
     print(f"summary: {os.path.relpath(out)}/summary.json, summary.csv, table.md")
     return sum(r['diverged'] for r in table)
@@ -757,28 +757,28 @@ def draw_intervals(out, table, grid, design='product'):
         print(f"intervals.png not written: {getattr(e, 'strerror', None) or str(e).strip()[:200]}")
 
 
-def plot(out, runs, grid):
-    """losses.png: each cell's curves, the mean over its seeds; in small multiples, one
-    panel a cell, when there are more cells than one picture holds clearly."""
+def plot(out, runs, grid, design='product'):
+    """losses.png: each cell's curves, the mean over its seeds, named in words (names); in
+    small multiples, one panel a cell, when there are more cells than one picture holds."""
     if len(grid) > plots.MAX_PANELS:
         print(f"plot skipped: {len(grid)} cells are more than one picture shows "
               f"({plots.MAX_PANELS}); the table and summary hold them all")
         return
     draw = plots.curves if len(grid) <= 8 else plots.small_multiples
-    if draw(os.path.join(out, 'losses.png'), curves(runs)):
+    if draw(os.path.join(out, 'losses.png'), curves(runs, dict(zip(grid, names(grid, design))))):
         print(f"plot: {os.path.relpath(out)}/losses.png")
     else:
         print(f"plot skipped: matplotlib is not installed; {plots.GET_MATPLOTLIB} to get losses.png")
 
 
-def curves(runs):
+def curves(runs, name_of=None):
     """{a cell's name: [(losses, validation history), ...]}: the curves of the completed
-    runs among runs [(cell, run folder)], by cell."""
+    runs among runs [(cell, run folder)], by cell; its name name_of[cell], or its label."""
     groups = {}
     for cell, run_dir in runs:
         m = records.read_run(run_dir)
         if m['status'] == 'completed':
-            groups.setdefault(label(cell), []).append((m['losses'], m['val_history']))
+            groups.setdefault((name_of or {}).get(cell) or label(cell), []).append((m['losses'], m['val_history']))
     return groups
 
 

@@ -6,6 +6,7 @@ the curves of several runs or ablations overlaid. Without matplotlib each says, 
 line, how to get it, and nothing else changes: pictures are never part of a record's
 contract.
 """
+import math
 import os
 import textwrap
 
@@ -104,24 +105,25 @@ def mean_validation(runs):
 
 def curves(path, groups):
     """Training (moving average) and validation curves of several groups of runs side by
-    side, each group's mean over its runs: {label: [(losses, val_history), ...]}. Returns
-    False without matplotlib."""
+    side, each group's mean over its runs: {label: [(losses, val_history), ...]}; the legend
+    under both panels, off the curves. Returns False without matplotlib."""
     plt = pyplot()
     if plt is None:
         return False
-    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
+    rows = math.ceil(len(groups) / 3)  # of the legend, three labels a row
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.3 * rows))
     for label, runs in groups.items():
-        label = textwrap.fill(label, 50)  # a long one (a grid of many settings) on lines
+        label = textwrap.fill(label, 50)  # a long one on lines
         ax_train.plot(*mean_curve(runs), label=label)
         ax_val.plot(*mean_validation(runs), marker='o', label=label)
     ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',
                  ylabel='loss')
     ax_val.set(title='validation loss (mean over seeds)', xlabel='step', ylabel='loss')
     for ax in (ax_train, ax_val):
-        if ax.lines:
-            ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    handles, labels = ax_train.get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=min(3, len(labels)) or 1, frameon=False)
+    fig.tight_layout(rect=(0, 0.3 * rows / (4.5 + 0.3 * rows) + 0.02, 1, 1))
     save(fig, path)
     return True
 

@@ -18,9 +18,9 @@ def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, tex
     cfg = dict(n_layer=2, n_embd=8, block_size=6, data_format='text' if text else 'lines')
     model = tg.GPT(tg.GPTConfig(5, n_embd=8, n_head=2, n_layer=2, block_size=6, dtype='float64'), random.Random(0))
     count, linear, attention = [0], tg.linear, tg.attention
-    def counted_linear(x, w):
+    def counted_linear(x, w, b=None):
         count[0] += 2 * x.data.size // x.data.shape[-1] * w.data.size
-        return linear(x, w)
+        return linear(x, w, b)
     def counted_attention(qkv, starts, n_head, *rest):
         C = qkv.data.shape[1] // 3
         count[0] += sum(4 * C * n * (n + 1) // 2 for n in np.diff(starts))  # token i sees i + 1 keys

@@ -388,6 +388,23 @@ def test_first_columns_add_columns_sigmoid_gated_and_times_entry_grads_match_fin
     grad_check(lambda a, w: tg.times_entry(a, w, i), data.draw(arrays((N, K))), data.draw(arrays((1, C))))
 
 
+def test_each_init_draws_as_its_authors_do():
+    c = lambda init: tg.GPTConfig(50, n_embd=64, n_head=4, n_layer=2, block_size=32, init=init,
+                                  dtype='float64', residual_scalars=True, bias=True, value_embeddings=True)
+    sd = lambda init: {k: t.data for k, t in tg.GPT(c(init), random.Random(0)).state_dict.items()}
+    g, n = sd('gpt2'), sd('nanochat')
+    assert g['wte'].std() == pytest.approx(0.02, rel=0.05) and g['layer1.mlp_fc1'].std() == pytest.approx(0.02, rel=0.05)
+    assert g['layer0.attn_wo'].std() == pytest.approx(0.02 / 2, rel=0.05)  # 0.02 / sqrt(2 n_layer)
+    assert g['layer0.mlp_fc2'].std() == pytest.approx(0.01, rel=0.05) and not g['layer0.mlp_fc1_bias'].any()
+    s = 64 ** -0.5  # nanochat: uniform with this std, 0.4 of it in mlp_fc1; projections 0
+    assert n['wte'].std() == pytest.approx(0.8, rel=0.05) and n['lm_head'].std() == pytest.approx(0.001, rel=0.05)
+    assert n['layer0.attn_wq'].std() == pytest.approx(s, rel=0.05) and np.abs(n['layer0.attn_wk']).max() <= 3 ** 0.5 * s
+    assert n['layer0.mlp_fc1'].std() == pytest.approx(0.4 * s, rel=0.05)
+    assert not n['layer1.attn_wo'].any() and not n['layer1.mlp_fc2'].any()
+    assert n['layer1.value_embed'].std() == pytest.approx(s, rel=0.05) and 0 <= n['layer1.ve_gate'].min() < n['layer1.ve_gate'].max() <= 0.02
+    np.testing.assert_allclose(n['resid_lambdas'], [[1.15, 1.05]]) and np.testing.assert_allclose(n['x0_lambdas'], [[0.2, 0.05]])
+
+
 # Muon: the orthogonalisation sends every singular value near 1, and one step equals nanochat's
 # fused step (optim.py's muon_step_fused at 92d63d4) as written out here in plain NumPy.
 @settings(max_examples=25)
