@@ -796,12 +796,12 @@ def orthogonalize(G, steps=5):
     return X * (math.sqrt(min(m, n)) / max(np.linalg.norm(X), 1e-6))
 
 
-# One matrix's step, in float64: m the momentum, v NorMuon's mean of squares (a row's, or a
-# column's, kept at p's shape: each of its entries the same, so a checkpoint holds it as Adam's v).
+# One matrix's step, in its weights' dtype (as nanochat runs it in its compute dtype): m the
+# momentum, v NorMuon's mean of squares (a row's, or a column's, kept at p's shape: each of its
+# entries the same, so that a checkpoint holds it as it holds Adam's v).
 def muon_update(p, g, m, v, lr, momentum, beta2, weight_decay):
-    g64 = g.astype(np.float64)
-    m[...] = m + (1 - momentum) * (g64 - m)
-    X = orthogonalize(g64 + momentum * (m - g64))      # Nesterov: the gradient, pushed on by m
+    m[...] = m + (1 - momentum) * (g - m)
+    X = orthogonalize(g + momentum * (m - g))         # Nesterov: the gradient, pushed on by m
     rows, cols = X.shape
     axis = 1 if rows >= cols else 0                   # a scale per row, or per column
     sq = np.mean(X * X, axis=axis, keepdims=True)     # [rows, 1] or [1, cols]
@@ -842,7 +842,7 @@ class Muon:
         self.adamw = [(self.ADAMW[g][0] * ((768 / C) ** 0.5 if self.ADAMW[g][1] else 1.0),
                        Adam(ps, *self.ADAMW[g][2], eps=1e-10, weight_decay=self.ADAMW[g][3]))
                       for g, ps in groups.items()]
-        self.mv = [(np.zeros(p.data.shape), np.zeros(p.data.shape)) for p in self.matrices]
+        self.mv = [(np.zeros_like(p.data), np.zeros_like(p.data)) for p in self.matrices]
         own = {id(p): mv for p, mv in zip(self.matrices, self.mv)}
         for _, adam in self.adamw:
             own.update({id(p): (m, v) for p, m, v in zip(adam.params, adam.m, adam.v)})
@@ -866,10 +866,8 @@ class Muon:
                 p.grad *= min(1.0, grad_clip / (norm + 1e-6))
         self._t += 1
         for p, (m, v) in zip(self.matrices, self.mv):
-            p64 = p.data.astype(np.float64)
-            muon_update(p64, p.grad, m, v, self.muon_lr * lr / self.peak, self.momentum,
+            muon_update(p.data, p.grad, m, v, self.muon_lr * lr / self.peak, self.momentum,
                         self.beta2, self.weight_decay)
-            p.data[...] = p64
         for group_lr, adam in self.adamw:
             adam.step(group_lr * lr / self.peak)
 
