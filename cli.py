@@ -41,7 +41,8 @@ Model options:
   --n-head N          Attention heads; must divide --n-embd [default: 4]
   --n-layer N         Transformer blocks [default: 1]
   --block-size N      Longest context, in tokens [default: 16]
-  --tie-lm-head       Compute the logits with wte (no separate lm_head matrix).
+  --tie-lm-head       Compute the logits with wte (no separate lm_head matrix); not with
+                      nanochat's --optimizer muon or --init nanochat.
   --no-input-rmsnorm  Skip the rmsnorm of the token + position embedding.
   --activation ACT    The MLP's nonlinearity: relu (the reference's), relu2 (relu
                       squared, nanochat's) or gelu (GPT-2's tanh form) [default: relu]
@@ -57,9 +58,11 @@ Model options:
   --softcap C         Logits C tanh(logits / C): within ±C (nanochat's: 15); 0: off [default: 0]
   --bias X            on: a bias in each linear map of the blocks, as GPT-2's [default: off]
   --n-kv-head K       Heads of k and v, each serving --n-head / K heads of q (grouped-query
-                      attention); auto: --n-head [default: auto]
+                      attention; tensor mode repeats their weights: no memory saved in the
+                      KV cache); auto: --n-head [default: auto]
   --value-embeddings X  on: nanochat's; every other block (the last among them) adds to v
-                      an embedding of the token, gated by 3 sigmoid(a map of 12 channels) [default: off]
+                      an embedding of the token, gated by 3 sigmoid(a map of its first 12
+                      channels, or all if fewer) [default: off]
   --residual-scalars X  on: nanochat's; block i reads a_i x + b_i x0 (x0: the embeddings as
                       the first block reads them), a and b learned [default: off]
   --dropout P         Tensor mode: drop this share of the attention weights and of each
@@ -79,7 +82,8 @@ Training options:
   --seed S            Seed of the one generator of shuffle, weights, batches and samples;
                       default 42, but sample continues the checkpoint's generator.
   --steps N           Training steps [default: 1000]
-  --lr LR             Adam's peak learning rate [default: 0.01]
+  --lr LR             AdamW's peak learning rate; with --optimizer muon, only the peak of
+                      the schedule that every group's own follows [default: 0.01]
   --optimizer OPT     adamw, or muon: nanochat's Muon for the blocks' matrices (its weight
                       decay: --weight-decay's) and AdamW for the rest in its groups, each
                       group's learning rate on --lr's schedule [default: adamw]
@@ -270,7 +274,9 @@ def parse_config(args):
     cfg = settings.with_recipe(cfg, given)  # the recipe's settings, bar those given
     if 'scalar' in {cfg['mode']} | ablation.modes(vary):  # every cell with scalar mode runs as it can
         cfg = settings.scalar_values(cfg, given)  # one document a step, Python floats
-    settings.check(cfg, settings.option)
+    set_by = set(settings.RECIPES.get(cfg['recipe'], ())) - given  # an error names what set them
+    settings.check(cfg, lambda name: f"--recipe {cfg['recipe']}'s {settings.option(name)}"
+                   if name in set_by else settings.option(name))
     if args['ablate']:
         cfg.update({name: value(args, name) for name in ('seeds', 'jobs', 'design')}, vary=vary,
                    given=sorted(given),  # what a recipe varied in a cell leaves alone

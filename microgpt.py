@@ -122,8 +122,8 @@ def dot(a, b):
 
 # ---------------------------------------------------------------------------
 # The model: GPT-2 with rmsnorm instead of layernorm, no biases, ReLU instead of GeLU. The
-# GPT's choices (activation, norm, position, qk_norm, final_norm) switch parts back to GPT-2's
-# or on to nanochat's; their defaults are the reference's.
+# GPT's choices (GPTConfig's, below) switch parts back to GPT-2's or on to nanochat's; their
+# defaults are the reference's.
 def linear(x, w, b=None):  # [nout, nin] @ [nin] (+ [nout]) -> [nout]
     return [dot(wo, x) for wo in w] if b is None else [dot(wo, x) + bo for wo, bo in zip(w, b)]
 
@@ -286,18 +286,18 @@ class GPT:
             x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
         x0 = x
         for li in range(c.n_layer):
-            L = f'layer{li}.'
+            at = f'layer{li}.'
             if c.residual_scalars:  # nanochat's: x = a_i x + b_i x0, a and b learned
                 a_i, b_i = sd['resid_lambdas'][0][li], sd['x0_lambdas'][0][li]
                 x = [a_i * xi + b_i * x0i for xi, x0i in zip(x, x0)]
             # 1) multi-head causal self-attention: this position attends to itself and the past
             x_residual = x
-            x = self.normalize(x, L + 'attn_norm')
-            q, k = linear(x, sd[L + 'attn_wq'], bias(L + 'attn_wq')), linear(x, sd[L + 'attn_wk'], bias(L + 'attn_wk'))
-            v = linear(x, sd[L + 'attn_wv'], bias(L + 'attn_wv'))
-            if L + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
-                gates = [3 / (1 + (-z).exp()) for z in linear(x[:VE_GATE], sd[L + 've_gate'])]
-                ve = sd[L + 'value_embed'][token_id]
+            x = self.normalize(x, at + 'attn_norm')
+            q, k = linear(x, sd[at + 'attn_wq'], bias(at + 'attn_wq')), linear(x, sd[at + 'attn_wk'], bias(at + 'attn_wk'))
+            v = linear(x, sd[at + 'attn_wv'], bias(at + 'attn_wv'))
+            if at + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
+                gates = [3 / (1 + (-z).exp()) for z in linear(x[:VE_GATE], sd[at + 've_gate'])]
+                ve = sd[at + 'value_embed'][token_id]
                 v = [vj + gates[j // hd] * ej for j, (vj, ej) in enumerate(zip(v, ve))]
             if c.position == 'rope':
                 q, k = rope(q, pos_id, hd, c.rope_base), rope(k, pos_id, hd, c.rope_base)
@@ -315,13 +315,13 @@ class GPT:
                 attn_weights = softmax(attn_logits)
                 v_h = [v[kvs] for v in values[li]]
                 x_attn.extend(dot(attn_weights, [v[j] for v in v_h]) for j in range(hd))
-            x = linear(x_attn, sd[L + 'attn_wo'], bias(L + 'attn_wo'))
+            x = linear(x_attn, sd[at + 'attn_wo'], bias(at + 'attn_wo'))
             x = [a + b for a, b in zip(x, x_residual)]
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             x_residual = x
-            x = self.normalize(x, L + 'mlp_norm')
-            x = [activate(xi, c.activation) for xi in linear(x, sd[L + 'mlp_fc1'], bias(L + 'mlp_fc1'))]
-            x = linear(x, sd[L + 'mlp_fc2'], bias(L + 'mlp_fc2'))
+            x = self.normalize(x, at + 'mlp_norm')
+            x = [activate(xi, c.activation) for xi in linear(x, sd[at + 'mlp_fc1'], bias(at + 'mlp_fc1'))]
+            x = linear(x, sd[at + 'mlp_fc2'], bias(at + 'mlp_fc2'))
             x = [a + b for a, b in zip(x, x_residual)]
         if c.final_norm:
             x = self.normalize(x, 'final_norm')

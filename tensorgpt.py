@@ -640,19 +640,19 @@ class GPT:
             x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
         x0 = x                                   # the embeddings, as the first block sees them
         for i in range(c.n_layer):
-            L = f'layer{i}.'
+            at = f'layer{i}.'
             if c.residual_scalars:  # nanochat's: x = a_i x + b_i x0, a and b learned
                 x = times_entry(x, sd['resid_lambdas'], i) + times_entry(x0, sd['x0_lambdas'], i)
             # 1) multi-head causal self-attention; with n_kv_head < n_head, each head of k and
             # v serves H / K heads of q (its weights repeated: the same math)
-            xn = self.normalize(x, L + 'attn_norm')
-            w = concat(sd[L + 'attn_wq'], shared(sd[L + 'attn_wk'], 0), shared(sd[L + 'attn_wv'], 0))  # [3C, C]
-            b = concat(bias(L + 'attn_wq'), shared(bias(L + 'attn_wk'), 1), shared(bias(L + 'attn_wv'), 1),
+            xn = self.normalize(x, at + 'attn_norm')
+            w = concat(sd[at + 'attn_wq'], shared(sd[at + 'attn_wk'], 0), shared(sd[at + 'attn_wv'], 0))  # [3C, C]
+            b = concat(bias(at + 'attn_wq'), shared(bias(at + 'attn_wk'), 1), shared(bias(at + 'attn_wv'), 1),
                        axis=1) if c.bias else None                            # [1, 3C]
             qkv = linear(xn, w, b)                                            # [N, 3C]: q, k, v
-            if L + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
-                gate = scale(sigmoid(linear(first_columns(xn, min(VE_GATE, C)), sd[L + 've_gate'])), 3.0)  # [N, K]
-                ve = gated(embedding(sd[L + 'value_embed'], tokens), gate, D)  # [N, K * D]
+            if at + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
+                gate = scale(sigmoid(linear(first_columns(xn, min(VE_GATE, C)), sd[at + 've_gate'])), 3.0)  # [N, K]
+                ve = gated(embedding(sd[at + 'value_embed'], tokens), gate, D)  # [N, K * D]
                 qkv = add_columns(qkv, shared(ve, 1), 2 * C)
             if c.position == 'rope':
                 qkv = rope(qkv, angles, H)
@@ -660,10 +660,10 @@ class GPT:
                 qkv = qk_rmsnorm(qkv, H, c.norm_eps)
             if c.qk_scale != 1:  # q and k (not v) times qk_scale: the scores times its square
                 qkv = scale(qkv, np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), C))
-            x = x + self.dropped(linear(attend(i, qkv), sd[L + 'attn_wo'], bias(L + 'attn_wo')), drop)
+            x = x + self.dropped(linear(attend(i, qkv), sd[at + 'attn_wo'], bias(at + 'attn_wo')), drop)
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
-            h = linear(self.normalize(x, L + 'mlp_norm'), sd[L + 'mlp_fc1'], bias(L + 'mlp_fc1'))  # [N, 4C]
-            x = x + self.dropped(linear(activate(h, c.activation), sd[L + 'mlp_fc2'], bias(L + 'mlp_fc2')), drop)
+            h = linear(self.normalize(x, at + 'mlp_norm'), sd[at + 'mlp_fc1'], bias(at + 'mlp_fc1'))  # [N, 4C]
+            x = x + self.dropped(linear(activate(h, c.activation), sd[at + 'mlp_fc2'], bias(at + 'mlp_fc2')), drop)
         if c.final_norm:
             x = self.normalize(x, 'final_norm')
         logits = linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])      # [N, V]
@@ -781,8 +781,8 @@ POLAR_EXPRESS = ((8.156554524902461, -22.48329292557795, 15.878769915207462),  #
 def orthogonalize(G, steps=5):
     """G [m, n] -> about U V^T, where G = U S V^T: its singular values sent near 1 by an odd
     polynomial X -> a X + b (X X^T) X + c (X X^T)^2 X, applied `steps` times (Polar Express's
-    coefficients), G's rows first scaled to their mean norm (MuonEq), the result's norm then
-    set to an orthogonal matrix's, sqrt(min(m, n)) (Muon+)."""
+    coefficients), G's rows first scaled to one norm, the root mean square of theirs (MuonEq),
+    the result's norm then set to an orthogonal matrix's, sqrt(min(m, n)) (Muon+)."""
     m, n = G.shape
     X = G * (np.linalg.norm(G) / math.sqrt(m) / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-6))
     X = X / (np.linalg.norm(X) * 1.01 + 1e-6)          # every singular value now below 1

@@ -243,6 +243,11 @@ def check_grid(base, axes, name_of, design='product'):
         raise UserError(f"{name_of('design')} must be {' or '.join(DESIGNS)}, got {design!r}")
     for cell in cells(axes, design):
         settings.check(cell_config(base, cell, base['seed']), name_of)
+    muon = [cell_config(base, cell, 0) for cell in cells(axes, design)]
+    muon = [{k: v for k, v in cfg.items() if k != 'lr'} for cfg in muon if cfg['optimizer'] == 'muon']
+    if len(muon) != len({repr(sorted(cfg.items())) for cfg in muon}):  # cells only --lr tells apart
+        raise UserError(f"{name_of('vary')} lr: with --optimizer muon, --lr is only the schedule's peak: "
+                        "vary muon-lr (and the optimizer's groups follow the schedule)")
     scored = {training.val_docs_of(cell_config(base, cell, base['seed'])) for cell in cells(axes, design)}
     if len(scored) > 1 and base['data_format'] == 'lines':
         raise UserError(f"{name_of('vary')} mode: its cells would be scored on different "
@@ -605,7 +610,7 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
     diverged = summarize(out, base, runs, seeds, axes)
     if diverged:
         print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "
-              "out; try a lower --lr or --init-std", file=sys.stderr)
+              "out; try a lower --lr (--muon-lr) or --init-std", file=sys.stderr)
         return 2
     return 0
 

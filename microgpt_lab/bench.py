@@ -431,7 +431,7 @@ def bench_command(cfg):
                 config={k: cfg[k] for k in ('data', 'data_format', 'seed', 'lr', 'n_embd', 'n_head',
                                             'n_layer', 'block_size', 'tie_lm_head', 'init_std',
                                             'dtype', 'batch_size', 'bench_steps', 'warmup',
-                                            'repeats', 'threads', *OURS, 'muon_lr')},
+                                            'repeats', 'threads', *OURS, 'muon_lr', 'init', 'recipe')},
                 vary=cfg.get('vary', []),
                 data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
                 flops_per_token=flops,

@@ -110,10 +110,12 @@ def curves(path, groups):
     plt = pyplot()
     if plt is None:
         return False
-    rows = math.ceil(len(groups) / 3)  # of the legend, three labels a row
+    labels = {label: textwrap.fill(label, 50) for label in groups}  # a long one on lines
+    lines = max(label.count('\n') + 1 for label in labels.values()) if labels else 1
+    rows = math.ceil(len(groups) / 3) * lines  # of the legend's text: three labels a row
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.3 * rows))
     for label, runs in groups.items():
-        label = textwrap.fill(label, 50)  # a long one on lines
+        label = labels[label]
         ax_train.plot(*mean_curve(runs), label=label)
         ax_val.plot(*mean_validation(runs), marker='o', label=label)
     ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',

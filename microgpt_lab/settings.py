@@ -214,6 +214,12 @@ def check(cfg, name_of):
     if cfg['n_kv_head'] is not None and cfg['n_head'] % cfg['n_kv_head']:
         raise UserError(f"{name_of('n_kv_head')} ({cfg['n_kv_head']}) must divide "
                         f"{name_of('n_head')} ({cfg['n_head']}): each head of k and v serves as many of q")
+    if cfg['tie_lm_head'] and (cfg['optimizer'] == 'muon' or cfg['init'] == 'nanochat'):
+        why = 'its AdamW groups give wte and lm_head learning rates 37 times apart' \
+            if cfg['optimizer'] == 'muon' else 'it draws wte with std 0.8 and lm_head with 0.001'
+        raise UserError(f"{name_of('tie_lm_head')}: {name_of('optimizer' if cfg['optimizer'] == 'muon' else 'init')} "
+                        f"{cfg['optimizer'] if cfg['optimizer'] == 'muon' else 'nanochat'} is nanochat's, whose "
+                        f"lm_head is its own: {why}")
     if cfg['rope_base'] != SETTINGS['rope_base'].default and cfg['position'] != 'rope':
         raise UserError(f"{name_of('rope_base')} is rope's: it needs {name_of('position')} rope")
     if cfg['min_lr'] > cfg['lr']:

@@ -322,8 +322,9 @@ def train_command(cfg, source=None, resume=False):
         with records.owned(out, made=made):
             metrics = run(cfg, out, contents, resumed, should_stop=lambda: bool(caught))
     if metrics['status'] == 'diverged':
-        print(f"error: training diverged at step {metrics['steps']}; try a lower --lr or "
-              f"--init-std. The record up to that step is in {os.path.relpath(out)}",
+        print(f"error: training diverged at step {metrics['steps']}; try a lower "
+              f"{'--muon-lr' if cfg['optimizer'] == 'muon' else '--lr'} or --init-std. The record "
+              f"up to that step is in {os.path.relpath(out)}",
               file=sys.stderr)
         return 2
     return 128 + caught[0] if metrics['status'] == 'interrupted' else 0

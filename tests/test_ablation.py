@@ -554,6 +554,22 @@ def test_a_varied_recipe_sets_its_settings_bar_those_given_or_varied():
     assert ablation.axes_of(None, [('recipe', ['microgpt', 'gpt2'])]) == [('recipe', ['microgpt', 'gpt2'])]
 
 
+def test_a_recipe_ablation_keeps_what_was_given_and_resumes(small):
+    code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '2', '--jobs', '1', '--activation', 'relu',
+                            '--vary', 'recipe=microgpt,nanochat')
+    assert code == 0, err
+    assert 'recipe' in out and '2 recipe x 1 seeds' in out  # the variants go: the recipes set them
+    config = json.loads((small / 'g' / 'runs' / 'recipe=nanochat-seed42' / 'config.json').read_text())
+    assert (config['recipe'], config['activation'], config['optimizer'], config['softcap']) == ('nanochat', 'relu', 'muon', 15.0)
+    shutil.rmtree(small / 'g' / 'runs' / 'recipe=nanochat-seed42')
+    code, out, _ = main_output(cli.main, 'ablate', '--resume', small / 'g', '--jobs', '1')
+    assert code == 0 and '1 runs done, 1 to go' in out
+    assert json.loads((small / 'g' / 'runs' / 'recipe=nanochat-seed42' / 'config.json').read_text()) == config
+    code, _, err = ablate(small / 'm', '--mode', 'tensor', '--optimizer', 'muon', '--variants', 'untied-norm',
+                          '--vary', 'lr=0.01,0.02')
+    assert code == 1 and one_line_error(err) and 'vary muon-lr' in err
+
+
 def test_a_path_runs_as_a_staircase(small):
     code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '3', '--jobs', '1',
                             '--design', 'path', '--variants', 'untied-norm',

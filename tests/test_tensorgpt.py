@@ -402,7 +402,8 @@ def test_each_init_draws_as_its_authors_do():
     assert n['layer0.mlp_fc1'].std() == pytest.approx(0.4 * s, rel=0.05)
     assert not n['layer1.attn_wo'].any() and not n['layer1.mlp_fc2'].any()
     assert n['layer1.value_embed'].std() == pytest.approx(s, rel=0.05) and 0 <= n['layer1.ve_gate'].min() < n['layer1.ve_gate'].max() <= 0.02
-    np.testing.assert_allclose(n['resid_lambdas'], [[1.15, 1.05]]) and np.testing.assert_allclose(n['x0_lambdas'], [[0.2, 0.05]])
+    np.testing.assert_allclose(n['resid_lambdas'], [[1.15, 1.05]])
+    np.testing.assert_allclose(n['x0_lambdas'], [[0.2, 0.05]])
 
 
 # Muon: the orthogonalisation sends every singular value near 1, and one step equals nanochat's
@@ -474,12 +475,15 @@ def test_muon_groups_are_nanochats():
     sd = model.state_dict
     assert [id(p) for p in opt.matrices] == [id(t) for name, t in sd.items() if name.startswith('layer') and
                                              name.split('.')[1] in tg.Muon.MATRICES]
-    lrs = {id(p): lr for lr, adam in opt.adamw for p in adam.params}
-    assert lrs[id(sd['wte'])] == pytest.approx(0.3 * math.sqrt(768 / 64))
-    assert lrs[id(sd['lm_head'])] == pytest.approx(0.008 * math.sqrt(768 / 64))
-    assert lrs[id(sd['layer1.value_embed'])] == pytest.approx(0.15 * math.sqrt(768 / 64))
-    assert (lrs[id(sd['resid_lambdas'])], lrs[id(sd['x0_lambdas'])], lrs[id(sd['layer0.attn_wq_bias'])]) == (0.005, 0.5, 0.2)
-    assert len(lrs) + len(opt.matrices) == len(model.params) and len(opt.m) == len(model.params)
+    group = {id(p): (lr, (a.beta1, a.beta2), a.eps, a.weight_decay) for lr, a in opt.adamw for p in a.params}
+    s = math.sqrt(768 / 64)  # nanochat's (base_train.py's learning rates, setup_optimizer's rest)
+    assert group[id(sd['wte'])] == group[id(sd['wpe'])] == (pytest.approx(0.3 * s), (0.8, 0.995), 1e-10, 0.001)
+    assert group[id(sd['lm_head'])] == (pytest.approx(0.008 * s), (0.8, 0.96), 1e-10, 0.01)
+    assert group[id(sd['layer1.value_embed'])] == (pytest.approx(0.15 * s), (0.8, 0.995), 1e-10, 0.01)
+    assert group[id(sd['resid_lambdas'])] == (0.005, (0.8, 0.95), 1e-10, 0.05)
+    assert group[id(sd['x0_lambdas'])] == (0.5, (0.96, 0.95), 1e-10, 0.0)
+    assert group[id(sd['layer0.attn_wq_bias'])] == group[id(sd['layer1.mlp_norm_gain'])] == (0.2, (0.8, 0.95), 1e-10, 0.0)
+    assert len(group) + len(opt.matrices) == len(model.params) and len(opt.m) == len(model.params)
 
 
 @given(dims, st.integers(1, 40), dtypes, seeds)

@@ -638,7 +638,19 @@ def test_a_recipe_sets_its_settings_an_option_beside_it_wins_and_both_are_record
     assert cli.main(['train', '--from', str(text / 'g'), '--out', str(text / 'g2')]) == 0
     assert losses_of(text / 'g2') == losses_of(text / 'g')
     code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', '--recipe', 'nanochat', '--out', 'r')
-    assert code == 1 and one_line_error(err) and '--optimizer muon needs --mode tensor' in err
+    assert code == 1 and one_line_error(err) and "--recipe nanochat's --optimizer muon needs --mode tensor" in err
+    code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', '--recipe', 'nanochat', '--mode', 'tensor',
+                               '--n-embd', '12', '--out', 'r')
+    assert code == 1 and one_line_error(err) and "--recipe nanochat's --position rope turns pairs" in err
+    code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', '--mode', 'tensor', '--optimizer', 'muon',
+                               '--tie-lm-head', '--out', 'r')
+    assert code == 1 and one_line_error(err) and '--tie-lm-head: --optimizer muon is nanochat' in err
+    # nanochat's whole recipe, stopped and resumed: the same run
+    assert train_text(text / 'n', '--recipe', 'nanochat', '--steps', '6') == 0
+    assert train_text(text / 'n1', '--recipe', 'nanochat', '--steps', '6', '--stop-after', '3') == 0
+    assert cli.main(['train', '--resume', str(text / 'n1'), '--out', str(text / 'n2')]) == 0
+    assert losses_of(text / 'n2') == losses_of(text / 'n')
+    assert json.loads((text / 'n' / 'config.json').read_text())['norm_eps'] == 2.0 ** -23
 
 
 def test_each_setting_changes_the_run(text, capsys):
