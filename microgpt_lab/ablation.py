@@ -559,6 +559,7 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
                   for cell in grid)
     jobs = jobs or max(1, (os.cpu_count() or 1) // threads)
     runs, todo, resumed = [], [], 0
+    said = dict(zip(grid, names(grid, base['design']) if base['design'] != 'product' else map(label, grid)))
     for seed in seeds:
         for cell in grid:
             run_dir = os.path.abspath(os.path.join(out, 'runs', run_name(cell, seed)))
@@ -568,7 +569,7 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
             if state == 'new':
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing to go on from: start over
             if state != 'done':
-                todo.append((run_cfg, label(cell), seed, state == 'resume'))
+                todo.append((run_cfg, said[cell], seed, state == 'resume'))
                 resumed += state == 'resume'
     raw = data.read_bytes(base['data'])  # what every run trains on, sent with its task
     steps = sorted({cell_config(base, cell, 0)['steps'] for cell in grid})
