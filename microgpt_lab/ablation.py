@@ -577,6 +577,8 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
                            for n, v in axes)
     if base['design'] == 'alone':
         grid_size = f"the reference and {len(grid) - 1} cells of one change each"
+    elif base['design'] == 'path':
+        grid_size = f"the reference and a path of {len(grid) - 1} changes"
     workers = remote or Local(jobs, threads, out, caught)
     print(f"ablation: {grid_size} x {len(seeds)} seeds, {'/'.join(map(str, steps))} steps, "
           f"{base['mode']} mode, {threads} thread(s) a run; {len(runs) - len(todo)} runs done, "

@@ -575,6 +575,7 @@ def test_a_path_runs_as_a_staircase(small):
                             '--design', 'path', '--variants', 'untied-norm',
                             '--vary', 'activation=relu,relu2', '--vary', 'norm=rmsnorm,layernorm')
     assert code == 0, err
+    assert 'the reference and a path of 2 changes x 1 seeds' in out
     config = json.loads((small / 'g' / 'runs' / 'untied-norm-activation=relu2-norm=layernorm-seed42' /
                          'config.json').read_text())
     assert (config['activation'], config['norm']) == ('relu2', 'layernorm')
