@@ -176,6 +176,31 @@ def shown(name, value):
     return ('on' if value else 'off') if settings.SETTINGS[name].kind is bool else value
 
 
+def said(name, value):
+    """A setting's value in words, as one would type it: a switch's on or off, auto for
+    a setting left to its rule (None), 15 for 15.0. (shown keeps the run folders' form.)"""
+    if settings.SETTINGS[name].kind is bool:
+        return 'on' if value else 'off'
+    if value is None:
+        return 'auto'
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def worded(name, value):
+    """One axis's value in words: a variant's name, or NAME=VALUE; settings varied
+    together each so, joined by commas ('optimizer=muon, muon-lr=0.01')."""
+    if name == VARIANT_AXIS:
+        return VARIANT_NAMES[tuple(value)]
+    return ', '.join(f"{n.replace('_', '-')}={said(n, v)}" for n, v in pairs(name, value))
+
+
+def described(cell):
+    """A whole cell in words: 'untied-norm, optimizer=adamw, lr=0.0005, muon-lr=0.02'."""
+    return ', '.join(worded(name, value) for name, value in cell)
+
+
 def parts(cell):
     """What names a cell, a part for each axis: a variant's name, or NAME=VALUE
     (['untied-norm', 'lr=0.01']). The table, the run folders, the plots and the summary
@@ -396,6 +421,26 @@ class Local:
         return None
 
 
+def kernel_note(run_dirs, to_go):
+    """A note if the runs recorded in run_dirs ran on another BLAS kernel than this process
+    has: results differ in their last bits between kernels, so the to_go runs made now would
+    not re-run bit for bit where those do. None if all is one kernel, or nothing is to go."""
+    before = set()
+    for run_dir in run_dirs:
+        env = records.read_json(os.path.join(run_dir, 'metrics.json'), 'a run record').get('environment')
+        if isinstance(env, dict) and env.get('mode') == 'tensor':  # (scalar mode: no BLAS)
+            before |= provenance.kernels_of(env)
+    now = provenance.kernels_of(None)
+    if not to_go or not before - now:
+        return None
+    pins = [v for v in provenance.KERNEL_PINS if v in os.environ]
+    return (f"note: runs of this ablation ran on the BLAS kernel {'/'.join(sorted(before - now))}; "
+            f"the {to_go} to go run on {'/'.join(sorted(now)) or 'an unknown one'} here: results "
+            f"differ in their last bits between kernels" + (
+                f" ({', '.join(f'{v}={os.environ[v]}' for v in pins)} pins it here: env -u "
+                f"{' -u '.join(pins)} lets BLAS choose this CPU's own)" if pins else ''))
+
+
 def state_of(run_dir, cfg):
     """What a run's folder holds: 'done' (completed, or diverged: it would diverge again),
     'resume' (stopped or interrupted, with its checkpoint, by the plan's settings cfg),
@@ -571,6 +616,11 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
             if state != 'done':
                 todo.append((run_cfg, said[cell], seed, state == 'resume'))
                 resumed += state == 'resume'
+    if remote is None:  # (a cluster's workers have their own kernels, in each run's record)
+        note = kernel_note([d for _, _, d in runs if os.path.exists(os.path.join(d, 'metrics.json'))],
+                           len(todo))
+        if note:
+            print(note, file=sys.stderr)
     raw = data.read_bytes(base['data'])  # what every run trains on, sent with its task
     steps = sorted({cell_config(base, cell, 0)['steps'] for cell in grid})
     grid_size = ' x '.join(f"{len(v)} {'variants' if n == VARIANT_AXIS else n.replace('_', '-')}"
@@ -695,7 +745,7 @@ def shared(configs, grid):
     same = [name for name in settings.SETTINGS if name not in ('seed', 'out', 'stop_after', 'tie_lm_head',
             'input_rmsnorm') and len({repr(cfg[name]) for cfg in configs}) == 1
             and configs[0][name] != settings.SETTINGS[name].default]
-    value = lambda name: os.path.basename(configs[0][name]) if name == 'data' else shown(name, configs[0][name])
+    value = lambda name: os.path.basename(configs[0][name]) if name == 'data' else said(name, configs[0][name])
     return ', '.join((sorted(variants) if len(variants) == 1 else [])
                      + [f"{name.replace('_', '-')}={value(name)}" for name in same])
 
@@ -715,7 +765,8 @@ def markdown_table(table, grid, varied, design='product', configs=None):
     if design == 'product':  # a column an axis, the variants' if they vary
         axes = (['variant'] if len({r['variant'] for r in table}) > 1 else []) + varied
         columns = [name.replace('_', '-') for name in axes]
-        cell_values = lambda r, name, cell: r['variant'] if name == 'variant' else shown(name, r[name])
+        cell_values = lambda r, name, cell: r['variant'] if name == 'variant' else \
+            '+'.join(said(n, v) for n, v in pairs(name, r[name]))
     else:
         axes, columns = ['change'], ['change']
         words = dict(zip(grid, names(grid, design)))
@@ -735,7 +786,7 @@ def markdown_table(table, grid, varied, design='product', configs=None):
                      + f"{pm(r['val_loss'])} | {delta} | {pm(r['final_loss'])}"
                      f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['tokens_per_s'], '.0f')} |"
                      + (f" {shares} |" if with_samples else ''))
-    lines += ['', f"The reference: {table[0]['cell']}. Every cell: "
+    lines += ['', f"The reference: {described(grid[0])}. Every cell: "
                   f"{shared(configs, grid) if configs else '(not recorded)'}.",
               f"Design: {DESIGN_WORDS[design]}. Mean ± standard deviation over "
               f"{table[0]['seeds']} seed(s)."]
@@ -746,7 +797,7 @@ def markdown_table(table, grid, varied, design='product', configs=None):
 
 def changes(cell, reference):
     """What a cell changes from the reference cell, in words: 'activation=relu2, norm=layernorm'."""
-    changed = [part for part, ref in zip(parts(cell), parts(reference)) if part != ref]
+    changed = [worded(name, value) for (name, value), (_, ref) in zip(cell, reference) if value != ref]
     return ', '.join(changed) or '(the reference)'
 
 
@@ -759,7 +810,7 @@ def draw_intervals(out, table, grid, design='product'):
     try:
         if plots.intervals(os.path.join(out, 'intervals.png'), rows,
                            f"{os.path.basename(os.path.normpath(out))}, {table[0]['seeds']} seeds a "
-                           f"cell; the reference: {label(grid[0])}"):
+                           f"cell; the reference: {described(grid[0])}"):
             print(f"plot: {os.path.relpath(out)}/intervals.png")
     except Exception as e:  # whatever fails in the picture, the summary stands
         print(f"intervals.png not written: {getattr(e, 'strerror', None) or str(e).strip()[:200]}")

@@ -204,7 +204,7 @@ def intervals(path, rows, title):
     ax.set_yticks(ys, [textwrap.shorten(shown(name), 60) for name, _ in rows])
     ax.set_xlabel('Δ validation loss vs the reference, 95% interval (< 0: better)')
     ax.grid(axis='x', alpha=0.3)
-    ax.set_title(textwrap.fill(shown(title), 90), fontsize=9)
+    fig.suptitle(textwrap.fill(shown(title), 100), fontsize=9)  # over the figure: the names' room too
     fig.tight_layout()
     save(fig, path)
     return True

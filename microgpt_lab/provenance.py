@@ -70,6 +70,19 @@ def cpu_model():
     return platform.processor() or 'unknown'
 
 
+def cpu_id():
+    """The CPU's family and model, and whether it has AVX-512 ('family 26 model 2, AVX-512'):
+    machines that cpu_model names alike ('AMD EPYC') may differ here."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            info = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines() if ':' in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        avx512 = 'avx512f' in info.get('flags', '').split()
+        return f"family {info['cpu family']} model {info['model']}{', AVX-512' if avx512 else ''}"
+    except (OSError, KeyError, ValueError):
+        return 'unknown'
+
+
 def version_of(package):
     try:
         return metadata.version(package)
@@ -101,6 +114,12 @@ def thread_pools():
 
 # The variables that pin a BLAS to a kernel other than the one it would choose for this CPU.
 KERNEL_PINS = ('OPENBLAS_CORETYPE', 'MKL_ENABLE_INSTRUCTIONS', 'MKL_DEBUG_CPU_TYPE')
+
+
+def kernels_of(environment):
+    """The BLAS kernels a record's environment names ({'SkylakeX'}); thread_pools() now if None."""
+    pools = thread_pools() if environment is None else environment.get('thread_pools') or []
+    return {p['architecture'] for p in pools if isinstance(p, dict) and p.get('architecture')}
 
 
 def kernel_pinned():
@@ -149,7 +168,7 @@ def environment(seed, mode, backend, start):
     return dict(seed=seed, mode=mode, backend=backend, commit=commit, commit_dirty=dirty,
                 code=code_version(), host=platform.node(),
                 python=platform.python_version(), numpy=np.__version__,
-                numba=version_of('numba'), blas=blas(), cpu=cpu_model(), cores=os.cpu_count(),
+                numba=version_of('numba'), blas=blas(), cpu=cpu_model(), cpu_id=cpu_id(), cores=os.cpu_count(),
                 thread_pools=thread_pools(),
                 variables={k: v for k, v in sorted(os.environ.items())
                            if k.startswith(THREAD_PREFIXES)},

@@ -2,6 +2,13 @@
 # Issue 26's ablations, at nanoGPT's CPU config on Shakespeare (as results/shakespeare-nanogpt-cpu),
 # 5 seeds each, one thread a run, --jobs as the cores allow. Each one that is stopped goes on
 # with: python cli.py ablate --resume results/<its folder>
+# Every run here took OpenBLAS's SkylakeX kernel (AVX-512), the one it chooses on these
+# machines' CPUs when nothing pins it: float32 runs re-run bit for bit on that kernel (a run of
+# an earlier session did, on a later one's EPYC, family 26 model 2) and differ in their last
+# bits on another (on Haswell's, from step 28 of 2000). So the
+# machines that pin OPENBLAS_CORETYPE (ours may) run this script as env -u OPENBLAS_CORETYPE
+# -u OPENBLAS_L2_SIZE bash results/issue26-ablations.sh; `ablate --resume` says when the
+# kernel differs from its runs'.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
@@ -24,6 +31,9 @@ go ablation-choices-alone --design alone --variants untied-norm --vary bias=off,
 # 3. Muon against AdamW, each at three learning rates
 go ablation-muon-vs-adamw --variants untied-norm \
    --vary optimizer+lr+muon-lr=adamw+0.0005+0.02,adamw+0.001+0.02,adamw+0.002+0.02,muon+0.001+0.01,muon+0.001+0.02,muon+0.001+0.04
+# 3b. Past the three: AdamW's best of them was its largest, so larger ones; Muon's its smallest
+go ablation-muon-vs-adamw-beyond --variants untied-norm \
+   --vary optimizer+lr+muon-lr=muon+0.001+0.01,muon+0.001+0.005,adamw+0.004+0.02,adamw+0.008+0.02,adamw+0.016+0.02
 # 4. The path from microgpt's blocks to nanochat's, one change at a time
 go ablation-path-microgpt-to-nanochat --design path --variants untied-norm \
    --vary activation=relu,relu2 --vary position=learned,rope --vary rope-base=10000,100000 \

@@ -213,7 +213,7 @@ def test_a_cell_whose_runs_all_diverge_has_no_figures_and_the_others_keep_theirs
     assert cells[1]['val_delta'] is None
     table = (small / 'g' / 'table.md').read_text()
     assert table.splitlines()[3].startswith('| 1e+30 | n/a | n/a (needs ≥ 2 paired seeds) | n/a |')
-    assert 'The reference: untied-norm lr=0.01. Every cell: untied-norm, ' in table  # one variant: no column
+    assert 'The reference: untied-norm, lr=0.01. Every cell: untied-norm, ' in table  # one variant: no column
 
 
 def test_cells_of_different_lengths_each_say_over_how_many_steps_their_mean_runs(small):
@@ -440,8 +440,16 @@ def test_a_grid_gives_the_same_results_for_any_jobs_times_its_steps_alone_and_re
         m = json.loads((small / 'two' / 'runs' / run.name / 'metrics.json').read_text())
         assert m['warmup_s'] > 0 and m['steps_per_s'] == pytest.approx(6 / m['train_time_s'])
     shutil.rmtree(small / 'two' / 'runs' / 'tied-norm-lr=0.005-seed42')
-    code, out, _ = main_output(cli.main, 'ablate', '--resume', small / 'two', '--jobs', '1')
+    code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'one', '--jobs', '1')
+    assert code == 0 and 'BLAS kernel' not in err  # one kernel, and nothing to go
+    metrics = small / 'two' / 'runs' / 'untied-norm-lr=0.02-seed42' / 'metrics.json'
+    m = json.loads(metrics.read_text())  # as if it had run on another machine's kernel
+    m['environment']['thread_pools'] = [dict(p, architecture='Zen9') if p.get('architecture') else p
+                                        for p in m['environment']['thread_pools']]
+    metrics.write_text(json.dumps(m))
+    code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'two', '--jobs', '1')
     assert code == 0 and '3 runs done, 1 to go' in out
+    assert 'runs of this ablation ran on the BLAS kernel Zen9; the 1 to go run on ' in err
     summaries = [json.loads((small / d / 'summary.json').read_text()) for d in ('one', 'two')]
     assert [c['val_delta'] for c in summaries[0]['variants']] == \
         [c['val_delta'] for c in summaries[1]['variants']]
@@ -504,7 +512,7 @@ def test_a_varied_switch_reads_on_and_off(small):
     assert code == 0, err
     assert sorted(p.name for p in (small / 'g' / 'runs').iterdir()) == \
         ['untied-norm-final-norm=off-seed42', 'untied-norm-final-norm=on-seed42']
-    assert '| on |' in (small / 'g' / 'table.md').read_text() and 'The reference: untied-norm final-norm=off.' in out
+    assert '| on |' in (small / 'g' / 'table.md').read_text() and 'The reference: untied-norm, final-norm=off.' in out
 
 
 def test_the_alone_design_is_the_reference_and_one_change_a_cell():
@@ -537,6 +545,16 @@ def test_the_variants_are_an_axis_of_lm_head_and_the_input_norm_by_name(small):
     rows = list(csv.DictReader(open(small / 'g' / 'summary.csv')))
     assert [(r['variant'], r['tie_lm_head']) for r in rows] == [('untied-norm', 'False'), ('tied-norm', 'True')]
     assert main_output(cli.main, 'ablate', '--resume', small / 'g')[0] == 0  # its plan reads back
+
+
+def test_cells_are_named_in_words_while_their_folders_keep_their_names():
+    reference = (('softcap', 0.0), ('n_kv_head', None), ('optimizer+muon_lr', ('adamw', 0.02)))
+    cell = (('softcap', 15.0), ('n_kv_head', None), ('optimizer+muon_lr', ('muon', 0.01)))
+    assert ablation.changes(cell, reference) == 'softcap=15, optimizer=muon, muon-lr=0.01'
+    assert ablation.described(reference) == 'softcap=0, n-kv-head=auto, optimizer=adamw, muon-lr=0.02'
+    assert ablation.said('norm_eps', 1e-05) == '1e-05' and ablation.said('qk_norm', True) == 'on'
+    # the run folders, which resume finds by name, are as every earlier ablation wrote them
+    assert ablation.run_name(cell, 42) == 'softcap=15.0-n-kv-head=None-optimizer+muon-lr=muon+0.01-seed42'
 
 
 def test_the_path_design_adds_one_change_a_cell_keeping_those_before():
@@ -603,7 +621,7 @@ def test_each_choice_alone_against_the_reference_shares_its_runs(small):
     assert [c['val_delta'] is None for c in summary['variants']] == [True, False, False, False]
     table = (small / 'g' / 'table.md').read_text()
     assert 'Design: each choice alone against the reference' in table
-    assert '| norm+final-norm=layernorm+on |' in table and '| (the reference) |' in table
+    assert '| norm=layernorm, final-norm=on |' in table and '| (the reference) |' in table  # in words
     rows = list(csv.DictReader(open(small / 'g' / 'summary.csv')))
     assert {r['norm+final_norm'] for r in rows} == {'rmsnorm+off', 'layernorm+on'}
     shutil.rmtree(small / 'g' / 'runs' / runs[0])  # the plan keeps its design: resume finishes it

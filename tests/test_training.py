@@ -75,7 +75,7 @@ def test_train_writes_a_complete_run_record(small, capsys):
         assert metrics[key] is not None, key
     assert 10 < metrics['peak_memory_mb'] < 24 * 1024  # this process's peak resident memory
     env = metrics['environment']
-    for key in ('seed', 'mode', 'backend', 'commit', 'python', 'numpy', 'numba', 'cpu', 'cores',
+    for key in ('seed', 'mode', 'backend', 'commit', 'python', 'numpy', 'numba', 'cpu', 'cpu_id', 'cores',
                 'start_time'):
         assert env[key] not in (None, ''), key
     rows = list(csv.DictReader(open(run / 'losses.csv')))
