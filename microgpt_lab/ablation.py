@@ -183,8 +183,9 @@ def said(name, value):
         return 'on' if value else 'off'
     if value is None:
         return 'auto'
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith('.0') else text
     return str(value)
 
 
@@ -422,23 +423,33 @@ class Local:
 
 
 def kernel_note(run_dirs, to_go):
-    """A note if the runs recorded in run_dirs ran on another BLAS kernel than this process
-    has: results differ in their last bits between kernels, so the to_go runs made now would
-    not re-run bit for bit where those do. None if all is one kernel, or nothing is to go."""
-    before = set()
+    """A note if runs recorded in run_dirs ran on another BLAS kernel than this process has:
+    results differ in their last bits between kernels, so the to_go tensor-mode runs made
+    here would not re-run bit for bit where those do. None if all is one kernel, or no
+    tensor-mode run is to go."""
+    before, others = set(), 0
     for run_dir in run_dirs:
         env = records.read_json(os.path.join(run_dir, 'metrics.json'), 'a run record').get('environment')
         if isinstance(env, dict) and env.get('mode') == 'tensor':  # (scalar mode: no BLAS)
-            before |= provenance.kernels_of(env)
+            kernels = provenance.kernels_of(env)
+            before |= kernels
+            others += bool(kernels - provenance.kernels_of(None))
     now = provenance.kernels_of(None)
     if not to_go or not before - now:
         return None
     pins = [v for v in provenance.KERNEL_PINS if v in os.environ]
-    return (f"note: runs of this ablation ran on the BLAS kernel {'/'.join(sorted(before - now))}; "
-            f"the {to_go} to go run on {'/'.join(sorted(now)) or 'an unknown one'} here: results "
-            f"differ in their last bits between kernels" + (
-                f" ({', '.join(f'{v}={os.environ[v]}' for v in pins)} pins it here: env -u "
-                f"{' -u '.join(pins)} lets BLAS choose this CPU's own)" if pins else ''))
+    how = (f"{', '.join(f'{v}={os.environ[v]}' for v in pins)} pins it here; env -u {' -u '.join(pins)} "
+           "lets BLAS choose this CPU's own" if pins else
+           f"OPENBLAS_CORETYPE={sorted(before - now)[0]} would take theirs, where the CPU has it")
+    return (f"note: {counted(others, 'run')} of this ablation ran on the BLAS kernel "
+            f"{'/'.join(sorted(before - now))}, and the {counted(to_go, 'run')} to go will run on "
+            f"{'/'.join(sorted(now)) or 'an unknown one'}: results differ in their last bits "
+            f"between kernels ({how})")
+
+
+def counted(n, thing):
+    """'1 run', '3 runs'."""
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def state_of(run_dir, cfg):
@@ -604,7 +615,7 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
                   for cell in grid)
     jobs = jobs or max(1, (os.cpu_count() or 1) // threads)
     runs, todo, resumed = [], [], 0
-    said = dict(zip(grid, names(grid, base['design']) if base['design'] != 'product' else map(label, grid)))
+    called = dict(zip(grid, names(grid, base['design']) if base['design'] != 'product' else map(described, grid)))
     for seed in seeds:
         for cell in grid:
             run_dir = os.path.abspath(os.path.join(out, 'runs', run_name(cell, seed)))
@@ -614,11 +625,11 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
             if state == 'new':
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing to go on from: start over
             if state != 'done':
-                todo.append((run_cfg, said[cell], seed, state == 'resume'))
+                todo.append((run_cfg, called[cell], seed, state == 'resume'))
                 resumed += state == 'resume'
     if remote is None:  # (a cluster's workers have their own kernels, in each run's record)
         note = kernel_note([d for _, _, d in runs if os.path.exists(os.path.join(d, 'metrics.json'))],
-                           len(todo))
+                           sum(cfg['mode'] == 'tensor' for cfg, *_ in todo))
         if note:
             print(note, file=sys.stderr)
     raw = data.read_bytes(base['data'])  # what every run trains on, sent with its task
@@ -626,11 +637,11 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
     grid_size = ' x '.join(f"{len(v)} {'variants' if n == VARIANT_AXIS else n.replace('_', '-')}"
                            for n, v in axes)
     if base['design'] == 'alone':
-        grid_size = f"the reference and {len(grid) - 1} cells of one change each"
+        grid_size = f"the reference and {counted(len(grid) - 1, 'cell')} of one change each"
     elif base['design'] == 'path':
-        grid_size = f"the reference and a path of {len(grid) - 1} changes"
+        grid_size = f"the reference and a path of {counted(len(grid) - 1, 'change')}"
     workers = remote or Local(jobs, threads, out, caught)
-    print(f"ablation: {grid_size} x {len(seeds)} seeds, {'/'.join(map(str, steps))} steps, "
+    print(f"ablation: {grid_size} x {counted(len(seeds), 'seed')}, {'/'.join(map(str, steps))} steps, "
           f"{base['mode']} mode, {threads} thread(s) a run; {len(runs) - len(todo)} runs done, "
           f"{len(todo)} to go{f' ({resumed} continued from their checkpoints)' if resumed else ''}"
           f", {workers.where(len(todo))}; record: {os.path.relpath(out)}", flush=True)
@@ -790,14 +801,15 @@ def markdown_table(table, grid, varied, design='product', configs=None):
                   f"{shared(configs, grid) if configs else '(not recorded)'}.",
               f"Design: {DESIGN_WORDS[design]}. Mean ± standard deviation over "
               f"{table[0]['seeds']} seed(s)."]
-    lines += [f"{r['cell']}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
-              for r in table if r['diverged']]
+    lines += [f"{described(cell)}: {r['diverged']} of {r['seeds']} runs diverged and are left out."
+              for r, cell in zip(table, grid) if r['diverged']]
     return '\n'.join(lines) + '\n'
 
 
 def changes(cell, reference):
     """What a cell changes from the reference cell, in words: 'activation=relu2, norm=layernorm'."""
-    changed = [worded(name, value) for (name, value), (_, ref) in zip(cell, reference) if value != ref]
+    changed = [worded(name, value) for (name, value), part, ref in zip(cell, parts(cell), parts(reference))
+               if part != ref]
     return ', '.join(changed) or '(the reference)'
 
 
@@ -832,12 +844,12 @@ def plot(out, runs, grid, design='product'):
 
 def curves(runs, name_of=None):
     """{a cell's name: [(losses, validation history), ...]}: the curves of the completed
-    runs among runs [(cell, run folder)], by cell; its name name_of[cell], or its label."""
+    runs among runs [(cell, run folder)], by cell; its name name_of[cell], or the cell in words."""
     groups = {}
     for cell, run_dir in runs:
         m = records.read_run(run_dir)
         if m['status'] == 'completed':
-            groups.setdefault((name_of or {}).get(cell) or label(cell), []).append((m['losses'], m['val_history']))
+            groups.setdefault((name_of or {}).get(cell) or described(cell), []).append((m['losses'], m['val_history']))
     return groups
 
 

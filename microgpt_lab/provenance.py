@@ -118,8 +118,9 @@ KERNEL_PINS = ('OPENBLAS_CORETYPE', 'MKL_ENABLE_INSTRUCTIONS', 'MKL_DEBUG_CPU_TY
 
 def kernels_of(environment):
     """The BLAS kernels a record's environment names ({'SkylakeX'}); thread_pools() now if None."""
-    pools = thread_pools() if environment is None else environment.get('thread_pools') or []
-    return {p['architecture'] for p in pools if isinstance(p, dict) and p.get('architecture')}
+    pools = thread_pools() if environment is None else environment.get('thread_pools')
+    return {p['architecture'] for p in (pools if isinstance(pools, list) else [])
+            if isinstance(p, dict) and isinstance(p.get('architecture'), str) and p['architecture']}
 
 
 def kernel_pinned():

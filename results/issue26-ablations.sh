@@ -2,13 +2,12 @@
 # Issue 26's ablations, at nanoGPT's CPU config on Shakespeare (as results/shakespeare-nanogpt-cpu),
 # 5 seeds each, one thread a run, --jobs as the cores allow. Each one that is stopped goes on
 # with: python cli.py ablate --resume results/<its folder>
-# Every run here took OpenBLAS's SkylakeX kernel (AVX-512), the one it chooses on these
-# machines' CPUs when nothing pins it: float32 runs re-run bit for bit on that kernel (a run of
-# an earlier session did, on a later one's EPYC, family 26 model 2) and differ in their last
-# bits on another (on Haswell's, from step 28 of 2000). So the
-# machines that pin OPENBLAS_CORETYPE (ours may) run this script as env -u OPENBLAS_CORETYPE
-# -u OPENBLAS_L2_SIZE bash results/issue26-ablations.sh; `ablate --resume` says when the
-# kernel differs from its runs'.
+# Every run here took OpenBLAS's SkylakeX kernel (AVX-512), the one it chooses on an AVX-512
+# CPU when nothing pins it: float32 runs re-run bit for bit on that kernel (one made on an
+# earlier machine did on a 2-core EPYC, family 26 model 2) and differ in their last bits on
+# another (on Haswell's, from step 28 of 2000). Where the environment pins a kernel
+# (OPENBLAS_CORETYPE), run it as: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE bash
+# results/issue26-ablations.sh. `ablate --resume` says when its runs took another kernel.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python}

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import cli
-from microgpt_lab import UserError, ablation, plots, settings, training
+from microgpt_lab import UserError, ablation, plots, provenance, settings, training
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 VARIANTS = list(ablation.VARIANT_NAMES.values())  # untied-norm, tied-norm, untied-nonorm, tied-nonorm
@@ -440,16 +440,13 @@ def test_a_grid_gives_the_same_results_for_any_jobs_times_its_steps_alone_and_re
         m = json.loads((small / 'two' / 'runs' / run.name / 'metrics.json').read_text())
         assert m['warmup_s'] > 0 and m['steps_per_s'] == pytest.approx(6 / m['train_time_s'])
     shutil.rmtree(small / 'two' / 'runs' / 'tied-norm-lr=0.005-seed42')
-    code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'one', '--jobs', '1')
-    assert code == 0 and 'BLAS kernel' not in err  # one kernel, and nothing to go
     metrics = small / 'two' / 'runs' / 'untied-norm-lr=0.02-seed42' / 'metrics.json'
     m = json.loads(metrics.read_text())  # as if it had run on another machine's kernel
-    m['environment']['thread_pools'] = [dict(p, architecture='Zen9') if p.get('architecture') else p
-                                        for p in m['environment']['thread_pools']]
+    m['environment']['thread_pools'] = [dict(user_api='blas', internal_api='openblas', architecture='Zen9')]
     metrics.write_text(json.dumps(m))
     code, out, err = main_output(cli.main, 'ablate', '--resume', small / 'two', '--jobs', '1')
     assert code == 0 and '3 runs done, 1 to go' in out
-    assert 'runs of this ablation ran on the BLAS kernel Zen9; the 1 to go run on ' in err
+    assert 'note: 1 run of this ablation ran on the BLAS kernel Zen9, and the 1 run to go will run on ' in err
     summaries = [json.loads((small / d / 'summary.json').read_text()) for d in ('one', 'two')]
     assert [c['val_delta'] for c in summaries[0]['variants']] == \
         [c['val_delta'] for c in summaries[1]['variants']]
@@ -547,12 +544,33 @@ def test_the_variants_are_an_axis_of_lm_head_and_the_input_norm_by_name(small):
     assert main_output(cli.main, 'ablate', '--resume', small / 'g')[0] == 0  # its plan reads back
 
 
+def test_a_resume_notes_runs_made_on_another_blas_kernel(tmp_path, monkeypatch):
+    here = sorted(provenance.kernels_of(None))
+    def run(name, mode='tensor', pools=None):
+        pools = [dict(user_api='blas', architecture=a) for a in here] if pools is None else pools
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'metrics.json').write_text(json.dumps(dict(environment=dict(mode=mode, thread_pools=pools))))
+        return tmp_path / name
+    same, other = run('same'), run('other', pools=[dict(architecture='Zen9')])
+    scalar, odd = run('scalar', 'scalar', [dict(architecture='Zen9')]), run('odd', pools=5)
+    listed = run('listed', pools=[dict(architecture=['Zen9'])])
+    assert ablation.kernel_note([same, scalar, odd, listed], 3) is None  # one kernel; the rest say none
+    assert ablation.kernel_note([same, other], 0) is None                # nothing to go
+    monkeypatch.delenv('OPENBLAS_CORETYPE', raising=False)
+    note = ablation.kernel_note([same, other, scalar], 2)
+    assert note.startswith('note: 1 run of this ablation ran on the BLAS kernel Zen9, and the 2 runs to go')
+    assert 'OPENBLAS_CORETYPE=Zen9 would take theirs' in note
+    monkeypatch.setenv('OPENBLAS_CORETYPE', 'Haswell')
+    assert 'OPENBLAS_CORETYPE=Haswell pins it here; env -u OPENBLAS_CORETYPE' in ablation.kernel_note([other], 1)
+
+
 def test_cells_are_named_in_words_while_their_folders_keep_their_names():
     reference = (('softcap', 0.0), ('n_kv_head', None), ('optimizer+muon_lr', ('adamw', 0.02)))
     cell = (('softcap', 15.0), ('n_kv_head', None), ('optimizer+muon_lr', ('muon', 0.01)))
     assert ablation.changes(cell, reference) == 'softcap=15, optimizer=muon, muon-lr=0.01'
     assert ablation.described(reference) == 'softcap=0, n-kv-head=auto, optimizer=adamw, muon-lr=0.02'
     assert ablation.said('norm_eps', 1e-05) == '1e-05' and ablation.said('qk_norm', True) == 'on'
+    assert ablation.said('lr', 1e15) == '1000000000000000' and ablation.said('lr', 1e20) == '1e+20'
     # the run folders, which resume finds by name, are as every earlier ablation wrote them
     assert ablation.run_name(cell, 42) == 'softcap=15.0-n-kv-head=None-optimizer+muon-lr=muon+0.01-seed42'
 
@@ -576,7 +594,7 @@ def test_a_recipe_ablation_keeps_what_was_given_and_resumes(small):
     code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '2', '--jobs', '1', '--activation', 'relu',
                             '--vary', 'recipe=microgpt,nanochat')
     assert code == 0, err
-    assert 'recipe' in out and '2 recipe x 1 seeds' in out  # the variants go: the recipes set them
+    assert 'recipe' in out and '2 recipe x 1 seed' in out  # the variants go: the recipes set them
     config = json.loads((small / 'g' / 'runs' / 'recipe=nanochat-seed42' / 'config.json').read_text())
     assert (config['recipe'], config['activation'], config['optimizer'], config['softcap']) == ('nanochat', 'relu', 'muon', 15.0)
     shutil.rmtree(small / 'g' / 'runs' / 'recipe=nanochat-seed42')
@@ -593,7 +611,7 @@ def test_a_path_runs_as_a_staircase(small):
                             '--design', 'path', '--variants', 'untied-norm',
                             '--vary', 'activation=relu,relu2', '--vary', 'norm=rmsnorm,layernorm')
     assert code == 0, err
-    assert 'the reference and a path of 2 changes x 1 seeds' in out
+    assert 'the reference and a path of 2 changes x 1 seed' in out
     config = json.loads((small / 'g' / 'runs' / 'untied-norm-activation=relu2-norm=layernorm-seed42' /
                          'config.json').read_text())
     assert (config['activation'], config['norm']) == ('relu2', 'layernorm')
