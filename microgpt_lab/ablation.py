@@ -702,8 +702,8 @@ DESIGN_WORDS = dict(product="every combination of the variants and the --vary va
 
 def summarize(out, base, runs, seeds, axes):
     """summary.csv (a row a run), summary.json and table.md (a row a cell: means over
-    seeds, and the paired difference of validation loss from the reference cell), the
-    plot. Returns how many runs diverged."""
+    seeds, and the paired difference of validation loss from the reference cell; on a
+    path, from the cell before it too), the plot. Returns how many runs diverged."""
     rows = [run_row(base, cell, seed, run_dir, out) for cell, seed, run_dir in runs]
     varied = [name for name, _ in axes if name != VARIANT_AXIS]  # the variants have columns
     records.write_atomic(os.path.join(out, 'summary.csv'),
@@ -711,21 +711,23 @@ def summarize(out, base, runs, seeds, axes):
     grid = list(dict.fromkeys(cell for cell, _, _ in runs))
     reference = grid[0]
     done = lambda row: row['status'] == 'completed'  # a diverged run's figures are left out
-    ref_val = {seed: row['val_loss'] for (cell, seed, _), row in zip(runs, rows)
-               if cell == reference and done(row)}
+    val = {cell: {seed: row['val_loss'] for (c, seed, _), row in zip(runs, rows)
+                  if c == cell and done(row) and row['val_loss'] is not None} for cell in grid}
+    def delta(cell, against):  # the paired difference of validation loss, seed by seed
+        return paired_interval([v - val[against][seed] for seed, v in val[cell].items() if seed in val[against]])
     table = []
-    for cell in grid:
+    for i, cell in enumerate(grid):
         rs = [row for (c, _, _), row in zip(runs, rows) if c == cell]
         ok = [r for r in rs if done(r)]
         stats = {k: mean_sd([r[k] for r in ok]) for k in (
             'final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s',
             'samples_train', 'samples_val', 'samples_new')}
-        diffs = [r['val_loss'] - ref_val[r['seed']] for r in ok
-                 if r['val_loss'] is not None and ref_val.get(r['seed']) is not None]
-        delta = paired_interval(diffs) if cell != reference else None
         table.append({'cell': label(cell), 'variant': variant_of(cell_config(base, cell, 0)),
                       **{name: value for name, value in cell if name in varied}, 'seeds': len(rs),
-                      **stats, 'last_n': (ok or rs)[0]['last_n'], 'val_delta': delta,
+                      **stats, 'last_n': (ok or rs)[0]['last_n'],
+                      'val_delta': delta(cell, reference) if i else None,
+                      **({'step_delta': delta(cell, grid[i - 1]) if i else None}
+                         if base['design'] == 'path' else {}),
                       'diverged': len(rs) - len(ok)})
     records.write_json(os.path.join(out, 'summary.json'), dict(
         seeds=seeds, reference=label(reference), varied=varied,
@@ -783,14 +785,18 @@ def markdown_table(table, grid, varied, design='product', configs=None):
         words = dict(zip(grid, names(grid, design)))
         cell_values = lambda r, name, cell: words[cell] if cell != grid[0] else '(the reference)'
     with_samples = any(r[k][0] is not None for r in table for k in ('samples_train', 'samples_val', 'samples_new'))
+    path = design == 'path'  # a column more: each step's own difference, from the cell above
     lines = ['| ' + ''.join(f"{c} | " for c in columns) + "val loss | Δ val vs the reference "
-             f"(95% CI) | final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'}"
+             "(95% CI) | " + ("Δ val vs the step before (95% CI) | " if path else '') +
+             f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'}"
              " | tokens/s |" + (" samples: train / val / new |" if with_samples else ''),
-             '|' + ' --- |' * (len(columns) + 5 + with_samples)]
+             '|' + ' --- |' * (len(columns) + 5 + path + with_samples)]
+    interval = lambda d: 'n/a (needs ≥ 2 paired seeds)' if d is None else \
+        f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
     for r, cell in zip(table, grid):
-        d = r['val_delta']
-        delta = '(reference)' if cell == grid[0] else 'n/a (needs ≥ 2 paired seeds)' \
-            if d is None else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+        delta = '(reference)' if cell == grid[0] else interval(r['val_delta'])
+        if path:
+            delta += ' | ' + ('' if cell == grid[0] else interval(r['step_delta']))
         shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                             for k in ('samples_train', 'samples_val', 'samples_new'))
         lines.append('| ' + ''.join(f"{cell_values(r, name, cell)} | " for name in axes)

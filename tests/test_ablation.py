@@ -607,17 +607,24 @@ def test_a_recipe_ablation_keeps_what_was_given_and_resumes(small):
 
 
 def test_a_path_runs_as_a_staircase(small):
-    code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '3', '--jobs', '1',
+    code, out, err = ablate(small / 'g', '--mode', 'tensor', '--steps', '3', '--jobs', '1', '--seeds', '2',
                             '--design', 'path', '--variants', 'untied-norm',
                             '--vary', 'activation=relu,relu2', '--vary', 'norm=rmsnorm,layernorm')
     assert code == 0, err
-    assert 'the reference and a path of 2 changes x 1 seed' in out
+    assert 'the reference and a path of 2 changes x 2 seeds' in out
     config = json.loads((small / 'g' / 'runs' / 'untied-norm-activation=relu2-norm=layernorm-seed42' /
                          'config.json').read_text())
     assert (config['activation'], config['norm']) == ('relu2', 'layernorm')
     table = (small / 'g' / 'table.md').read_text()
     assert '| + activation=relu2 |' in table and '| + norm=layernorm |' in table and 'Design: a path' in table
-    assert json.loads((small / 'g' / 'summary.json').read_text())['design'] == 'path'
+    summary = json.loads((small / 'g' / 'summary.json').read_text())
+    assert summary['design'] == 'path' and 'Δ val vs the step before (95% CI)' in table
+    val = {(r['activation'], r['norm'], r['seed']): r['val_loss'] for r in summary['runs']}
+    steps = [c['step_delta'] for c in summary['variants']]  # each cell's own step, paired by seed
+    assert steps[0] is None and steps[1] == summary['variants'][1]['val_delta']
+    assert steps[2] == ablation.paired_interval([val['relu2', 'layernorm', s] - val['relu2', 'rmsnorm', s]
+                                                 for s in (42, 43)])
+    assert f"{steps[2]['mean']:+.4f} [{steps[2]['low']:+.4f}, {steps[2]['high']:+.4f}]" in table
 
 
 def test_each_choice_alone_against_the_reference_shares_its_runs(small):
