@@ -219,7 +219,7 @@ def scale_points(rows, cfg, sizes):
         if name not in sizes:
             continue
         for v in sorted(set(values) | {cfg[name]}):
-            label = '' if v == cfg[name] else f" {name.replace('_', '-')}={v}"
+            label = '' if v == cfg[name] else f" {ablation.described(((name, v),))}"
             points.append((name, v, by[f"tensor{label}"], by.get(f"torch{label}")))
     return points
 
@@ -352,7 +352,7 @@ def bench_command(cfg):
         for v in values:
             if name in SIZES + ('threads',) and v == cfg[name]:
                 continue  # the base config's own size or threads: its rows are the base's
-            varied[ablation.label(((name, v),))] = dict(ablation.pairs(name, v))
+            varied[ablation.described(((name, v),))] = dict(ablation.pairs(name, v))
     for label, change in varied.items():  # a model's size in PyTorch too; its blocks are ours
         contenders += [(f"tensor {label}", B)] + [(f"torch {label}", B)] * (
             bool(cfg['torch']) and not set(change) & set(OURS))
