@@ -775,11 +775,11 @@ def markdown_table(table, grid, varied, design='product', configs=None):
             return 'n/a'
         return f"{mean:{fmt}}" + ('' if sd is None else f" ± {sd:{fmt}}")
 
-    if design == 'product':  # a column an axis, the variants' if they vary
+    if design == 'product':  # a column a setting, the variants' if they vary
         axes = (['variant'] if len({r['variant'] for r in table}) > 1 else []) + varied
-        columns = [name.replace('_', '-') for name in axes]
+        columns = [n.replace('_', '-') for name in axes for n in name.split('+')]
         cell_values = lambda r, name, cell: r['variant'] if name == 'variant' else \
-            '+'.join(said(n, v) for n, v in pairs(name, r[name]))
+            ' | '.join(said(n, v) for n, v in pairs(name, r[name]))  # settings varied together: each its own
     else:
         axes, columns = ['change'], ['change']
         words = dict(zip(grid, names(grid, design)))

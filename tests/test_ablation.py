@@ -573,6 +573,19 @@ def test_cells_are_named_in_words_while_their_folders_keep_their_names():
     assert ablation.said('lr', 1e15) == '1000000000000000' and ablation.said('lr', 1e20) == '1e+20'
     # the run folders, which resume finds by name, are as every earlier ablation wrote them
     assert ablation.run_name(cell, 42) == 'softcap=15.0-n-kv-head=None-optimizer+muon-lr=muon+0.01-seed42'
+    # a product table gives each setting varied together its own column, its values in words
+    row = lambda values, delta: dict(values, variant='untied-norm', seeds=2, diverged=0, last_n=100,
+                                     val_loss=(1.5, 0.1), final_loss=(1.4, 0.1), mean_loss_last_n=(1.45, 0.1),
+                                     tokens_per_s=(1000.0, 10.0), samples_train=(None, None),
+                                     samples_val=(None, None), samples_new=(None, None), val_delta=delta)
+    grid = [(('softcap', 0.0), ('optimizer+muon_lr', ('adamw', 0.02))),
+            (('softcap', 15.0), ('optimizer+muon_lr', ('muon', 0.01)))]
+    table = [row({'softcap': 0.0, 'optimizer+muon_lr': ('adamw', 0.02)}, None),
+             row({'softcap': 15.0, 'optimizer+muon_lr': ('muon', 0.01)}, dict(mean=-0.1, low=-0.2, high=0.0))]
+    lines = ablation.markdown_table(table, grid, ['softcap', 'optimizer+muon_lr']).splitlines()
+    assert lines[0].startswith('| softcap | optimizer | muon-lr | val loss |')
+    assert lines[1].count('---') == 3 + 5 and lines[0].count('|') == lines[1].count('|')
+    assert lines[3].startswith('| 15 | muon | 0.01 | 1.5000 ± 0.1000 | -0.1000 [-0.2000, +0.0000] |')
 
 
 def test_the_path_design_adds_one_change_a_cell_keeping_those_before():
