@@ -427,14 +427,13 @@ def kernel_note(run_dirs, to_go):
     results differ in their last bits between kernels, so the to_go tensor-mode runs made
     here would not re-run bit for bit where those do. None if all is one kernel, or no
     tensor-mode run is to go."""
-    before, others = set(), 0
+    now, before, others = provenance.kernels_of(None), set(), 0
     for run_dir in run_dirs:
         env = records.read_json(os.path.join(run_dir, 'metrics.json'), 'a run record').get('environment')
         if isinstance(env, dict) and env.get('mode') == 'tensor':  # (scalar mode: no BLAS)
             kernels = provenance.kernels_of(env)
             before |= kernels
-            others += bool(kernels - provenance.kernels_of(None))
-    now = provenance.kernels_of(None)
+            others += bool(kernels - now)
     if not to_go or not before - now:
         return None
     pins = [v for v in provenance.KERNEL_PINS if v in os.environ]
