@@ -15,6 +15,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # The reference hyperparameters; GPTConfig and Adam take them as defaults.
 n_layer = 1        # depth: number of transformer blocks
@@ -134,16 +135,11 @@ def softmax(logits):
     return [e / total for e in exps]
 
 GELU_C = math.sqrt(2 / math.pi)
-VE_GATE = 12  # the channels of a block's input that its value-embedding gates read (nanochat's)
 
-def activate(x, kind='relu'):
-    """The MLP's nonlinearity: relu (the reference's), relu2 (relu squared: nanochat's) or
-    gelu (GPT-2's, in its tanh approximation)."""
-    if kind == 'relu':
-        return x.relu()
-    if kind == 'relu2':
-        return x.relu() ** 2
-    return 0.5 * x * (1 + (GELU_C * (x + 0.044715 * x ** 3)).tanh())
+# The MLP's nonlinearity: relu (the reference's), relu2 (relu squared: nanochat's) or gelu
+# (GPT-2's, in its tanh approximation).
+ACTIVATIONS = dict(relu=lambda x: x.relu(), relu2=lambda x: x.relu() ** 2,
+                   gelu=lambda x: 0.5 * x * (1 + (GELU_C * (x + 0.044715 * x ** 3)).tanh()))
 
 def rmsnorm(x, eps=1e-5):
     ms = dot(x, x) / len(x)
@@ -195,57 +191,88 @@ class GPTConfig:
     init_std: float = init_std     # microgpt's initial weights are gauss(0, init_std)
 
     def __post_init__(self):
-        if self.n_embd % self.n_head or (self.position == 'rope' and self.n_embd // self.n_head % 2):
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-                             + (" into heads of an even size, for rope" if self.position == 'rope' else ""))
-        if self.activation not in ('relu', 'relu2', 'gelu') or self.norm not in ('rmsnorm', 'layernorm') \
-                or self.position not in ('learned', 'rope', 'none') or self.init not in ('microgpt', 'gpt2', 'nanochat'):
-            raise ValueError(f"no such choice: {self.activation}, {self.norm}, {self.position}, {self.init}")
-        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
-            raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})")
+        why = problem(self.__dict__)
+        if why:
+            raise ValueError(why)
+
+
+NORMS, POSITIONS, INITS = ('rmsnorm', 'layernorm'), ('learned', 'rope', 'none'), ('microgpt', 'gpt2', 'nanochat')
+VE_GATE = 12  # the channels of a block's input that its value-embedding gates read (nanochat's)
+
+
+def problem(c):
+    """Why a model's settings (a mapping of GPTConfig's fields) make no model, as a phrase;
+    None if they make one. The model's constraints in one place: GPTConfig checks them, and
+    so do the lab's settings and a checkpoint's config (microgpt.py keeps its own copy)."""
+    for name, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS),
+                          ('init', INITS)):
+        if c[name] not in allowed:
+            return f"{name} must be one of {', '.join(allowed)}, not {c[name]!r}"
+    if c['n_embd'] % c['n_head'] or (c['position'] == 'rope' and c['n_embd'] // c['n_head'] % 2):
+        return (f"n_embd ({c['n_embd']}) must be divisible by n_head ({c['n_head']})"
+                + (", into heads of an even size for rope" if c['position'] == 'rope' else ""))
+    if c['n_kv_head'] is not None and (c['n_kv_head'] < 1 or c['n_head'] % c['n_kv_head']):
+        return f"n_kv_head ({c['n_kv_head']}) must divide n_head ({c['n_head']})"
+    if not 0 <= c.get('dropout', 0) < 1:
+        return f"dropout must be >= 0 and < 1, not {c['dropout']}"
+    return None
+
+
+# The weights, in one table: each one's name (the reference's), shape and role. The role is
+# what the rest reads: the init here; weight decay, Muon's groups and the FLOP count in the lab.
+#   embedding: rows picked by token (wte, value_embed) or position (wpe)
+#   matrix: a linear map in a block; head: lm_head; gain, bias: a norm's or a linear map's;
+#   scalar: nanochat's residual scalars, one a layer
+class Weight(NamedTuple):
+    shape: tuple
+    role: str
+    kind: str   # the name without its layer: which weight of its layer it is (attn_wq, ...)
+
+
+def norms_of(c):
+    """Where a model's norms are, in order; layernorm's weights are named after them."""
+    return ((['input_norm'] if c.input_rmsnorm else [])
+            + [f'layer{i}.{n}' for i in range(c.n_layer) for n in ('attn_norm', 'mlp_norm')]
+            + (['final_norm'] if c.final_norm else []))
+
+
+def weight_table(c):
+    """{name: Weight}: a GPT's weights, in the order they are made (and drawn)."""
+    C, V, D, K = c.n_embd, c.vocab_size, c.n_embd // c.n_head, c.n_kv_head or c.n_head
+    maps = dict(attn_wq=(C, C), attn_wk=(K * D, C), attn_wv=(K * D, C), attn_wo=(C, C),
+                mlp_fc1=(4 * C, C), mlp_fc2=(C, 4 * C))       # [nout, nin]; k, v: K heads
+    rows = [('wte', (V, C), 'embedding')] + [('wpe', (c.block_size, C), 'embedding')] * (c.position == 'learned') \
+        + [('lm_head', (V, C), 'head')] * (not c.tie_lm_head)
+    for i in range(c.n_layer):
+        rows += [(f'layer{i}.{w}', shape, 'matrix') for w, shape in maps.items()]
+        if c.value_embeddings and i % 2 == (c.n_layer - 1) % 2:  # nanochat's: the last layer, every other
+            rows += [(f'layer{i}.value_embed', (V, K * D), 'embedding'),
+                     (f'layer{i}.ve_gate', (K, min(VE_GATE, C)), 'matrix')]
+    rows += [('resid_lambdas', (1, c.n_layer), 'scalar'), ('x0_lambdas', (1, c.n_layer), 'scalar')] * c.residual_scalars
+    rows += [(f'layer{i}.{w}_bias', (1, maps[w][0]), 'bias') for i in range(c.n_layer) for w in maps] * c.bias
+    rows += [(f'{where}_{role}', (1, C), role) for where in norms_of(c) for role in ('gain', 'bias')] \
+        * (c.norm == 'layernorm')
+    return {name: Weight(shape, role, name.split('.')[-1]) for name, shape, role in rows}
 
 
 def weight_shapes(c):
-    """{name: shape}: a GPT's weights, by the reference's names, in the order they are made."""
-    C, V, D = c.n_embd, c.vocab_size, c.n_embd // c.n_head
-    KD = (c.n_kv_head or c.n_head) * D  # the width of k and of v
-    shapes = {'wte': (V, C)}
-    if c.position == 'learned':
-        shapes['wpe'] = (c.block_size, C)
-    if not c.tie_lm_head:
-        shapes['lm_head'] = (V, C)
-    for i in range(c.n_layer):
-        for w, shape in (('attn_wq', (C, C)), ('attn_wk', (KD, C)), ('attn_wv', (KD, C)),
-                         ('attn_wo', (C, C)), ('mlp_fc1', (4 * C, C)), ('mlp_fc2', (C, 4 * C))):
-            shapes[f'layer{i}.{w}'] = shape
-        if c.value_embeddings and i % 2 == (c.n_layer - 1) % 2:  # nanochat's: the last layer, every other
-            shapes[f'layer{i}.value_embed'] = (V, KD)
-            shapes[f'layer{i}.ve_gate'] = (c.n_kv_head or c.n_head, min(VE_GATE, C))
-    if c.residual_scalars:
-        shapes['resid_lambdas'] = shapes['x0_lambdas'] = (1, c.n_layer)
-    for i in range(c.n_layer) if c.bias else ():
-        for w in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo', 'mlp_fc1', 'mlp_fc2'):
-            shapes[f'layer{i}.{w}_bias'] = (1, shapes[f'layer{i}.{w}'][0])
-    if c.norm == 'layernorm':  # a gain and a bias per norm, one row each
-        for where in ['input_norm'] * c.input_rmsnorm + [f'layer{i}.{n}' for i in range(c.n_layer)
-                      for n in ('attn_norm', 'mlp_norm')] + ['final_norm'] * c.final_norm:
-            shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, C)
-    return shapes
+    """{name: shape} of weight_table(c)."""
+    return {name: w.shape for name, w in weight_table(c).items()}
 
 
-def init_rows(name, c, nout, nin, rng):
-    """Weight `name`'s first values, rows of floats, as c.init says, drawn from rng in order.
-    Gains start at 1, biases at 0, the residual scalars at nanochat's values, drawn from none.
-    microgpt: gauss(0, init_std). gpt2 (nanoGPT's): gauss(0, 0.02), the projections into the
-    residual stream 0.02 / sqrt(2 n_layer). nanochat (its init_weights): wte 0.8, lm_head
-    0.001, the blocks' input maps uniform with std 1/sqrt(C) (mlp_fc1 0.4 times that), the
-    projections into the residual stream 0."""
-    kind, L, s = name.rsplit('.', 1)[-1], c.n_layer, math.sqrt(3 / c.n_embd)
+def init_rows(w, c, rng):
+    """Weight w's first values, rows of Python floats, as c.init says, drawn from rng in
+    order. Gains start at 1, biases at 0, the residual scalars at
+    nanochat's values, drawn from none. microgpt: gauss(0, init_std). gpt2 (nanoGPT's):
+    gauss(0, 0.02), the projections into the residual stream 0.02 / sqrt(2 n_layer).
+    nanochat (its init_weights): wte 0.8, lm_head 0.001, the blocks' input maps uniform with
+    std 1/sqrt(C) (mlp_fc1 0.4 times that), the projections into the residual stream 0."""
+    (nout, nin), L, s = w.shape, c.n_layer, math.sqrt(3 / c.n_embd)
     fixed = {'resid_lambdas': [1.15 - 0.10 * i / max(L - 1, 1) for i in range(L)],
-             'x0_lambdas': [0.20 - 0.15 * i / max(L - 1, 1) for i in range(L)]}.get(kind)
-    if fixed or kind.endswith(('_gain', '_bias')):
-        return [fixed or [1.0 if kind.endswith('_gain') else 0.0] * nin]
-    out = kind in ('attn_wo', 'mlp_fc2')  # into the residual stream
+             'x0_lambdas': [0.20 - 0.15 * i / max(L - 1, 1) for i in range(L)]}.get(w.kind)
+    if fixed or w.role in ('gain', 'bias'):
+        return [fixed or [1.0 if w.role == 'gain' else 0.0] * nin]
+    out = w.kind in ('attn_wo', 'mlp_fc2')               # into the residual stream
     if c.init == 'nanochat' and out:
         return [[0.0] * nin for _ in range(nout)]
     draw = lambda: rng.gauss(0, c.init_std)
@@ -254,87 +281,125 @@ def init_rows(name, c, nout, nin, rng):
     elif c.init == 'nanochat':
         draw = dict(wte=lambda: rng.gauss(0, 0.8), wpe=lambda: rng.gauss(0, 0.8),
                     lm_head=lambda: rng.gauss(0, 0.001), mlp_fc1=lambda: rng.uniform(-0.4 * s, 0.4 * s),
-                    ve_gate=lambda: rng.uniform(0, 0.02)).get(kind, lambda: rng.uniform(-s, s))
+                    ve_gate=lambda: rng.uniform(0, 0.02)).get(w.kind, lambda: rng.uniform(-s, s))
     return [[draw() for _ in range(nin)] for _ in range(nout)]
 
 
+def same(x, *_):
+    """A choice not taken: x as it is."""
+    return x
+
+
+
+
 class GPT:
-    """The weights (`state_dict`, by the reference's names) and the forward pass, as its
-    GPTConfig says."""
+    """The weights (`state_dict`, by the reference's names, drawn as weight_table says) and
+    the forward pass: embed, then each block's attention and MLP, then the head. Each choice
+    of GPTConfig lives inside the part it changes, as a function settled here, when the
+    model is built (`same` where it is not taken)."""
 
     def __init__(self, config, rng):
         self.config = c = config
+        self.table = weight_table(c)
         # The order of the draws is part of the model: it is what makes a seed reproducible.
-        self.state_dict = {}
-        for name, (nout, nin) in weight_shapes(c).items():
-            self.state_dict[name] = [[Value(x) for x in row] for row in init_rows(name, c, nout, nin, rng)]
-            if name == 'wte' and c.position != 'learned':
-                init_rows('wpe', c, c.block_size, c.n_embd, rng)  # wpe's draws all the same: the rest keep theirs
-        self.params = [p for mat in self.state_dict.values() for row in mat for p in row]
+        self.state_dict = sd = {}
+        for name, w in self.table.items():
+            sd[name] = [[Value(x) for x in row] for row in init_rows(w, c, rng)]
+            if name == 'wte' and c.position != 'learned':  # wpe's draws all the same: the rest keep theirs
+                init_rows(Weight((c.block_size, c.n_embd), 'embedding', 'wpe'), c, rng)
+        self.params = [p for mat in sd.values() for row in mat for p in row]
+        self.choose(c, sd)
+
+    def choose(self, c, sd):
+        """Settle each choice into the part it changes: a function, or `same`."""
+        hd = c.n_embd // c.n_head
+        self.norm = dict(rmsnorm=lambda x, at: rmsnorm(x, c.norm_eps),
+                         layernorm=lambda x, at: layernorm(x, sd[at + '_gain'][0], sd[at + '_bias'][0], c.norm_eps))[c.norm]
+        self.bias = (lambda name: sd[name + '_bias'][0]) if c.bias else lambda name: None
+        self.activation = ACTIVATIONS[c.activation]
+        # embed
+        self.add_position = (lambda x, pos_id: [t + p for t, p in zip(x, sd['wpe'][pos_id])]) \
+            if c.position == 'learned' else same
+        self.input_norm = (lambda x: self.norm(x, 'input_norm')) if c.input_rmsnorm else same
+        # the blocks
+        self.mix = self.residual_scalars if c.residual_scalars else same
+        self.value_embed = {at: self.value_embedding if at + 'value_embed' in sd else same
+                            for at in (f'layer{i}.' for i in range(c.n_layer))}
+        self.rotate = (lambda u, pos_id: rope(u, pos_id, hd, c.rope_base)) if c.position == 'rope' else same
+        self.qk_norm = (lambda u: [z for h in range(0, len(u), hd) for z in rmsnorm(u[h:h + hd], c.norm_eps)]) \
+            if c.qk_norm else same  # nanochat's: each head of q and k rmsnormed
+        self.qk_scale = (lambda u: [z * c.qk_scale for z in u]) if c.qk_scale != 1 else same
+        # the head
+        self.final_norm = (lambda x: self.norm(x, 'final_norm')) if c.final_norm else same
+        self.lm_head = sd['wte'] if c.tie_lm_head else sd['lm_head']
+        self.softcap = (lambda logits: [c.softcap * (z / c.softcap).tanh() for z in logits]) if c.softcap else same
 
     def __call__(self, token_id, pos_id, keys, values):
         """Logits for the token after `token_id` at position `pos_id`. keys/values hold,
         per layer, the k and v vectors of the earlier positions; this call appends its own."""
-        sd, c = self.state_dict, self.config
-        hd = c.n_embd // c.n_head
-        group = c.n_head // (c.n_kv_head or c.n_head)  # heads of q that share a head of k and v
-        bias = lambda name: sd[f'{name}_bias'][0] if c.bias else None
-        x = sd['wte'][token_id]
-        if c.position == 'learned':
-            x = [t + p for t, p in zip(x, sd['wpe'][pos_id])]
-        if c.input_rmsnorm:
-            x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
-        x0 = x
-        for li in range(c.n_layer):
+        x = self.embed(token_id, pos_id)
+        x0 = x                                   # the embeddings, as the first block sees them
+        for li in range(self.config.n_layer):
             at = f'layer{li}.'
-            if c.residual_scalars:  # nanochat's: x = a_i x + b_i x0, a and b learned
-                a_i, b_i = sd['resid_lambdas'][0][li], sd['x0_lambdas'][0][li]
-                x = [a_i * xi + b_i * x0i for xi, x0i in zip(x, x0)]
+            x = self.mix(x, x0, li)              # nanochat's a_i x + b_i x0; else x
             # 1) multi-head causal self-attention: this position attends to itself and the past
             x_residual = x
-            x = self.normalize(x, at + 'attn_norm')
-            q, k = linear(x, sd[at + 'attn_wq'], bias(at + 'attn_wq')), linear(x, sd[at + 'attn_wk'], bias(at + 'attn_wk'))
-            v = linear(x, sd[at + 'attn_wv'], bias(at + 'attn_wv'))
-            if at + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
-                gates = [3 / (1 + (-z).exp()) for z in linear(x[:VE_GATE], sd[at + 've_gate'])]
-                ve = sd[at + 'value_embed'][token_id]
-                v = [vj + gates[j // hd] * ej for j, (vj, ej) in enumerate(zip(v, ve))]
-            if c.position == 'rope':
-                q, k = rope(q, pos_id, hd, c.rope_base), rope(k, pos_id, hd, c.rope_base)
-            if c.qk_norm:  # nanochat's: each head's q and k rmsnormed
-                per_head = lambda u: [z for h in range(0, len(u), hd) for z in rmsnorm(u[h:h + hd], c.norm_eps)]
-                q, k = per_head(q), per_head(k)
-            if c.qk_scale != 1:  # sharper (or flatter) attention: the scores times qk_scale^2
-                q, k = [z * c.qk_scale for z in q], [z * c.qk_scale for z in k]
-            keys[li].append(k)
-            values[li].append(v)
-            x_attn = []
-            for h in range(c.n_head):
-                hs, kvs = slice(h * hd, (h + 1) * hd), slice(h // group * hd, (h // group + 1) * hd)
-                attn_logits = [dot(q[hs], k[kvs]) / hd ** 0.5 for k in keys[li]]
-                attn_weights = softmax(attn_logits)
-                v_h = [v[kvs] for v in values[li]]
-                x_attn.extend(dot(attn_weights, [v[j] for v in v_h]) for j in range(hd))
-            x = linear(x_attn, sd[at + 'attn_wo'], bias(at + 'attn_wo'))
+            x = self.attention(self.norm(x, at + 'attn_norm'), at, token_id, pos_id, keys[li], values[li])
             x = [a + b for a, b in zip(x, x_residual)]
             # 2) MLP: widen 4x, ReLU (or another activation), narrow back
             x_residual = x
-            x = self.normalize(x, at + 'mlp_norm')
-            x = [activate(xi, c.activation) for xi in linear(x, sd[at + 'mlp_fc1'], bias(at + 'mlp_fc1'))]
-            x = linear(x, sd[at + 'mlp_fc2'], bias(at + 'mlp_fc2'))
+            x = self.mlp(self.norm(x, at + 'mlp_norm'), at)
             x = [a + b for a, b in zip(x, x_residual)]
-        if c.final_norm:
-            x = self.normalize(x, 'final_norm')
-        logits = linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])
-        if c.softcap:  # smoothly within (-softcap, softcap), near z itself for small z
-            logits = [c.softcap * (z / c.softcap).tanh() for z in logits]
-        return logits
+        return self.head(x)
 
-    def normalize(self, x, where):  # rmsnorm, or layernorm with the weights of `where`
-        if self.config.norm == 'rmsnorm':
-            return rmsnorm(x, self.config.norm_eps)
-        return layernorm(x, self.state_dict[f'{where}_gain'][0], self.state_dict[f'{where}_bias'][0],
-                         self.config.norm_eps)
+    def embed(self, token_id, pos_id):
+        """The token's embedding, its position's added (learned) or left to attention (rope)."""
+        x = self.state_dict['wte'][token_id]
+        x = self.add_position(x, pos_id)
+        return self.input_norm(x)  # not redundant: the residual stream carries x un-normalised
+
+    def attention(self, x, at, token_id, pos_id, keys, values):
+        """q, k, v of this position; each head's weights over the positions so far; their
+        values weighed, the heads projected back. keys, values: this layer's cache."""
+        sd, c = self.state_dict, self.config
+        hd = c.n_embd // c.n_head
+        group = c.n_head // (c.n_kv_head or c.n_head)  # heads of q that share a head of k and v
+        q, k = linear(x, sd[at + 'attn_wq'], self.bias(at + 'attn_wq')), linear(x, sd[at + 'attn_wk'], self.bias(at + 'attn_wk'))
+        v = linear(x, sd[at + 'attn_wv'], self.bias(at + 'attn_wv'))
+        v = self.value_embed[at](v, x, token_id, at)       # nanochat's v + gate * ve; else v
+        q, k = self.qk_scale(self.qk_norm(self.rotate(q, pos_id))), self.qk_scale(self.qk_norm(self.rotate(k, pos_id)))
+        keys.append(k)
+        values.append(v)
+        x_attn = []
+        for h in range(c.n_head):
+            hs, kvs = slice(h * hd, (h + 1) * hd), slice(h // group * hd, (h // group + 1) * hd)
+            attn_logits = [dot(q[hs], k[kvs]) / hd ** 0.5 for k in keys]
+            attn_weights = softmax(attn_logits)
+            v_h = [v[kvs] for v in values]
+            x_attn.extend(dot(attn_weights, [v[j] for v in v_h]) for j in range(hd))
+        return linear(x_attn, sd[at + 'attn_wo'], self.bias(at + 'attn_wo'))
+
+    def mlp(self, x, at):
+        sd = self.state_dict
+        x = [self.activation(xi) for xi in linear(x, sd[at + 'mlp_fc1'], self.bias(at + 'mlp_fc1'))]
+        return linear(x, sd[at + 'mlp_fc2'], self.bias(at + 'mlp_fc2'))
+
+    def head(self, x):
+        """Logits of the next token; lm_head is wte itself when tied."""
+        return self.softcap(linear(self.final_norm(x), self.lm_head))  # nanochat's cap tanh(z / cap)
+
+    # The choices that take more than a line, each inside the part it changes.
+    def residual_scalars(self, x, x0, li):
+        """nanochat's: each block's input a_i x + b_i x0, a and b learned, x0 the embeddings."""
+        a_i, b_i = self.state_dict['resid_lambdas'][0][li], self.state_dict['x0_lambdas'][0][li]
+        return [a_i * xi + b_i * x0i for xi, x0i in zip(x, x0)]
+
+    def value_embedding(self, v, x, token_id, at):
+        """nanochat's: v += 3 sigmoid(gate) * the token's value embedding, a gate a head of v."""
+        hd = self.config.n_embd // self.config.n_head
+        gates = [3 / (1 + (-z).exp()) for z in linear(x[:VE_GATE], self.state_dict[at + 've_gate'])]
+        ve = self.state_dict[at + 'value_embed'][token_id]
+        return [vj + gates[j // hd] * ej for j, (vj, ej) in enumerate(zip(v, ve))]
 
     def kv_cache(self):
         """Empty keys and values: per layer, a list that each position appends to."""

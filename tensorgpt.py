@@ -32,6 +32,7 @@ standard library only.
 import math
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -137,6 +138,29 @@ def linear(x, w, b=None):
     return Tensor(y.reshape(*x.data.shape[:-1], -1), (x, w) if b is None else (x, w, b), backward)
 
 
+def mul(a, b):
+    """a * b, broadcasting like NumPy; b a Tensor or a constant (a number, an array)."""
+    if not isinstance(b, Tensor):
+        return Tensor(a.data * b, (a,), lambda g: (unbroadcast(g * b, a.data.shape),))
+    return Tensor(a.data * b.data, (a, b), lambda g: (unbroadcast(g * b.data, a.data.shape),
+                                                       unbroadcast(g * a.data, b.data.shape)))
+
+
+def index(x, key):
+    """x[key], NumPy's indexing: a slice (x[:, :n]), or rows picked by an array of ids, each
+    as often as it is named. Its backward adds g back where each entry came from."""
+    def backward(g):
+        dx = np.zeros_like(x.data)
+        np.add.at(dx, key, g)                          # a row named twice gets both
+        return dx,
+    return Tensor(x.data[key], (x,), backward)
+
+
+def reshape(x, shape):
+    """The same entries in another shape, e.g. [N, K * D] -> [N, K, D]."""
+    return Tensor(x.data.reshape(shape), (x,), lambda g: (g.reshape(x.data.shape),))
+
+
 def concat(*ws, axis=0):
     """The arrays ws joined along axis: [n1, C], [n2, C], ... -> [n1 + n2 + ..., C] (axis 0).
     One product with the stack does the work of one product with each (fewer, larger calls)."""
@@ -144,69 +168,23 @@ def concat(*ws, axis=0):
     return Tensor(np.concatenate([w.data for w in ws], axis), ws, lambda g: np.split(g, ends[:-1], axis))
 
 
-def repeat_heads(x, rep, D, axis):
-    """Grouped-query attention's sharing: each head (D entries along axis) repeated rep times
-    in a row, [..., K * D, ...] -> [..., K * rep * D, ...]; its gradient sums the copies."""
-    shape = x.data.shape
-    K = shape[axis] // D
-    wide = shape[:axis] + (K, rep, D) + shape[axis + 1:]
-    y = np.broadcast_to(x.data.reshape(shape[:axis] + (K, 1, D) + shape[axis + 1:]), wide)
-    return Tensor(y.reshape(shape[:axis] + (K * rep * D,) + shape[axis + 1:]), (x,),
-                  lambda g: (g.reshape(wide).sum(axis=axis + 1).reshape(shape),))
+def elementwise(x, f):
+    """f applied to each entry of x; f = (forward: x -> (y, kept), backward: (x, kept, g) ->
+    d loss / d x), one of FUNCTIONS or a function made as softcap makes one."""
+    forward, backward = f
+    y, kept = forward(x.data)
+    return Tensor(y, (x,), lambda g: (backward(x.data, kept, g),))
 
 
-def first_columns(x, n):
-    """x[:, :n]: [N, C] -> [N, n]; the gradient of the other columns is 0."""
-    def backward(g):
-        dx = np.zeros_like(x.data)
-        dx[:, :n] = g
-        return dx,
-    return Tensor(x.data[:, :n], (x,), backward)
-
-
-def add_columns(x, y, start):
-    """x with y added to its columns from start on: [N, C], [N, n] -> [N, C]."""
-    out = x.data.copy()
-    out[:, start:start + y.data.shape[1]] += y.data
-    return Tensor(out, (x, y), lambda g: (g, g[:, start:start + y.data.shape[1]]))
-
-
-def sigmoid(x):
-    """1 / (1 + e^-x), elementwise; its gradient s (1 - s)."""
-    s = 1 / (1 + np.exp(-x.data))
-    return Tensor(s, (x,), lambda g: (g * s * (1 - s),))
-
-
-def gated(ve, gate, D):
-    """Each head of ve times its gate: [N, K * D], [N, K] -> [N, K * D]."""
-    N, K = gate.data.shape
-    v3, g3 = ve.data.reshape(N, K, D), gate.data[:, :, None]       # [N, K, D], [N, K, 1]
-    return Tensor((v3 * g3).reshape(N, K * D), (ve, gate), lambda g: (
-        (g.reshape(N, K, D) * g3).reshape(N, K * D), np.sum(g.reshape(N, K, D) * v3, axis=2)))
-
-
-def times_entry(x, w, i):
-    """x times one entry of a weight w [1, n], w[0, i]: a learned scalar."""
-    s = w.data[0, i]
-    def backward(g):
-        dw = np.zeros_like(w.data)
-        dw[0, i] = np.sum(g * x.data)
-        return g * s, dw
-    return Tensor(x.data * s, (x, w), backward)
-
-
-# The MLP's nonlinearity, elementwise: relu (the reference's), relu2 (relu squared:
-# nanochat's) or gelu (GPT-2's, in its tanh approximation).
+# The elementwise functions: the MLP's nonlinearity, relu (the reference's), relu2 (relu
+# squared: nanochat's) or gelu (GPT-2's, in its tanh approximation); and the sigmoid of
+# nanochat's gates. Each calls its math by name, so that Part II's kernels take its place.
+FUNCTIONS = dict(
+    relu=(lambda x: (np.maximum(x, 0), None), lambda x, _, g: relu_backward(x, g)),
+    relu2=(lambda x: (relu2_forward(x), None), lambda x, _, g: relu2_backward(x, g)),
+    gelu=(lambda x: gelu_forward(x), lambda x, t, g: gelu_backward(x, t, g)),
+    sigmoid=(lambda x: (sigmoid_forward(x),) * 2, lambda x, s, g: g * s * (1 - s)))
 ACTIVATIONS = ('relu', 'relu2', 'gelu')
-
-
-def activate(x, kind='relu'):
-    if kind == 'relu':
-        return Tensor(np.maximum(x.data, 0), (x,), lambda g: (relu_backward(x.data, g),))
-    if kind == 'relu2':
-        return Tensor(relu2_forward(x.data), (x,), lambda g: (relu2_backward(x.data, g),))
-    y, t = gelu_forward(x.data)                       # t = tanh u, kept for the backward
-    return Tensor(y, (x,), lambda g: (gelu_backward(x.data, t, g),))
 
 
 # relu: y = max(x, 0); the gradient passes where x > 0.
@@ -235,6 +213,20 @@ def gelu_forward(x):  # -> y, tanh u. (x * x * x, not x ** 3: NumPy's power is s
 
 def gelu_backward(x, t, g):
     return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x))
+
+
+# sigmoid: s = 1 / (1 + e^-x), ds/dx = s (1 - s).
+def sigmoid_forward(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def softcap(cap):
+    """The function cap * tanh(x / cap), for elementwise(): within (-cap, cap), about x
+    itself where |x| << cap (nanochat's logits). Its gradient: 1 - tanh^2."""
+    def forward(x):
+        t = np.tanh(x / cap)
+        return cap * t, t
+    return forward, lambda x, t, g: g * (1 - t * t)
 
 
 def rmsnorm(x, eps=1e-5):
@@ -287,34 +279,6 @@ def layernorm_backward(x, mu, r, gain, g):
 def qk_heads(a, n_head):
     """The heads of q and k in an array laid out as qkv, a view: [N, 3C] -> [N, 2H, D]."""
     return a.reshape(a.shape[0], 3 * n_head, -1)[:, :2 * n_head]
-
-
-def qk_rmsnorm(qkv, n_head, eps=1e-5):
-    """rmsnorm of each head's q and k (not v), nanochat's QK-norm: the attention scores
-    then stay within +-sqrt(D), whatever the weights grow to. [N, 3C] -> [N, 3C]."""
-    N, D = qkv.data.shape[0], qkv.data.shape[1] // (3 * n_head)
-    qk = lambda a: qk_heads(a, n_head)
-    x = qk(qkv.data).reshape(-1, D)                            # [N * 2H, D]: a row per head
-    y, inv_rms = rmsnorm_forward(x, eps)
-    out = qkv.data.copy()
-    qk(out)[...] = y.reshape(N, 2 * n_head, D)
-    def backward(g):
-        dqkv = g.copy()
-        qk(dqkv)[...] = rmsnorm_backward(x, inv_rms, qk(g).reshape(-1, D)).reshape(N, 2 * n_head, D)
-        return dqkv,
-    return Tensor(out, (qkv,), backward)
-
-
-def scale(x, s):
-    """x times a constant s, broadcast like NumPy (e.g. one factor a column)."""
-    return Tensor(x.data * s, (x,), lambda g: (g * s,))
-
-
-def softcap(x, cap):
-    """cap * tanh(x / cap): within (-cap, cap), about x itself where |x| << cap (nanochat's
-    logits). Its gradient: 1 - tanh^2."""
-    t = np.tanh(x.data / cap)
-    return Tensor(cap * t, (x,), lambda g: (g * (1 - t * t),))
 
 
 def rope(qkv, angles, n_head):
@@ -514,17 +478,39 @@ class GPTConfig:
     init_std: float = init_std     # microgpt's initial weights are gauss(0, init_std)
 
     def __post_init__(self):
-        for name, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS),
-                              ('init', INITS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.n_embd % self.n_head or (self.position == 'rope' and self.n_embd // self.n_head % 2):
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-                             + (", into heads of an even size for rope" if self.position == 'rope' else ""))
-        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
-            raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be >= 0 and < 1, not {self.dropout}")
+        why = problem(self.__dict__)
+        if why:
+            raise ValueError(why)
+
+
+def problem(c):
+    """Why a model's settings (a mapping of GPTConfig's fields) make no model, as a phrase;
+    None if they make one. The model's constraints in one place: GPTConfig checks them, and
+    so do the lab's settings and a checkpoint's config (microgpt.py keeps its own copy)."""
+    for name, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS),
+                          ('init', INITS)):
+        if c[name] not in allowed:
+            return f"{name} must be one of {', '.join(allowed)}, not {c[name]!r}"
+    if c['n_embd'] % c['n_head'] or (c['position'] == 'rope' and c['n_embd'] // c['n_head'] % 2):
+        return (f"n_embd ({c['n_embd']}) must be divisible by n_head ({c['n_head']})"
+                + (", into heads of an even size for rope" if c['position'] == 'rope' else ""))
+    if c['n_kv_head'] is not None and (c['n_kv_head'] < 1 or c['n_head'] % c['n_kv_head']):
+        return f"n_kv_head ({c['n_kv_head']}) must divide n_head ({c['n_head']})"
+    if not 0 <= c.get('dropout', 0) < 1:
+        return f"dropout must be >= 0 and < 1, not {c['dropout']}"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The weights, in one table: each one's name (microgpt's), shape and role. The role is what
+# the rest reads: the init, weight decay's groups, Muon's groups, the FLOP count.
+#   embedding: rows picked by token (wte, value_embed) or position (wpe)
+#   matrix: a linear map in a block; head: lm_head; gain, bias: a norm's or a linear map's;
+#   scalar: nanochat's residual scalars, one a layer
+class Weight(NamedTuple):
+    shape: tuple
+    role: str
+    kind: str   # the name without its layer: which weight of its layer it is (attn_wq, ...)
 
 
 def norms_of(c):
@@ -534,45 +520,43 @@ def norms_of(c):
             + (['final_norm'] if c.final_norm else []))
 
 
-def weight_shapes(c):
-    """{name: shape}: a GPT's weights, by microgpt's names, in the order they are made."""
-    C, V, D = c.n_embd, c.vocab_size, c.n_embd // c.n_head
-    KD = (c.n_kv_head or c.n_head) * D                   # the width of k and of v
-    shapes = {'wte': (V, C)}
-    if c.position == 'learned':
-        shapes['wpe'] = (c.block_size, C)
-    if not c.tie_lm_head:
-        shapes['lm_head'] = (V, C)
+def weight_table(c):
+    """{name: Weight}: a GPT's weights, in the order they are made (and drawn)."""
+    C, V, D, K = c.n_embd, c.vocab_size, c.n_embd // c.n_head, c.n_kv_head or c.n_head
+    maps = dict(attn_wq=(C, C), attn_wk=(K * D, C), attn_wv=(K * D, C), attn_wo=(C, C),
+                mlp_fc1=(4 * C, C), mlp_fc2=(C, 4 * C))       # [nout, nin]; k, v: K heads
+    rows = [('wte', (V, C), 'embedding')] + [('wpe', (c.block_size, C), 'embedding')] * (c.position == 'learned') \
+        + [('lm_head', (V, C), 'head')] * (not c.tie_lm_head)
     for i in range(c.n_layer):
-        for w, shape in (('attn_wq', (C, C)), ('attn_wk', (KD, C)), ('attn_wv', (KD, C)),
-                         ('attn_wo', (C, C)), ('mlp_fc1', (4 * C, C)), ('mlp_fc2', (C, 4 * C))):
-            shapes[f'layer{i}.{w}'] = shape
+        rows += [(f'layer{i}.{w}', shape, 'matrix') for w, shape in maps.items()]
         if c.value_embeddings and i % 2 == (c.n_layer - 1) % 2:  # nanochat's: the last layer, every other
-            shapes[f'layer{i}.value_embed'] = (V, KD)
-            shapes[f'layer{i}.ve_gate'] = (c.n_kv_head or c.n_head, min(VE_GATE, C))
-    if c.residual_scalars:
-        shapes['resid_lambdas'] = shapes['x0_lambdas'] = (1, c.n_layer)
-    for i in range(c.n_layer) if c.bias else ():
-        for w in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo', 'mlp_fc1', 'mlp_fc2'):
-            shapes[f'layer{i}.{w}_bias'] = (1, shapes[f'layer{i}.{w}'][0])
-    for where in norms_of(c) if c.norm == 'layernorm' else ():
-        shapes[f'{where}_gain'] = shapes[f'{where}_bias'] = (1, C)
-    return shapes
+            rows += [(f'layer{i}.value_embed', (V, K * D), 'embedding'),
+                     (f'layer{i}.ve_gate', (K, min(VE_GATE, C)), 'matrix')]
+    rows += [('resid_lambdas', (1, c.n_layer), 'scalar'), ('x0_lambdas', (1, c.n_layer), 'scalar')] * c.residual_scalars
+    rows += [(f'layer{i}.{w}_bias', (1, maps[w][0]), 'bias') for i in range(c.n_layer) for w in maps] * c.bias
+    rows += [(f'{where}_{role}', (1, C), role) for where in norms_of(c) for role in ('gain', 'bias')] \
+        * (c.norm == 'layernorm')
+    return {name: Weight(shape, role, name.split('.')[-1]) for name, shape, role in rows}
 
 
-def init_rows(name, c, nout, nin, rng):
-    """Weight `name`'s first values, rows of Python floats, as c.init says, drawn from rng in
+def weight_shapes(c):
+    """{name: shape} of weight_table(c)."""
+    return {name: w.shape for name, w in weight_table(c).items()}
+
+
+def init_rows(w, c, rng):
+    """Weight w's first values, rows of Python floats, as c.init says, drawn from rng in
     order (as microgpt.py draws them). Gains start at 1, biases at 0, the residual scalars at
     nanochat's values, drawn from none. microgpt: gauss(0, init_std). gpt2 (nanoGPT's):
     gauss(0, 0.02), the projections into the residual stream 0.02 / sqrt(2 n_layer).
     nanochat (its init_weights): wte 0.8, lm_head 0.001, the blocks' input maps uniform with
     std 1/sqrt(C) (mlp_fc1 0.4 times that), the projections into the residual stream 0."""
-    kind, L, s = name.rsplit('.', 1)[-1], c.n_layer, math.sqrt(3 / c.n_embd)
+    (nout, nin), L, s = w.shape, c.n_layer, math.sqrt(3 / c.n_embd)
     fixed = {'resid_lambdas': [1.15 - 0.10 * i / max(L - 1, 1) for i in range(L)],
-             'x0_lambdas': [0.20 - 0.15 * i / max(L - 1, 1) for i in range(L)]}.get(kind)
-    if fixed or kind.endswith(('_gain', '_bias')):
-        return [fixed or [1.0 if kind.endswith('_gain') else 0.0] * nin]
-    out = kind in ('attn_wo', 'mlp_fc2')                 # into the residual stream
+             'x0_lambdas': [0.20 - 0.15 * i / max(L - 1, 1) for i in range(L)]}.get(w.kind)
+    if fixed or w.role in ('gain', 'bias'):
+        return [fixed or [1.0 if w.role == 'gain' else 0.0] * nin]
+    out = w.kind in ('attn_wo', 'mlp_fc2')               # into the residual stream
     if c.init == 'nanochat' and out:
         return [[0.0] * nin for _ in range(nout)]
     draw = lambda: rng.gauss(0, c.init_std)
@@ -581,34 +565,72 @@ def init_rows(name, c, nout, nin, rng):
     elif c.init == 'nanochat':
         draw = dict(wte=lambda: rng.gauss(0, 0.8), wpe=lambda: rng.gauss(0, 0.8),
                     lm_head=lambda: rng.gauss(0, 0.001), mlp_fc1=lambda: rng.uniform(-0.4 * s, 0.4 * s),
-                    ve_gate=lambda: rng.uniform(0, 0.02)).get(kind, lambda: rng.uniform(-s, s))
+                    ve_gate=lambda: rng.uniform(0, 0.02)).get(w.kind, lambda: rng.uniform(-s, s))
     return [[draw() for _ in range(nin)] for _ in range(nout)]
 
 
+def same(x, *_):
+    """A choice not taken: x as it is."""
+    return x
+
+
 class GPT:
-    """The weights (`state_dict`, by microgpt's names and shapes) and the forward pass, as
-    its GPTConfig says."""
+    """The weights (`state_dict`, by microgpt's names and shapes, drawn as weight_table
+    says) and the forward pass: embed, then each block's attention and MLP, then the head.
+    Each choice of GPTConfig lives inside the part it changes, as a function settled here,
+    when the model is built (`same` where it is not taken)."""
 
     def __init__(self, config, rng):
         self.config = c = config
-        dtype = np.dtype(c.dtype)
+        self.table = weight_table(c)
         # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
         # models the same weights
-        self.state_dict = {}
-        for name, (nout, nin) in weight_shapes(c).items():
-            rows = init_rows(name, c, nout, nin, rng)
-            self.state_dict[name] = Tensor(np.array(rows, dtype=np.float64).reshape(nout, nin).astype(dtype))
-            if name == 'wte' and c.position != 'learned':
-                init_rows('wpe', c, c.block_size, c.n_embd, rng)  # wpe's draws all the same: the rest keep theirs
-        self.params = list(self.state_dict.values())
-        # what weight decay leaves alone: gains, biases, the residual scalars (not matrices)
-        self.norm_weights = [t for name, t in self.state_dict.items()
-                             if name.endswith(('_gain', '_bias', '_lambdas'))]
+        self.state_dict = sd = {name: Tensor(np.array(init_rows(w, c, rng), np.float64).reshape(w.shape)
+                                             .astype(c.dtype)) for name, w in self.skip_wpe(rng)}
+        self.params = list(sd.values())
+        self.no_decay = [sd[n] for n, w in self.table.items() if w.role in ('gain', 'bias', 'scalar')]
         # dropout's draws: seeded from a copy of rng, so that rng's own draws (the batches,
         # the samples) are those of the same run without dropout
         twin = random.Random()
         twin.setstate(rng.getstate())
         self.dropout_stream = DropoutStream(twin.getrandbits(64))
+        self.choose(c, sd)
+
+    def skip_wpe(self, rng):
+        """The table's (name, weight) in order; without wpe, its draws are drawn all the same,
+        after wte's, so that the rest keep theirs."""
+        for name, w in self.table.items():
+            yield name, w
+            if name == 'wte' and self.config.position != 'learned':
+                init_rows(Weight((self.config.block_size, self.config.n_embd), 'embedding', 'wpe'), self.config, rng)
+
+    def choose(self, c, sd):
+        """Settle each choice into the part it changes: a function, or `same`."""
+        H, K, D = c.n_head, c.n_kv_head or c.n_head, c.n_embd // c.n_head
+        heads = (np.arange(H)[:, None] // (H // K) * D + np.arange(D)).ravel()  # k, v's row of each
+        self.norm = dict(rmsnorm=lambda x, at: rmsnorm(x, c.norm_eps),
+                         layernorm=lambda x, at: layernorm(x, sd[at + '_gain'], sd[at + '_bias'], c.norm_eps))[c.norm]
+        self.activation = FUNCTIONS[c.activation]
+        # embed
+        self.add_position = (lambda x, pos: x + embedding(sd['wpe'], pos)) if c.position == 'learned' else same
+        self.input_norm = (lambda x: self.norm(x, 'input_norm')) if c.input_rmsnorm else same
+        # the blocks
+        self.mix = self.residual_scalars if c.residual_scalars else same
+        self.share = (lambda t, axis: index(t, (slice(None),) * axis + (heads,))) if K < H else same
+        self.qkv_bias = (lambda at: concat(sd[at + 'attn_wq_bias'], self.share(sd[at + 'attn_wk_bias'], 1),
+                                           self.share(sd[at + 'attn_wv_bias'], 1), axis=1)) if c.bias else lambda at: None
+        self.value_embed = {at: self.value_embedding if at + 'value_embed' in sd else same
+                            for at in (f'layer{i}.' for i in range(c.n_layer))}
+        cos_sin = rope_angles(np.arange(c.block_size), D, c.dtype, c.rope_base)   # [block_size, D/2] each
+        self.rotate = (lambda qkv, pos: rope(qkv, (cos_sin[0][pos], cos_sin[1][pos]), H)) \
+            if c.position == 'rope' else same
+        self.qk_norm = self.qk_rmsnorm if c.qk_norm else same
+        qk_times = np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), c.n_embd)   # [3C]
+        self.qk_scale = (lambda qkv: mul(qkv, qk_times)) if c.qk_scale != 1 else same
+        # the head
+        self.final_norm = (lambda x: self.norm(x, 'final_norm')) if c.final_norm else same
+        self.lm_head = sd['wte'] if c.tie_lm_head else sd['lm_head']
+        self.softcap = (lambda logits: elementwise(logits, softcap(c.softcap))) if c.softcap else same
 
     def forward(self, tokens, positions, starts, attention_maps=None, training=False):
         """Logits for the next token at every position of a packed batch: the documents'
@@ -620,68 +642,76 @@ class GPT:
         nothing, and no padding needs masking; the result is the same."""
         drop = self.keep if training and self.config.dropout else None
         attend = lambda i, qkv: attention(qkv, starts, self.config.n_head, attention_maps, drop)
-        return self.blocks(tokens, positions, attend, drop)
+        return self.blocks(tokens, positions, attend, (lambda y: dropout(y, drop(y.data.shape))) if drop else same)
 
-    def blocks(self, tokens, positions, attend, drop=None):
+    def blocks(self, tokens, positions, attend, dropped=same):
         """The model from tokens [N] at positions [N] to logits [N, V], attention given by
         attend(layer, qkv [N, 3C]) -> [N, C]: within each document (forward), or over a
         cache of the past (next_logits). One story for training and for sampling."""
-        sd, c = self.state_dict, self.config
-        C, H = c.n_embd, c.n_head
-        D, K = C // H, c.n_kv_head or H
-        shared = lambda t, axis: t if K == H else repeat_heads(t, H // K, D, axis)  # kv heads to H
-        bias = lambda name: sd.get(f'{name}_bias')                     # None without biases
-        if c.position == 'rope':  # the same angles in every layer
-            angles = rope_angles(positions, D, c.dtype, c.rope_base)
-        x = embedding(sd['wte'], tokens)                                       # [N, C]
-        if c.position == 'learned':
-            x = x + embedding(sd['wpe'], positions)
-        if c.input_rmsnorm:
-            x = self.normalize(x, 'input_norm')  # not redundant: the residual stream carries x un-normalised
+        x = self.embed(tokens, positions)                                       # [N, C]
         x0 = x                                   # the embeddings, as the first block sees them
-        for i in range(c.n_layer):
+        for i in range(self.config.n_layer):
             at = f'layer{i}.'
-            if c.residual_scalars:  # nanochat's: x = a_i x + b_i x0, a and b learned
-                x = times_entry(x, sd['resid_lambdas'], i) + times_entry(x0, sd['x0_lambdas'], i)
-            # 1) multi-head causal self-attention; with n_kv_head < n_head, each head of k and
-            # v serves H / K heads of q (its weights repeated: the same math)
-            xn = self.normalize(x, at + 'attn_norm')
-            w = concat(sd[at + 'attn_wq'], shared(sd[at + 'attn_wk'], 0), shared(sd[at + 'attn_wv'], 0))  # [3C, C]
-            b = concat(bias(at + 'attn_wq'), shared(bias(at + 'attn_wk'), 1), shared(bias(at + 'attn_wv'), 1),
-                       axis=1) if c.bias else None                            # [1, 3C]
-            qkv = linear(xn, w, b)                                            # [N, 3C]: q, k, v
-            if at + 'value_embed' in sd:  # nanochat's: v += 3 sigmoid(gate) * the token's value embedding
-                gate = scale(sigmoid(linear(first_columns(xn, min(VE_GATE, C)), sd[at + 've_gate'])), 3.0)  # [N, K]
-                ve = gated(embedding(sd[at + 'value_embed'], tokens), gate, D)  # [N, K * D]
-                qkv = add_columns(qkv, shared(ve, 1), 2 * C)
-            if c.position == 'rope':
-                qkv = rope(qkv, angles, H)
-            if c.qk_norm:
-                qkv = qk_rmsnorm(qkv, H, c.norm_eps)
-            if c.qk_scale != 1:  # q and k (not v) times qk_scale: the scores times its square
-                qkv = scale(qkv, np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), C))
-            x = x + self.dropped(linear(attend(i, qkv), sd[at + 'attn_wo'], bias(at + 'attn_wo')), drop)
-            # 2) MLP: widen 4x, ReLU (or another activation), narrow back
-            h = linear(self.normalize(x, at + 'mlp_norm'), sd[at + 'mlp_fc1'], bias(at + 'mlp_fc1'))  # [N, 4C]
-            x = x + self.dropped(linear(activate(h, c.activation), sd[at + 'mlp_fc2'], bias(at + 'mlp_fc2')), drop)
-        if c.final_norm:
-            x = self.normalize(x, 'final_norm')
-        logits = linear(x, sd['wte'] if c.tie_lm_head else sd['lm_head'])      # [N, V]
-        return softcap(logits, c.softcap) if c.softcap else logits
+            x = self.mix(x, x0, i)               # nanochat's a_i x + b_i x0; else x
+            x = x + dropped(self.attention(self.norm(x, at + 'attn_norm'), at, tokens, positions,
+                                           lambda qkv: attend(i, qkv)))
+            x = x + dropped(self.mlp(self.norm(x, at + 'mlp_norm'), at))
+        return self.head(x)                                                    # [N, V]
 
-    def normalize(self, x, where):
-        """The norm at `where` (e.g. 'layer0.attn_norm'): rmsnorm, or layernorm with its weights."""
-        eps = self.config.norm_eps
-        if self.config.norm == 'rmsnorm':
-            return rmsnorm(x, eps)
-        return layernorm(x, self.state_dict[f'{where}_gain'], self.state_dict[f'{where}_bias'], eps)
+    def embed(self, tokens, positions):
+        """Each token's embedding, its position's added (learned) or left to attention (rope):
+        [N] -> [N, C]."""
+        x = embedding(self.state_dict['wte'], tokens)                          # [N, C]
+        x = self.add_position(x, positions)
+        return self.input_norm(x)   # not redundant: the residual stream carries x un-normalised
+
+    def attention(self, x, at, tokens, positions, attend):
+        """Multi-head causal self-attention: q, k, v of every head from x, each head
+        attending (attend: [N, 3C] -> [N, C]), the heads projected back. [N, C] -> [N, C].
+        With n_kv_head < n_head, each head of k and v serves H / K heads of q (its weights
+        shared: the same math)."""
+        sd, share = self.state_dict, self.share
+        w = concat(sd[at + 'attn_wq'], share(sd[at + 'attn_wk'], 0), share(sd[at + 'attn_wv'], 0))  # [3C, C]
+        qkv = linear(x, w, self.qkv_bias(at))                                  # [N, 3C]: q, k, v
+        qkv = self.value_embed[at](qkv, x, tokens, at)   # nanochat's v + gate * ve; else qkv
+        qkv = self.qk_scale(self.qk_norm(self.rotate(qkv, positions)))   # rope, QK-norm, q, k times s
+        return linear(attend(qkv), sd[at + 'attn_wo'], sd.get(at + 'attn_wo_bias'))
+
+    def mlp(self, x, at):
+        """Widen 4x, ReLU (or another activation), narrow back: [N, C] -> [N, C]."""
+        sd = self.state_dict
+        h = linear(x, sd[at + 'mlp_fc1'], sd.get(at + 'mlp_fc1_bias'))         # [N, 4C]
+        return linear(elementwise(h, self.activation), sd[at + 'mlp_fc2'], sd.get(at + 'mlp_fc2_bias'))
+
+    def head(self, x):
+        """Logits of the next token: [N, C] -> [N, V]; lm_head is wte itself when tied."""
+        return self.softcap(linear(self.final_norm(x), self.lm_head))   # nanochat's cap tanh(l / cap)
+
+    # The choices that take more than a line, each inside the part it changes.
+    def residual_scalars(self, x, x0, i):
+        """nanochat's: each block's input a_i x + b_i x0, a and b learned, x0 the embeddings."""
+        a, b = (index(self.state_dict[n], np.s_[:, i:i + 1]) for n in ('resid_lambdas', 'x0_lambdas'))
+        return mul(x, a) + mul(x0, b)                                          # [1, 1] each
+
+    def value_embedding(self, qkv, x, tokens, at):
+        """nanochat's: v = v + gate * ve, ve the token's embedding in this layer's own table
+        and gate = 3 sigmoid(x[:, :12] w_gate^T), one for each head of v. [N, 3C] -> [N, 3C]."""
+        sd, (N, C), K = self.state_dict, x.data.shape, len(self.state_dict[at + 've_gate'].data)
+        gate = mul(elementwise(linear(index(x, np.s_[:, :VE_GATE]), sd[at + 've_gate']), FUNCTIONS['sigmoid']), 3.0)
+        ve = embedding(sd[at + 'value_embed'], tokens)                          # [N, K * D]
+        gve = reshape(mul(reshape(ve, (N, K, -1)), reshape(gate, (N, K, 1))), (N, -1))  # [N, K * D]
+        return concat(index(qkv, np.s_[:, :2 * C]), index(qkv, np.s_[:, 2 * C:]) + self.share(gve, 1), axis=1)
+
+    def qk_rmsnorm(self, qkv):
+        """nanochat's QK-norm: each head of q and of k rmsnormed (not v), so the scores stay
+        within +-sqrt(D) whatever the weights grow to. [N, 3C] -> [N, 3C]."""
+        N, C, H = qkv.data.shape[0], self.config.n_embd, self.config.n_head
+        qk = reshape(rmsnorm(reshape(index(qkv, np.s_[:, :2 * C]), (N, 2 * H, -1)), self.config.norm_eps), (N, 2 * C))
+        return concat(qk, index(qkv, np.s_[:, 2 * C:]), axis=1)
 
     def keep(self, shape):
         """A dropout keep array of shape, from the model's stream."""
         return self.dropout_stream.keep(shape, self.config.dropout, self.config.dtype)
-
-    def dropped(self, x, drop):
-        return dropout(x, drop(x.data.shape)) if drop else x
 
     def loss(self, batch, training=False):
         """Mean over the batch of each document's mean cross-entropy of predicting tokens[1:]
@@ -815,27 +845,24 @@ def muon_update(p, g, m, v, lr, momentum, beta2, weight_decay):
 
 
 class Muon:
-    """nanochat's MuonAdamW for a GPT's weights (a state_dict): step(lr, grad_clip) as Adam's.
+    """nanochat's MuonAdamW for a GPT's weights, grouped by role: step(lr, grad_clip) as Adam's.
     lr is the schedule's at this step, whose peak is `peak`: each group's learning rate is
     its own times lr / peak. Muon's own is muon_lr; AdamW's are nanochat's (its
     base_train.py: embeddings 0.3, lm_head 0.008, each times sqrt(768 / C); scalars 0.5),
     with its betas, eps 1e-10 and weight decays. weight_decay is Muon's."""
-    MATRICES = ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo', 'mlp_fc1', 'mlp_fc2', 've_gate')
     ADAMW = dict(  # group: (lr, times sqrt(768 / C)?, (beta1, beta2), weight decay)
         lm_head=(0.008, True, (0.8, 0.96), 0.01), embedding=(0.3, True, (0.8, 0.995), 0.001),
         value_embeds=(0.15, True, (0.8, 0.995), 0.01), resid_lambdas=(0.005, False, (0.8, 0.95), 0.05),
         x0_lambdas=(0.5, False, (0.96, 0.95), 0.0),
         other=(0.2, False, (0.8, 0.95), 0.0))  # nanochat's for its other small weights; here gains, biases
 
-    def __init__(self, state_dict, peak, muon_lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.9):
-        self.params, self.peak, self.muon_lr = list(state_dict.values()), peak, muon_lr
+    def __init__(self, model, peak, muon_lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.9):
+        self.params, self.peak, self.muon_lr = model.params, peak, muon_lr
         self.weight_decay, self.momentum, self.beta2 = weight_decay, momentum, beta2
-        groups = {}
-        for name, p in state_dict.items():
-            kind = name.rsplit('.', 1)[-1]
-            group = 'muon' if name.startswith('layer') and kind in self.MATRICES else \
-                'embedding' if kind in ('wte', 'wpe') else 'value_embeds' if kind == 'value_embed' \
-                else kind if kind in self.ADAMW else 'other'
+        groups = {}  # by each weight's role, as nanochat reads them off its model
+        for w, p in zip(model.table.values(), model.params):
+            group = 'muon' if w.role == 'matrix' else 'value_embeds' if w.kind == 'value_embed' else \
+                w.kind if w.role == 'scalar' else dict(head='lm_head', embedding='embedding').get(w.role, 'other')
             groups.setdefault(group, []).append(p)
         self.matrices = groups.pop('muon', [])
         C = self.params[0].data.shape[1]              # wte's width

@@ -127,8 +127,8 @@ def optimizer(cfg, model):
     """Adam as cfg sets it (AdamW in tensor mode, gains, biases and scalars not decayed); or
     nanochat's Muon with AdamW (tensor mode), its learning rates on the schedule of cfg's lr."""
     if cfg.get('optimizer') == 'muon':
-        return lib('tensor').Muon(model.state_dict, cfg['lr'], cfg['muon_lr'], cfg['weight_decay'])
-    extra = dict(weight_decay=cfg['weight_decay'], no_decay=model.norm_weights) \
+        return lib('tensor').Muon(model, cfg['lr'], cfg['muon_lr'], cfg['weight_decay'])
+    extra = dict(weight_decay=cfg['weight_decay'], no_decay=model.no_decay) \
         if cfg['mode'] == 'tensor' else {}
     return lib(cfg['mode']).Adam(model.params, beta1=cfg['beta1'], beta2=cfg['beta2'],
                                  eps=cfg['eps'], **extra)
