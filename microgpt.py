@@ -311,13 +311,12 @@ class GPT:
         self.choose(c, sd)
 
     def choose(self, c, sd):
-        """Settle each choice into the part it changes: a function, or `same`."""
+        """Settle each choice into the part it changes (embed, blocks, head): a function, or `same`."""
         hd = c.n_embd // c.n_head
         self.norm = dict(rmsnorm=lambda x, at: rmsnorm(x, c.norm_eps),
                          layernorm=lambda x, at: layernorm(x, sd[at + '_gain'][0], sd[at + '_bias'][0], c.norm_eps))[c.norm]
         self.bias = (lambda name: sd[name + '_bias'][0]) if c.bias else lambda name: None
         self.activation = ACTIVATIONS[c.activation]
-        # embed
         self.add_position = (lambda x, pos_id: [t + p for t, p in zip(x, sd['wpe'][pos_id])]) \
             if c.position == 'learned' else same
         self.input_norm = (lambda x: self.norm(x, 'input_norm')) if c.input_rmsnorm else same

@@ -605,13 +605,12 @@ class GPT:
                 init_rows(Weight((self.config.block_size, self.config.n_embd), 'embedding', 'wpe'), self.config, rng)
 
     def choose(self, c, sd):
-        """Settle each choice into the part it changes: a function, or `same`."""
+        """Settle each choice into the part it changes (embed, blocks, head): a function, or `same`."""
         H, K, D = c.n_head, c.n_kv_head or c.n_head, c.n_embd // c.n_head
         heads = (np.arange(H)[:, None] // (H // K) * D + np.arange(D)).ravel()  # k, v's row of each
         self.norm = dict(rmsnorm=lambda x, at: rmsnorm(x, c.norm_eps),
                          layernorm=lambda x, at: layernorm(x, sd[at + '_gain'], sd[at + '_bias'], c.norm_eps))[c.norm]
         self.activation = FUNCTIONS[c.activation]
-        # embed
         self.add_position = (lambda x, pos: x + embedding(sd['wpe'], pos)) if c.position == 'learned' else same
         self.input_norm = (lambda x: self.norm(x, 'input_norm')) if c.input_rmsnorm else same
         # the blocks
@@ -619,14 +618,13 @@ class GPT:
         self.share = (lambda t, axis: index(t, (slice(None),) * axis + (heads,))) if K < H else same
         self.qkv_bias = (lambda at: concat(sd[at + 'attn_wq_bias'], self.share(sd[at + 'attn_wk_bias'], 1),
                                            self.share(sd[at + 'attn_wv_bias'], 1), axis=1)) if c.bias else lambda at: None
-        self.value_embed = {at: self.value_embedding if at + 'value_embed' in sd else same
-                            for at in (f'layer{i}.' for i in range(c.n_layer))}
-        cos_sin = rope_angles(np.arange(c.block_size), D, c.dtype, c.rope_base)   # [block_size, D/2] each
-        self.rotate = (lambda qkv, pos: rope(qkv, (cos_sin[0][pos], cos_sin[1][pos]), H)) \
-            if c.position == 'rope' else same
+        self.value_embed = {f'layer{i}.': self.value_embedding if f'layer{i}.value_embed' in sd else same
+                            for i in range(c.n_layer)}
+        cos, sin = rope_angles(np.arange(c.block_size), D, c.dtype, c.rope_base)   # [block_size, D/2] each
+        self.rotate = (lambda qkv, pos: rope(qkv, (cos[pos], sin[pos]), H)) if c.position == 'rope' else same
         self.qk_norm = self.qk_rmsnorm if c.qk_norm else same
-        qk_times = np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), c.n_embd)   # [3C]
-        self.qk_scale = (lambda qkv: mul(qkv, qk_times)) if c.qk_scale != 1 else same
+        s = np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), c.n_embd)   # q, k times s; v once
+        self.qk_scale = (lambda qkv: mul(qkv, s)) if c.qk_scale != 1 else same
         # the head
         self.final_norm = (lambda x: self.norm(x, 'final_norm')) if c.final_norm else same
         self.lm_head = sd['wte'] if c.tie_lm_head else sd['lm_head']

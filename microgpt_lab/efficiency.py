@@ -13,19 +13,22 @@ import time
 
 import numpy as np
 
+from microgpt_lab import models
+
 
 # ---------------------------------------------------------------------------
 # Model FLOPs: the multiply-adds of the matrix products of a training step, 2 FLOPs each, per
-# token trained on. Forward, per token: 2 (12 L C^2 + V C) for the products with the weights
-# (q, k, v, o: 4 C^2; the MLP: 8 C^2; lm_head: V C), and 4 C t per layer for attention (q k^T
-# and att v over the t keys the token sees). Backward does twice the forward's products (the
-# gradient of each input and of each weight), so a step is 3 times the forward:
-#     flops/token = 6 (12 L C^2 + V C) + 12 L C t,   t = the mean number of keys a token sees:
+# token trained on. Forward, per token: 2 nout nin for each product with a weight (the
+# weight table's matrices and head: for the reference, q, k, v, o: 4 C^2 a layer; the MLP:
+# 8 C^2; lm_head: V C), and 4 C t per layer for attention (q k^T and att v over the t keys
+# the token sees). Backward does twice the forward's products (the gradient of each input and
+# of each weight), so a step is 3 times the forward:
+#     flops/token = 6 sum(nout nin) + 12 L C t,   t = the mean number of keys a token sees:
 # (T + 1) / 2 for windows of T, less for short documents. Norms, activations and softmax are
 # left out, as nanoGPT's and llm.c's counts leave them out.
 def flops_per_token(cfg, vocab_size, mean_keys):
-    L, C = cfg['n_layer'], cfg['n_embd']
-    return 6 * (12 * L * C * C + vocab_size * C) + 12 * L * C * mean_keys
+    products = sum(count * nout * nin for nout, nin, count in weight_shapes(cfg, vocab_size))
+    return 6 * products + 12 * cfg['n_layer'] * cfg['n_embd'] * mean_keys
 
 
 def trained_lengths(d, cfg):
@@ -54,12 +57,17 @@ def tokens_per_step(d, cfg):
 # ---------------------------------------------------------------------------
 # The matmul peak at the model's shapes: a step's weight products, each in the three forms
 # that tensorgpt.linear runs (y = x w^T; the input's gradient g w; the weight's g^T x), on
-# random arrays of the step's N tokens: q, k, v as one [3C, C], o [C, C], the MLP's [4C, C]
-# and [C, 4C] (each L times), lm_head [V, C].
+# random arrays of the step's N tokens.
 def weight_shapes(cfg, vocab_size):
-    """(nout, nin, count): the weight matrices of a step's products."""
-    C, L = cfg['n_embd'], cfg['n_layer']
-    return [(3 * C, C, L), (C, C, L), (4 * C, C, L), (C, 4 * C, L), (vocab_size, C, 1)]
+    """(nout, nin, count): the weight matrices of a step's products, read off the model's
+    weight table: each layer's q, k and v as one [3C, C] (as tensorgpt runs them, k and v's
+    heads shared out to every head of q first), o, the MLP's two, the value-embedding gates
+    where there are some, and the head (wte's shape when tied)."""
+    table = models.weight_table(dict(cfg, vocab_size=vocab_size))
+    L, (V, C) = cfg['n_layer'], table['wte'].shape
+    gates = [w.shape for w in table.values() if w.kind == 've_gate']
+    return [(3 * C, C, L), (C, C, L), (4 * C, C, L), (C, 4 * C, L), (V, C, 1)] \
+        + [(*shape, len(gates)) for shape in gates[:1]]
 
 
 def matmul_peak(cfg, vocab_size, n_tokens, dtype='float32', tries=5, least_s=0.002):

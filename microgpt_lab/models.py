@@ -69,11 +69,17 @@ def build(cfg, vocab_size, rng):
     return lib(cfg['mode']).GPT(gpt_config(cfg, vocab_size), rng)
 
 
+def weight_table(config):
+    """{name: Weight(shape, role, kind)}: the weights of the model a checkpoint's config
+    (vocab_size and the model's settings) describes. Both modes make the same weights for
+    every setting they both take (the tests hold them to it); scalar mode's, standard library
+    only, says."""
+    return lib('scalar').weight_table(gpt_config(dict(config, mode='scalar'), config['vocab_size']))
+
+
 def weight_shapes(config):
-    """{name: shape} of the weights of the model a checkpoint's config (vocab_size and the
-    model's settings) describes. Both modes make the same weights for every setting they
-    both take (the tests hold them to it); scalar mode's, standard library only, says."""
-    return lib('scalar').weight_shapes(gpt_config(dict(config, mode='scalar'), config['vocab_size']))
+    """{name: shape} of weight_table(config)."""
+    return {name: w.shape for name, w in weight_table(config).items()}
 
 
 def n_params(cfg, vocab_size):

@@ -11,12 +11,15 @@ import tensorgpt as tg
 from microgpt_lab import efficiency, models, training
 
 
-@pytest.mark.parametrize('text', [False, True])
-def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, text):
+@pytest.mark.parametrize('text, choices', [(False, {}), (True, {}), (False, dict(tie_lm_head=True, n_kv_head=1)),
+                                           (True, dict(value_embeddings=True, n_kv_head=1, bias=True))])
+def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, text, choices):
     """Count the multiply-adds of every product a forward pass makes (linear, and attention's
-    q k^T and att v over each token's keys), times 3 for the backward's two: the formula."""
-    cfg = dict(n_layer=2, n_embd=8, block_size=6, data_format='text' if text else 'lines')
-    model = tg.GPT(tg.GPTConfig(5, n_embd=8, n_head=2, n_layer=2, block_size=6, dtype='float64'), random.Random(0))
+    q k^T and att v over each token's keys), times 3 for the backward's two: the formula, read
+    off the weight table (grouped-query attention's smaller k and v, the gates' products)."""
+    cfg = dict(n_layer=2, n_embd=8, n_head=2, block_size=6, data_format='text' if text else 'lines', **choices)
+    model = tg.GPT(tg.GPTConfig(5, n_embd=8, n_head=2, n_layer=2, block_size=6, dtype='float64', **choices),
+                   random.Random(0))
     count, linear, attention = [0], tg.linear, tg.attention
     def counted_linear(x, w, b=None):
         count[0] += 2 * x.data.size // x.data.shape[-1] * w.data.size

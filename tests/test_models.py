@@ -1,6 +1,8 @@
 """models.py: the two models behind one interface: the same weights from the same settings,
 their shapes known without building them, weights out and back in exactly, a stopped run's
 state restored, and tensor mode's environment checked."""
+import ast
+import inspect
 import random
 
 import numpy as np
@@ -38,6 +40,7 @@ def test_both_modes_build_the_same_weights_whose_shapes_are_known_beforehand(cho
     assert list(shapes) == list(wt)
     assert models.n_params(run_settings(**choices), 7) == sum(w.size for w in wt.values()) == len(scalar.params)
     assert tensorgpt.weight_shapes(tensor.config) == microgpt.weight_shapes(scalar.config) == shapes
+    assert tensorgpt.weight_table(tensor.config) == microgpt.weight_table(scalar.config)  # roles too
 
 
 @pytest.mark.parametrize('mode', ['scalar', 'tensor'])
@@ -110,3 +113,36 @@ def test_a_models_weights_are_microgpts_by_name_and_shape():
         'layer0.attn_norm_gain': (1, 4), 'layer0.attn_norm_bias': (1, 4),
         'layer0.mlp_norm_gain': (1, 4), 'layer0.mlp_norm_bias': (1, 4),
         'final_norm_gain': (1, 4), 'final_norm_bias': (1, 4)}
+
+
+# ---------------------------------------------------------------------------
+# The models read as blocks: each choice settled when the model is built.
+BUILD = ('__init__', 'choose', 'skip_wpe')  # the methods that build; the rest run the model
+
+
+@pytest.mark.parametrize('module, most_branches', [(tensorgpt, 6), (microgpt, 8)])
+def test_the_model_reads_as_its_parts_with_few_branches_at_run_time(module, most_branches):
+    """No method of GPT over 25 lines; the methods that run the model test the config at most
+    6 times in all in tensorgpt.py, 8 in microgpt.py (issue 34; before it: 13 and 11)."""
+    cls = next(n for n in ast.parse(inspect.getsource(module)).body if getattr(n, 'name', '') == 'GPT')
+    methods = [m for m in cls.body if isinstance(m, ast.FunctionDef)]
+    assert max(m.end_lineno - m.lineno + 1 for m in methods) <= 25
+    branches = sum(isinstance(n, (ast.If, ast.IfExp)) for m in methods if m.name not in BUILD for n in ast.walk(m))
+    assert branches <= most_branches
+    assert {'embed', 'attention', 'mlp', 'head'} <= {m.name for m in methods}
+
+
+def test_the_models_constraints_are_one_function_copied_alike_into_both_files():
+    """microgpt.py keeps its own copy of problem() (it stands alone): the same text, the same
+    answers, and GPTConfig raises what it says."""
+    assert inspect.getsource(microgpt.problem) == inspect.getsource(tensorgpt.problem)
+    bad = [dict(n_embd=6, n_head=4), dict(n_embd=6, n_head=2, position='rope'), dict(n_kv_head=3),
+           dict(norm='batchnorm'), dict(init='xavier')]
+    for choice in bad:
+        fields = dict(tensorgpt.GPTConfig(5).__dict__, **choice)
+        why = tensorgpt.problem(fields)
+        assert why and why == microgpt.problem(fields)
+        for module in (tensorgpt, microgpt):
+            with pytest.raises(ValueError, match=why.replace('(', r'\(').replace(')', r'\)')):
+                module.GPTConfig(5, **choice)
+    assert tensorgpt.problem(tensorgpt.GPTConfig(5).__dict__) is None
