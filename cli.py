@@ -177,19 +177,15 @@ import sys
 
 from docopt import DocoptExit, docopt
 
-from microgpt_lab import (UserError, ablation, attention_maps, bench, output, plots, sampling,
-                          settings, stopping, training)
+from microgpt_lab import (UserError, ablation, attention_maps, bench, grid, output, overlay,
+                          sampling, settings, stopping, training)
 
 
 # ---------------------------------------------------------------------------
 # Which options each command takes: those under the usage's '... options' headings that it
 # lists below; an option that takes a value has one in its line ('--steps N').
-SECTIONS = {}
-for line in __doc__.splitlines():
-    if re.match(r'\w+ options', line):
-        section = SECTIONS.setdefault(line.split()[0].lower(), set())
-    elif SECTIONS and re.match(r'  --', line):
-        section.add(line.split()[0])
+SECTIONS = {heading.lower(): set(re.findall(r'^  (--[\w-]+)', lines, re.M))  # a heading, its lines
+            for heading, lines in re.findall(r'^(\w+) options.*\n((?:.+\n)*)', __doc__, re.M)}
 TAKES_VALUE = {line.split()[0] for line in __doc__.splitlines() if re.match(r'  --[\w-]+ [A-Z]', line)}
 RUN = set().union(*(SECTIONS[s] for s in ('data', 'model', 'training', 'generation')))
 TAKES = dict(train=RUN | SECTIONS['run'], ablate=(RUN | SECTIONS['ablation'])
@@ -241,9 +237,7 @@ def parse_args(argv):
 
 
 # ---------------------------------------------------------------------------
-# Conversion: every option's string becomes a typed value, checked, by the one table of
-# settings.py (the settings a run records, and the commands' own options); each command
-# checks its settings together.
+# Conversion: every option's string typed and checked by settings.py's one table.
 def value(args, name):
     """Setting (or command option) `name` from docopt's dict: a flag's truth (a --no- flag's
     opposite), or the string converted and checked; the default if not given (mode: None)."""
@@ -258,33 +252,27 @@ def value(args, name):
 def parse_config(args):
     """The command's settings and options, typed and checked, from docopt's strings."""
     png = lambda auto: auto if args['--png'] == 'auto' else args['--png']
+    own = lambda *names: {name: value(args, name) for name in names}
     if args['plot']:
         return dict(dirs=args['DIR'], png=png('plot.png'))
     if args['attention']:
         return dict(checkpoint=args['--checkpoint'], text=args['--text'], png=png('attention.png'))
     if args['sample']:  # mode None: the checkpoint's data says (see sampling.py); seed None: its own
-        return dict({name: value(args, name) for name in ('temperature', 'top_k', 'length', 'num', 'mode')},
+        return dict(own('temperature', 'top_k', 'length', 'num', 'mode'), checkpoint=args['--checkpoint'],
                     seed=None if args['--seed'] is None else value(args, 'seed'),
-                    checkpoint=args['--checkpoint'], prompt=args['--prompt'], batched=args['--batched'])
-    cfg = {name: value(args, name) for name in settings.SETTINGS}
+                    prompt=args['--prompt'], batched=args['--batched'])
+    cfg = own(*settings.SETTINGS)
     cfg.update(mode='tensor' if args['bench'] else cfg['mode'] or 'scalar',  # bench: every mode
                out=None if args['--out'] in ('auto', None) else args['--out'])
-    vary = [ablation.axis(spec) for spec in args['--vary']]
+    vary = [grid.axis(spec) for spec in args['--vary']]
     given = {name for name in settings.SETTINGS if settings.option(name) in args['given']}
-    cfg = settings.with_recipe(cfg, given)  # the recipe's settings, bar those given
-    if 'scalar' in {cfg['mode']} | ablation.modes(vary):  # every cell with scalar mode runs as it can
-        cfg = settings.scalar_values(cfg, given)  # one document a step, Python floats
-    set_by = set(settings.RECIPES.get(cfg['recipe'], ())) - given  # an error names what set them
-    settings.check(cfg, lambda name: f"--recipe {cfg['recipe']}'s {settings.option(name)}"
-                   if name in set_by else settings.option(name))
-    if args['ablate']:
-        cfg.update({name: value(args, name) for name in ('seeds', 'jobs', 'design')}, vary=vary,
-                   given=sorted(given),  # what a recipe varied in a cell leaves alone
+    cfg, set_by = settings.as_given(cfg, given, grid.modes(vary))  # set_by: how an error names them
+    if args['ablate']:  # given: what a recipe varied in a cell leaves alone
+        cfg.update(own('seeds', 'jobs', 'design'), vary=vary, given=sorted(given),
                    variants=None if args['--variants'] == 'all' else args['--variants'].split(','))
     if args['bench']:
-        cfg.update({name: value(args, name) for name in ('bench_steps', 'warmup', 'repeats')},
-                   scalar=not args['--no-scalar'], torch=args['--torch'],
-                   reference=args['--reference'], vary=vary)
+        cfg.update(own('bench_steps', 'warmup', 'repeats'), vary=vary, set_by=set_by,
+                   scalar=not args['--no-scalar'], torch=args['--torch'], reference=args['--reference'])
     return cfg
 
 
@@ -295,36 +283,18 @@ COMMANDS = dict(
     sample=lambda cfg, a: sampling.sample_command(cfg),
     ablate=lambda cfg, a: ablation.ablate_command(cfg, a['--resume'], a['--cluster']),
     bench=lambda cfg, a: bench.bench_command(cfg),
-    plot=lambda cfg, a: plots.plot_command(cfg),
+    plot=lambda cfg, a: overlay.plot_command(cfg),
     attention=lambda cfg, a: attention_maps.attention_command(cfg))
 
 
 def main(argv=None):
-    """Run the command in argv (default: sys.argv): its exit status. Every error a user can
-    cause is one line; a signal stops the work where it is consistent (stopping.py)."""
-    output.standard_streams()
-    stdout, sys.stdout = sys.stdout, output.QuietPipe(sys.stdout)
-    try:
-        with stopping.ending_signals():  # SIGTERM and SIGHUP end it as Ctrl-C does
-            args = parse_args(sys.argv[1:] if argv is None else argv)
-            command = next(c for c in COMMANDS if args[c])
-            code = COMMANDS[command](parse_config(args), args) or 0
-        output.check_written(command)
-        return code
-    except (Exception, KeyboardInterrupt) as e:
-        signalled = stopping.interruption(e)  # a signal, maybe in a library's error (numba's)
-        if signalled:
-            return stopping.interrupted(signalled)
-        if not output.tell(e):  # one line, if the user can cause it; else a bug, told whole
-            raise
-        return 1
-    finally:
-        sys.stdout.flush()
-        sys.stdout = stdout
+    """Run the command in argv (default: sys.argv), as output.run runs every command: its exit status."""
+    def work():
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        command = next(c for c in COMMANDS if args[c])
+        return command, COMMANDS[command](parse_config(args), args) or 0
+    return output.run(work)
 
 
 if __name__ == '__main__':
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C is ours to handle
-    code = main()
-    stopping.ignore_signals()  # done: a late signal cannot change the status
-    sys.exit(code)
+    sys.exit(stopping.as_process(main))

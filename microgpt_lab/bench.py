@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import data
-from microgpt_lab import (UserError, ablation, efficiency, models, plots, provenance, records,
+from microgpt_lab import (UserError, efficiency, grid, models, provenance, records, scale,
                           settings, training)
 
 TORCH_REF = os.path.join(provenance.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
@@ -149,35 +149,6 @@ def ratios(rows, batch_sizes):
     return out
 
 
-def share(x):
-    if x is None:
-        return 'not credible'
-    return f"{x:.0%}" if x >= 0.01 else f"{x:.2%}"
-
-
-def shares(rows, peaks, measure_again):
-    """Each row's share of the matmul peak at its shapes (peaks: {(label, batch): GFLOP/s},
-    measured in this run). The model cannot run its products faster than they run alone: a
-    share above 1 means the peak was timed while something else took the cores. That peak is
-    measured again (measure_again(key): GFLOP/s) and the best kept; a share still above 1 is
-    not given (None), and said in a note instead: [notes]."""
-    key = lambda r: (r['mode'].partition(' ')[2], r['batch_size'])
-    for k in dict.fromkeys(key(r) for r in rows if r['gflops_per_s'] > peaks[key(r)]):
-        peaks[k] = max(peaks[k], measure_again(k))  # each peak once, before any share
-    notes = []
-    for r in rows:
-        r['matmul_peak_gflops_per_s'] = peaks[key(r)]
-        x = r['gflops_per_s'] / peaks[key(r)]
-        r['share_of_peak'] = x if x <= 1 else None
-        if x > 1:
-            notes.append(f"{r['mode']} at batch {r['batch_size']}: its share of the matmul peak "
-                         f"is not credible ({r['gflops_per_s']:.0f} GFLOP/s against a peak of "
-                         f"{peaks[key(r)]:.0f}, measured again): the peak's products were timed "
-                         "while something else ran on the cores (run bench on a quiet machine)"
-                         + (", or PyTorch's own BLAS outruns NumPy's" if r['mode'].startswith('torch') else ''))
-    return notes
-
-
 def markdown(rows, ratio, warmup_s, flops=None, peaks=None, notes=()):
     md = ['| mode | batch | steps/s (median) | range | tokens/s (median) | range | model GFLOP/s '
           '| of the matmul peak | peak memory (MB) |',
@@ -189,7 +160,7 @@ def markdown(rows, ratio, warmup_s, flops=None, peaks=None, notes=()):
                   f"{r['steps_per_s_range'][0]:.1f}–{r['steps_per_s_range'][1]:.1f} | "
                   f"{r['tokens_per_s']:.0f} | {r['tokens_per_s_range'][0]:.0f}–"
                   f"{r['tokens_per_s_range'][1]:.0f} | {gflops} | "
-                  f"{share(r['share_of_peak']) if 'share_of_peak' in r else 'n/a'} | {memory} |")
+                  f"{efficiency.share(r['share_of_peak']) if 'share_of_peak' in r else 'n/a'} | {memory} |")
     md += [''] + [f"- {k}: **{v:.2f}×**" if '=' in k.split(' / ')[1] else f"- {k}: **{v:.1f}×**"
                   for k, v in ratio.items()]  # a choice's cost, to the percent
     if flops:
@@ -204,89 +175,64 @@ def markdown(rows, ratio, warmup_s, flops=None, peaks=None, notes=()):
     return '\n'.join(md)
 
 
-# ---------------------------------------------------------------------------
-# Scale: with --vary over a model's sizes, a table of each size beside the base config, ours
-# and PyTorch's, and its picture (scale.png, with matplotlib).
-SIZES = ('n_embd', 'n_layer', 'n_head', 'block_size')
-
-
-def scale_points(rows, cfg, sizes):
-    """[(setting, value, row of ours, row of PyTorch's or None)], for each varied size with
-    the base config's own value among them, in order."""
-    by = {r['mode']: r for r in rows if r['batch_size'] == cfg['batch_size']}
-    points = []
-    for name, values in cfg['vary']:
-        if name not in sizes:
-            continue
-        for v in sorted(set(values) | {cfg[name]}):
-            label = '' if v == cfg[name] else f" {ablation.described(((name, v),))}"
-            points.append((name, v, by[f"tensor{label}"], by.get(f"torch{label}")))
-    return points
-
-
-def scale_table(rows, cfg, sizes):
-    md = ['Scale: each size alone, the rest as the base config, batch '
-          f"{cfg['batch_size']} (peak memory: each process's own, resident)", '',
-          '| setting | value | params | tokens/s, ours | tokens/s, PyTorch | ours / PyTorch | '
-          'model GFLOP/s, ours | of the matmul peak | peak MB, ours | peak MB, PyTorch |',
-          '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
-    for name, v, ours, torch in scale_points(rows, cfg, sizes):
-        theirs = lambda key, form: form.format(torch[key]) if torch and torch.get(key) else 'n/a'
-        ratio = f"**{ours['tokens_per_s'] / torch['tokens_per_s']:.2f}×**" if torch else 'n/a'
-        md.append(f"| {name} | {v} | {ours['num_params'] / 1e6:.2f}M | {ours['tokens_per_s']:,.0f} | "
-                  f"{theirs('tokens_per_s', '{:,.0f}')} | {ratio} | {ours['gflops_per_s']:.0f} | "
-                  f"{share(ours['share_of_peak'])} | {ours['peak_memory_mb']:.0f} | "
-                  f"{theirs('peak_memory_mb', '{:.0f}')} |")
-    return '\n'.join(md) + '\n'
-
-
-def scaling_table(rows, cfg):
-    """bench --vary threads: tokens/s at each thread count, ours and PyTorch's, with each
-    one's share of the matmul peak at that count and its speed-up over the fewest threads."""
-    points = scale_points(rows, cfg, ('threads',))
-    fewest, ours1, torch1 = points[0][1], points[0][2], points[0][3]
-    speedup = lambda row, first: f"{row['tokens_per_s'] / first['tokens_per_s']:.2f}×" if row and first else 'n/a'
-    md = [f"Scaling: tokens/s at each thread count (BLAS's, numba's and PyTorch's), batch "
-          f"{cfg['batch_size']}; speed-up over {fewest} thread{'s' * (fewest > 1)}", '',
-          '| threads | tokens/s, ours | tokens/s, PyTorch | ours / PyTorch | of the matmul peak, '
-          f'ours | of the matmul peak, PyTorch | matmul peak GFLOP/s | speed-up over {fewest}, ours | '
-          f'speed-up over {fewest}, PyTorch |',
-          '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
-    for _, n, ours, torch in points:
-        md.append(f"| {n} | {ours['tokens_per_s']:,.0f} | "
-                  f"{format(torch['tokens_per_s'], ',.0f') if torch else 'n/a'} | "
-                  f"{'**%.2f×**' % (ours['tokens_per_s'] / torch['tokens_per_s']) if torch else 'n/a'} | "
-                  f"{share(ours['share_of_peak'])} | {share(torch['share_of_peak']) if torch else 'n/a'} | "
-                  f"{ours['matmul_peak_gflops_per_s']:.0f} | {speedup(ours, ours1)} | {speedup(torch, torch1)} |")
-    return '\n'.join(md) + '\n'
-
-
-def draw_scale(out, rows, cfg, sizes, png='scale.png'):
-    """scale.png (scaling.png, for threads) beside the record, when matplotlib is there: a
-    picture, not part of it."""
-    panels = []
-    for name in sizes:
-        points = [p for p in scale_points(rows, cfg, sizes) if p[0] == name]
-        with_torch = all(torch for *_, torch in points)
-        series = lambda key: dict([('ours', [ours[key] for _, _, ours, _ in points])] + (
-            [('PyTorch', [torch[key] for *_, torch in points])] if with_torch else []))
-        panels.append((name, [v for _, v, _, _ in points], series('tokens_per_s'),
-                       series('peak_memory_mb')))
-    threads = '' if 'threads' in sizes else f", {cfg['threads']} threads"  # (else an axis)
-    title = (f"{os.path.basename(cfg['data'])}: n_embd {cfg['n_embd']}, n_layer {cfg['n_layer']}, "
-             f"block {cfg['block_size']}, batch {cfg['batch_size']}{threads}")
-    try:
-        if not plots.scale(os.path.join(out, png), panels, title):
-            print(f"{png} skipped: matplotlib is not installed ({plots.GET_MATPLOTLIB})")
-    except Exception as e:  # whatever fails in the picture, the record stands
-        print(f"{png} not written: {getattr(e, 'strerror', None) or str(e).strip()[:200]}")
-
-
 def bench_command(cfg):
     """`cli.py bench`: time the contenders, print the table, and write bench.json and
     bench.md to a new folder."""
+    # the options: checked together before anything runs; the thread counts this machine has
+    check(cfg)
+    start = provenance.now()
+    cfg = thread_counts(dict(cfg, threads=models.use_threads(dict(cfg, mode='tensor'))))  # BLAS's and numba's
+    pinned = provenance.kernel_pinned()
+    if pinned:
+        print(pinned)  # bench's output, beside its figures: an error alone goes to stderr
+    # the data, split as a run splits it
+    contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
+    training.check_data(cfg, contents)
+    d = training.run_data(cfg, contents, random.Random(cfg['seed']))
+    # the contenders: each a mode at a batch size, and the settings it runs
+    contenders, config_of = contenders_of(cfg)
+    if cfg['torch']:  # every contender starts before any is timed: PyTorch, one step
+        time_torch(cfg, 1, 1, 0)
+    out, made = records.new_folder(cfg['out'], 'bench', 'bench', start)
+    with records.owned(out, made=made):
+        print(f"bench: {cfg['bench_steps']} timed steps after {cfg['warmup']} untimed, {cfg['repeats']} "
+              f"repeats, {cfg['threads']} threads, {cfg['dtype']} (tensor, torch); n_embd {cfg['n_embd']}, "
+              f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}"
+              f"{'; text windows (scalar mode trains on documents only)' if cfg['data_format'] == 'text' else ''}")
+        warmup_s = models.warm_up(cfg)  # compile (or load from numba's cache) before any timing
+        print(f"warm-up (numba compile or cache load): {warmup_s:.1f} s")
+        import numba
+        numba_threads = numba.get_num_threads()
+        if numba_threads < cfg['threads']:
+            print(f"numba runs {numba_threads} threads, the most it has here")
+        # the timing: the contenders, and the matmul peak at each one's shapes, taking turns
+        shapes = {}  # (label, batch): the settings whose products' peak is measured
+        for mode, b in contenders:
+            shapes.setdefault((mode.partition(' ')[2], b), dict(config_of(mode), batch_size=b))
+        timings, peak_runs = time_all(cfg, d, contenders, config_of, shapes)
+        # the figures: medians and ranges, FLOPs, and each one's share of the matmul peak
+        rows, peaks, notes = figures(cfg, d, timings, peak_runs, config_of, shapes)
+        # the record: bench.md and bench.json, and the scale's pictures
+        models.use_threads(dict(cfg, mode='tensor'))  # the record's threads: the base's, not the last run's
+        env = provenance.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
+        env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
+            [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
+            text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),
+            kernel_pinned=pinned)
+        md = write_record(out, cfg, d, rows, peaks, notes, warmup_s, env)
+    print(md)
+    print(f"results: {os.path.relpath(out)}/bench.json, bench.md")
+    return 0
+
+
+def check(cfg):
+    """A UserError for the first of bench's options that cannot be timed as given. A setting
+    is named as the user gave it: its option, or the recipe's that set it (cfg['set_by'])."""
+    named = lambda name: cfg['set_by'].get(name) or settings.option(name)
     for name, values in cfg['vary']:  # a model's settings (the rest bench sets for every
         if name == 'threads':         # contender), or the machine's threads alone
+            if None in values:
+                raise UserError("bench --vary threads takes thread counts (threads=1,2,4), not auto")
             continue
         if 'threads' in name.split('+'):
             raise UserError("bench --vary threads=N,...: the thread counts alone, not with another setting")
@@ -294,19 +240,18 @@ def bench_command(cfg):
             raise UserError(f"bench --vary takes the model's settings ({', '.join(map(settings.option, settings.MODEL))}) "
                             f"and --optimizer, not {'/'.join(map(settings.option, name.split('+')))}")
         for v in values:
-            settings.check(dict(cfg, **dict(ablation.pairs(name, v))), settings.option)
+            settings.check(dict(cfg, **dict(grid.pairs(name, v))), named)
     varied = {n for name, _ in cfg['vary'] for n in name.split('+')}
     for name in ('dropout', 'optimizer'):  # tensor mode's alone
         if (cfg[name] != settings.SETTINGS[name].default or name in varied) and cfg['scalar']:
-            raise UserError(f"bench with {settings.option(name)}: scalar mode has no {name}, so give --no-scalar")
+            raise UserError(f"bench with {named(name)}: scalar mode has no {name}, so give --no-scalar")
     if cfg['torch'] is not None and not os.path.exists(TORCH_REF):
         raise UserError("--torch needs ../shared/bench/torch_ref.py beside the project")
     if cfg['torch'] is not None and not shutil.which(cfg['torch']):
         raise UserError(f"--torch {cfg['torch']}: no such program")
     choices = [n for n in OURS if cfg[n] != settings.SETTINGS[n].default]
     if cfg['torch'] is not None and choices:
-        raise UserError(f"--torch times torch_ref.py, the reference's blocks: leave out "
-                        f"{settings.option(choices[0])}")
+        raise UserError(f"--torch times torch_ref.py, the reference's blocks: leave out {named(choices[0])}")
     if cfg['reference']:
         reference_config = dict(n_embd=16, n_head=4, n_layer=1, block_size=16, tie_lm_head=False,
                                 input_rmsnorm=True, seed=42, lr=0.01)
@@ -318,129 +263,118 @@ def bench_command(cfg):
                             "be >= 1 and --warmup + --bench-steps <= 1000")
         if not os.path.isfile(cfg['reference']):
             raise UserError(f"--reference {cfg['reference']}: no such file")
-    text = cfg['data_format'] == 'text'
-    if text and cfg['reference']:
-        raise UserError("--reference trains on documents: it cannot take --data-format text")
-    start = provenance.now()
-    cfg = dict(cfg, threads=models.use_threads(dict(cfg, mode='tensor')))  # BLAS's and numba's
+        if cfg['data_format'] == 'text':
+            raise UserError("--reference trains on documents: it cannot take --data-format text")
+
+
+def thread_counts(cfg):
+    """cfg with --vary threads's counts those this machine has, each once, in order (those
+    it has not: said and left out)."""
     cores = os.cpu_count() or 1
     counts = [v for name, values in cfg['vary'] if name == 'threads' for v in values]
-    if None in counts:
-        raise UserError("bench --vary threads takes thread counts (threads=1,2,4), not auto")
-    if counts:  # the counts this machine has, each timed once
-        over = [n for n in counts if n > cores]
-        if over:
-            print(f"threads={','.join(map(str, over))} left out: this machine has {cores} cores")
-        counts = sorted({n for n in counts if n <= cores})
-        if not counts:
-            raise UserError(f"bench --vary threads: this machine has {cores} cores; give counts up to {cores}")
-        cfg = dict(cfg, vary=[(n, v) for n, v in cfg['vary'] if n != 'threads'] + [('threads', counts)])
-    pinned = provenance.kernel_pinned()
-    if pinned:
-        print(pinned)  # bench's output, beside its figures: an error alone goes to stderr
-    contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
-    training.check_data(cfg, contents)
-    d = training.run_data(cfg, contents, random.Random(cfg['seed']))  # as a run splits it
-    steps, warmup, B = cfg['bench_steps'], cfg['warmup'], cfg['batch_size']
+    if not counts:
+        return cfg
+    over = [n for n in counts if n > cores]
+    if over:
+        print(f"threads={','.join(map(str, over))} left out: this machine has {cores} cores")
+    counts = sorted({n for n in counts if n <= cores})
+    if not counts:
+        raise UserError(f"bench --vary threads: this machine has {cores} cores; give counts up to {cores}")
+    return dict(cfg, vary=[(n, v) for n, v in cfg['vary'] if n != 'threads'] + [('threads', counts)])
+
+
+def contenders_of(cfg):
+    """The contenders [(mode, batch)], and config_of(mode): the settings each runs. A
+    varied value alone is a mode of its own ('tensor norm=layernorm')."""
+    B = cfg['batch_size']
     contenders = [('reference', 1)] if cfg['reference'] else []
-    contenders += ([('scalar', 1)] if cfg['scalar'] and not text else [])
+    contenders += ([('scalar', 1)] if cfg['scalar'] and cfg['data_format'] != 'text' else [])
     contenders += [('tensor', 1), ('tensor', B)]
     if cfg['torch']:
         contenders += [('torch', 1), ('torch', B)]
     varied = {}  # 'norm=layernorm': {'norm': 'layernorm'}, each value alone
-    for name, values in cfg.get('vary', []):
+    for name, values in cfg['vary']:
         for v in values:
-            if name in SIZES + ('threads',) and v == cfg[name]:
+            if name in scale.SIZES + ('threads',) and v == cfg[name]:
                 continue  # the base config's own size or threads: its rows are the base's
-            varied[ablation.described(((name, v),))] = dict(ablation.pairs(name, v))
+            varied[grid.cell_name(((name, v),))] = dict(grid.pairs(name, v))
     for label, change in varied.items():  # a model's size in PyTorch too; its blocks are ours
         contenders += [(f"tensor {label}", B)] + [(f"torch {label}", B)] * (
             bool(cfg['torch']) and not set(change) & set(OURS))
-    contenders = list(dict.fromkeys(contenders))
-    config_of = lambda mode: dict(cfg, **varied.get(mode.partition(' ')[2], {}))
-    shapes = {}  # (label, batch): the contenders' products, whose matmul peak is measured
-    for mode, b in contenders:
-        shapes.setdefault((mode.partition(' ')[2], b), dict(config_of(mode), batch_size=b))
-    if cfg['torch']:  # every contender starts before any is timed: PyTorch, one step
-        time_torch(cfg, 1, 1, 0)
-    out, made = records.new_folder(cfg['out'], 'bench', 'bench', start)
-    with records.owned(out, made=made):
-        print(f"bench: {steps} timed steps after {warmup} untimed, {cfg['repeats']} repeats, "
-              f"{cfg['threads']} threads, {cfg['dtype']} (tensor, torch); n_embd {cfg['n_embd']}, "
-              f"n_head {cfg['n_head']}, n_layer {cfg['n_layer']}, block_size {cfg['block_size']}"
-              f"{'; text windows (scalar mode trains on documents only)' if text else ''}")
-        warmup_s = models.warm_up(cfg)  # compile (or load from numba's cache) before any timing
-        print(f"warm-up (numba compile or cache load): {warmup_s:.1f} s")
-        import numba
-        numba_threads = numba.get_num_threads()
-        if numba_threads < cfg['threads']:
-            print(f"numba runs {numba_threads} threads, the most it has here")
-        timings = {c: [] for c in contenders}
-        peak_runs = {key: [] for key in shapes}
-        for r in range(cfg['repeats']):
-            for (label, b), shape in shapes.items():  # the machine's own peak, taking its turn
-                models.use_threads(dict(shape, mode='tensor'))
-                peak_runs[(label, b)].append(efficiency.matmul_peak(
-                    shape, d.tok.vocab_size, efficiency.tokens_per_step(d, shape), cfg['dtype']))
-                print(f"repeat {r + 1}: matmul peak at the shapes of {label or 'the model'}, "
-                      f"batch {b}: {peak_runs[(label, b)][-1]:.0f} GFLOP/s", flush=True)
-            for mode, b in contenders:  # taking turns, so that drift hits all alike
-                kind = mode.partition(' ')[0]
-                if kind == 'torch':
-                    t = time_torch(config_of(mode), b, steps, warmup)
-                elif kind == 'reference':
-                    t = time_reference(cfg, d.train, steps, warmup)
-                else:
-                    t = time_ours(config_of(mode), kind, b, d, steps, warmup)
-                timings[(mode, b)].append(t)
-                print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
-                      f"{t[1]:11.0f} tokens/s" + (f" {t[2]:7.0f} MB" if t[2] else ''), flush=True)
-        rows = summarize(timings)
-        flops = efficiency.flops_per_token(cfg, d.tok.vocab_size, efficiency.mean_keys(d, cfg))
-        peaks = {key: statistics.median(runs) for key, runs in peak_runs.items()}
-        for r in rows:  # scalar mode runs the same products, one number at a time
-            c = config_of(r['mode'])
-            r['flops_per_token'] = efficiency.flops_per_token(c, d.tok.vocab_size, efficiency.mean_keys(d, c))
-            r['gflops_per_s'] = r['tokens_per_s'] * r['flops_per_token'] / 1e9
-            r['num_params'] = models.n_params(c, d.tok.vocab_size)
+    return list(dict.fromkeys(contenders)), lambda mode: dict(cfg, **varied.get(mode.partition(' ')[2], {}))
 
-        def measure_again(key):
-            print(f"a share of the matmul peak above 100% at the shapes of {key[0] or 'the model'}, "
-                  f"batch {key[1]}: measuring the peak again", flush=True)
-            models.use_threads(dict(shapes[key], mode='tensor'))
-            return max(peak_runs[key] + [efficiency.matmul_peak(
-                shapes[key], d.tok.vocab_size, efficiency.tokens_per_step(d, shapes[key]), cfg['dtype'], tries=25)])
-        notes = shares(rows, peaks, measure_again)
-        ratio = ratios(rows, dict.fromkeys((1, B)))
-        models.use_threads(dict(cfg, mode='tensor'))  # the record's threads: the base's, not the last run's
-        env = provenance.environment(cfg['seed'], 'bench', f"numpy+numba {cfg['dtype']}", start)
-        env.update(threads=cfg['threads'], numba_threads=numba_threads, torch=cfg['torch'] and subprocess.run(
-            [cfg['torch'], '-c', 'import torch; print(torch.__version__)'], capture_output=True,
-            text=True).stdout.strip(), openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),
-            kernel_pinned=pinned)
-        base_peaks = {b: p for (label, b), p in peaks.items() if not label}
-        md = markdown(rows, ratio, warmup_s, flops, base_peaks, notes)
-        sizes = [name for name, _ in cfg.get('vary', []) if name in SIZES]
-        if sizes:
-            md += '\n' + scale_table(rows, cfg, sizes)
-        if counts:
-            md += '\n' + scaling_table(rows, cfg)
-        records.write_record(out, {
-            'bench.md': md,
-            'bench.json': records.json_text(dict(
-                config={k: cfg[k] for k in ('data', 'data_format', 'seed', 'lr', 'n_embd', 'n_head',
-                                            'n_layer', 'block_size', 'tie_lm_head', 'init_std',
-                                            'dtype', 'batch_size', 'bench_steps', 'warmup',
-                                            'repeats', 'threads', *OURS, 'muon_lr', 'init', 'recipe')},
-                vary=cfg.get('vary', []),
-                data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
-                flops_per_token=flops,
-                matmul_peak_gflops_per_s={str(b): p for b, p in base_peaks.items()},
-                compile_s=warmup_s, environment=env))})
-        if sizes:
-            draw_scale(out, rows, cfg, sizes)
-        if counts:
-            draw_scale(out, rows, cfg, ['threads'], 'scaling.png')
-    print(md)
-    print(f"results: {os.path.relpath(out)}/bench.json, bench.md")
-    return 0
+
+def time_all(cfg, d, contenders, config_of, shapes):
+    """Time every contender --repeats times, in turns, so that drift hits all alike, each
+    turn after the matmul peak at every shape: (timings {contender: [(steps/s, tokens/s,
+    peak MB)]}, {shape: [the peak's GFLOP/s]})."""
+    timings, peak_runs = {c: [] for c in contenders}, {key: [] for key in shapes}
+    for r in range(cfg['repeats']):
+        for (label, b), shape in shapes.items():  # the machine's own peak, taking its turn
+            models.use_threads(dict(shape, mode='tensor'))
+            peak_runs[(label, b)].append(efficiency.matmul_peak(
+                shape, d.tok.vocab_size, efficiency.tokens_per_step(d, shape), cfg['dtype']))
+            print(f"repeat {r + 1}: matmul peak at the shapes of {label or 'the model'}, "
+                  f"batch {b}: {peak_runs[(label, b)][-1]:.0f} GFLOP/s", flush=True)
+        for mode, b in contenders:
+            kind = mode.partition(' ')[0]
+            if kind == 'torch':
+                t = time_torch(config_of(mode), b, cfg['bench_steps'], cfg['warmup'])
+            elif kind == 'reference':
+                t = time_reference(cfg, d.train, cfg['bench_steps'], cfg['warmup'])
+            else:
+                t = time_ours(config_of(mode), kind, b, d, cfg['bench_steps'], cfg['warmup'])
+            timings[(mode, b)].append(t)
+            print(f"repeat {r + 1}: {mode:6s} batch {b:3d}: {t[0]:9.1f} steps/s "
+                  f"{t[1]:11.0f} tokens/s" + (f" {t[2]:7.0f} MB" if t[2] else ''), flush=True)
+    return timings, peak_runs
+
+
+def figures(cfg, d, timings, peak_runs, config_of, shapes):
+    """The table's rows (summarize) with each one's FLOPs, parameters and share of the
+    matmul peak; the peaks, {shape: median GFLOP/s}; and the notes on shares not credible."""
+    rows = summarize(timings)
+    peaks = {key: statistics.median(runs) for key, runs in peak_runs.items()}
+    for r in rows:  # scalar mode runs the same products, one number at a time
+        c = config_of(r['mode'])
+        r['flops_per_token'] = efficiency.flops_per_token(c, d.tok.vocab_size, efficiency.mean_keys(d, c))
+        r['gflops_per_s'] = r['tokens_per_s'] * r['flops_per_token'] / 1e9
+        r['num_params'] = models.n_params(c, d.tok.vocab_size)
+
+    def measure_again(key):
+        print(f"a share of the matmul peak above 100% at the shapes of {key[0] or 'the model'}, "
+              f"batch {key[1]}: measuring the peak again", flush=True)
+        models.use_threads(dict(shapes[key], mode='tensor'))
+        return max(peak_runs[key] + [efficiency.matmul_peak(
+            shapes[key], d.tok.vocab_size, efficiency.tokens_per_step(d, shapes[key]), cfg['dtype'], tries=25)])
+    return rows, peaks, efficiency.shares(rows, peaks, measure_again)
+
+
+def write_record(out, cfg, d, rows, peaks, notes, warmup_s, env):
+    """bench.md (returned) and bench.json in out; scale.png and scaling.png beside them
+    when the sizes or the threads vary."""
+    flops = efficiency.flops_per_token(cfg, d.tok.vocab_size, efficiency.mean_keys(d, cfg))
+    ratio = ratios(rows, dict.fromkeys((1, cfg['batch_size'])))
+    base_peaks = {b: p for (label, b), p in peaks.items() if not label}
+    md = markdown(rows, ratio, warmup_s, flops, base_peaks, notes)
+    sizes = [name for name, _ in cfg['vary'] if name in scale.SIZES]
+    threads = any(name == 'threads' for name, _ in cfg['vary'])
+    if sizes:
+        md += '\n' + scale.scale_table(rows, cfg, sizes)
+    if threads:
+        md += '\n' + scale.scaling_table(rows, cfg)
+    records.write_record(out, {
+        'bench.md': md,
+        'bench.json': records.json_text(dict(
+            config={k: cfg[k] for k in ('data', 'data_format', 'seed', 'lr', 'n_embd', 'n_head',
+                                        'n_layer', 'block_size', 'tie_lm_head', 'init_std',
+                                        'dtype', 'batch_size', 'bench_steps', 'warmup',
+                                        'repeats', 'threads', *OURS, 'muon_lr', 'init', 'recipe')},
+            vary=cfg['vary'], data_sha256=data.sha256_of(cfg['data']), results=rows, ratios=ratio,
+            flops_per_token=flops, matmul_peak_gflops_per_s={str(b): p for b, p in base_peaks.items()},
+            compile_s=warmup_s, environment=env))})
+    if sizes:
+        scale.draw_scale(out, rows, cfg, sizes)
+    if threads:
+        scale.draw_scale(out, rows, cfg, ['threads'], 'scaling.png')
+    return md

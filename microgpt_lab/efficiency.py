@@ -93,3 +93,35 @@ def matmul_peak(cfg, vocab_size, n_tokens, dtype='float32', tries=5, least_s=0.0
         flops += count * 3 * 2 * n_tokens * nin * nout
         seconds += count * best
     return flops / seconds / 1e9
+
+
+# ---------------------------------------------------------------------------
+# A run's share of the peak, as bench's table gives it
+def share(x):
+    """A share of the peak as the tables give it: '45%', '0.45%', or 'not credible' (None)."""
+    if x is None:
+        return 'not credible'
+    return f"{x:.0%}" if x >= 0.01 else f"{x:.2%}"
+
+
+def shares(rows, peaks, measure_again):
+    """Each row's share of the matmul peak at its shapes (peaks: {(label, batch): GFLOP/s},
+    measured in this run). The model cannot run its products faster than they run alone: a
+    share above 1 means the peak was timed while something else took the cores. That peak is
+    measured again (measure_again(key): GFLOP/s) and the best kept; a share still above 1 is
+    not given (None), and said in a note instead: [notes]."""
+    key = lambda r: (r['mode'].partition(' ')[2], r['batch_size'])
+    for k in dict.fromkeys(key(r) for r in rows if r['gflops_per_s'] > peaks[key(r)]):
+        peaks[k] = max(peaks[k], measure_again(k))  # each peak once, before any share
+    notes = []
+    for r in rows:
+        r['matmul_peak_gflops_per_s'] = peaks[key(r)]
+        x = r['gflops_per_s'] / peaks[key(r)]
+        r['share_of_peak'] = x if x <= 1 else None
+        if x > 1:
+            notes.append(f"{r['mode']} at batch {r['batch_size']}: its share of the matmul peak "
+                         f"is not credible ({r['gflops_per_s']:.0f} GFLOP/s against a peak of "
+                         f"{peaks[key(r)]:.0f}, measured again): the peak's products were timed "
+                         "while something else ran on the cores (run bench on a quiet machine)"
+                         + (", or PyTorch's own BLAS outruns NumPy's" if r['mode'].startswith('torch') else ''))
+    return notes

@@ -8,7 +8,7 @@ import os
 import sys
 
 import data
-from microgpt_lab import UserError
+from microgpt_lab import UserError, stopping
 
 
 def program():
@@ -107,3 +107,27 @@ def tell(e):
         return False
     print(f"error: {why}", file=sys.stderr)
     return True
+
+
+def run(work):
+    """Run a command, work() -> (its name, its exit status), as every command runs: its
+    output kept alive whatever its reader does, SIGTERM and SIGHUP ending it as Ctrl-C does,
+    a signal stopping it where it is consistent (stopping.py), and every error a user can
+    cause told in one line. Returns the exit status."""
+    standard_streams()
+    stdout, sys.stdout = sys.stdout, QuietPipe(sys.stdout)
+    try:
+        with stopping.ending_signals():
+            command, code = work()
+        check_written(command)
+        return code
+    except (Exception, KeyboardInterrupt) as e:
+        signalled = stopping.interruption(e)  # a signal, maybe in a library's error (numba's)
+        if signalled:
+            return stopping.interrupted(signalled)
+        if not tell(e):  # one line, if the user can cause it; else a bug, told whole
+            raise
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout

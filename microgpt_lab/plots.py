@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 
-from microgpt_lab import UserError, records
+from microgpt_lab import UserError
 
 GET_MATPLOTLIB = "pip install -e '.[plot]'"
 # The most curves one picture draws: small multiples of 48 panels take some 20 s, and the
@@ -185,9 +185,9 @@ def scale(path, panels, title):
 def intervals(path, rows, title):
     """An ablation's answer at a glance: each cell's difference in validation loss from the
     reference, with its 95% interval, a row a cell in the table's order, and a line at
-    zero. rows: [(name, (mean, low, high) or None: the reference, or too few seeds)].
-    Blue: better than the reference, red: worse, grey: no difference it can tell. Returns
-    False without matplotlib."""
+    zero. rows: [(name, (mean, low, high); or None: the reference, a dot at zero; or words:
+    why there is no interval, written in its row)]. Blue: better than the reference, red:
+    worse, grey: no difference it can tell. Returns False without matplotlib."""
     plt = pyplot()
     if plt is None:
         return False
@@ -195,7 +195,10 @@ def intervals(path, rows, title):
     ys = list(range(len(rows)))[::-1]                         # the table's first row on top
     for y, (name, d) in zip(ys, rows):
         if d is None:
-            ax.plot([0], [y], 'o', color='black' if y == ys[0] else 'lightgrey')
+            ax.plot([0], [y], 'o', color='black')
+            continue
+        if isinstance(d, str):  # no interval: no mark, the reason instead
+            ax.text(0, y, f"  {d}", va='center', color='grey')
             continue
         mean, low, high = d
         color = 'tab:blue' if high < 0 else 'tab:red' if low > 0 else 'grey'
@@ -215,35 +218,3 @@ def shown(name):
     which no font draws) become replacement characters."""
     return name.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
 
-
-def plot_command(cfg):
-    """`cli.py plot`: the curves of the run records and ablations in cfg['dirs'] over each
-    other, in one PNG, cfg['png']: a run's own, and each cell of an ablation as the mean
-    over its seeds."""
-    from microgpt_lab import ablation  # (which draws with this module)
-    check_png(cfg['png'])
-    names = [shown(os.path.basename(os.path.normpath(folder))) for folder in cfg['dirs']]
-    if len(set(names)) < len(names):  # e.g. a/run and b/run: the paths tell them apart
-        names = [shown(os.path.normpath(folder)) for folder in cfg['dirs']]
-    groups = {}
-    for folder, name in zip(cfg['dirs'], names):
-        if os.path.exists(os.path.join(folder, 'metrics.json')):
-            m = records.read_run(folder)
-            if m['status'] != 'completed':
-                raise UserError(f"{folder}: the run is {m['status']}, not completed")
-            groups[name] = [(m['losses'], m['val_history'])]
-        elif os.path.exists(os.path.join(folder, 'ablation.json')):
-            cells = ablation.curves(ablation.finished_runs(folder))  # a partial one: its finished runs
-            if not cells:
-                raise UserError(f"{folder}: the ablation has no finished run yet")
-            groups.update({f"{name}: {shown(cell)}": runs for cell, runs in cells.items()})
-        else:
-            raise UserError(f"{folder} is neither a run record (metrics.json) nor an ablation "
-                            "(ablation.json)")
-    if pyplot() is None:
-        raise UserError(f"plot needs matplotlib: {GET_MATPLOTLIB}")
-    if len(groups) > MAX_PANELS:
-        raise UserError(f"{len(groups)} curves are more than one picture shows ({MAX_PANELS}): "
-                        "give fewer folders")
-    (curves if len(groups) <= 8 else small_multiples)(cfg['png'], groups)
-    print(f"plot: {cfg['png']} ({len(groups)} curves)")

@@ -64,11 +64,16 @@ def write_json(path, obj):
     write_atomic(path, json_text(obj))
 
 
+class Rescued(UserError):
+    """A record that could not be written where it belonged, saved to a temporary folder
+    instead (the message says where)."""
+
+
 def write_record(out, files):
     """Write {name: text} (text as write_atomic takes it) into the folder out, in order;
     the last file (metrics.json) marks the record finished. If out cannot take them all (a full disk, a folder that became
     read-only), the ones written there are removed and the whole record goes to a new
-    temporary folder instead, so no finished work is lost; the UserError says where."""
+    temporary folder instead, so no finished work is lost; Rescued says where."""
     written = []
     try:
         for name, text in files.items():
@@ -90,7 +95,7 @@ def write_record(out, files):
             shutil.rmtree(rescue, ignore_errors=True)  # no half of a record is left anywhere
         raise UserError(f"{why}, nor to a temporary folder ({e.strerror or e}): "
                         "the record is lost") from None
-    raise UserError(f"{why}; it was saved to {rescue} instead")
+    raise Rescued(f"{why}; it was saved to {rescue} instead")
 
 
 # ---------------------------------------------------------------------------

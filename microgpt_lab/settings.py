@@ -251,6 +251,20 @@ def scalar_values(cfg, given=(), name_of=option):
     return dict(cfg, **SCALAR_OWN)
 
 
+def as_given(cfg, given, modes=()):
+    """A command's settings from the options the user gave (the settings in `given`): the
+    recipe's bar those given, scalar mode's own if it or any of `modes` (an ablation's
+    cells') is scalar, all checked. Returns them, and set_by {setting: how an error names
+    it}: the recipe's option, for what the recipe set ("--recipe nanochat's --optimizer")."""
+    cfg = with_recipe(cfg, given)
+    if 'scalar' in {cfg['mode'], *modes}:  # every cell with scalar mode runs as it can
+        cfg = scalar_values(cfg, given)  # one document a step, Python floats
+    set_by = {name: f"--recipe {cfg['recipe']}'s {option(name)}"
+              for name in set(RECIPES.get(cfg['recipe'], ())) - set(given)}
+    check(cfg, lambda name: set_by.get(name) or option(name))
+    return cfg, set_by
+
+
 # ---------------------------------------------------------------------------
 # Reading a recorded config back: one reader for every record.
 def read(recorded, where, extra=(), against=None):

@@ -93,6 +93,15 @@ def ignore_signals():
         signal.signal(s, signal.SIG_IGN)
 
 
+def as_process(main):
+    """main()'s exit status, run as the process's work: Ctrl-C is its to handle from the
+    start, and once it is done a late signal cannot change the status."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    code = main()
+    ignore_signals()
+    return code
+
+
 # ---------------------------------------------------------------------------
 # An ablation's worker processes on this machine.
 @contextlib.contextmanager

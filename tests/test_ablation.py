@@ -1,6 +1,6 @@
-"""ablation.py: the statistics against textbook values, an ablation's intervals recomputed
-from its run records, parallel runs giving the same results, resuming, and interruption."""
+"""ablation.py: an ablation's intervals recomputed from its run records, parallel runs giving the same results, resuming, and interruption."""
 import csv
+import errno
 import json
 import math
 import os
@@ -15,34 +15,10 @@ import time
 import pytest
 
 import cli
-from microgpt_lab import UserError, ablation, plots, provenance, settings, training
+from microgpt_lab import UserError, ablation, grid, plots, provenance, records, stats, training
 from conftest import DOCS, ROOT, main_output, one_line_error
 
-VARIANTS = list(ablation.VARIANT_NAMES.values())  # untied-norm, tied-norm, untied-nonorm, tied-nonorm
-
-# Student's t, 97.5% quantile, df 1..30, as printed in statistics textbooks.
-T_TABLE = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-           2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-           2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def test_t_quantile_matches_the_textbook_table():
-    for df, t in enumerate(T_TABLE, 1):
-        assert round(ablation.t_quantile_975(df), 3) == t, df
-    assert round(ablation.t_quantile_975(60), 3) == 2.000
-    assert round(ablation.t_quantile_975(120), 3) == 1.980
-    assert round(ablation.t_quantile_975(10 ** 4), 4) == 1.9602  # near the normal's 1.9600
-
-
-def test_paired_interval_of_students_sleep_data():
-    # Cushny and Peebles' sleep data (Student, 1908): extra hours of sleep, drug 2 minus
-    # drug 1, for 10 patients. The paired t-test gives mean 1.58, 95% CI [0.700, 2.460].
-    diffs = [1.2, 2.4, 1.3, 1.3, 0.0, 1.0, 1.8, 0.8, 4.6, 1.4]
-    ci = ablation.paired_interval(diffs)
-    assert ci['n'] == 10 and ci['mean'] == pytest.approx(1.58)
-    assert ci['low'] == pytest.approx(0.7001142, abs=1e-6)
-    assert ci['high'] == pytest.approx(2.4598858, abs=1e-6)
-    assert ablation.paired_interval([0.3]) is None
+VARIANTS = list(grid.VARIANT_NAMES.values())  # untied-norm, tied-norm, untied-nonorm, tied-nonorm
 
 
 @pytest.fixture(scope='module')
@@ -162,7 +138,7 @@ def test_a_ctrl_c_as_a_run_starts_stops_the_ablation_after_its_first_step(small,
     # --jobs 1: the signal reaches the ablation before its run catches signals itself
     assert ablate(small / 'abl', '--jobs', '1', '--steps', '50')[0] == 0
     shutil.rmtree(small / 'abl' / 'runs')
-    plan = ablation.read_plan(str(small / 'abl'))
+    plan = grid.read_plan(str(small / 'abl'))
     parse, caught = ablation.data.parse, []
 
     def parse_then_signal(*args, **kwargs):  # Ctrl-C while the run reads its data
@@ -173,6 +149,27 @@ def test_a_ctrl_c_as_a_run_starts_stops_the_ablation_after_its_first_step(small,
     runs = sorted((small / 'abl' / 'runs').iterdir())
     assert code == 130 and [r.name for r in runs] == ['untied-norm-seed42']  # the rest skipped
     assert json.loads((runs[0] / 'metrics.json').read_text())['steps'] < 50
+
+
+def test_a_full_disk_names_every_record_it_saved_elsewhere(small, monkeypatch):
+    assert ablate(small / 'abl', '--jobs', '1', '--variants', 'untied-norm,tied-norm')[0] == 0
+    shutil.rmtree(small / 'abl' / 'runs')
+    base, seeds, axes = grid.read_plan(str(small / 'abl'))
+    _, todo = ablation.runs_to_go(base, seeds, grid.cells(axes), str(small / 'abl'))
+    write = records.write_atomic
+
+    def no_space(path, text):  # the disk fills as the runs write their records
+        if path.endswith('losses.csv') and f"{os.sep}runs{os.sep}" in path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(path, text)
+    monkeypatch.setattr(records, 'write_atomic', no_space)
+    workers = ablation.Local(2, 1, str(small / 'abl'), [])
+    workers.executor = ablation.Here()  # two runs under way at once, in this process
+    failure = ablation.execute(workers, todo, ablation.data.read_bytes(base['data']), [], lambda *_: None)
+    saved = re.findall(r'saved to (\S+) instead', failure)
+    assert len(saved) == 2 and all(os.path.exists(os.path.join(s, 'metrics.json')) for s in saved), failure
+    for folder in saved:
+        shutil.rmtree(folder)
 
 
 def test_a_vary_of_auto_threads_is_refused(small):
@@ -352,11 +349,11 @@ def test_a_grid_of_many_single_values_has_run_names_that_fit(small):
                             *(x for v in values for x in ('--vary', v)))
     assert code == 0, err
     (run,) = (small / 'g' / 'runs').iterdir()
-    assert len(run.name) <= ablation.MAX_NAME + len('-seed42') and run.name.endswith('-seed42')
+    assert len(run.name) <= grid.MAX_NAME + len('-seed42') and run.name.endswith('-seed42')
     assert run.name.startswith('untied-norm-lr=0.01-beta1=0.85')
-    variant = ((ablation.VARIANT_AXIS, (False, True)),)
-    assert ablation.run_name(variant + (('lr', 0.01),) * 20, 42) != \
-        ablation.run_name(variant + (('lr', 0.02),) * 20, 42)  # still one a cell
+    variant = ((grid.VARIANT_AXIS, (False, True)),)
+    assert grid.cell_name(variant + (('lr', 0.01),) * 20, 'folder') != \
+        grid.cell_name(variant + (('lr', 0.02),) * 20, 'folder')  # still one a cell
 
 
 def test_the_header_shows_the_steps_of_every_cell(small):
@@ -480,6 +477,7 @@ REFUSED = """
 --vary position=rope --n-embd 6                          => must be even
 --vary dropout=0.1                                       => needs --mode tensor
 --vary mode+norm=tensor+rmsnorm,scalar+layernorm         => different validation sets
+--vary n-kv-head=2,auto                                  => n-kv-head=2 and n-kv-head=auto make one run
 """
 
 
@@ -496,13 +494,6 @@ def test_many_cells_are_drawn_in_small_multiples(small):
     assert (small / 'g' / 'losses.png').read_bytes()[:4] == b'\x89PNG'
 
 
-def test_a_grid_too_big_for_one_picture_keeps_its_summary_and_skips_the_picture(tmp_path, capsys):
-    grid = [(('lr', 0.001 * i),) for i in range(1, plots.MAX_PANELS + 2)]
-    ablation.plot(str(tmp_path), [], grid)
-    assert f'plot skipped: {plots.MAX_PANELS + 1} cells are more than' in capsys.readouterr().out
-    assert not (tmp_path / 'losses.png').exists()
-
-
 def test_a_varied_switch_reads_on_and_off(small):
     code, out, err = ablate(small / 'g', '--variants', 'untied-norm', '--jobs', '1', '--steps', '3',
                             '--vary', 'final-norm=off,on')
@@ -512,29 +503,13 @@ def test_a_varied_switch_reads_on_and_off(small):
     assert '| on |' in (small / 'g' / 'table.md').read_text() and 'The reference: untied-norm, final-norm=off.' in out
 
 
-def test_the_alone_design_is_the_reference_and_one_change_a_cell():
-    variants = (ablation.VARIANT_AXIS, [(False, True), (True, True)])
-    axes = [variants, ('lr', [0.01, 0.02, 0.03]),
-            ('norm+final_norm', [('rmsnorm', False), ('layernorm', True)])]
-    ref = ((ablation.VARIANT_AXIS, (False, True)), ('lr', 0.01), ('norm+final_norm', ('rmsnorm', False)))
-    assert ablation.cells(axes, 'alone') == [
-        ref, ((ablation.VARIANT_AXIS, (True, True)), *ref[1:]),
-        (ref[0], ('lr', 0.02), ref[2]), (ref[0], ('lr', 0.03), ref[2]),
-        (*ref[:2], ('norm+final_norm', ('layernorm', True)))]
-    product = ablation.cells(axes)
-    assert len(product) == 2 * 3 * 2 and product[0] == ref
-    assert [ablation.label(c) for c in product[:3]] == [  # the variants side by side
-        'untied-norm lr=0.01 norm+final-norm=rmsnorm+off', 'tied-norm lr=0.01 norm+final-norm=rmsnorm+off',
-        'untied-norm lr=0.01 norm+final-norm=layernorm+on']
-
-
 def test_the_variants_are_an_axis_of_lm_head_and_the_input_norm_by_name(small):
     """--variants spells the joint axis tie-lm-head+input-rmsnorm, whose values go by their
     names; varying either setting instead replaces it."""
-    assert ablation.axes_of(['untied-norm', 'tied-norm'], []) == \
-        [ablation.axis('tie-lm-head+input-rmsnorm=off+on,on+on')]
-    assert ablation.axes_of(None, [('lr', [1, 2])])[0][1] == list(ablation.VARIANT_NAMES)
-    assert ablation.axes_of(None, [('tie_lm_head', [False, True])]) == [('tie_lm_head', [False, True])]
+    assert grid.axes_of(['untied-norm', 'tied-norm'], []) == \
+        [grid.axis('tie-lm-head+input-rmsnorm=off+on,on+on')]
+    assert grid.axes_of(None, [('lr', [1, 2])])[0][1] == list(grid.VARIANT_NAMES)
+    assert grid.axes_of(None, [('tie_lm_head', [False, True])]) == [('tie_lm_head', [False, True])]
     code, out, err = ablate(small / 'g', '--vary', 'tie-lm-head=off,on', '--jobs', '1', '--steps', '3')
     assert code == 0, err
     assert sorted(p.name for p in (small / 'g' / 'runs').iterdir()) == \
@@ -562,45 +537,6 @@ def test_a_resume_notes_runs_made_on_another_blas_kernel(tmp_path, monkeypatch):
     assert 'OPENBLAS_CORETYPE=Zen9 would take theirs' in note
     monkeypatch.setenv('OPENBLAS_CORETYPE', 'Haswell')
     assert 'OPENBLAS_CORETYPE=Haswell pins it here; env -u OPENBLAS_CORETYPE' in ablation.kernel_note([other], 1)
-
-
-def test_cells_are_named_in_words_while_their_folders_keep_their_names():
-    reference = (('softcap', 0.0), ('n_kv_head', None), ('optimizer+muon_lr', ('adamw', 0.02)))
-    cell = (('softcap', 15.0), ('n_kv_head', None), ('optimizer+muon_lr', ('muon', 0.01)))
-    assert ablation.changes(cell, reference) == 'softcap=15, optimizer=muon, muon-lr=0.01'
-    assert ablation.described(reference) == 'softcap=0, n-kv-head=auto, optimizer=adamw, muon-lr=0.02'
-    assert ablation.said('norm_eps', 1e-05) == '1e-05' and ablation.said('qk_norm', True) == 'on'
-    assert ablation.said('lr', 1e15) == '1000000000000000' and ablation.said('lr', 1e20) == '1e+20'
-    # the run folders, which resume finds by name, are as every earlier ablation wrote them
-    assert ablation.run_name(cell, 42) == 'softcap=15.0-n-kv-head=None-optimizer+muon-lr=muon+0.01-seed42'
-    # a product table gives each setting varied together its own column, its values in words
-    row = lambda values, delta: dict(values, variant='untied-norm', seeds=2, diverged=0, last_n=100,
-                                     val_loss=(1.5, 0.1), final_loss=(1.4, 0.1), mean_loss_last_n=(1.45, 0.1),
-                                     tokens_per_s=(1000.0, 10.0), samples_train=(None, None),
-                                     samples_val=(None, None), samples_new=(None, None), val_delta=delta)
-    grid = [(('softcap', 0.0), ('optimizer+muon_lr', ('adamw', 0.02))),
-            (('softcap', 15.0), ('optimizer+muon_lr', ('muon', 0.01)))]
-    table = [row({'softcap': 0.0, 'optimizer+muon_lr': ('adamw', 0.02)}, None),
-             row({'softcap': 15.0, 'optimizer+muon_lr': ('muon', 0.01)}, dict(mean=-0.1, low=-0.2, high=0.0))]
-    lines = ablation.markdown_table(table, grid, ['softcap', 'optimizer+muon_lr']).splitlines()
-    assert lines[0].startswith('| softcap | optimizer | muon-lr | val loss |')
-    assert lines[1].count('---') == 3 + 5 and lines[0].count('|') == lines[1].count('|')
-    assert lines[3].startswith('| 15 | muon | 0.01 | 1.5000 ± 0.1000 | -0.1000 [-0.2000, +0.0000] |')
-
-
-def test_the_path_design_adds_one_change_a_cell_keeping_those_before():
-    axes = [('lr', [1, 2, 3]), ('steps', [4, 5])]
-    assert ablation.cells(axes, 'path') == [(('lr', 1), ('steps', 4)), (('lr', 2), ('steps', 4)),
-                                            (('lr', 3), ('steps', 4)), (('lr', 3), ('steps', 5))]
-    assert ablation.names(ablation.cells(axes, 'path'), 'path') == ['the reference', '+ lr=2', '+ lr=3', '+ steps=5']
-
-
-def test_a_varied_recipe_sets_its_settings_bar_those_given_or_varied():
-    base = dict({name: s.default for name, s in settings.SETTINGS.items()}, given=['activation'])
-    cfg = ablation.cell_config(base, (('recipe', 'nanochat'), ('softcap', 0.0)), 7)
-    assert (cfg['seed'], cfg['recipe'], cfg['softcap'], cfg['activation']) == (7, 'nanochat', 0.0, 'relu')
-    assert all(cfg[k] == v for k, v in settings.RECIPES['nanochat'].items() if k not in ('softcap', 'activation'))
-    assert ablation.axes_of(None, [('recipe', ['microgpt', 'gpt2'])]) == [('recipe', ['microgpt', 'gpt2'])]
 
 
 def test_a_recipe_ablation_keeps_what_was_given_and_resumes(small):
@@ -635,7 +571,7 @@ def test_a_path_runs_as_a_staircase(small):
     val = {(r['activation'], r['norm'], r['seed']): r['val_loss'] for r in summary['runs']}
     steps = [c['step_delta'] for c in summary['variants']]  # each cell's own step, paired by seed
     assert steps[0] is None and steps[1] == summary['variants'][1]['val_delta']
-    assert steps[2] == ablation.paired_interval([val['relu2', 'layernorm', s] - val['relu2', 'rmsnorm', s]
+    assert steps[2] == stats.paired_interval([val['relu2', 'layernorm', s] - val['relu2', 'rmsnorm', s]
                                                  for s in (42, 43)])
     assert f"{steps[2]['mean']:+.4f} [{steps[2]['low']:+.4f}, {steps[2]['high']:+.4f}]" in table
 

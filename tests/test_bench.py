@@ -12,7 +12,7 @@ import pytest
 
 import cli
 import data
-from microgpt_lab import bench, training
+from microgpt_lab import bench, efficiency, training
 from conftest import ROOT, main_output, one_line_error
 
 
@@ -259,7 +259,7 @@ def test_a_share_of_the_peak_above_100_percent_is_measured_again_or_not_given():
             dict(mode='tensor n-embd=32', batch_size=4, gflops_per_s=150.0)]
     again = []
     measure_again = lambda key: again.append(key) or {'': 120.0, 'n-embd=32': 200.0}[key[0]]
-    notes = bench.shares(rows, {('', 4): 100.0, ('n-embd=32', 4): 100.0}, measure_again)
+    notes = efficiency.shares(rows, {('', 4): 100.0, ('n-embd=32', 4): 100.0}, measure_again)
     assert again == [('', 4), ('n-embd=32', 4)]  # each peak once, before any share
     assert [r['share_of_peak'] for r in rows] == [0.75, None, 0.75]  # the torch row: the new peak
     assert rows[0]['matmul_peak_gflops_per_s'] == rows[1]['matmul_peak_gflops_per_s'] == 120.0
@@ -268,3 +268,11 @@ def test_a_share_of_the_peak_above_100_percent_is_measured_again_or_not_given():
         r.update(steps_per_s=1.0, steps_per_s_range=[1.0, 1.0], tokens_per_s=1.0, tokens_per_s_range=[1.0, 1.0])
     md = bench.markdown(rows, {}, 0.0, notes=notes)
     assert '| not credible |' in md and '%' not in md.splitlines()[3] and notes[0] in md
+
+
+def test_a_setting_a_recipe_set_is_named_as_the_recipe_that_set_it(small):
+    code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--recipe', 'nanochat')
+    assert code == 1 and one_line_error(err), err
+    assert "bench with --recipe nanochat's --optimizer: scalar mode has no optimizer" in err
+    code, _, err = main_output(cli.main, 'bench', '--data', 'docs.txt', '--optimizer', 'muon')
+    assert code == 1 and 'bench with --optimizer: scalar mode' in err  # given: named as given

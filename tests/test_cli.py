@@ -1,12 +1,13 @@
 """cli.py: the usage string is the manual, every option is converted and checked in one
 place, and every mistake a user can make is one line on stderr, exit 1, nothing written."""
+import ast
 import re
 import signal
 
 import pytest
 
 import cli
-from microgpt_lab import UserError, ablation, settings, stopping
+from microgpt_lab import UserError, grid, settings, stopping
 from conftest import ROOT, main_output, one_line_error, run_cli
 
 
@@ -185,4 +186,65 @@ def test_a_switch_takes_on_or_off():
     assert config('train')['final_norm'] is False
     with pytest.raises(UserError, match="--final-norm must be on or off, got 'yes'"):
         config('train', '--final-norm', 'yes')
-    assert ablation.axis('final-norm=on,off') == ('final_norm', [True, False])
+    assert grid.axis('final-norm=on,off') == ('final_norm', [True, False])
+
+
+# ---------------------------------------------------------------------------
+# The layout: commands above libraries, no import circle (an import inside a function
+# counts), and modules short enough to read in one sitting.
+MODULES = {path.stem: path for path in ROOT.glob('*.py')} | {
+    f"microgpt_lab.{path.stem}".removesuffix('.__init__'): path
+    for path in (ROOT / 'microgpt_lab').glob('*.py')}  # 'microgpt_lab': the package's own
+
+
+def imports(path):
+    """The project's modules that the file at path imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.name}: a relative import"
+            found.add(node.module)  # and each name that is a module of it
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found & set(MODULES)
+
+
+def circle(graph):
+    """An import circle in graph {module: modules it imports}, as [a, b, ..., a]; or None."""
+    done, path = set(), []
+
+    def visit(module):
+        if module in path:
+            return path[path.index(module):] + [module]
+        if module in done:
+            return None
+        path.append(module)
+        found = next(filter(None, map(visit, sorted(graph[module]))), None)
+        path.pop()
+        done.add(module)
+        return found
+    return next(filter(None, map(visit, sorted(graph))), None)
+
+
+def test_the_imports_make_no_circle():
+    graph = {module: imports(path) - {module} for module, path in MODULES.items()}
+    assert circle(graph) is None, ' -> '.join(circle(graph))
+
+
+def test_an_import_is_found_wherever_it_is_and_a_circle_wherever_it_closes(tmp_path):
+    (tmp_path / 'm.py').write_text('import data\n\ndef f():\n    from microgpt_lab.grid import cells\n'
+                                   '    from microgpt_lab import plots, UserError\n')
+    assert imports(tmp_path / 'm.py') == {'data', 'microgpt_lab', 'microgpt_lab.grid', 'microgpt_lab.plots'}
+    assert circle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+    assert circle({'a': {'b', 'c'}, 'b': {'c'}, 'c': set()}) is None
+
+
+def test_the_plot_command_is_above_the_drawing():
+    assert imports(MODULES['microgpt_lab.plots']) <= {'microgpt_lab'}  # UserError, nothing else of ours
+
+
+def test_no_lab_module_is_over_450_lines_and_cli_over_300():
+    lines = {module: len(path.read_text(encoding='utf-8').splitlines()) for module, path in MODULES.items()}
+    assert {m: n for m, n in lines.items() if m.startswith('microgpt_lab') and n > 450} == {}
+    assert lines['cli'] <= 300, lines['cli']

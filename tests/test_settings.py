@@ -5,7 +5,7 @@ import re
 import pytest
 
 import cli
-from microgpt_lab import ablation, checkpoint, settings
+from microgpt_lab import checkpoint, grid, settings
 
 RUN_SECTIONS = ('data', 'model', 'training', 'generation')  # the usage's headings of a run's
 
@@ -55,6 +55,6 @@ def test_model_settings_are_the_checkpoints_config_and_every_one_may_vary():
                               'position', 'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'bias',
                               'n_kv_head', 'value_embeddings', 'residual_scalars', 'dropout')
     assert checkpoint.MODEL_KEYS == ('vocab_size', *settings.MODEL)
-    assert set(ablation.NOT_VARIED) == {'data', 'data_format', 'fetch', 'val_fraction', 'val_docs',
+    assert set(grid.NOT_VARIED) == {'data', 'data_format', 'fetch', 'val_fraction', 'val_docs',
                                         'seed', 'eps', 'stop_after', 'out'}  # and nothing else:
-    assert not set(settings.MODEL) & set(ablation.NOT_VARIED)  # the variants are an axis too
+    assert not set(settings.MODEL) & set(grid.NOT_VARIED)  # the variants are an axis too
