@@ -113,20 +113,34 @@ CHOICES = ('activation', 'final_norm', 'norm', 'norm_eps', 'position', 'qk_norm'
 # The recipes, by name: every setting that makes each one's model and optimizer. `--recipe`
 # sets them all (an option given beside it still wins), and a run records the recipe beside
 # the settings it expanded to. The README says what each leaves out of its authors' code.
-BLOCKS = ('tie_lm_head', 'input_rmsnorm', 'activation', 'final_norm', 'norm', 'norm_eps',
-          'position', 'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'bias', 'n_kv_head',
-          'value_embeddings', 'residual_scalars', 'init', 'optimizer')
 RECIPES = dict(
-    microgpt=(False, True, 'relu', False, 'rmsnorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
-              False, None, False, False, 'microgpt', 'adamw'),
-    # GPT-2's blocks, as nanoGPT's model.py has them (bias=True, as GPT-2's checkpoints)
-    gpt2=(True, False, 'gelu', True, 'layernorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
-          True, None, False, False, 'gpt2', 'adamw'),
-    # nanochat's gpt.py and optim.py at 92d63d4 (2026-07-03): its rms_norm's eps is float32's,
-    # its configs have as many kv heads as heads
-    nanochat=(False, True, 'relu2', True, 'rmsnorm', 2.0 ** -23, 'rope', True, 1.2, 100000.0, 15.0,
-              False, None, True, True, 'nanochat', 'muon'))
-RECIPES = {name: dict(zip(BLOCKS, values)) for name, values in RECIPES.items()}
+    # the reference's blocks: Karpathy's microgpt.py, which microgpt.py re-creates
+    microgpt=dict(
+        tie_lm_head=False, input_rmsnorm=True, activation='relu', final_norm=False,
+        norm='rmsnorm', norm_eps=1e-5, position='learned', rope_base=10000.0,
+        qk_norm=False, qk_scale=1.0, softcap=0.0, bias=False, n_kv_head=None,
+        value_embeddings=False, residual_scalars=False,
+        init='microgpt', optimizer='adamw'),
+    # GPT-2's blocks, as nanoGPT's model.py at 3adf61e has them, with bias=True as GPT-2's
+    # checkpoints: lm_head tied to wte, no norm of the embeddings, LayerNorm, GELU (tanh form),
+    # learned positions, ln_f; its _init_weights, and AdamW
+    gpt2=dict(
+        tie_lm_head=True, input_rmsnorm=False, activation='gelu', final_norm=True,
+        norm='layernorm', norm_eps=1e-5, position='learned', rope_base=10000.0,
+        qk_norm=False, qk_scale=1.0, softcap=0.0, bias=True, n_kv_head=None,
+        value_embeddings=False, residual_scalars=False,
+        init='gpt2', optimizer='adamw'),
+    # nanochat's gpt.py and optim.py at 92d63d4 (2026-07-03): its rms_norm's eps is
+    # float32's; RoPE at base 100000; QK-norm, then q and k times 1.2; logits softcapped at
+    # 15; its configs have as many kv heads as heads; value embeddings and the residual
+    # scalars; its init_weights, and Muon with AdamW (MuonAdamW)
+    nanochat=dict(
+        tie_lm_head=False, input_rmsnorm=True, activation='relu2', final_norm=True,
+        norm='rmsnorm', norm_eps=2.0 ** -23, position='rope', rope_base=100000.0,
+        qk_norm=True, qk_scale=1.2, softcap=15.0, bias=False, n_kv_head=None,
+        value_embeddings=True, residual_scalars=True,
+        init='nanochat', optimizer='muon'))
+BLOCKS = tuple(RECIPES['microgpt'])  # the settings a recipe sets: every recipe sets them all
 
 
 def with_recipe(cfg, given=()):

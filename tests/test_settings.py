@@ -58,3 +58,25 @@ def test_model_settings_are_the_checkpoints_config_and_every_one_may_vary():
     assert set(ablation.NOT_VARIED) == {'data', 'data_format', 'fetch', 'val_fraction', 'val_docs',
                                         'seed', 'eps', 'stop_after', 'out'}  # and nothing else:
     assert not set(settings.MODEL) & set(ablation.NOT_VARIED)  # the variants are an axis too
+
+
+# The recipes as they were written before they were named: tuples, in BEFORE's order.
+BEFORE = ('tie_lm_head', 'input_rmsnorm', 'activation', 'final_norm', 'norm', 'norm_eps',
+          'position', 'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'bias', 'n_kv_head',
+          'value_embeddings', 'residual_scalars', 'init', 'optimizer')
+TUPLES = dict(
+    microgpt=(False, True, 'relu', False, 'rmsnorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
+              False, None, False, False, 'microgpt', 'adamw'),
+    gpt2=(True, False, 'gelu', True, 'layernorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
+          True, None, False, False, 'gpt2', 'adamw'),
+    nanochat=(False, True, 'relu2', True, 'rmsnorm', 2.0 ** -23, 'rope', True, 1.2, 100000.0, 15.0,
+              False, None, True, True, 'nanochat', 'muon'))
+
+
+@pytest.mark.parametrize('name', TUPLES)
+def test_every_named_recipe_expands_to_exactly_the_values_of_its_tuple(name):
+    defaults = {n: s.default for n, s in settings.SETTINGS.items()}
+    expanded = settings.with_recipe(dict(defaults, recipe=name))
+    before = dict(defaults, recipe=name, **dict(zip(BEFORE, TUPLES[name])))
+    assert repr(sorted(expanded.items())) == repr(sorted(before.items()))  # types too: 1.0, not 1
+    assert set(settings.RECIPES[name]) == set(BEFORE) == set(settings.BLOCKS)
