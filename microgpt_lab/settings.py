@@ -28,7 +28,8 @@ class Setting(NamedTuple):
     high: float = None      # the largest
     above: bool = False     # low itself is not allowed: the value must be > low
     below: bool = False     # high itself is not allowed
-    optional: bool = False  # None is allowed (the command line's 'auto')
+    optional: bool = False  # None is allowed
+    none: str = 'auto'      # the command line's word for None, if optional (None: no word)
     modes: tuple = ('scalar', 'tensor')  # the modes that take any value; the others
     #                         run the default (or `scalar`) and refuse the rest
     scalar: object = None   # scalar mode's own value, which it sets whatever is given
@@ -74,7 +75,8 @@ SETTINGS = dict(
     dropout=Setting(float, 0.0, 0, 1, below=True, modes=('tensor',), part='model', later=True),
     init=Setting(('microgpt', 'gpt2', 'nanochat'), 'microgpt', later=True),
     init_std=Setting(float, 0.08, 0, above=True, later=True),
-    recipe=Setting(('microgpt', 'gpt2', 'nanochat'), None, optional=True, later=True),  # see RECIPES
+    recipe=Setting(('microgpt', 'gpt2', 'nanochat'), None, optional=True, none='none',
+                   later=True),  # see RECIPES
     # training
     seed=Setting(int, 42, 0, fixed='the seeds are --seeds'),
     steps=Setting(int, 1000, 1),
@@ -101,9 +103,9 @@ SETTINGS = dict(
     samples=Setting(int, 20, 0),
     length=Setting(int, 500, 0, later=True),
     temperature=Setting(float, 0.5, 0.001, 1000),
-    top_k=Setting(int, None, 1, optional=True, later=True),
+    top_k=Setting(int, None, 1, optional=True, none='all', later=True),
     # stopping
-    stop_after=Setting(int, None, 1, optional=True, fixed='an ablation runs to the end'),
+    stop_after=Setting(int, None, 1, optional=True, none=None, fixed='an ablation runs to the end'),
 )
 MODEL = tuple(name for name, s in SETTINGS.items() if s.part == 'model')
 CHOICES = ('activation', 'final_norm', 'norm', 'norm_eps', 'position', 'qk_norm', 'qk_scale',
@@ -171,7 +173,8 @@ def problem(s, value):
     if value is None:
         return None if s.optional else "must be given"
     if isinstance(s.kind, tuple):
-        return None if value in s.kind else f"must be {' or '.join(s.kind)}, got {value!r}"
+        words = s.kind + ((s.none,) if s.optional and s.none else ())  # recipe: or none
+        return None if value in s.kind else f"must be {' or '.join(words)}, got {value!r}"
     if s.kind in (bool, str):
         return None if type(value) is s.kind else \
             f"must be {'true or false' if s.kind is bool else 'a string'}, got {value!r}"
@@ -193,7 +196,7 @@ def convert(name, raw, opt):
     """The command line's string raw for setting (or command option) `name`, given as opt,
     converted to its type and checked."""
     s = SETTINGS.get(name) or COMMAND_OPTIONS[name]
-    if s.optional and raw in (None, 'auto'):
+    if s.optional and (raw is None or raw == s.none):
         return None
     if s.kind is bool:  # a switch that takes a value (--final-norm on), not a flag
         if raw not in ('on', 'off'):

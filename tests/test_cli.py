@@ -40,6 +40,11 @@ def test_options_become_typed_settings():
     assert config('train', '--batch-size', '1', '--dtype', 'float64')['batch_size'] == 1
 
 
+def test_recipe_none_is_the_documented_default():
+    assert config('train', '--recipe', 'none') == config('train')
+    assert config('train', '--recipe', 'none')['recipe'] is None
+
+
 def test_an_option_scalar_mode_cannot_run_is_an_error_never_dropped():
     # scalar mode (the default) used to run batch 1 in float64 and say nothing
     with pytest.raises(UserError, match='--batch-size 64 needs --mode tensor'):
@@ -70,6 +75,7 @@ def test_option_values_may_begin_with_a_dash():
     (['train', '--qk-scale', '0'], '--qk-scale must be > 0'),
     (['train', '--n-kv-head', '3'], '--n-kv-head (3) must divide --n-head (4)'),
     (['train', '--recipe', 'llama'], '--recipe must be microgpt or gpt2 or nanochat'),
+    (['train', '--recipe', 'auto'], "--recipe must be microgpt or gpt2 or nanochat or none, got 'auto'"),
     (['train', '--init', 'xavier'], '--init must be microgpt or gpt2 or nanochat'),
     (['train', '--norm-eps', '0'], '--norm-eps must be > 0'),
     (['ablate', '--design', 'spiral'], '--design must be product or alone or path'),

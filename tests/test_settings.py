@@ -5,7 +5,7 @@ import re
 import pytest
 
 import cli
-from microgpt_lab import ablation, checkpoint, settings
+from microgpt_lab import UserError, ablation, checkpoint, settings
 
 RUN_SECTIONS = ('data', 'model', 'training', 'generation')  # the usage's headings of a run's
 
@@ -80,3 +80,12 @@ def test_every_named_recipe_expands_to_exactly_the_values_of_its_tuple(name):
     before = dict(defaults, recipe=name, **dict(zip(BEFORE, TUPLES[name])))
     assert repr(sorted(expanded.items())) == repr(sorted(before.items()))  # types too: 1.0, not 1
     assert set(settings.RECIPES[name]) == set(BEFORE) == set(settings.BLOCKS)
+
+
+def test_none_is_the_one_word_for_no_recipe_and_all_for_every_token():
+    assert settings.convert('recipe', 'none', '--recipe') is None
+    assert settings.convert('top_k', 'all', '--top-k') is None
+    for name, word in (('recipe', 'auto'), ('top_k', 'auto'), ('stop_after', 'auto')):
+        with pytest.raises(UserError, match="got 'auto'"):
+            settings.convert(name, word, settings.option(name))
+    assert settings.convert('n_kv_head', 'auto', '--n-kv-head') is None  # its usage says auto
