@@ -37,6 +37,8 @@ class Setting(NamedTuple):
     option: str = None      # on the command line; default --NAME, '' for none
     fixed: str = None       # why `ablate --vary` keeps it fixed (None: it may vary it)
     later: bool = False     # came after the first records: one without it ran with the default
+    needs: tuple = None     # (setting, value): it acts only beside that value; else it
+    #                         changes nothing, and a value given for it is refused
 
 
 SAME_VALIDATION = 'cells are compared on one validation set'
@@ -66,7 +68,8 @@ SETTINGS = dict(
     position=Setting(('learned', 'rope', 'none'), 'learned', part='model', later=True),
     qk_norm=Setting(bool, False, part='model', later=True),  # --qk-norm on|off
     qk_scale=Setting(float, 1.0, 0, above=True, part='model', later=True),
-    rope_base=Setting(float, 10000.0, 0, above=True, part='model', later=True),
+    rope_base=Setting(float, 10000.0, 0, above=True, part='model', later=True,
+                      needs=('position', 'rope')),
     softcap=Setting(float, 0.0, 0, part='model', later=True),
     bias=Setting(bool, False, part='model', later=True),  # --bias on|off
     n_kv_head=Setting(int, None, 1, optional=True, part='model', later=True),  # None: n_head
@@ -74,7 +77,7 @@ SETTINGS = dict(
     residual_scalars=Setting(bool, False, part='model', later=True),
     dropout=Setting(float, 0.0, 0, 1, below=True, modes=('tensor',), part='model', later=True),
     init=Setting(('microgpt', 'gpt2', 'nanochat'), 'microgpt', later=True),
-    init_std=Setting(float, 0.08, 0, above=True, later=True),
+    init_std=Setting(float, 0.08, 0, above=True, later=True, needs=('init', 'microgpt')),
     recipe=Setting(('microgpt', 'gpt2', 'nanochat'), None, optional=True, none='none',
                    later=True),  # see RECIPES
     # training
@@ -83,12 +86,13 @@ SETTINGS = dict(
     batch_size=Setting(int, 32, 1, scalar=1),
     lr=Setting(float, 0.01, 0, above=True),
     optimizer=Setting(('adamw', 'muon'), 'adamw', modes=('tensor',), later=True),
-    muon_lr=Setting(float, 0.02, 0, above=True, modes=('tensor',), later=True),
+    muon_lr=Setting(float, 0.02, 0, above=True, modes=('tensor',), later=True,
+                    needs=('optimizer', 'muon')),
     lr_schedule=Setting(('linear', 'cosine'), 'linear', modes=('tensor',), later=True),
     warmup_steps=Setting(int, 0, 0, modes=('tensor',), later=True),
     min_lr=Setting(float, 0.0, 0, modes=('tensor',), later=True),
-    beta1=Setting(float, 0.85, 0, 1, below=True),
-    beta2=Setting(float, 0.99, 0, 1, below=True),
+    beta1=Setting(float, 0.85, 0, 1, below=True, needs=('optimizer', 'adamw')),  # Muon's
+    beta2=Setting(float, 0.99, 0, 1, below=True, needs=('optimizer', 'adamw')),  # groups: nanochat's
     eps=Setting(float, 1e-8, 0, above=True, option='', fixed='it is not an option'),
     weight_decay=Setting(float, 0.0, 0, 1, modes=('tensor',), later=True),
     grad_clip=Setting(float, 0.0, 0, modes=('tensor',), later=True),
@@ -147,9 +151,42 @@ BLOCKS = tuple(RECIPES['microgpt'])  # the settings a recipe sets: every recipe 
 
 def with_recipe(cfg, given=()):
     """cfg with its recipe's settings (if it names one), less those in `given` (set apart
-    from the recipe: given on the command line, or varied by an ablation's other axes)."""
+    from the recipe: given on the command line, or varied by an ablation's other axes). A
+    recipe's setting that acts only beside one of those, given otherwise, goes back to its
+    default: nanochat's rope base, beside --position learned."""
     recipe = RECIPES.get(cfg['recipe'], {})
-    return dict(cfg, **{name: value for name, value in recipe.items() if name not in given})
+    cfg = dict(cfg, **{name: value for name, value in recipe.items() if name not in given})
+    return dict(cfg, **{name: SETTINGS[name].default for name in idle(cfg)
+                        if name in recipe and name not in given})
+
+
+def idle(cfg):
+    """The settings that change nothing in cfg: each acts only beside another setting's
+    value (its `needs`), which cfg does not have (beta1 with Muon: nanochat's groups have
+    their own betas)."""
+    return [name for name, s in SETTINGS.items() if s.needs and cfg[s.needs[0]] != s.needs[1]]
+
+
+def check_acting(cfg):
+    """A UserError for the first setting of a new run that is set (not at its default) but
+    changes nothing in it (see idle): --beta1 under --optimizer muon. Only a new run's are
+    checked, whose values the user gave: an ablation's base settings may act in some of its
+    cells only, and a record may hold them (a model's are checked with the rest, in check)."""
+    recipe = RECIPES.get(cfg['recipe'], {})
+    for name in idle(cfg):
+        if cfg[name] != SETTINGS[name].default:
+            parent = SETTINGS[name].needs[0]
+            by = f"--recipe {cfg['recipe']}'s " if recipe.get(parent) == cfg[parent] else ''
+            raise UserError(f"{needs(name, option)}; with {by}{option(parent)} {cfg[parent]} "
+                            "it changes nothing")
+
+
+def needs(name, name_of):
+    """What a setting that acts only beside another's value needs, in words."""
+    parent, value = SETTINGS[name].needs
+    return f"{name_of(name)} is {value}'s: it needs {name_of(parent)} {value}"
+
+
 SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
 
 # The options of commands, which no run records.
@@ -237,8 +274,9 @@ def check(cfg, name_of):
         raise UserError(f"{name_of('tie_lm_head')}: {name_of('optimizer' if cfg['optimizer'] == 'muon' else 'init')} "
                         f"{cfg['optimizer'] if cfg['optimizer'] == 'muon' else 'nanochat'} is nanochat's, whose "
                         f"lm_head is its own: {why}")
-    if cfg['rope_base'] != SETTINGS['rope_base'].default and cfg['position'] != 'rope':
-        raise UserError(f"{name_of('rope_base')} is rope's: it needs {name_of('position')} rope")
+    for name in idle(cfg):  # a model's setting that changes nothing would misdescribe it
+        if SETTINGS[name].part == 'model' and cfg[name] != SETTINGS[name].default:
+            raise UserError(needs(name, name_of))
     if cfg['min_lr'] > cfg['lr']:
         raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
     if cfg['warmup_steps'] > cfg['steps']:

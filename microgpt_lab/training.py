@@ -315,6 +315,8 @@ def train_command(cfg, source=None, resume=False):
         resumed = None
         if source:
             cfg, resumed = recorded_run(source, cfg['out'], resume)
+        else:
+            settings.check_acting(cfg)  # what the user set (a record may hold such values)
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # before any folder
         check_data(cfg, contents)
         out, made = records.new_folder(cfg['out'], 'runs', f"{cfg['mode']}-seed{cfg['seed']}",

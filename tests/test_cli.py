@@ -40,6 +40,15 @@ def test_options_become_typed_settings():
     assert config('train', '--batch-size', '1', '--dtype', 'float64')['batch_size'] == 1
 
 
+def test_an_option_beside_a_recipe_wins_and_the_recipes_settings_that_need_it_step_back():
+    cfg = config('train', '--mode', 'tensor', '--recipe', 'nanochat', '--position', 'learned')
+    assert (cfg['position'], cfg['rope_base'], cfg['qk_scale'], cfg['optimizer']) == \
+        ('learned', 10000.0, 1.2, 'muon')  # nanochat's rope base needs its rope
+    with pytest.raises(UserError, match="--rope-base is rope's: it needs --position rope"):
+        config('train', '--mode', 'tensor', '--recipe', 'nanochat', '--position', 'learned',
+               '--rope-base', '500')  # both given: the user's own conflict
+
+
 def test_recipe_none_is_the_documented_default():
     assert config('train', '--recipe', 'none') == config('train')
     assert config('train', '--recipe', 'none')['recipe'] is None
@@ -75,6 +84,12 @@ def test_option_values_may_begin_with_a_dash():
     (['train', '--qk-scale', '0'], '--qk-scale must be > 0'),
     (['train', '--n-kv-head', '3'], '--n-kv-head (3) must divide --n-head (4)'),
     (['train', '--recipe', 'llama'], '--recipe must be microgpt or gpt2 or nanochat'),
+    (['train', '--mode', 'tensor', '--optimizer', 'muon', '--beta1', '0.9'],
+     "--beta1 is adamw's: it needs --optimizer adamw; with --optimizer muon it changes nothing"),
+    (['train', '--mode', 'tensor', '--recipe', 'nanochat', '--beta2', '0.9'],
+     "with --recipe nanochat's --optimizer muon it changes nothing"),
+    (['train', '--mode', 'tensor', '--muon-lr', '0.03'], "--muon-lr is muon's: it needs --optimizer muon"),
+    (['train', '--init', 'nanochat', '--init-std', '0.02'], "--init-std is microgpt's: it needs --init microgpt"),
     (['train', '--recipe', 'auto'], "--recipe must be microgpt or gpt2 or nanochat or none, got 'auto'"),
     (['train', '--init', 'xavier'], '--init must be microgpt or gpt2 or nanochat'),
     (['train', '--norm-eps', '0'], '--norm-eps must be > 0'),

@@ -89,3 +89,33 @@ def test_none_is_the_one_word_for_no_recipe_and_all_for_every_token():
         with pytest.raises(UserError, match="got 'auto'"):
             settings.convert(name, word, settings.option(name))
     assert settings.convert('n_kv_head', 'auto', '--n-kv-head') is None  # its usage says auto
+
+
+def test_a_recipes_setting_goes_back_to_its_default_when_the_one_it_needs_is_given_otherwise():
+    defaults = {n: s.default for n, s in settings.SETTINGS.items()}
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat', position='learned'), {'position'})
+    assert (cfg['position'], cfg['rope_base'], cfg['qk_scale']) == ('learned', 10000.0, 1.2)
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat', position='rope'), {'position'})
+    assert cfg['rope_base'] == 100000.0  # given as the recipe has it: the recipe's base stays
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat', rope_base=500.0, position='learned'),
+                               {'position', 'rope_base'})
+    with pytest.raises(UserError, match="--rope-base is rope's: it needs --position rope"):
+        settings.check(cfg, settings.option)  # given both: the user's own conflict
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(optimizer='muon', beta1=0.9), "--beta1 is adamw's: it needs --optimizer adamw; with --optimizer muon"),
+    (dict(optimizer='muon', beta2=0.95), '--beta2'),
+    (dict(recipe='nanochat', beta1=0.9), "with --recipe nanochat's --optimizer muon it changes nothing"),
+    (dict(muon_lr=0.03), "--muon-lr is muon's: it needs --optimizer muon; with --optimizer adamw"),
+    (dict(init='gpt2', init_std=0.02), "--init-std is microgpt's: it needs --init microgpt"),
+    (dict(recipe='gpt2', init_std=0.02), "with --recipe gpt2's --init gpt2 it changes nothing"),
+])
+def test_a_new_run_refuses_a_setting_that_would_change_nothing(changes, message):
+    defaults = dict({n: s.default for n, s in settings.SETTINGS.items()}, mode='tensor')
+    cfg = settings.with_recipe(dict(defaults, **changes), set(changes) - {'recipe'})
+    with pytest.raises(UserError, match=re.escape(message)):
+        settings.check_acting(cfg)
+    settings.check(cfg, settings.option)  # a record may hold it: an ablation's base, acting elsewhere
+    settings.check_acting(dict(defaults, **{k: v for k, v in changes.items()  # at its default: the same run
+                                             if k not in ('beta1', 'beta2', 'muon_lr', 'init_std')}))

@@ -601,9 +601,10 @@ def test_a_text_run_trains_on_windows_and_ends_with_a_passage(text, capsys):
     assert m['val_loss'] == pytest.approx(tensorgpt.evaluate(model, data.tiled_windows(val, 8)), rel=1e-6)
 
 
-LARGER = ('--beta1', '0.9', '--beta2', '0.95', '--weight-decay', '0.1', '--grad-clip', '0.5',
-          '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001', '--init-std',
-          '0.02', '--top-k', '5', '--lr', '0.02', '--norm', 'layernorm', '--position', 'rope',
+ADAMW = ('--beta1', '0.9', '--beta2', '0.95', '--init-std', '0.02')  # AdamW's, --init microgpt's
+LARGER = ('--weight-decay', '0.1', '--grad-clip', '0.5',
+          '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001',
+          '--top-k', '5', '--lr', '0.02', '--norm', 'layernorm', '--position', 'rope',
           '--qk-norm', 'on', '--final-norm', 'on', '--activation', 'gelu', '--dropout', '0.1',
           '--qk-scale', '1.2', '--softcap', '15', '--norm-eps', '1e-06', '--bias', 'on',
           '--n-kv-head', '1', '--value-embeddings', 'on', '--residual-scalars', 'on', '--init',
@@ -618,9 +619,9 @@ def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys
             config['residual_scalars'], config['init'], config['optimizer'], config['recipe']) == \
         (1e-6, True, 1, True, True, 'nanochat', 'muon', None)
     assert (config['weight_decay'], config['grad_clip'], config['warmup_steps'], config['min_lr'],
-            config['lr_schedule'], config['init_std'], config['top_k'], config['beta1'],
-            config['norm'], config['position'], config['qk_norm'], config['dropout']) == \
-        (0.1, 0.5, 4, 0.001, 'cosine', 0.02, 5, 0.9, 'layernorm', 'rope', True, 0.1)
+            config['lr_schedule'], config['top_k'], config['norm'], config['position'],
+            config['qk_norm'], config['dropout']) == \
+        (0.1, 0.5, 4, 0.001, 'cosine', 5, 'layernorm', 'rope', True, 0.1)
     assert cli.main(['train', '--from', str(text / 'a'), '--out', str(text / 'b')]) == 0
     assert train_text(text / 'half', *LARGER, '--rope-base', '100000', '--steps', '16', '--stop-after', '9') == 0
     assert cli.main(['train', '--resume', str(text / 'half'), '--out', str(text / 'rest')]) == 0
@@ -655,7 +656,8 @@ def test_a_recipe_sets_its_settings_an_option_beside_it_wins_and_both_are_record
 
 def test_each_setting_changes_the_run(text, capsys):
     train_text(text / 'base', '--steps', '6')
-    for i, (option, value) in enumerate(zip(LARGER[::2], LARGER[1::2])):
+    every = ADAMW + LARGER
+    for i, (option, value) in enumerate(zip(every[::2], every[1::2])):
         train_text(text / f"r{i}", '--steps', '6', option, value)
         changed = losses_of(text / f"r{i}") != losses_of(text / 'base') or \
             (text / f"r{i}" / 'samples.txt').read_text() != (text / 'base' / 'samples.txt').read_text()
