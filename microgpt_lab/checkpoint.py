@@ -166,6 +166,10 @@ def load(path, need_adam=False, need_rng=False):
             raise bad("its settings are not a JSON object")
         run = dict(settings.read(run, f"{path}: settings", ('data_sha256',)),
                    data_sha256=records.field(run, 'data_sha256', f"{path}: settings", str))
+        for k in settings.MODEL:  # the model is built from config: it must be the run's
+            if config[k] != run[k]:
+                raise bad(f"config {k} is {json.dumps(config[k])}, but its settings say "
+                          f"{json.dumps(run[k])}")
     stream = ckpt.get('dropout_stream')  # [seed, draws so far]; older checkpoints: none
     if stream is not None and not (isinstance(stream, list) and len(stream) == 2 and all(
             type(x) is int and 0 <= x < 2 ** 64 for x in stream)):

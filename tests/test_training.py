@@ -328,6 +328,10 @@ def mangle_json(name, change):
      'config.json: steps is 10, but '),
     (mangle_json('checkpoint.json', lambda c: c['settings'].update(steps='x')),
      'checkpoint.json: settings steps must be an integer'),
+    (mangle_json('checkpoint.json', lambda c: c['config'].update(softcap=5.0)),  # the model's,
+     'checkpoint.json is not a valid checkpoint: config softcap is 5.0, but its settings say 0.0'),
+    (mangle_json('checkpoint.json', lambda c: c['config'].update(norm_eps=0.5)),  # ... not the
+     'config norm_eps is 0.5, but its settings say 1e-05'),  # record's, which --from re-runs
     (mangle_json('config.json', lambda c: c.update(data_sha256=7)), 'config.json: data_sha256'),
     (mangle_json('metrics.json', lambda m: m.update(status='done')), 'metrics.json: status'),
     (mangle_json('metrics.json', lambda m: m.update(val_history=[[1]])), 'metrics.json: val_history'),
