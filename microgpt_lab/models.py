@@ -204,18 +204,32 @@ def sample(model, rng, bos, temperature=0.5, prompt=(), top_k=None):
 # ---------------------------------------------------------------------------
 # What tensor mode's kernels need of the process.
 def use_threads(cfg):
-    """Run BLAS and numba with cfg's thread count (None: every core); returns that count,
-    which the run records. The count is a setting: OpenBLAS splits a product's sums across
-    its threads, so they round differently with another count. (numba's kernels give the
-    same numbers with any count; it runs at most the threads it started with.)"""
+    """Run BLAS and numba with the run's threads (see threads_of); returns that count, which
+    the run records. The count is a setting: OpenBLAS splits a product's sums across its
+    threads, so they round differently with another count. (numba's kernels give the same
+    numbers with any count; it runs at most the threads it started with.)"""
     import threadpoolctl
-    n = cfg['threads'] or os.cpu_count() or 1
+    n = threads_of(cfg)
     threadpoolctl.threadpool_limits(n)
     if cfg['mode'] == 'tensor':
         import numba
         lib('tensor').configure_process()  # its threading layer, before its threads start
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return n
+
+
+def threads_of(cfg):
+    """The BLAS threads a run of cfg runs: its --threads, or (auto) the cores, as many as
+    this machine's BLAS runs. A UserError if --threads asks for more than it runs (its
+    build's limit: 64 for NumPy's OpenBLAS), which it would silently cap."""
+    import threadpoolctl
+    n = cfg['threads'] or os.cpu_count() or 1
+    with threadpoolctl.threadpool_limits(n, user_api='blas'):  # asked, then read back
+        most = min([p['num_threads'] for p in threadpoolctl.threadpool_info()
+                    if p['user_api'] == 'blas'], default=n)
+    if most < n and cfg['threads']:
+        raise UserError(f"--threads {n}: this machine's BLAS runs at most {most} threads")
+    return min(n, most)
 
 
 def warm_up(cfg):

@@ -389,7 +389,8 @@ def check_data(cfg, source, needed_by=None, at_once=1):
     """A UserError, before anything runs, if the data (documents or a text) cannot make the
     run: a text too short for a window, or no validation data when validation is asked for
     (--eval-every, or by `needed_by`, e.g. 'ablate'); or `at_once` such runs too big for
-    the memory."""
+    the memory; or more threads than this machine's BLAS runs."""
+    models.threads_of(cfg)
     if cfg['data_format'] == 'text':
         train, val = data.split_text(source, cfg['val_fraction'])
         if len(train) <= cfg['block_size']:

@@ -127,6 +127,8 @@ def test_option_values_may_begin_with_a_dash():
     (['train', '--n-embd', '65536', '--n-layer', '64', '--n-head', '1'], 'GiB of memory'),
     (['train', '--out', 'docs.txt'], 'is a file, not a folder'),
     (['bench', '--threads', '0'], '--threads must be >= 1'),
+    (['train', '--threads', '999'], "--threads 999: this machine's BLAS runs at most"),  # it would
+    (['ablate', '--threads', '999'], "--threads 999: this machine's BLAS runs at most"),  # run 64
 ])
 def test_user_errors_are_one_line_and_exit_1(small, args, message):
     # (in this process: a real one's exit status and stderr, test_ctrl_c_after_the_command_...)

@@ -535,6 +535,19 @@ def test_the_thread_count_is_a_recorded_setting_that_reruns_use(small, capsys):
             assert (again / name).read_text() == (run / name).read_text()
 
 
+def test_auto_threads_are_as_many_as_blas_runs_and_the_record_says_that_count(small, monkeypatch):
+    import threadpoolctl
+    monkeypatch.setattr(os, 'cpu_count', lambda: 999)  # more cores than BLAS runs threads
+    with threadpoolctl.threadpool_limits(limits=None):  # (this process's count, restored after)
+        assert train_small(small / 'run', '--steps', '2') == 0
+    threads = json.loads((small / 'run' / 'config.json').read_text())['threads']
+    env = metrics_of(small / 'run')['environment']
+    assert threads < 999 and [p['num_threads'] for p in env['thread_pools'] if p['user_api'] == 'blas'] == [threads]
+    code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', '--threads', threads + 1, '--out', 'more')
+    assert code == 1 and one_line_error(err) and f"at most {threads} threads" in err
+    assert not (small / 'more').exists()
+
+
 def test_a_bad_numba_environment_is_one_line(small):
     env = dict(os.environ, NUMBA_NUM_THREADS='0')
     code, _, err = run_cli('train', '--mode', 'tensor', '--steps', '2', '--data', 'docs.txt',
