@@ -280,7 +280,43 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
         print(f"model {flops / 1e6:.3g} MFLOP/token: {gflops:.3g} GFLOP/s, "
               f"{metrics['share_of_peak']:.1%} of the matmul peak at its shapes "
               f"({peak:.0f} GFLOP/s, measured now) | peak memory {metrics['peak_memory_mb']:.0f} MB")
+    if status != 'diverged' and stuck(losses, val_loss, d.tok.vocab_size):
+        odd = suspects(cfg)
+        print(f"note: the loss stayed at ln {d.tok.vocab_size} = {math.log(d.tok.vocab_size):.4f}, "
+              "a uniform guess's, at every step: the model learnt nothing; " + (
+                  f"{odd} may keep its logits flat or its gradients at zero" if odd else
+                  "its learning rate or its model settings may keep it there"))
     return metrics
+
+
+STUCK = 1e-4  # how near ln V a loss is to count as a uniform guess: a run that learns
+#               leaves it by more than this in its first update
+
+
+def stuck(losses, val_loss, vocab_size):
+    """Whether a run's loss stayed at ln V, a uniform guess's, at each of its steps (two
+    at least: the first is the untrained model's) and on the validation data."""
+    seen = losses + ([] if val_loss is None else [val_loss])
+    return len(losses) > 1 and all(abs(x - math.log(vocab_size)) < STUCK for x in seen)
+
+
+def suspects(cfg):
+    """The model settings of a run that set its numbers' scales (--qk-scale, --softcap,
+    --norm-eps, ...) at other values than the defaults and its recipe's, in words; '' if none."""
+    recipe = settings.RECIPES.get(cfg['recipe'], {})
+    return ', '.join(f"{settings.option(n)} {cfg[n]}" for n in settings.MODEL
+                     if settings.SETTINGS[n].kind is float and cfg[n] != settings.SETTINGS[n].default
+                     and cfg[n] != recipe.get(n, settings.SETTINGS[n].default))
+
+
+def divergence_hint(cfg):
+    """What to try after a run diverged: other values of its unusual model settings first,
+    then a lower learning rate (Muon's own, under Muon) or initial weights (microgpt's)."""
+    rates = ['--muon-lr' if cfg['optimizer'] == 'muon' else '--lr']
+    if 'init_std' not in settings.idle(cfg):
+        rates.append('--init-std')
+    odd = suspects(cfg)
+    return (f"try other values of {odd}, or " if odd else 'try ') + f"a lower {' or '.join(rates)}"
 
 
 def draw_losses(out, losses, val_history, cfg):
@@ -324,10 +360,8 @@ def train_command(cfg, source=None, resume=False):
         with records.owned(out, made=made):
             metrics = run(cfg, out, contents, resumed, should_stop=lambda: bool(caught))
     if metrics['status'] == 'diverged':
-        print(f"error: training diverged at step {metrics['steps']}; try a lower "
-              f"{'--muon-lr' if cfg['optimizer'] == 'muon' else '--lr'} or --init-std. The record "
-              f"up to that step is in {os.path.relpath(out)}",
-              file=sys.stderr)
+        print(f"error: training diverged at step {metrics['steps']}; {divergence_hint(cfg)}. "
+              f"The record up to that step is in {os.path.relpath(out)}", file=sys.stderr)
         return 2
     return 128 + caught[0] if metrics['status'] == 'interrupted' else 0
 

@@ -61,6 +61,7 @@ def test_train_writes_a_complete_run_record(small, capsys):
     assert train_small(small / 'run') == 0
     printed = capsys.readouterr().out
     assert 'step    1 /   12 | loss ' in printed and 'step   12 /   12 | loss ' in printed
+    assert 'note: the loss stayed' not in printed  # it learnt
     run = small / 'run'
     assert sorted(p.name for p in run.iterdir()) == [
         'checkpoint.json', 'config.json', 'losses.csv', 'losses.png', 'metrics.json', 'samples.txt']
@@ -154,6 +155,23 @@ def test_a_folder_held_by_another_command_is_refused(small, capsys):
     assert 'in use by another command' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('option, value', [('--softcap', '1e-20'), ('--norm-eps', '1e100')])
+def test_a_run_whose_loss_stays_at_ln_v_says_so_and_names_the_likely_setting(small, capsys, option, value):
+    assert train_small(small / 'run', option, value) == 0
+    losses = [float(r['loss']) for r in csv.DictReader(open(small / 'run' / 'losses.csv'))]
+    assert max(abs(x - np.log(len(set(''.join(DOCS))) + 1)) for x in losses) < training.STUCK
+    out = capsys.readouterr().out
+    assert "note: the loss stayed at ln 19 = 2.9444, a uniform guess's, at every step" in out
+    assert f"{option} {float(value)} may keep its logits flat" in out
+
+
+def test_a_loss_is_stuck_only_if_every_step_and_the_validation_stayed_at_ln_v():
+    flat = np.log(19)
+    assert training.stuck([flat, flat + 1e-6], None, 19) and training.stuck([flat] * 3, flat, 19)
+    assert not training.stuck([flat], None, 19)  # the first step's is the untrained model's
+    assert not training.stuck([flat, flat - 0.01], None, 19) and not training.stuck([flat] * 2, 2.5, 19)
+
+
 # ---------------------------------------------------------------------------
 # Divergence
 def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_record(small, capsys):
@@ -174,6 +192,16 @@ def test_divergence_on_the_last_update_is_caught(small, mode, lr):
     metrics = metrics_of(small / 'run')
     assert metrics['status'] == 'diverged' and 'samples' not in metrics
     assert not (small / 'run' / 'checkpoint.json').exists()
+
+
+def test_a_divergence_names_the_model_setting_that_plausibly_caused_it(small):
+    code, _, err = main_output(cli.main, 'train', '--mode', 'tensor', '--batch-size', '4', '--steps', '3',
+                               '--qk-scale', '1e30', '--data', 'docs.txt', '--out', 'run')
+    assert code == 2 and one_line_error(err)
+    assert 'diverged at step 1; try other values of --qk-scale 1e+30, or a lower --lr or --init-std' in err
+    defaults = dict({n: s.default for n, s in settings.SETTINGS.items()}, mode='tensor')
+    assert training.divergence_hint(settings.with_recipe(dict(defaults, recipe='nanochat'))) == \
+        'try a lower --muon-lr'  # a recipe's own values are no suspects; its init has no --init-std
 
 
 def test_weights_finite_sees_a_single_bad_weight():
