@@ -61,6 +61,11 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     warmup_s = models.warm_up(cfg)
     env = provenance.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
                               else f"numpy+numba {cfg['dtype']}", start)  # what ran, threads too
+    if resumed:  # and what ran the steps before: the record names every kernel its losses had
+        env['earlier'] = sessions_before(resumed['environment'], progress.step)
+        note = kernel_change(cfg, env, progress.step)
+        if note:
+            print(note)
     # the loop, then the end: the final validation and the samples. Any stage can stop the
     # run (Stopped), and this is where its status is decided.
     status, val_loss, samples = 'completed', None, []
@@ -334,7 +339,30 @@ def draw_losses(out, losses, val_history, cfg):
 
 
 # ---------------------------------------------------------------------------
-# The start: the header.
+# The start: the header; and, resuming, what ran the steps before.
+def sessions_before(before, step):
+    """The environments of a resumed run's sessions before this one, each with the step
+    it ended at: those its record lists, then its own (none if it recorded none)."""
+    if before is None:
+        return []
+    return [*before.get('earlier', []),
+            dict({k: v for k, v in before.items() if k != 'earlier'}, last_step=step)]
+
+
+def kernel_change(cfg, env, step):
+    """A note if a resumed tensor-mode run's steps so far ran on another BLAS kernel than
+    this session's: results differ in their last bits between kernels. None if not."""
+    now = provenance.kernels_of(env)
+    before = set().union(*(provenance.kernels_of(e) for e in env['earlier']
+                           if e.get('mode') == 'tensor'))  # (scalar mode: no BLAS)
+    if cfg['mode'] != 'tensor' or not before - now:
+        return None
+    return (f"note: steps 1 to {step} ran on the BLAS kernel {'/'.join(sorted(before))}, the rest "
+            f"run on {'/'.join(sorted(now)) or 'an unknown one'}: results differ in their last "
+            "bits between kernels, so no one machine re-runs this record bit for bit "
+            "(metrics.json names both)")
+
+
 def print_header(cfg, d, n_params, out, resumed_after):
     text = cfg['data_format'] == 'text'
     print(f"num {'characters' if text else 'docs'}: {d.sizes}")
@@ -413,7 +441,8 @@ def recorded_run(src, out, resume):
         [tuple(e) for e in val_history],
         records.field(metrics, 'train_time_s', mpath, (int, float), number, 'a time in seconds'),
         records.field(metrics, 'tokens', mpath, int, number, 'a token count'))
-    state = dict(checkpoint=ckpt, progress=progress)
+    env = metrics.get('environment')  # what ran the steps so far (records before it: none)
+    state = dict(checkpoint=ckpt, progress=progress, environment=env if isinstance(env, dict) else None)
     return dict(cfg, stop_after=None, resumed_from=os.path.abspath(src)), state
 
 

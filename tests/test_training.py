@@ -20,7 +20,7 @@ import cli
 import data
 import microgpt
 import tensorgpt
-from microgpt_lab import checkpoint, models, records, sampling, settings, training
+from microgpt_lab import checkpoint, models, provenance, records, sampling, settings, training
 from conftest import (DOCS, NAMES, ROOT, main_output, one_line_error, reference_run, run_cli,
                       train_small)
 
@@ -285,9 +285,26 @@ def test_tensor_mode_reruns_bit_identically_and_resumes_exactly(small, capsys):
     train_small(small / 'b', *tensor)
     assert losses_of(small / 'a') == losses_of(small / 'b')
     train_small(small / 'half', *tensor, '--stop-after', '7')
+    capsys.readouterr()
     assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 0
+    assert 'BLAS kernel' not in capsys.readouterr().out  # the same kernel: nothing to note
     assert losses_of(small / 'rest') == losses_of(small / 'a')
     assert (small / 'rest' / 'samples.txt').read_text() == (small / 'a' / 'samples.txt').read_text()
+    earlier = metrics_of(small / 'rest')['environment']['earlier']  # what ran each session's steps
+    assert [e['last_step'] for e in earlier] == [7] and earlier[0]['thread_pools'] == \
+        metrics_of(small / 'half')['environment']['thread_pools']
+    # resumed on another BLAS kernel (so the record says): a note, and the record names both
+    half = json.loads((small / 'half' / 'metrics.json').read_text())
+    other = 'Haswell' if 'Haswell' not in provenance.kernels_of(None) else 'Zen'
+    for pool in half['environment']['thread_pools']:
+        if pool['user_api'] == 'blas':
+            pool['architecture'] = other
+    (small / 'half' / 'metrics.json').write_text(json.dumps(half))
+    assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'moved')]) == 0
+    assert f"note: steps 1 to 7 ran on the BLAS kernel {other}, the rest run on " \
+        f"{'/'.join(sorted(provenance.kernels_of(None)))}: results differ" in capsys.readouterr().out
+    env = metrics_of(small / 'moved')['environment']
+    assert provenance.kernels_of(env['earlier'][0]) == {other} and provenance.kernels_of(env) != {other}
 
 
 def test_a_finished_run_cannot_be_resumed(small, capsys):
