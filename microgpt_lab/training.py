@@ -430,6 +430,10 @@ def recorded_run(src, out, resume):
     if ckpt['step'] > cfg['steps'] or ckpt['adam']['t'] != ckpt['step']:
         raise UserError(f"{cpath}: step {ckpt['step']} (Adam's {ckpt['adam']['t']}) does not fit "
                         f"a run of {cfg['steps']} steps")
+    uneven = cfg['optimizer'] == 'muon' and models.uneven_muon_v(ckpt)
+    if uneven:
+        raise UserError(f"{cpath}: Muon's v of {uneven} is not one value a row (or column), "
+                        "as Muon keeps it: not a state that training left")
     val_history = records.field(
         metrics, 'val_history', mpath, list, lambda h: all(
             isinstance(e, list) and len(e) in (2, 3) and type(e[0]) is int

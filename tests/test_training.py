@@ -401,6 +401,22 @@ def test_resume_checks_every_file_it_reads_back(small, capsys, half, mangle, mes
     assert not (small / 'rest').exists()
 
 
+def test_resume_refuses_a_muon_v_that_is_not_one_value_along_its_axis(small, capsys):
+    assert train_small(small / 'half', '--mode', 'tensor', '--optimizer', 'muon', '--batch-size', '4',
+                       '--steps', '6', '--stop-after', '3') == 0
+    path = small / 'half' / 'checkpoint.json'
+    assert models.uneven_muon_v(checkpoint.load(path, need_adam=True)) is None  # as training left it
+    ckpt = json.loads(path.read_text())
+    v = checkpoint.decode_array(ckpt['adam']['v']['layer0.attn_wq'])  # square: one value a row
+    v[0, 1] = v[0, 0] + 1.0
+    ckpt['adam']['v']['layer0.attn_wq'] = checkpoint.encode_array(v)
+    path.write_text(json.dumps(ckpt))
+    code, _, err = main_output(cli.main, 'train', '--resume', 'half', '--out', 'rest')
+    assert code == 1 and one_line_error(err)
+    assert "checkpoint.json: Muon's v of layer0.attn_wq is not one value a row (or column)" in err
+    assert not (small / 'rest').exists()
+
+
 # ---------------------------------------------------------------------------
 # Signals: Ctrl-C and SIGTERM stop after the step, and the record resumes
 def start(*args, cwd):
