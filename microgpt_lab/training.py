@@ -310,8 +310,8 @@ def suspects(cfg):
     --norm-eps, ...) at other values than the defaults and its recipe's, in words; '' if none."""
     recipe = settings.RECIPES.get(cfg['recipe'], {})
     return ', '.join(f"{settings.option(n)} {cfg[n]}" for n in settings.MODEL
-                     if settings.SETTINGS[n].kind is float and cfg[n] != settings.SETTINGS[n].default
-                     and cfg[n] != recipe.get(n, settings.SETTINGS[n].default))
+                     if settings.SETTINGS[n].kind is float
+                     and cfg[n] not in (settings.SETTINGS[n].default, recipe.get(n)))
 
 
 def divergence_hint(cfg):
