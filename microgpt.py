@@ -200,21 +200,24 @@ NORMS, POSITIONS, INITS = ('rmsnorm', 'layernorm'), ('learned', 'rope', 'none'),
 VE_GATE = 12  # the channels of a block's input that its value-embedding gates read (nanochat's)
 
 
-def problem(c):
-    """Why a model's settings (a mapping of GPTConfig's fields) make no model, as a phrase;
-    None if they make one. The model's constraints in one place: GPTConfig checks them, and
-    so do the lab's settings and a checkpoint's config (microgpt.py keeps its own copy)."""
-    for name, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS),
-                          ('init', INITS)):
-        if c[name] not in allowed:
-            return f"{name} must be one of {', '.join(allowed)}, not {c[name]!r}"
-    if c['n_embd'] % c['n_head'] or (c['position'] == 'rope' and c['n_embd'] // c['n_head'] % 2):
-        return (f"n_embd ({c['n_embd']}) must be divisible by n_head ({c['n_head']})"
-                + (", into heads of an even size for rope" if c['position'] == 'rope' else ""))
-    if c['n_kv_head'] is not None and (c['n_kv_head'] < 1 or c['n_head'] % c['n_kv_head']):
-        return f"n_kv_head ({c['n_kv_head']}) must divide n_head ({c['n_head']})"
+def problem(c, name=str):
+    """Why a model's settings (a mapping of GPTConfig's fields) make no model, as a phrase,
+    each setting called name(setting); None if they make one. The model's constraints in one
+    place: GPTConfig checks them, and so do the lab's settings and a checkpoint's config
+    (microgpt.py keeps its own copy)."""
+    for k, allowed in (('activation', ACTIVATIONS), ('norm', NORMS), ('position', POSITIONS), ('init', INITS)):
+        if k in c and c[k] not in allowed:  # (a checkpoint's config has no init)
+            return f"{name(k)} must be one of {', '.join(allowed)}, not {c[k]!r}"
+    C, H, K = c['n_embd'], c['n_head'], c['n_kv_head']
+    if C % H:
+        return f"{name('n_embd')} ({C}) must be divisible by {name('n_head')} ({H})"
+    if c['position'] == 'rope' and C // H % 2:
+        return (f"{name('position')} rope turns pairs of dims: each head's size, "
+                f"{name('n_embd')} / {name('n_head')} = {C // H}, must be even")
+    if K is not None and (K < 1 or H % K):
+        return f"{name('n_kv_head')} ({K}) must divide {name('n_head')} ({H}): each head of k and v serves as many of q"
     if not 0 <= c.get('dropout', 0) < 1:
-        return f"dropout must be >= 0 and < 1, not {c['dropout']}"
+        return f"{name('dropout')} must be >= 0 and < 1, not {c['dropout']}"
     return None
 
 

@@ -18,6 +18,7 @@ import random
 
 import numpy as np
 
+import microgpt
 from microgpt_lab import UserError, models, records, settings
 
 FORMAT, VERSION = 'microgpt-lab checkpoint', 1
@@ -108,12 +109,9 @@ def load(path, need_adam=False, need_rng=False):
         s = settings.SETTINGS.get(k, settings.Setting(int, low=1))  # vocab_size: a count
         if settings.problem(s, config[k]) or (s.kind is int and (config[k] or 0) > 2 ** 31):
             raise bad(f"config {k} = {config[k]!r}")
-    if config['n_embd'] % config['n_head']:
-        raise bad("n_embd is not divisible by n_head")
-    if config['position'] == 'rope' and config['n_embd'] // config['n_head'] % 2:
-        raise bad("rope needs heads of an even size")
-    if config['n_kv_head'] is not None and config['n_head'] % config['n_kv_head']:
-        raise bad("n_kv_head does not divide n_head")
+    why = microgpt.problem(config)  # the model's constraints: the model's own check
+    if why:
+        raise bad(f"config {why}")
     data_format = ckpt.get('data_format', 'lines')  # checkpoints before text data: lines
     if data_format not in ('lines', 'text'):
         raise bad(f"data_format {data_format!r}")
@@ -166,6 +164,10 @@ def load(path, need_adam=False, need_rng=False):
             raise bad("its settings are not a JSON object")
         run = dict(settings.read(run, f"{path}: settings", ('data_sha256',)),
                    data_sha256=records.field(run, 'data_sha256', f"{path}: settings", str))
+        for k in settings.MODEL:  # the model is built from config: it must be the run's
+            if config[k] != run[k]:
+                raise bad(f"config {k} is {json.dumps(config[k])}, but its settings say "
+                          f"{json.dumps(run[k])}")
     stream = ckpt.get('dropout_stream')  # [seed, draws so far]; older checkpoints: none
     if stream is not None and not (isinstance(stream, list) and len(stream) == 2 and all(
             type(x) is int and 0 <= x < 2 ** 64 for x in stream)):

@@ -182,6 +182,23 @@ def restore(cfg, ckpt):
     return model, adam
 
 
+def uneven_muon_v(ckpt):
+    """The name of the first of Muon's matrices whose v, in a loaded checkpoint, is not as
+    Muon keeps it: NorMuon's mean of squares of a row (or a column), held at the weight's
+    shape with every entry along the mean's axis equal (tensorgpt's muon_update); None if
+    each is so."""
+    tg = lib('tensor')
+    weights = {name: tg.Tensor(np.zeros(w.shape)) for name, w in ckpt['weights'].items()}
+    muon = tg.Muon(weights, 1.0)  # which of them are its matrices, as a run groups them
+    for name, w in weights.items():
+        if any(w is p for p in muon.matrices):
+            v = ckpt['adam']['v'][name]
+            rows, cols = v.shape
+            if not (v == (v[:, :1] if rows >= cols else v[:1])).all():  # muon_update's axis
+                return name
+    return None
+
+
 def flat(arrays):
     """One float64 vector from a list of floats (scalar mode's Adam moments) or of arrays
     (tensor mode's): in the weights' order."""
@@ -210,18 +227,32 @@ def sample(model, rng, bos, temperature=0.5, prompt=(), top_k=None):
 # ---------------------------------------------------------------------------
 # What tensor mode's kernels need of the process.
 def use_threads(cfg):
-    """Run BLAS and numba with cfg's thread count (None: every core); returns that count,
-    which the run records. The count is a setting: OpenBLAS splits a product's sums across
-    its threads, so they round differently with another count. (numba's kernels give the
-    same numbers with any count; it runs at most the threads it started with.)"""
+    """Run BLAS and numba with the run's threads (see threads_of); returns that count, which
+    the run records. The count is a setting: OpenBLAS splits a product's sums across its
+    threads, so they round differently with another count. (numba's kernels give the same
+    numbers with any count; it runs at most the threads it started with.)"""
     import threadpoolctl
-    n = cfg['threads'] or os.cpu_count() or 1
+    n = threads_of(cfg)
     threadpoolctl.threadpool_limits(n)
     if cfg['mode'] == 'tensor':
         import numba
         lib('tensor').configure_process()  # its threading layer, before its threads start
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return n
+
+
+def threads_of(cfg):
+    """The BLAS threads a run of cfg runs: its --threads, or (auto) the cores, as many as
+    this machine's BLAS runs. A UserError if --threads asks for more than it runs (its
+    build's limit: 64 for NumPy's OpenBLAS), which it would silently cap."""
+    import threadpoolctl
+    n = cfg['threads'] or os.cpu_count() or 1
+    with threadpoolctl.threadpool_limits(n, user_api='blas'):  # asked, then read back
+        most = min([p['num_threads'] for p in threadpoolctl.threadpool_info()
+                    if p['user_api'] == 'blas'], default=n)
+    if most < n and cfg['threads']:
+        raise UserError(f"--threads {n}: this machine's BLAS runs at most {most} threads")
+    return min(n, most)
 
 
 def warm_up(cfg):

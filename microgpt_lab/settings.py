@@ -17,6 +17,7 @@ import os
 from typing import NamedTuple
 
 import data
+import microgpt
 from microgpt_lab import UserError
 
 
@@ -28,7 +29,8 @@ class Setting(NamedTuple):
     high: float = None      # the largest
     above: bool = False     # low itself is not allowed: the value must be > low
     below: bool = False     # high itself is not allowed
-    optional: bool = False  # None is allowed (the command line's 'auto')
+    optional: bool = False  # None is allowed
+    none: str = 'auto'      # the command line's word for None, if optional (None: no word)
     modes: tuple = ('scalar', 'tensor')  # the modes that take any value; the others
     #                         run the default (or `scalar`) and refuse the rest
     scalar: object = None   # scalar mode's own value, which it sets whatever is given
@@ -36,6 +38,8 @@ class Setting(NamedTuple):
     option: str = None      # on the command line; default --NAME, '' for none
     fixed: str = None       # why `ablate --vary` keeps it fixed (None: it may vary it)
     later: bool = False     # came after the first records: one without it ran with the default
+    needs: tuple = None     # (setting, value): it acts only beside that value; else it
+    #                         changes nothing, and a value given for it is refused
 
 
 SAME_VALIDATION = 'cells are compared on one validation set'
@@ -65,7 +69,8 @@ SETTINGS = dict(
     position=Setting(('learned', 'rope', 'none'), 'learned', part='model', later=True),
     qk_norm=Setting(bool, False, part='model', later=True),  # --qk-norm on|off
     qk_scale=Setting(float, 1.0, 0, above=True, part='model', later=True),
-    rope_base=Setting(float, 10000.0, 0, above=True, part='model', later=True),
+    rope_base=Setting(float, 10000.0, 0, above=True, part='model', later=True,
+                      needs=('position', 'rope')),
     softcap=Setting(float, 0.0, 0, part='model', later=True),
     bias=Setting(bool, False, part='model', later=True),  # --bias on|off
     n_kv_head=Setting(int, None, 1, optional=True, part='model', later=True),  # None: n_head
@@ -73,20 +78,22 @@ SETTINGS = dict(
     residual_scalars=Setting(bool, False, part='model', later=True),
     dropout=Setting(float, 0.0, 0, 1, below=True, modes=('tensor',), part='model', later=True),
     init=Setting(('microgpt', 'gpt2', 'nanochat'), 'microgpt', later=True),
-    init_std=Setting(float, 0.08, 0, above=True, later=True),
-    recipe=Setting(('microgpt', 'gpt2', 'nanochat'), None, optional=True, later=True),  # see RECIPES
+    init_std=Setting(float, 0.08, 0, above=True, later=True, needs=('init', 'microgpt')),
+    recipe=Setting(('microgpt', 'gpt2', 'nanochat'), None, optional=True, none='none',
+                   later=True),  # see RECIPES
     # training
     seed=Setting(int, 42, 0, fixed='the seeds are --seeds'),
     steps=Setting(int, 1000, 1),
     batch_size=Setting(int, 32, 1, scalar=1),
     lr=Setting(float, 0.01, 0, above=True),
     optimizer=Setting(('adamw', 'muon'), 'adamw', modes=('tensor',), later=True),
-    muon_lr=Setting(float, 0.02, 0, above=True, modes=('tensor',), later=True),
+    muon_lr=Setting(float, 0.02, 0, above=True, modes=('tensor',), later=True,
+                    needs=('optimizer', 'muon')),
     lr_schedule=Setting(('linear', 'cosine'), 'linear', modes=('tensor',), later=True),
     warmup_steps=Setting(int, 0, 0, modes=('tensor',), later=True),
     min_lr=Setting(float, 0.0, 0, modes=('tensor',), later=True),
-    beta1=Setting(float, 0.85, 0, 1, below=True),
-    beta2=Setting(float, 0.99, 0, 1, below=True),
+    beta1=Setting(float, 0.85, 0, 1, below=True, needs=('optimizer', 'adamw')),  # Muon's
+    beta2=Setting(float, 0.99, 0, 1, below=True, needs=('optimizer', 'adamw')),  # groups: nanochat's
     eps=Setting(float, 1e-8, 0, above=True, option='', fixed='it is not an option'),
     weight_decay=Setting(float, 0.0, 0, 1, modes=('tensor',), later=True),
     grad_clip=Setting(float, 0.0, 0, modes=('tensor',), later=True),
@@ -101,9 +108,9 @@ SETTINGS = dict(
     samples=Setting(int, 20, 0),
     length=Setting(int, 500, 0, later=True),
     temperature=Setting(float, 0.5, 0.001, 1000),
-    top_k=Setting(int, None, 1, optional=True, later=True),
+    top_k=Setting(int, None, 1, optional=True, none='all', later=True),
     # stopping
-    stop_after=Setting(int, None, 1, optional=True, fixed='an ablation runs to the end'),
+    stop_after=Setting(int, None, 1, optional=True, none=None, fixed='an ablation runs to the end'),
 )
 MODEL = tuple(name for name, s in SETTINGS.items() if s.part == 'model')
 CHOICES = ('activation', 'final_norm', 'norm', 'norm_eps', 'position', 'qk_norm', 'qk_scale',
@@ -113,27 +120,74 @@ CHOICES = ('activation', 'final_norm', 'norm', 'norm_eps', 'position', 'qk_norm'
 # The recipes, by name: every setting that makes each one's model and optimizer. `--recipe`
 # sets them all (an option given beside it still wins), and a run records the recipe beside
 # the settings it expanded to. The README says what each leaves out of its authors' code.
-BLOCKS = ('tie_lm_head', 'input_rmsnorm', 'activation', 'final_norm', 'norm', 'norm_eps',
-          'position', 'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'bias', 'n_kv_head',
-          'value_embeddings', 'residual_scalars', 'init', 'optimizer')
 RECIPES = dict(
-    microgpt=(False, True, 'relu', False, 'rmsnorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
-              False, None, False, False, 'microgpt', 'adamw'),
-    # GPT-2's blocks, as nanoGPT's model.py has them (bias=True, as GPT-2's checkpoints)
-    gpt2=(True, False, 'gelu', True, 'layernorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
-          True, None, False, False, 'gpt2', 'adamw'),
-    # nanochat's gpt.py and optim.py at 92d63d4 (2026-07-03): its rms_norm's eps is float32's,
-    # its configs have as many kv heads as heads
-    nanochat=(False, True, 'relu2', True, 'rmsnorm', 2.0 ** -23, 'rope', True, 1.2, 100000.0, 15.0,
-              False, None, True, True, 'nanochat', 'muon'))
-RECIPES = {name: dict(zip(BLOCKS, values)) for name, values in RECIPES.items()}
+    # the reference's blocks: Karpathy's microgpt.py, which microgpt.py re-creates
+    microgpt=dict(
+        tie_lm_head=False, input_rmsnorm=True, activation='relu', final_norm=False,
+        norm='rmsnorm', norm_eps=1e-5, position='learned', rope_base=10000.0,
+        qk_norm=False, qk_scale=1.0, softcap=0.0, bias=False, n_kv_head=None,
+        value_embeddings=False, residual_scalars=False,
+        init='microgpt', optimizer='adamw'),
+    # GPT-2's blocks, as nanoGPT's model.py at 3adf61e has them, with bias=True as GPT-2's
+    # checkpoints: lm_head tied to wte, no norm of the embeddings, LayerNorm, GELU (tanh form),
+    # learned positions, ln_f; its _init_weights, and AdamW
+    gpt2=dict(
+        tie_lm_head=True, input_rmsnorm=False, activation='gelu', final_norm=True,
+        norm='layernorm', norm_eps=1e-5, position='learned', rope_base=10000.0,
+        qk_norm=False, qk_scale=1.0, softcap=0.0, bias=True, n_kv_head=None,
+        value_embeddings=False, residual_scalars=False,
+        init='gpt2', optimizer='adamw'),
+    # nanochat's gpt.py and optim.py at 92d63d4 (2026-07-03): its rms_norm's eps is
+    # float32's; RoPE at base 100000; QK-norm, then q and k times 1.2; logits softcapped at
+    # 15; its configs have as many kv heads as heads; value embeddings and the residual
+    # scalars; its init_weights, and Muon with AdamW (MuonAdamW)
+    nanochat=dict(
+        tie_lm_head=False, input_rmsnorm=True, activation='relu2', final_norm=True,
+        norm='rmsnorm', norm_eps=2.0 ** -23, position='rope', rope_base=100000.0,
+        qk_norm=True, qk_scale=1.2, softcap=15.0, bias=False, n_kv_head=None,
+        value_embeddings=True, residual_scalars=True,
+        init='nanochat', optimizer='muon'))
+BLOCKS = tuple(RECIPES['microgpt'])  # the settings a recipe sets: every recipe sets them all
 
 
 def with_recipe(cfg, given=()):
     """cfg with its recipe's settings (if it names one), less those in `given` (set apart
-    from the recipe: given on the command line, or varied by an ablation's other axes)."""
+    from the recipe: given on the command line, or varied by an ablation's other axes). A
+    recipe's setting that acts only beside one of those, given otherwise, goes back to its
+    default: nanochat's rope base, beside --position learned."""
     recipe = RECIPES.get(cfg['recipe'], {})
-    return dict(cfg, **{name: value for name, value in recipe.items() if name not in given})
+    cfg = dict(cfg, **{name: value for name, value in recipe.items() if name not in given})
+    return dict(cfg, **{name: SETTINGS[name].default for name in idle(cfg)
+                        if name in recipe and name not in given})
+
+
+def idle(cfg):
+    """The settings that change nothing in cfg: each acts only beside another setting's
+    value (its `needs`), which cfg does not have (beta1 with Muon: nanochat's groups have
+    their own betas)."""
+    return [name for name, s in SETTINGS.items() if s.needs and cfg[s.needs[0]] != s.needs[1]]
+
+
+def check_acting(cfg):
+    """A UserError for the first setting of a new run that is set (not at its default) but
+    changes nothing in it (see idle): --beta1 under --optimizer muon. Only a new run's are
+    checked, whose values the user gave: an ablation's base settings may act in some of its
+    cells only, and a record may hold them (a model's are checked with the rest, in check)."""
+    recipe = RECIPES.get(cfg['recipe'], {})
+    for name in idle(cfg):
+        if cfg[name] != SETTINGS[name].default:
+            parent = SETTINGS[name].needs[0]
+            by = f"--recipe {cfg['recipe']}'s " if recipe.get(parent) == cfg[parent] else ''
+            raise UserError(f"{needs(name, option)}; with {by}{option(parent)} {cfg[parent]} "
+                            "it changes nothing")
+
+
+def needs(name, name_of):
+    """What a setting that acts only beside another's value needs, in words."""
+    parent, value = SETTINGS[name].needs
+    return f"{name_of(name)} is {value}'s: it needs {name_of(parent)} {value}"
+
+
 SCALAR_OWN = {name: s.scalar for name, s in SETTINGS.items() if s.scalar is not None}
 
 # The options of commands, which no run records.
@@ -157,7 +211,8 @@ def problem(s, value):
     if value is None:
         return None if s.optional else "must be given"
     if isinstance(s.kind, tuple):
-        return None if value in s.kind else f"must be {' or '.join(s.kind)}, got {value!r}"
+        words = s.kind + ((s.none,) if s.optional and s.none else ())  # recipe: or none
+        return None if value in s.kind else f"must be {' or '.join(words)}, got {value!r}"
     if s.kind in (bool, str):
         return None if type(value) is s.kind else \
             f"must be {'true or false' if s.kind is bool else 'a string'}, got {value!r}"
@@ -179,7 +234,7 @@ def convert(name, raw, opt):
     """The command line's string raw for setting (or command option) `name`, given as opt,
     converted to its type and checked."""
     s = SETTINGS.get(name) or COMMAND_OPTIONS[name]
-    if s.optional and raw in (None, 'auto'):
+    if s.optional and (raw is None or raw == s.none):
         return None
     if s.kind is bool:  # a switch that takes a value (--final-norm on), not a flag
         if raw not in ('on', 'off'):
@@ -204,24 +259,18 @@ def check(cfg, name_of):
         why = problem(s, cfg[name])
         if why:
             raise UserError(f"{name_of(name)} {why}")
-    if cfg['n_embd'] % cfg['n_head']:
-        raise UserError(f"{name_of('n_embd')} ({cfg['n_embd']}) must be divisible by "
-                        f"{name_of('n_head')} ({cfg['n_head']})")
-    if cfg['position'] == 'rope' and cfg['n_embd'] // cfg['n_head'] % 2:
-        raise UserError(f"{name_of('position')} rope turns pairs of dims: each head's size, "
-                        f"{name_of('n_embd')} / {name_of('n_head')} = "
-                        f"{cfg['n_embd'] // cfg['n_head']}, must be even")
-    if cfg['n_kv_head'] is not None and cfg['n_head'] % cfg['n_kv_head']:
-        raise UserError(f"{name_of('n_kv_head')} ({cfg['n_kv_head']}) must divide "
-                        f"{name_of('n_head')} ({cfg['n_head']}): each head of k and v serves as many of q")
+    why = microgpt.problem(cfg, name_of)  # the model's constraints: the model's own check
+    if why:
+        raise UserError(why)
     if cfg['tie_lm_head'] and (cfg['optimizer'] == 'muon' or cfg['init'] == 'nanochat'):
         why = 'its AdamW groups give wte and lm_head learning rates 37 times apart' \
             if cfg['optimizer'] == 'muon' else 'it draws wte with std 0.8 and lm_head with 0.001'
         raise UserError(f"{name_of('tie_lm_head')}: {name_of('optimizer' if cfg['optimizer'] == 'muon' else 'init')} "
                         f"{cfg['optimizer'] if cfg['optimizer'] == 'muon' else 'nanochat'} is nanochat's, whose "
                         f"lm_head is its own: {why}")
-    if cfg['rope_base'] != SETTINGS['rope_base'].default and cfg['position'] != 'rope':
-        raise UserError(f"{name_of('rope_base')} is rope's: it needs {name_of('position')} rope")
+    for name in idle(cfg):  # a model's setting that changes nothing would misdescribe it
+        if SETTINGS[name].part == 'model' and cfg[name] != SETTINGS[name].default:
+            raise UserError(needs(name, name_of))
     if cfg['min_lr'] > cfg['lr']:
         raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
     if cfg['warmup_steps'] > cfg['steps']:

@@ -61,6 +61,11 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     warmup_s = models.warm_up(cfg)
     env = provenance.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
                               else f"numpy+numba {cfg['dtype']}", start)  # what ran, threads too
+    if resumed:  # and what ran the steps before: the record names every kernel its losses had
+        env['earlier'] = sessions_before(resumed['environment'], progress.step)
+        note = kernel_change(cfg, env, progress.step)
+        if note:
+            print(note)
     # the loop, then the end: the final validation and the samples. Any stage can stop the
     # run (Stopped), and this is where its status is decided.
     status, val_loss, samples = 'completed', None, []
@@ -280,7 +285,43 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
         print(f"model {flops / 1e6:.3g} MFLOP/token: {gflops:.3g} GFLOP/s, "
               f"{metrics['share_of_peak']:.1%} of the matmul peak at its shapes "
               f"({peak:.0f} GFLOP/s, measured now) | peak memory {metrics['peak_memory_mb']:.0f} MB")
+    if status != 'diverged' and stuck(losses, val_loss, d.tok.vocab_size):
+        odd = suspects(cfg)
+        print(f"note: the loss stayed at ln {d.tok.vocab_size} = {math.log(d.tok.vocab_size):.4f}, "
+              "a uniform guess's, at every step: the model learnt nothing; " + (
+                  f"{odd} may keep its logits flat or its gradients at zero" if odd else
+                  "its learning rate or its model settings may keep it there"))
     return metrics
+
+
+STUCK = 1e-4  # how near ln V a loss is to count as a uniform guess: a run that learns
+#               leaves it by more than this in its first update
+
+
+def stuck(losses, val_loss, vocab_size):
+    """Whether a run's loss stayed at ln V, a uniform guess's, at each of its steps (two
+    at least: the first is the untrained model's) and on the validation data."""
+    seen = losses + ([] if val_loss is None else [val_loss])
+    return len(losses) > 1 and all(abs(x - math.log(vocab_size)) < STUCK for x in seen)
+
+
+def suspects(cfg):
+    """The model settings of a run that set its numbers' scales (--qk-scale, --softcap,
+    --norm-eps, ...) at other values than the defaults and its recipe's, in words; '' if none."""
+    recipe = settings.RECIPES.get(cfg['recipe'], {})
+    return ', '.join(f"{settings.option(n)} {cfg[n]}" for n in settings.MODEL
+                     if settings.SETTINGS[n].kind is float
+                     and cfg[n] not in (settings.SETTINGS[n].default, recipe.get(n)))
+
+
+def divergence_hint(cfg):
+    """What to try after a run diverged: other values of its unusual model settings first,
+    then a lower learning rate (Muon's own, under Muon) or initial weights (microgpt's)."""
+    rates = ['--muon-lr' if cfg['optimizer'] == 'muon' else '--lr']
+    if 'init_std' not in settings.idle(cfg):
+        rates.append('--init-std')
+    odd = suspects(cfg)
+    return (f"try other values of {odd}, or " if odd else 'try ') + f"a lower {' or '.join(rates)}"
 
 
 def draw_losses(out, losses, val_history, cfg):
@@ -298,7 +339,30 @@ def draw_losses(out, losses, val_history, cfg):
 
 
 # ---------------------------------------------------------------------------
-# The start: the header.
+# The start: the header; and, resuming, what ran the steps before.
+def sessions_before(before, step):
+    """The environments of a resumed run's sessions before this one, each with the step
+    it ended at: those its record lists, then its own (none if it recorded none)."""
+    if before is None:
+        return []
+    return [*before.get('earlier', []),
+            dict({k: v for k, v in before.items() if k != 'earlier'}, last_step=step)]
+
+
+def kernel_change(cfg, env, step):
+    """A note if a resumed tensor-mode run's steps so far ran on another BLAS kernel than
+    this session's: results differ in their last bits between kernels. None if not."""
+    now = provenance.kernels_of(env)
+    before = set().union(*(provenance.kernels_of(e) for e in env['earlier']
+                           if e.get('mode') == 'tensor'))  # (scalar mode: no BLAS)
+    if cfg['mode'] != 'tensor' or not before - now:
+        return None
+    return (f"note: steps 1 to {step} ran on the BLAS kernel {'/'.join(sorted(before))}, the rest "
+            f"run on {'/'.join(sorted(now)) or 'an unknown one'}: results differ in their last "
+            "bits between kernels, so no one machine re-runs this record bit for bit "
+            "(metrics.json names both)")
+
+
 def print_header(cfg, d, n_params, out, resumed_after):
     text = cfg['data_format'] == 'text'
     print(f"num {'characters' if text else 'docs'}: {d.sizes}")
@@ -315,6 +379,8 @@ def train_command(cfg, source=None, resume=False):
         resumed = None
         if source:
             cfg, resumed = recorded_run(source, cfg['out'], resume)
+        else:
+            settings.check_acting(cfg)  # what the user set (a record may hold such values)
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # before any folder
         check_data(cfg, contents)
         out, made = records.new_folder(cfg['out'], 'runs', f"{cfg['mode']}-seed{cfg['seed']}",
@@ -322,10 +388,8 @@ def train_command(cfg, source=None, resume=False):
         with records.owned(out, made=made):
             metrics = run(cfg, out, contents, resumed, should_stop=lambda: bool(caught))
     if metrics['status'] == 'diverged':
-        print(f"error: training diverged at step {metrics['steps']}; try a lower "
-              f"{'--muon-lr' if cfg['optimizer'] == 'muon' else '--lr'} or --init-std. The record "
-              f"up to that step is in {os.path.relpath(out)}",
-              file=sys.stderr)
+        print(f"error: training diverged at step {metrics['steps']}; {divergence_hint(cfg)}. "
+              f"The record up to that step is in {os.path.relpath(out)}", file=sys.stderr)
         return 2
     return 128 + caught[0] if metrics['status'] == 'interrupted' else 0
 
@@ -366,6 +430,10 @@ def recorded_run(src, out, resume):
     if ckpt['step'] > cfg['steps'] or ckpt['adam']['t'] != ckpt['step']:
         raise UserError(f"{cpath}: step {ckpt['step']} (Adam's {ckpt['adam']['t']}) does not fit "
                         f"a run of {cfg['steps']} steps")
+    uneven = cfg['optimizer'] == 'muon' and models.uneven_muon_v(ckpt)
+    if uneven:
+        raise UserError(f"{cpath}: Muon's v of {uneven} is not one value a row (or column), "
+                        "as Muon keeps it: not a state that training left")
     val_history = records.field(
         metrics, 'val_history', mpath, list, lambda h: all(
             isinstance(e, list) and len(e) in (2, 3) and type(e[0]) is int
@@ -377,7 +445,8 @@ def recorded_run(src, out, resume):
         [tuple(e) for e in val_history],
         records.field(metrics, 'train_time_s', mpath, (int, float), number, 'a time in seconds'),
         records.field(metrics, 'tokens', mpath, int, number, 'a token count'))
-    state = dict(checkpoint=ckpt, progress=progress)
+    env = metrics.get('environment')  # what ran the steps so far (records before it: none)
+    state = dict(checkpoint=ckpt, progress=progress, environment=env if isinstance(env, dict) else None)
     return dict(cfg, stop_after=None, resumed_from=os.path.abspath(src)), state
 
 
@@ -387,7 +456,8 @@ def check_data(cfg, source, needed_by=None, at_once=1):
     """A UserError, before anything runs, if the data (documents or a text) cannot make the
     run: a text too short for a window, or no validation data when validation is asked for
     (--eval-every, or by `needed_by`, e.g. 'ablate'); or `at_once` such runs too big for
-    the memory."""
+    the memory; or more threads than this machine's BLAS runs."""
+    models.threads_of(cfg)
     if cfg['data_format'] == 'text':
         train, val = data.split_text(source, cfg['val_fraction'])
         if len(train) <= cfg['block_size']:

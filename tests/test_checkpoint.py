@@ -77,7 +77,7 @@ def trained(tmp_path_factory):
     (lambda c: c.update(format='something else'), 'does not say it is one'),
     (lambda c: c.update(version=99), 'version 99'),
     (lambda c: c['config'].update(n_embd=12), 'has shape'),
-    (lambda c: c['config'].update(n_head=3), 'not divisible'),
+    (lambda c: c['config'].update(n_head=3), 'config n_embd (8) must be divisible by n_head (3)'),
     (lambda c: c['config'].update(n_layer=2 ** 40), 'config n_layer'),
     (lambda c: c.update(vocab='ab'), 'vocabulary'),
     (lambda c: c.update(vocab='\n' + c['vocab'][1:]), 'holds a newline'),
@@ -90,6 +90,11 @@ def trained(tmp_path_factory):
     (lambda c: c['adam']['m'].pop('wte'), 'Adam m names'),
     (lambda c: c.update(rng_state='x'), 'rng_state is not'),
     (lambda c: c.update(rng_state=[3, [0] * 624, None]), 'rng_state is not'),
+    # a model setting that changes no shape, edited: the model would not be the run's
+    (lambda c: c['config'].update(softcap=5.0), 'config softcap is 5.0, but its settings say 0.0'),
+    (lambda c: c['config'].update(qk_scale=2.0), 'config qk_scale is 2.0, but its settings say 1.0'),
+    (lambda c: c['config'].update(norm_eps=0.1), 'config norm_eps is 0.1, but its settings say 1e-05'),
+    (lambda c: c['config'].update(activation='gelu'), 'config activation is "gelu", but its settings say "relu"'),
 ])
 def test_a_malformed_or_mismatched_checkpoint_is_a_clear_error(small, capsys, trained, mangle, message):
     path = small / 'checkpoint.json'

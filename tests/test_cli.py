@@ -41,6 +41,20 @@ def test_options_become_typed_settings():
     assert config('train', '--batch-size', '1', '--dtype', 'float64')['batch_size'] == 1
 
 
+def test_an_option_beside_a_recipe_wins_and_the_recipes_settings_that_need_it_step_back():
+    cfg = config('train', '--mode', 'tensor', '--recipe', 'nanochat', '--position', 'learned')
+    assert (cfg['position'], cfg['rope_base'], cfg['qk_scale'], cfg['optimizer']) == \
+        ('learned', 10000.0, 1.2, 'muon')  # nanochat's rope base needs its rope
+    with pytest.raises(UserError, match="--rope-base is rope's: it needs --position rope"):
+        config('train', '--mode', 'tensor', '--recipe', 'nanochat', '--position', 'learned',
+               '--rope-base', '500')  # both given: the user's own conflict
+
+
+def test_recipe_none_is_the_documented_default():
+    assert config('train', '--recipe', 'none') == config('train')
+    assert config('train', '--recipe', 'none')['recipe'] is None
+
+
 def test_an_option_scalar_mode_cannot_run_is_an_error_never_dropped():
     # scalar mode (the default) used to run batch 1 in float64 and say nothing
     with pytest.raises(UserError, match='--batch-size 64 needs --mode tensor'):
@@ -71,6 +85,13 @@ def test_option_values_may_begin_with_a_dash():
     (['train', '--qk-scale', '0'], '--qk-scale must be > 0'),
     (['train', '--n-kv-head', '3'], '--n-kv-head (3) must divide --n-head (4)'),
     (['train', '--recipe', 'llama'], '--recipe must be microgpt or gpt2 or nanochat'),
+    (['train', '--mode', 'tensor', '--optimizer', 'muon', '--beta1', '0.9'],
+     "--beta1 is adamw's: it needs --optimizer adamw; with --optimizer muon it changes nothing"),
+    (['train', '--mode', 'tensor', '--recipe', 'nanochat', '--beta2', '0.9'],
+     "with --recipe nanochat's --optimizer muon it changes nothing"),
+    (['train', '--mode', 'tensor', '--muon-lr', '0.03'], "--muon-lr is muon's: it needs --optimizer muon"),
+    (['train', '--init', 'nanochat', '--init-std', '0.02'], "--init-std is microgpt's: it needs --init microgpt"),
+    (['train', '--recipe', 'auto'], "--recipe must be microgpt or gpt2 or nanochat or none, got 'auto'"),
     (['train', '--init', 'xavier'], '--init must be microgpt or gpt2 or nanochat'),
     (['train', '--norm-eps', '0'], '--norm-eps must be > 0'),
     (['ablate', '--design', 'spiral'], '--design must be product or alone or path'),
@@ -107,6 +128,8 @@ def test_option_values_may_begin_with_a_dash():
     (['train', '--n-embd', '65536', '--n-layer', '64', '--n-head', '1'], 'GiB of memory'),
     (['train', '--out', 'docs.txt'], 'is a file, not a folder'),
     (['bench', '--threads', '0'], '--threads must be >= 1'),
+    (['train', '--threads', '999'], "--threads 999: this machine's BLAS runs at most"),  # it would
+    (['ablate', '--threads', '999'], "--threads 999: this machine's BLAS runs at most"),  # run 64
 ])
 def test_user_errors_are_one_line_and_exit_1(small, args, message):
     # (in this process: a real one's exit status and stderr, test_ctrl_c_after_the_command_...)

@@ -181,7 +181,7 @@ def test_config_rejects_a_choice_it_does_not_have():
     for choice in (dict(position='Rope'), dict(norm='batchnorm'), dict(activation='tanh')):
         with pytest.raises(ValueError, match="must be one of"):
             GPTConfig(5, **choice)
-    with pytest.raises(ValueError, match="even size for rope"):  # zip would drop a dim
+    with pytest.raises(ValueError, match="rope turns pairs of dims"):  # zip would drop a dim
         GPTConfig(5, n_embd=6, n_head=2, position='rope')
 
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 import cli
-from microgpt_lab import checkpoint, grid, settings
+from microgpt_lab import UserError, checkpoint, grid, settings
 
 RUN_SECTIONS = ('data', 'model', 'training', 'generation')  # the usage's headings of a run's
 
@@ -58,3 +58,64 @@ def test_model_settings_are_the_checkpoints_config_and_every_one_may_vary():
     assert set(grid.NOT_VARIED) == {'data', 'data_format', 'fetch', 'val_fraction', 'val_docs',
                                         'seed', 'eps', 'stop_after', 'out'}  # and nothing else:
     assert not set(settings.MODEL) & set(grid.NOT_VARIED)  # the variants are an axis too
+
+
+# The recipes as they were written before they were named: tuples, in BEFORE's order.
+BEFORE = ('tie_lm_head', 'input_rmsnorm', 'activation', 'final_norm', 'norm', 'norm_eps',
+          'position', 'qk_norm', 'qk_scale', 'rope_base', 'softcap', 'bias', 'n_kv_head',
+          'value_embeddings', 'residual_scalars', 'init', 'optimizer')
+TUPLES = dict(
+    microgpt=(False, True, 'relu', False, 'rmsnorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
+              False, None, False, False, 'microgpt', 'adamw'),
+    gpt2=(True, False, 'gelu', True, 'layernorm', 1e-5, 'learned', False, 1.0, 10000.0, 0.0,
+          True, None, False, False, 'gpt2', 'adamw'),
+    nanochat=(False, True, 'relu2', True, 'rmsnorm', 2.0 ** -23, 'rope', True, 1.2, 100000.0, 15.0,
+              False, None, True, True, 'nanochat', 'muon'))
+
+
+@pytest.mark.parametrize('name', TUPLES)
+def test_every_named_recipe_expands_to_exactly_the_values_of_its_tuple(name):
+    defaults = {n: s.default for n, s in settings.SETTINGS.items()}
+    expanded = settings.with_recipe(dict(defaults, recipe=name))
+    before = dict(defaults, recipe=name, **dict(zip(BEFORE, TUPLES[name])))
+    assert repr(sorted(expanded.items())) == repr(sorted(before.items()))  # types too: 1.0, not 1
+    assert set(settings.RECIPES[name]) == set(BEFORE) == set(settings.BLOCKS)
+
+
+def test_none_is_the_one_word_for_no_recipe_and_all_for_every_token():
+    assert settings.convert('recipe', 'none', '--recipe') is None
+    assert settings.convert('top_k', 'all', '--top-k') is None
+    for name, word in (('recipe', 'auto'), ('top_k', 'auto'), ('stop_after', 'auto')):
+        with pytest.raises(UserError, match="got 'auto'"):
+            settings.convert(name, word, settings.option(name))
+    assert settings.convert('n_kv_head', 'auto', '--n-kv-head') is None  # its usage says auto
+
+
+def test_a_recipes_setting_goes_back_to_its_default_when_the_one_it_needs_is_given_otherwise():
+    defaults = {n: s.default for n, s in settings.SETTINGS.items()}
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat', position='learned'), {'position'})
+    assert (cfg['position'], cfg['rope_base'], cfg['qk_scale']) == ('learned', 10000.0, 1.2)
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat', position='rope'), {'position'})
+    assert cfg['rope_base'] == 100000.0  # given as the recipe has it: the recipe's base stays
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat', rope_base=500.0, position='learned'),
+                               {'position', 'rope_base'})
+    with pytest.raises(UserError, match="--rope-base is rope's: it needs --position rope"):
+        settings.check(cfg, settings.option)  # given both: the user's own conflict
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(optimizer='muon', beta1=0.9), "--beta1 is adamw's: it needs --optimizer adamw; with --optimizer muon"),
+    (dict(optimizer='muon', beta2=0.95), '--beta2'),
+    (dict(recipe='nanochat', beta1=0.9), "with --recipe nanochat's --optimizer muon it changes nothing"),
+    (dict(muon_lr=0.03), "--muon-lr is muon's: it needs --optimizer muon; with --optimizer adamw"),
+    (dict(init='gpt2', init_std=0.02), "--init-std is microgpt's: it needs --init microgpt"),
+    (dict(recipe='gpt2', init_std=0.02), "with --recipe gpt2's --init gpt2 it changes nothing"),
+])
+def test_a_new_run_refuses_a_setting_that_would_change_nothing(changes, message):
+    defaults = dict({n: s.default for n, s in settings.SETTINGS.items()}, mode='tensor')
+    cfg = settings.with_recipe(dict(defaults, **changes), set(changes) - {'recipe'})
+    with pytest.raises(UserError, match=re.escape(message)):
+        settings.check_acting(cfg)
+    settings.check(cfg, settings.option)  # a record may hold it: an ablation's base, acting elsewhere
+    settings.check_acting(dict(defaults, **{k: v for k, v in changes.items()  # at its default: the same run
+                                             if k not in ('beta1', 'beta2', 'muon_lr', 'init_std')}))

@@ -20,7 +20,7 @@ import cli
 import data
 import microgpt
 import tensorgpt
-from microgpt_lab import checkpoint, models, records, sampling, settings, training
+from microgpt_lab import checkpoint, models, provenance, records, sampling, settings, training
 from conftest import (DOCS, NAMES, ROOT, main_output, one_line_error, reference_run, run_cli,
                       train_small)
 
@@ -61,6 +61,7 @@ def test_train_writes_a_complete_run_record(small, capsys):
     assert train_small(small / 'run') == 0
     printed = capsys.readouterr().out
     assert 'step    1 /   12 | loss ' in printed and 'step   12 /   12 | loss ' in printed
+    assert 'note: the loss stayed' not in printed  # it learnt
     run = small / 'run'
     assert sorted(p.name for p in run.iterdir()) == [
         'checkpoint.json', 'config.json', 'losses.csv', 'losses.png', 'metrics.json', 'samples.txt']
@@ -154,6 +155,23 @@ def test_a_folder_held_by_another_command_is_refused(small, capsys):
     assert 'in use by another command' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('option, value', [('--softcap', '1e-20'), ('--norm-eps', '1e100')])
+def test_a_run_whose_loss_stays_at_ln_v_says_so_and_names_the_likely_setting(small, capsys, option, value):
+    assert train_small(small / 'run', option, value) == 0
+    losses = [float(r['loss']) for r in csv.DictReader(open(small / 'run' / 'losses.csv'))]
+    assert max(abs(x - np.log(len(set(''.join(DOCS))) + 1)) for x in losses) < training.STUCK
+    out = capsys.readouterr().out
+    assert "note: the loss stayed at ln 19 = 2.9444, a uniform guess's, at every step" in out
+    assert f"{option} {float(value)} may keep its logits flat" in out
+
+
+def test_a_loss_is_stuck_only_if_every_step_and_the_validation_stayed_at_ln_v():
+    flat = np.log(19)
+    assert training.stuck([flat, flat + 1e-6], None, 19) and training.stuck([flat] * 3, flat, 19)
+    assert not training.stuck([flat], None, 19)  # the first step's is the untrained model's
+    assert not training.stuck([flat, flat - 0.01], None, 19) and not training.stuck([flat] * 2, 2.5, 19)
+
+
 # ---------------------------------------------------------------------------
 # Divergence
 def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_record(small, capsys):
@@ -174,6 +192,16 @@ def test_divergence_on_the_last_update_is_caught(small, mode, lr):
     metrics = metrics_of(small / 'run')
     assert metrics['status'] == 'diverged' and 'samples' not in metrics
     assert not (small / 'run' / 'checkpoint.json').exists()
+
+
+def test_a_divergence_names_the_model_setting_that_plausibly_caused_it(small):
+    code, _, err = main_output(cli.main, 'train', '--mode', 'tensor', '--batch-size', '4', '--steps', '3',
+                               '--qk-scale', '1e30', '--data', 'docs.txt', '--out', 'run')
+    assert code == 2 and one_line_error(err)
+    assert 'diverged at step 1; try other values of --qk-scale 1e+30, or a lower --lr or --init-std' in err
+    defaults = dict({n: s.default for n, s in settings.SETTINGS.items()}, mode='tensor')
+    assert training.divergence_hint(settings.with_recipe(dict(defaults, recipe='nanochat'))) == \
+        'try a lower --muon-lr'  # a recipe's own values are no suspects; its init has no --init-std
 
 
 def test_weights_finite_sees_a_single_bad_weight():
@@ -257,9 +285,26 @@ def test_tensor_mode_reruns_bit_identically_and_resumes_exactly(small, capsys):
     train_small(small / 'b', *tensor)
     assert losses_of(small / 'a') == losses_of(small / 'b')
     train_small(small / 'half', *tensor, '--stop-after', '7')
+    capsys.readouterr()
     assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 0
+    assert 'BLAS kernel' not in capsys.readouterr().out  # the same kernel: nothing to note
     assert losses_of(small / 'rest') == losses_of(small / 'a')
     assert (small / 'rest' / 'samples.txt').read_text() == (small / 'a' / 'samples.txt').read_text()
+    earlier = metrics_of(small / 'rest')['environment']['earlier']  # what ran each session's steps
+    assert [e['last_step'] for e in earlier] == [7] and earlier[0]['thread_pools'] == \
+        metrics_of(small / 'half')['environment']['thread_pools']
+    # resumed on another BLAS kernel (so the record says): a note, and the record names both
+    half = json.loads((small / 'half' / 'metrics.json').read_text())
+    other = 'Haswell' if 'Haswell' not in provenance.kernels_of(None) else 'Zen'
+    for pool in half['environment']['thread_pools']:
+        if pool['user_api'] == 'blas':
+            pool['architecture'] = other
+    (small / 'half' / 'metrics.json').write_text(json.dumps(half))
+    assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'moved')]) == 0
+    assert f"note: steps 1 to 7 ran on the BLAS kernel {other}, the rest run on " \
+        f"{'/'.join(sorted(provenance.kernels_of(None)))}: results differ" in capsys.readouterr().out
+    env = metrics_of(small / 'moved')['environment']
+    assert provenance.kernels_of(env['earlier'][0]) == {other} and provenance.kernels_of(env) != {other}
 
 
 def test_a_finished_run_cannot_be_resumed(small, capsys):
@@ -328,6 +373,10 @@ def mangle_json(name, change):
      'config.json: steps is 10, but '),
     (mangle_json('checkpoint.json', lambda c: c['settings'].update(steps='x')),
      'checkpoint.json: settings steps must be an integer'),
+    (mangle_json('checkpoint.json', lambda c: c['config'].update(softcap=5.0)),  # the model's,
+     'checkpoint.json is not a valid checkpoint: config softcap is 5.0, but its settings say 0.0'),
+    (mangle_json('checkpoint.json', lambda c: c['config'].update(norm_eps=0.5)),  # ... not the
+     'config norm_eps is 0.5, but its settings say 1e-05'),  # record's, which --from re-runs
     (mangle_json('config.json', lambda c: c.update(data_sha256=7)), 'config.json: data_sha256'),
     (mangle_json('metrics.json', lambda m: m.update(status='done')), 'metrics.json: status'),
     (mangle_json('metrics.json', lambda m: m.update(val_history=[[1]])), 'metrics.json: val_history'),
@@ -349,6 +398,22 @@ def test_resume_checks_every_file_it_reads_back(small, capsys, half, mangle, mes
     assert cli.main(['train', '--resume', str(small / 'half'), '--out', str(small / 'rest')]) == 1
     err = capsys.readouterr().err
     assert message in err and one_line_error(err)
+    assert not (small / 'rest').exists()
+
+
+def test_resume_refuses_a_muon_v_that_is_not_one_value_along_its_axis(small, capsys):
+    assert train_small(small / 'half', '--mode', 'tensor', '--optimizer', 'muon', '--batch-size', '4',
+                       '--steps', '6', '--stop-after', '3') == 0
+    path = small / 'half' / 'checkpoint.json'
+    assert models.uneven_muon_v(checkpoint.load(path, need_adam=True)) is None  # as training left it
+    ckpt = json.loads(path.read_text())
+    v = checkpoint.decode_array(ckpt['adam']['v']['layer0.attn_wq'])  # square: one value a row
+    v[0, 1] = v[0, 0] + 1.0
+    ckpt['adam']['v']['layer0.attn_wq'] = checkpoint.encode_array(v)
+    path.write_text(json.dumps(ckpt))
+    code, _, err = main_output(cli.main, 'train', '--resume', 'half', '--out', 'rest')
+    assert code == 1 and one_line_error(err)
+    assert "checkpoint.json: Muon's v of layer0.attn_wq is not one value a row (or column)" in err
     assert not (small / 'rest').exists()
 
 
@@ -531,6 +596,19 @@ def test_the_thread_count_is_a_recorded_setting_that_reruns_use(small, capsys):
             assert (again / name).read_text() == (run / name).read_text()
 
 
+def test_auto_threads_are_as_many_as_blas_runs_and_the_record_says_that_count(small, monkeypatch):
+    import threadpoolctl
+    monkeypatch.setattr(os, 'cpu_count', lambda: 999)  # more cores than BLAS runs threads
+    with threadpoolctl.threadpool_limits(limits=None):  # (this process's count, restored after)
+        assert train_small(small / 'run', '--steps', '2') == 0
+    threads = json.loads((small / 'run' / 'config.json').read_text())['threads']
+    env = metrics_of(small / 'run')['environment']
+    assert threads < 999 and [p['num_threads'] for p in env['thread_pools'] if p['user_api'] == 'blas'] == [threads]
+    code, _, err = main_output(cli.main, 'train', '--data', 'docs.txt', '--threads', threads + 1, '--out', 'more')
+    assert code == 1 and one_line_error(err) and f"at most {threads} threads" in err
+    assert not (small / 'more').exists()
+
+
 def test_a_bad_numba_environment_is_one_line(small):
     env = dict(os.environ, NUMBA_NUM_THREADS='0')
     code, _, err = run_cli('train', '--mode', 'tensor', '--steps', '2', '--data', 'docs.txt',
@@ -601,9 +679,10 @@ def test_a_text_run_trains_on_windows_and_ends_with_a_passage(text, capsys):
     assert m['val_loss'] == pytest.approx(tensorgpt.evaluate(model, data.tiled_windows(val, 8)), rel=1e-6)
 
 
-LARGER = ('--beta1', '0.9', '--beta2', '0.95', '--weight-decay', '0.1', '--grad-clip', '0.5',
-          '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001', '--init-std',
-          '0.02', '--top-k', '5', '--lr', '0.02', '--norm', 'layernorm', '--position', 'rope',
+ADAMW = ('--beta1', '0.9', '--beta2', '0.95', '--init-std', '0.02')  # AdamW's, --init microgpt's
+LARGER = ('--weight-decay', '0.1', '--grad-clip', '0.5',
+          '--warmup-steps', '4', '--lr-schedule', 'cosine', '--min-lr', '0.001',
+          '--top-k', '5', '--lr', '0.02', '--norm', 'layernorm', '--position', 'rope',
           '--qk-norm', 'on', '--final-norm', 'on', '--activation', 'gelu', '--dropout', '0.1',
           '--qk-scale', '1.2', '--softcap', '15', '--norm-eps', '1e-06', '--bias', 'on',
           '--n-kv-head', '1', '--value-embeddings', 'on', '--residual-scalars', 'on', '--init',
@@ -618,9 +697,9 @@ def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys
             config['residual_scalars'], config['init'], config['optimizer'], config['recipe']) == \
         (1e-6, True, 1, True, True, 'nanochat', 'muon', None)
     assert (config['weight_decay'], config['grad_clip'], config['warmup_steps'], config['min_lr'],
-            config['lr_schedule'], config['init_std'], config['top_k'], config['beta1'],
-            config['norm'], config['position'], config['qk_norm'], config['dropout']) == \
-        (0.1, 0.5, 4, 0.001, 'cosine', 0.02, 5, 0.9, 'layernorm', 'rope', True, 0.1)
+            config['lr_schedule'], config['top_k'], config['norm'], config['position'],
+            config['qk_norm'], config['dropout']) == \
+        (0.1, 0.5, 4, 0.001, 'cosine', 5, 'layernorm', 'rope', True, 0.1)
     assert cli.main(['train', '--from', str(text / 'a'), '--out', str(text / 'b')]) == 0
     assert train_text(text / 'half', *LARGER, '--rope-base', '100000', '--steps', '16', '--stop-after', '9') == 0
     assert cli.main(['train', '--resume', str(text / 'half'), '--out', str(text / 'rest')]) == 0
@@ -655,7 +734,8 @@ def test_a_recipe_sets_its_settings_an_option_beside_it_wins_and_both_are_record
 
 def test_each_setting_changes_the_run(text, capsys):
     train_text(text / 'base', '--steps', '6')
-    for i, (option, value) in enumerate(zip(LARGER[::2], LARGER[1::2])):
+    every = ADAMW + LARGER
+    for i, (option, value) in enumerate(zip(every[::2], every[1::2])):
         train_text(text / f"r{i}", '--steps', '6', option, value)
         changed = losses_of(text / f"r{i}") != losses_of(text / 'base') or \
             (text / f"r{i}" / 'samples.txt').read_text() != (text / 'base' / 'samples.txt').read_text()
