@@ -199,17 +199,23 @@ def check_grid(base, axes, name_of, design='product'):
         raise UserError(f"{name_of('vary')}: each setting once")
     if design not in DESIGNS:
         raise UserError(f"{name_of('design')} must be {' or '.join(DESIGNS)}, got {design!r}")
-    runs = {}  # a cell's run as it trains, autos resolved: one a cell, never trained twice
-    for cell in cells(axes, design):
+    runs, acting = {}, set()  # a cell's run as it trains, autos resolved and the settings
+    for cell in cells(axes, design):  # that change nothing left out: one a cell, never twice
         cfg = cell_config(base, cell, base['seed'])
         settings.check(cfg, name_of)
-        run = repr(sorted(dict(cfg, n_kv_head=cfg['n_kv_head'] or cfg['n_head'], recipe=None,
+        idle = settings.idle(cfg)
+        acting |= set(settings.SETTINGS) - set(idle)
+        run = repr(sorted(dict({k: v for k, v in cfg.items() if k not in idle}, recipe=None,
+                               n_kv_head=cfg['n_kv_head'] or cfg['n_head'],
                                val_docs=training.val_docs_of(cfg)).items()))
         if run in runs:
             raise UserError(f"{name_of('vary')}: {cell_name(runs[run], against=cell)} and "
-                            f"{cell_name(cell, against=runs[run])} make one run (auto, or a recipe, "
-                            "sets the same): give values that differ")
+                            f"{cell_name(cell, against=runs[run])} make one run (auto, a recipe, or a "
+                            "setting that changes nothing there, sets the same): give values that differ")
         runs[run] = cell
+    for name in set(settings.SETTINGS) - acting - set(varied):  # set, but idle in every cell
+        if base[name] != settings.SETTINGS[name].default:
+            raise UserError(f"{settings.needs(name, name_of)}, which no cell has: it changes nothing")
     muon = [cell_config(base, cell, 0) for cell in cells(axes, design)]
     muon = [{k: v for k, v in cfg.items() if k != 'lr'} for cfg in muon if cfg['optimizer'] == 'muon']
     if len(muon) != len({repr(sorted(cfg.items())) for cfg in muon}):  # cells only --lr tells apart

@@ -478,6 +478,10 @@ REFUSED = """
 --vary dropout=0.1                                       => needs --mode tensor
 --vary mode+norm=tensor+rmsnorm,scalar+layernorm         => different validation sets
 --vary n-kv-head=2,auto                                  => n-kv-head=2 and n-kv-head=auto make one run
+--mode tensor --optimizer muon --variants untied-norm --vary beta1=0.8,0.9 => beta1=0.8 and beta1=0.9 make one run
+--mode tensor --vary muon-lr=0.01,0.02                   => muon-lr=0.01 and muon-lr=0.02 make one run
+--vary init+init-std=gpt2+0.02,gpt2+0.05                 => make one run
+--mode tensor --optimizer muon --variants untied-norm --beta2 0.9 --vary muon-lr=0.01,0.02 => --beta2 is adamw's: it needs --optimizer adamw, which no cell has
 """
 
 
