@@ -103,12 +103,12 @@ def pairs(name, value):
 
 
 def said(name, value):
-    """A setting's value in words, as one would type it: a switch's on or off, auto for
-    a setting left to its rule (None), 15 for 15.0."""
+    """A setting's value in words, as one would type it: a switch's on or off, the
+    setting's own word for None (auto, none, all), 15 for 15.0."""
     if settings.SETTINGS[name].kind is bool:
         return 'on' if value else 'off'
     if value is None:
-        return 'auto'
+        return settings.SETTINGS[name].none or 'auto'
     if isinstance(value, float):
         text = repr(value)
         return text[:-2] if text.endswith('.0') else text
@@ -164,11 +164,12 @@ def names(grid, design='product'):
 # ---------------------------------------------------------------------------
 # A cell's settings, and the checks of a grid before anything runs
 def cell_config(base, cell, seed):
-    """A cell's run with a seed: the base settings, with the cell's values; a recipe that
-    the cell varies sets its settings, bar those its other axes vary or the command gave."""
+    """A cell's run with a seed: the base settings, with the cell's values; the cell's recipe
+    (varied, or the command's) sets its settings, bar those its axes vary or the command gave
+    (and those that need a setting given otherwise step back: rope-base without rope)."""
     varied = {n: v for name, value in cell for n, v in pairs(name, value)}
     cfg = dict({name: base[name] for name in settings.SETTINGS}, **varied, seed=seed)
-    return settings.with_recipe(cfg, {*varied, *base.get('given', ())}) if 'recipe' in varied else cfg
+    return settings.with_recipe(cfg, {*varied, *base.get('given', ())}) if cfg['recipe'] else cfg
 
 
 def check_grid(base, axes, name_of, design='product'):

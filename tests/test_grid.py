@@ -89,5 +89,18 @@ def test_two_cells_of_one_run_are_refused_before_anything_trains():
         grid.check_grid(base, axes, settings.option)
     grid.check_grid(dict(base, n_head=4), axes, settings.option)  # auto is 4: two runs
     recipes = [('recipe', [None, 'microgpt'])]  # the microgpt recipe sets the defaults
-    with pytest.raises(UserError, match='recipe=auto and recipe=microgpt make one run'):
+    with pytest.raises(UserError, match='recipe=none and recipe=microgpt make one run'):
         grid.check_grid(base, recipes, settings.option)
+
+
+def test_a_base_recipe_sets_each_cell_and_its_dependents_step_back_where_a_cell_varies_their_parent():
+    """ablate --recipe nanochat --vary position=learned,rope: the learned cell runs with
+    rope's base back at its default (it would change nothing), as train does beside a recipe."""
+    base = settings.with_recipe(dict({name: s.default for name, s in settings.SETTINGS.items()},
+                                     recipe='nanochat', mode='tensor'))
+    learned, rope = (grid.cell_config(base, (('position', p),), 42) for p in ('learned', 'rope'))
+    assert (learned['position'], learned['rope_base'], rope['rope_base']) == ('learned', 10000.0, 100000.0)
+    assert learned['softcap'] == rope['softcap'] == 15.0  # the rest of the recipe in both
+    grid.check_grid(base, [('position', ['learned', 'rope'])], settings.option)
+    assert grid.said('recipe', None) == 'none' and grid.said('top_k', None) == 'all'
+    assert grid.said('n_kv_head', None) == 'auto'
