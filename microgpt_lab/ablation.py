@@ -182,7 +182,8 @@ def kernel_note(run_dirs, to_go):
     for run_dir in run_dirs:
         env = records.read_json(os.path.join(run_dir, 'metrics.json'), 'a run record').get('environment')
         if isinstance(env, dict) and env.get('mode') == 'tensor':  # (scalar mode: no BLAS)
-            kernels = provenance.kernels_of(env)
+            earlier = [e for e in env.get('earlier') or [] if isinstance(e, dict)]  # resumed: each session's
+            kernels = set().union(provenance.kernels_of(env), *map(provenance.kernels_of, earlier))
             before |= kernels
             others += bool(kernels - now)
     if not to_go or not before - now:

@@ -541,6 +541,11 @@ def test_a_resume_notes_runs_made_on_another_blas_kernel(tmp_path, monkeypatch):
     assert 'OPENBLAS_CORETYPE=Zen9 would take theirs' in note
     monkeypatch.setenv('OPENBLAS_CORETYPE', 'Haswell')
     assert 'OPENBLAS_CORETYPE=Haswell pins it here; env -u OPENBLAS_CORETYPE' in ablation.kernel_note([other], 1)
+    resumed = run('resumed')  # its last session here, its first on another kernel
+    record = json.loads((resumed / 'metrics.json').read_text())
+    record['environment']['earlier'] = [dict(mode='tensor', thread_pools=[dict(architecture='Zen9')], last_step=3)]
+    (resumed / 'metrics.json').write_text(json.dumps(record))
+    assert ablation.kernel_note([same, resumed], 1).startswith('note: 1 run of this ablation ran on the BLAS kernel Zen9')
 
 
 def test_a_recipe_ablation_keeps_what_was_given_and_resumes(small):
