@@ -356,9 +356,9 @@ def run_all(base, seeds, axes, out, jobs, caught, remote=None):
               f"checkpoints; to go on: {to_go}")
         return 128 + signum
     diverged = summary.summarize(out, base, runs, seeds, axes)
-    if diverged:
-        print(f"error: {diverged} of {len(runs)} runs diverged, and the summary leaves them "
-              "out; try a lower --lr (--muon-lr) or --init-std", file=sys.stderr)
+    if diverged:  # the hint of the first cell that did: its unusual settings, or its rates
+        print(f"error: {len(diverged)} of {len(runs)} runs diverged, and the summary leaves them out; "
+              f"{training.divergence_hint(cell_config(base, diverged[0], base['seed']))}", file=sys.stderr)
         return 2
     return 0
 

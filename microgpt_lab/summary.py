@@ -40,7 +40,7 @@ DESIGN_WORDS = dict(product="every combination of the variants and the --vary va
 def summarize(out, base, runs, seeds, axes):
     """summary.csv (a row a run), summary.json and table.md (a row a cell: means over
     seeds, and the paired difference of validation loss from the reference cell; on a
-    path, from the cell before it too), the plot. Returns how many runs diverged."""
+    path, from the cell before it too), the plot. Returns the cell of each run that diverged."""
     rows = [run_row(base, cell, seed, run_dir, out) for cell, seed, run_dir in runs]
     varied = [name for name, _ in axes if name != VARIANT_AXIS]  # the variants have columns
     records.write_atomic(os.path.join(out, 'summary.csv'),
@@ -76,7 +76,7 @@ def summarize(out, base, runs, seeds, axes):
     plot(out, [(cell, run_dir) for cell, _, run_dir in runs], grid, base['design'])
     draw_intervals(out, table, grid, base['design'])
     print(f"summary: {os.path.relpath(out)}/summary.json, summary.csv, table.md")
-    return sum(r['diverged'] for r in table)
+    return [cell for (cell, _, _), row in zip(runs, rows) if not done(row)]
 
 
 def shared(configs, grid):

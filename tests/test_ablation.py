@@ -194,6 +194,7 @@ def test_diverged_runs_are_left_out_and_said(small):
                                  '--lr', '1000', '--n-embd', '8', '--n-head', '2', '--jobs', '1',
                                  '--out', small / 'abl')
     assert code == 2 and one_line_error(err) and 'runs diverged' in err, err
+    assert err.rstrip().endswith('try a lower --lr or --init-std')  # train's own hint, for its cell
     summary = json.loads((small / 'abl' / 'summary.json').read_text())
     assert sum(v['diverged'] for v in summary['variants']) >= 1
     assert 'diverged and are left out' in (small / 'abl' / 'table.md').read_text()
