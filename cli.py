@@ -92,10 +92,8 @@ Training options:
                       at --steps [default: linear]
   --min-lr LR         Learning rate at the end of the decay [default: 0]
   --warmup-steps N    Steps of linear warm-up to --lr, the first at --lr / N [default: 0]
-  --beta1 B           Adam's decay of its running mean of gradients; AdamW's only (Muon's
-                      groups have nanochat's own) [default: 0.85]
-  --beta2 B           Adam's decay of its running mean of squared gradients; AdamW's only
-                      [default: 0.99]
+  --beta1 B           AdamW's decay of its running mean of gradients [default: 0.85]
+  --beta2 B           AdamW's decay of its running mean of squared gradients [default: 0.99]
   --weight-decay WD   AdamW's: each step every weight also shrinks by lr * WD [default: 0]
   --grad-clip G       Cap the gradients' global norm at G; 0: no cap [default: 0]
   --batch-size B      Documents (or windows) a step in tensor mode (scalar: 1) [default: 32]
@@ -105,10 +103,9 @@ Training options:
   --last-n N          The summary's mean loss is over the last N steps [default: 100]
   --log-every N       Print a step line every N steps; auto: every step in scalar mode,
                       100 lines a run in tensor mode [default: auto]
-  --threads N         Threads of BLAS and numba (and bench's PyTorch), at most as many as
-                      this machine's BLAS runs; recorded, since BLAS's count changes how
-                      products round; auto: the cores (ablate: 1 a run, whatever --jobs
-                      is) [default: auto]
+  --threads N         Threads of BLAS and numba (and bench's PyTorch), at most BLAS's most;
+                      recorded, since BLAS's count changes how products round; auto: the
+                      cores (ablate: 1 a run, whatever --jobs is) [default: auto]
   --out DIR           New folder for the record, the ablation or the bench [default: auto]
 
 Generation options:

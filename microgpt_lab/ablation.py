@@ -411,4 +411,4 @@ class Progress:
         print(f"[{self.finished:2d}/{self.runs}] {cell} seed {seed}: {m['status']}, final loss "
               f"{num(m['final_loss'], '.4f')}, val loss {num(m['val_loss'], '.4f')}, "
               f"{num(m['tokens_per_s'], '.0f')} tok/s; {left} to go"
-              f"{f', about {training.format_time(eta)} left' if left else ''}", flush=True)
+              f"{f', about {output.format_time(eta)} left' if left else ''}", flush=True)

@@ -127,6 +127,31 @@ def weights_finite(model):
     return math.isfinite(sum(map(operator.attrgetter('data'), model.params)))
 
 
+def check_memory(cfg, vocab_size, longest_doc, at_once=1):
+    """A UserError, before anything is built, if `at_once` such runs would need more memory
+    than this machine has: a rough count of the weights with their gradients and Adam's
+    moments, and of one step's activations (scalar mode: one graph node per dot product)."""
+    C, L, V, B = cfg['n_embd'], cfg['n_layer'], vocab_size, cfg['batch_size']
+    T = min(cfg['block_size'], longest_doc + 1)  # positions a document can fill
+    params = n_params(cfg, vocab_size)
+    if cfg['mode'] == 'scalar':
+        need = 150 * params + 80 * T * params
+    else:
+        size = 4 if cfg['dtype'] == 'float32' else 8
+        need = 40 * params + B * T * size * (40 * C * L + 4 * V + 2 * cfg['n_head'] * T * L)
+    need *= at_once
+    try:
+        have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.9 * have:
+        runs = f"{at_once} runs at once of " if at_once > 1 else ''
+        raise UserError(f"{runs}this model and batch need about {need / 2 ** 30:.0f} GiB of "
+                        f"memory, the machine has {have / 2 ** 30:.0f}: choose a smaller "
+                        f"--n-embd, --n-layer, --block-size or --batch-size"
+                        f"{', or fewer --jobs' if at_once > 1 else ''}")
+
+
 # ---------------------------------------------------------------------------
 # Training: the optimizer, the steps, the evaluation.
 def optimizer(cfg, model):

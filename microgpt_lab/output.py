@@ -131,3 +131,8 @@ def run(work):
     finally:
         sys.stdout.flush()
         sys.stdout = stdout
+
+
+def format_time(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

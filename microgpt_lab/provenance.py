@@ -178,3 +178,28 @@ def environment(seed, mode, backend, start):
 
 def now():
     return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------------------
+# A resumed run: what ran the steps before this session.
+def sessions_before(before, step):
+    """The environments of a resumed run's sessions before this one, each with the step
+    it ended at: those its record lists, then its own (none if it recorded none)."""
+    if before is None:
+        return []
+    return [*before.get('earlier', []),
+            dict({k: v for k, v in before.items() if k != 'earlier'}, last_step=step)]
+
+
+def kernel_change(cfg, env, step):
+    """A note if a resumed tensor-mode run's steps so far ran on another BLAS kernel than
+    this session's: results differ in their last bits between kernels. None if not."""
+    now = kernels_of(env)
+    before = set().union(*(kernels_of(e) for e in env['earlier']
+                           if e.get('mode') == 'tensor'))  # (scalar mode: no BLAS)
+    if cfg['mode'] != 'tensor' or not before - now:
+        return None
+    return (f"note: steps 1 to {step} ran on the BLAS kernel {'/'.join(sorted(before))}, the rest "
+            f"run on {'/'.join(sorted(now)) or 'an unknown one'}: results differ in their last "
+            "bits between kernels, so no one machine re-runs this record bit for bit "
+            "(metrics.json names both)")

@@ -62,8 +62,8 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     env = provenance.environment(cfg['seed'], cfg['mode'], 'python floats' if cfg['mode'] == 'scalar'
                               else f"numpy+numba {cfg['dtype']}", start)  # what ran, threads too
     if resumed:  # and what ran the steps before: the record names every kernel its losses had
-        env['earlier'] = sessions_before(resumed['environment'], progress.step)
-        note = kernel_change(cfg, env, progress.step)
+        env['earlier'] = provenance.sessions_before(resumed['environment'], progress.step)
+        note = provenance.kernel_change(cfg, env, progress.step)
         if note:
             print(note)
     # the loop, then the end: the final validation and the samples. Any stage can stop the
@@ -191,12 +191,12 @@ def train_loop(cfg, model, adam, batches, val, progress, should_stop):
                 rate = (step - first) / session
                 print(f"step {step:4d} / {steps:4d} | loss {loss:.4f} | {rate:.1f} steps/s | "
                       f"{(progress.tokens - tokens_before) / session:.0f} tok/s | "
-                      f"eta {format_time((last - step) / rate)}", flush=True)
+                      f"eta {output.format_time((last - step) / rate)}", flush=True)
             if cfg['eval_every'] and step % cfg['eval_every'] == 0 and step < steps:
                 with clock.paused() as train_time:
                     progress.val_history.append((step, evaluate(model, val), train_time))
                 print(f"step {step:4d} / {steps:4d} | val loss {progress.val_history[-1][1]:.4f} "
-                      f"| {format_time(train_time)} training")
+                      f"| {output.format_time(train_time)} training")
             if step == last < steps:
                 raise stopping.Stopped('stopped')
             if should_stop():
@@ -228,11 +228,6 @@ class Clock:
 def evaluate(model, val):
     """The mean loss over the validation data; None when there is none."""
     return models.evaluate(model, val) if len(val) else None
-
-
-def format_time(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 # ---------------------------------------------------------------------------
@@ -280,7 +275,7 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
               f"{'n/a' if val_loss is None else f'{val_loss:.4f}'} ({val_size} "
               f"{'windows' if cfg['data_format'] == 'text' else 'docs'})")
         print(f"{metrics['steps_per_s']:.1f} steps/s | {metrics['tokens_per_s']:.0f} tokens/s | "
-              f"{format_time(time_s)} training" + (
+              f"{output.format_time(time_s)} training" + (
                   f" | {warmup_s:.1f} s numba warm-up, not counted" if cfg['mode'] == 'tensor' else ''))
         print(f"model {flops / 1e6:.3g} MFLOP/token: {gflops:.3g} GFLOP/s, "
               f"{metrics['share_of_peak']:.1%} of the matmul peak at its shapes "
@@ -339,30 +334,7 @@ def draw_losses(out, losses, val_history, cfg):
 
 
 # ---------------------------------------------------------------------------
-# The start: the header; and, resuming, what ran the steps before.
-def sessions_before(before, step):
-    """The environments of a resumed run's sessions before this one, each with the step
-    it ended at: those its record lists, then its own (none if it recorded none)."""
-    if before is None:
-        return []
-    return [*before.get('earlier', []),
-            dict({k: v for k, v in before.items() if k != 'earlier'}, last_step=step)]
-
-
-def kernel_change(cfg, env, step):
-    """A note if a resumed tensor-mode run's steps so far ran on another BLAS kernel than
-    this session's: results differ in their last bits between kernels. None if not."""
-    now = provenance.kernels_of(env)
-    before = set().union(*(provenance.kernels_of(e) for e in env['earlier']
-                           if e.get('mode') == 'tensor'))  # (scalar mode: no BLAS)
-    if cfg['mode'] != 'tensor' or not before - now:
-        return None
-    return (f"note: steps 1 to {step} ran on the BLAS kernel {'/'.join(sorted(before))}, the rest "
-            f"run on {'/'.join(sorted(now)) or 'an unknown one'}: results differ in their last "
-            "bits between kernels, so no one machine re-runs this record bit for bit "
-            "(metrics.json names both)")
-
-
+# The start: the header.
 def print_header(cfg, d, n_params, out, resumed_after):
     text = cfg['data_format'] == 'text'
     print(f"num {'characters' if text else 'docs'}: {d.sizes}")
@@ -473,31 +445,4 @@ def check_data(cfg, source, needed_by=None, at_once=1):
             f"a document ({len(source)} document(s))"
         raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
                         f"{cfg['val_fraction']} leaves not even {what} for it")
-    check_memory(cfg, vocab, longest, at_once)
-
-
-def check_memory(cfg, vocab_size, longest_doc, at_once=1):
-    """A UserError, before anything is built, if `at_once` such runs would need more memory
-    than this machine has: a rough count of the weights with their gradients and Adam's
-    moments, and of one step's activations (scalar mode: one graph node per dot product)."""
-    C, L, V, B = cfg['n_embd'], cfg['n_layer'], vocab_size, cfg['batch_size']
-    T = min(cfg['block_size'], longest_doc + 1)  # positions a document can fill
-    params = models.n_params(cfg, vocab_size)
-    if cfg['mode'] == 'scalar':
-        need = 150 * params + 80 * T * params
-    else:
-        size = 4 if cfg['dtype'] == 'float32' else 8
-        need = 40 * params + B * T * size * (40 * C * L + 4 * V + 2 * cfg['n_head'] * T * L)
-    need *= at_once
-    try:
-        have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > 0.9 * have:
-        runs = f"{at_once} runs at once of " if at_once > 1 else ''
-        raise UserError(f"{runs}this model and batch need about {need / 2 ** 30:.0f} GiB of "
-                        f"memory, the machine has {have / 2 ** 30:.0f}: choose a smaller "
-                        f"--n-embd, --n-layer, --block-size or --batch-size"
-                        f"{', or fewer --jobs' if at_once > 1 else ''}")
-
-
+    models.check_memory(cfg, vocab, longest, at_once)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import cli
-from microgpt_lab import UserError, ablation, grid, plots, provenance, records, stats, training
+from microgpt_lab import UserError, ablation, grid, models, plots, provenance, records, stats
 from conftest import DOCS, ROOT, main_output, one_line_error
 
 VARIANTS = list(grid.VARIANT_NAMES.values())  # untied-norm, tied-norm, untied-nonorm, tied-nonorm
@@ -381,9 +381,9 @@ def test_varying_mode_needs_one_validation_set_and_then_the_modes_agree(small):
 def test_the_memory_check_counts_the_runs_at_once():
     cfg = dict(mode='tensor', n_embd=512, n_layer=8, n_head=8, batch_size=64, block_size=256,
                dtype='float32', tie_lm_head=False)
-    training.check_memory(cfg, 65, 10 ** 6)  # one fits
+    models.check_memory(cfg, 65, 10 ** 6)  # one fits
     with pytest.raises(UserError, match='1024 runs at once'):
-        training.check_memory(cfg, 65, 10 ** 6, at_once=1024)
+        models.check_memory(cfg, 65, 10 ** 6, at_once=1024)
 
 
 # ---------------------------------------------------------------------------
