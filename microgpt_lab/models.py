@@ -211,12 +211,9 @@ def uneven_muon_v(ckpt):
     """The name of the first of Muon's matrices whose v, in a loaded checkpoint, is not as
     Muon keeps it: NorMuon's mean of squares of a row (or a column), held at the weight's
     shape with every entry along the mean's axis equal (tensorgpt's muon_update); None if
-    each is so."""
-    tg = lib('tensor')
-    weights = {name: tg.Tensor(np.zeros(w.shape)) for name, w in ckpt['weights'].items()}
-    muon = tg.Muon(weights, 1.0)  # which of them are its matrices, as a run groups them
-    for name, w in weights.items():
-        if any(w is p for p in muon.matrices):
+    each is so. Muon's matrices are the weight table's, as its groups read them."""
+    for name, w in weight_table(ckpt['config']).items():
+        if w.role == 'matrix':
             v = ckpt['adam']['v'][name]
             rows, cols = v.shape
             if not (v == (v[:, :1] if rows >= cols else v[:1])).all():  # muon_update's axis
