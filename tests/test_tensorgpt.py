@@ -296,27 +296,46 @@ def test_cross_entropy_grad_matches_finite_difference(N, V, seed):
 
 # ---------------------------------------------------------------------------
 # The model: its weights (the table, each init), then the GPT's parts, against microgpt.py
-configs = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'n_layer': 2},
-           {'n_layer': 2, 'tie_lm_head': True, 'input_rmsnorm': False, 'n_embd': 8, 'n_head': 2, 'block_size': 5},
-           {'activation': 'relu2'}, {'activation': 'gelu', 'n_layer': 2},  # every architecture choice
-           {'final_norm': True}, {'final_norm': True, 'tie_lm_head': True, 'activation': 'relu2'},
-           {'norm': 'layernorm'}, {'norm': 'layernorm', 'input_rmsnorm': False, 'n_layer': 2},
-           {'position': 'rope'}, {'position': 'none'}, {'qk_norm': True},
-           {'qk_norm': True, 'position': 'rope', 'n_layer': 2},
-           {'qk_scale': 1.2}, {'qk_norm': True, 'qk_scale': 1.2}, {'position': 'rope', 'rope_base': 100000.0},
-           {'softcap': 15.0}, {'softcap': 0.5, 'tie_lm_head': True},
-           {'bias': True}, {'bias': True, 'norm': 'layernorm', 'n_kv_head': 2},
-           {'norm_eps': 1e-7, 'qk_norm': True}, {'init': 'gpt2', 'n_layer': 2},
-           {'init': 'nanochat', 'value_embeddings': True, 'n_layer': 3},  # the last and the first
-           {'value_embeddings': True, 'n_kv_head': 1, 'n_layer': 2, 'n_embd': 32, 'n_head': 2},  # 12 of 32 channels
-           {'n_kv_head': 2, 'position': 'rope', 'qk_norm': True}, {'residual_scalars': True, 'n_layer': 2},
-           GPT2 := {'norm': 'layernorm', 'activation': 'gelu', 'final_norm': True, 'tie_lm_head': True,
-                    'input_rmsnorm': False, 'bias': True, 'init': 'gpt2'},
-           NANOCHAT := {'activation': 'relu2', 'position': 'rope', 'qk_norm': True, 'final_norm': True,
-                        'qk_scale': 1.2, 'rope_base': 100000.0, 'softcap': 15.0, 'norm_eps': 2.0 ** -23,
-                        'value_embeddings': True, 'residual_scalars': True, 'init': 'nanochat'}]
-
-
+GPT2 = {'norm': 'layernorm', 'activation': 'gelu', 'final_norm': True, 'tie_lm_head': True,
+        'input_rmsnorm': False, 'bias': True, 'init': 'gpt2'}
+NANOCHAT = {'activation': 'relu2', 'position': 'rope', 'qk_norm': True, 'final_norm': True,
+            'qk_scale': 1.2, 'rope_base': 100000.0, 'softcap': 15.0, 'norm_eps': 2.0 ** -23,
+            'value_embeddings': True, 'residual_scalars': True, 'init': 'nanochat'}
+CONFIGS = {  # every architecture choice, alone and together, by name
+    'reference': {},
+    'tied head': {'tie_lm_head': True},
+    'no input rmsnorm': {'input_rmsnorm': False},
+    '2 layers': {'n_layer': 2},
+    'tied, no input rmsnorm, 2 small layers': {'n_layer': 2, 'tie_lm_head': True, 'input_rmsnorm': False,
+                                               'n_embd': 8, 'n_head': 2, 'block_size': 5},
+    'relu2': {'activation': 'relu2'},
+    'gelu, 2 layers': {'activation': 'gelu', 'n_layer': 2},
+    'final norm': {'final_norm': True},
+    'final norm, tied, relu2': {'final_norm': True, 'tie_lm_head': True, 'activation': 'relu2'},
+    'layernorm': {'norm': 'layernorm'},
+    'layernorm, no input norm, 2 layers': {'norm': 'layernorm', 'input_rmsnorm': False, 'n_layer': 2},
+    'rope': {'position': 'rope'},
+    'no position': {'position': 'none'},
+    'qk norm': {'qk_norm': True},
+    'qk norm, rope, 2 layers': {'qk_norm': True, 'position': 'rope', 'n_layer': 2},
+    'qk scale': {'qk_scale': 1.2},
+    'qk norm and scale': {'qk_norm': True, 'qk_scale': 1.2},
+    'rope base': {'position': 'rope', 'rope_base': 100000.0},
+    'softcap': {'softcap': 15.0},
+    'tight softcap, tied': {'softcap': 0.5, 'tie_lm_head': True},
+    'biases': {'bias': True},
+    'biases, layernorm, GQA': {'bias': True, 'norm': 'layernorm', 'n_kv_head': 2},
+    'norm eps, qk norm': {'norm_eps': 1e-7, 'qk_norm': True},
+    'gpt2 init, 2 layers': {'init': 'gpt2', 'n_layer': 2},
+    # value embeddings in the last layer and the first
+    'nanochat init, value embeddings, 3 layers': {'init': 'nanochat', 'value_embeddings': True, 'n_layer': 3},
+    # the gates read 12 of 32 channels
+    'value embeddings, MQA, 32 channels': {'value_embeddings': True, 'n_kv_head': 1, 'n_layer': 2,
+                                           'n_embd': 32, 'n_head': 2},
+    'GQA, rope, qk norm': {'n_kv_head': 2, 'position': 'rope', 'qk_norm': True},
+    'residual scalars, 2 layers': {'residual_scalars': True, 'n_layer': 2},
+    'GPT-2': GPT2,
+    'nanochat': NANOCHAT}
 documents = st.lists(st.integers(0, 9), max_size=20).map(lambda ids: [10] + ids + [10])  # BOS = 10
 
 
@@ -357,7 +376,7 @@ def test_each_init_draws_as_its_authors_do():
 
 
 # its parts: the forward pass and the loss, with every choice, against microgpt.py's
-@pytest.mark.parametrize('config', configs, ids=str)
+@pytest.mark.parametrize('config', CONFIGS.values(), ids=list(CONFIGS))
 @settings(max_examples=5)
 @given(doc=documents, seed=seeds)
 def test_loss_and_gradients_match_microgpt(config, doc, seed):
@@ -479,23 +498,29 @@ def test_a_batch_of_windows_has_the_loss_of_the_same_windows_as_documents():
 
 
 # the KV cache, for sampling
-@pytest.mark.parametrize('dtype, choices', [('float32', {}), ('float64', {}),
-                                            ('float64', {'activation': 'relu2'}),
-                                            ('float32', {'activation': 'gelu'}),
-                                            ('float64', {'final_norm': True}),
-                                            ('float64', {'norm': 'layernorm'}),
-                                            ('float64', {'position': 'rope'}),
-                                            ('float32', {'position': 'rope', 'qk_norm': True}),
-                                            ('float64', {'position': 'none'}),
-                                            ('float64', {'qk_norm': True}),
-                                            ('float64', {'dropout': 0.5}),  # off: not training
-                                            ('float64', {'qk_norm': True, 'qk_scale': 1.2}),
-                                            ('float32', {'position': 'rope', 'rope_base': 100000.0}),
-                                            ('float64', {'softcap': 2.0}),
-                                            ('float64', {'bias': True, 'n_kv_head': 1}),
-                                            ('float64', {'value_embeddings': True, 'residual_scalars': True}),
-                                            ('float32', {'value_embeddings': True, 'n_kv_head': 1}),
-                                            ('float64', GPT2), ('float32', NANOCHAT)])
+KV_CACHE_CASES = {  # name: (dtype, choices)
+    'reference, float32': ('float32', {}),
+    'reference, float64': ('float64', {}),
+    'relu2': ('float64', {'activation': 'relu2'}),
+    'gelu, float32': ('float32', {'activation': 'gelu'}),
+    'final norm': ('float64', {'final_norm': True}),
+    'layernorm': ('float64', {'norm': 'layernorm'}),
+    'rope': ('float64', {'position': 'rope'}),
+    'rope, qk norm, float32': ('float32', {'position': 'rope', 'qk_norm': True}),
+    'no position': ('float64', {'position': 'none'}),
+    'qk norm': ('float64', {'qk_norm': True}),
+    'dropout, off when not training': ('float64', {'dropout': 0.5}),
+    'qk norm and scale': ('float64', {'qk_norm': True, 'qk_scale': 1.2}),
+    'rope base, float32': ('float32', {'position': 'rope', 'rope_base': 100000.0}),
+    'softcap': ('float64', {'softcap': 2.0}),
+    'biases, MQA': ('float64', {'bias': True, 'n_kv_head': 1}),
+    'value embeddings, residual scalars': ('float64', {'value_embeddings': True, 'residual_scalars': True}),
+    'value embeddings, MQA, float32': ('float32', {'value_embeddings': True, 'n_kv_head': 1}),
+    'GPT-2': ('float64', GPT2),
+    'nanochat, float32': ('float32', NANOCHAT)}
+
+
+@pytest.mark.parametrize('dtype, choices', KV_CACHE_CASES.values(), ids=list(KV_CACHE_CASES))
 @settings(max_examples=5)
 @given(docs=st.lists(documents, min_size=1, max_size=3), seed=seeds)
 def test_kv_cache_logits_match_full_forward(dtype, choices, docs, seed):
