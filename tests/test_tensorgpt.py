@@ -6,8 +6,10 @@ plumbing (Adam's flat buffer, threads, memory, numba's cache, warm_up)."""
 import math
 import os
 import gc
+import importlib.util
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -1155,7 +1157,27 @@ def results(name, out, args):
     return [np.asarray(a) for a in out] + [a for a in args if isinstance(a, np.ndarray)]
 
 
-def test_parallel_kernels_are_their_serial_forms_bit_for_bit(monkeypatch, request):
+def parallel_forms(request, tmp_path_factory):
+    """tensorgpt.py with every work over the threshold (PARALLEL_WORK = 0), as a module of
+    its own, whose kernels numba compiles once and caches beside it, in pytest's cache folder
+    (or, without one, a temporary folder): the kernels' parallel forms. A change to
+    tensorgpt.py changes the copy, which numba then compiles afresh; as long as it does not,
+    a run loads the forms in a second, where compiling them took some 20."""
+    source, n = re.subn(r'^PARALLEL_WORK = .*$', 'PARALLEL_WORK = 0',
+                        (ROOT / 'tensorgpt.py').read_text(encoding='utf-8'), flags=re.M)
+    assert n == 1
+    cache = getattr(request.config, 'cache', None)
+    folder = cache.mkdir('tensorgpt-parallel-forms') if cache else tmp_path_factory.mktemp('forms')
+    path = folder / 'tensorgpt_parallel_forms.py'
+    if not path.exists() or path.read_text(encoding='utf-8') != source:
+        path.write_text(source, encoding='utf-8')
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = sys.modules[path.stem] = importlib.util.module_from_spec(spec)  # (for dataclasses)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parallel_kernels_are_their_serial_forms_bit_for_bit(request, tmp_path_factory):
     cases = kernel_cases(np.random.default_rng(0))
     assert {name for name, _ in cases} == {f.__name__ for f in vars(tg).values() if hasattr(
         f, 'targetoptions') and f.targetoptions.get('parallel')}  # every one
@@ -1164,21 +1186,15 @@ def test_parallel_kernels_are_their_serial_forms_bit_for_bit(monkeypatch, reques
     for name, args in cases:  # each below PARALLEL_WORK: one thread
         given = copies(args)
         serial.append(results(name, getattr(tg, name)(*given), given))
-    # the same code compiled afresh, uncached, with every work over the threshold
-    monkeypatch.setattr(tg, 'PARALLEL_WORK', 0)
-    monkeypatch.setattr(tg, '_pieces', numba.njit(tg._pieces.py_func))
-    assert tg._pieces(37, 1) == 37
+    # the same code with every work over the threshold, on 2 threads
+    forms = parallel_forms(request, tmp_path_factory)
+    assert forms._pieces(37, 1) == 37
     threads = numba.get_num_threads()
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     request.addfinalizer(lambda: numba.set_num_threads(threads))
-    forms = {}
     for (name, args), expected in zip(cases, serial):
-        if name not in forms:
-            kernel = getattr(tg, name)
-            options = {k: v for k, v in kernel.targetoptions.items() if k != 'nopython'}
-            forms[name] = numba.njit(**options)(kernel.py_func)
         given = copies(args)
-        got = results(name, forms[name](*given), given)
+        got = results(name, getattr(forms, name)(*given), given)
         for a, b in zip(got, expected):
             np.testing.assert_array_equal(a, b, err_msg=name)
 
