@@ -1159,10 +1159,10 @@ def results(name, out, args):
 
 def parallel_forms(request, tmp_path_factory):
     """tensorgpt.py with every work over the threshold (PARALLEL_WORK = 0), as a module of
-    its own, whose kernels numba compiles once and caches beside it, in pytest's cache folder
-    (or, without one, a temporary folder): the kernels' parallel forms. A change to
-    tensorgpt.py changes the copy, which numba then compiles afresh; as long as it does not,
-    a run loads the forms in a second, where compiling them took some 20."""
+    its own: the kernels' parallel forms, calling tensorgpt's own serial twins. numba
+    compiles them once (some 20 s) and caches them beside the copy, in pytest's cache folder
+    (or, without one, a temporary folder), to load in a second while tensorgpt.py is
+    unchanged: a change to it changes the copy, which numba then compiles afresh."""
     source, n = re.subn(r'^PARALLEL_WORK = .*$', 'PARALLEL_WORK = 0',
                         (ROOT / 'tensorgpt.py').read_text(encoding='utf-8'), flags=re.M)
     assert n == 1
@@ -1174,6 +1174,9 @@ def parallel_forms(request, tmp_path_factory):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = sys.modules[path.stem] = importlib.util.module_from_spec(spec)  # (for dataclasses)
     spec.loader.exec_module(module)
+    for name, f in vars(tg).items():  # their serial twins: tensorgpt's own, compiled already
+        if hasattr(f, 'targetoptions') and not f.targetoptions.get('parallel') and name != '_pieces':
+            setattr(module, name, f)
     return module
 
 
