@@ -12,12 +12,20 @@ import microgpt
 import tensorgpt
 from microgpt_lab import UserError, checkpoint, models
 
-CHOICES = [{}, {'tie_lm_head': True}, {'input_rmsnorm': False}, {'position': 'rope'},
-           {'position': 'none', 'n_layer': 2}, {'norm': 'layernorm'},
-           {'norm': 'layernorm', 'final_norm': True, 'input_rmsnorm': False},
-           {'activation': 'gelu', 'qk_norm': True}, {'bias': True}, {'init': 'gpt2', 'n_layer': 2},
-           {'init': 'nanochat', 'value_embeddings': True, 'n_layer': 3, 'n_kv_head': 1},
-           {'residual_scalars': True, 'n_layer': 2, 'norm_eps': 1e-7}]
+CHOICES = {  # architecture choices, by name
+    'reference': {},
+    'tied head': {'tie_lm_head': True},
+    'no input rmsnorm': {'input_rmsnorm': False},
+    'rope': {'position': 'rope'},
+    'no position, 2 layers': {'position': 'none', 'n_layer': 2},
+    'layernorm': {'norm': 'layernorm'},
+    'layernorm, final norm, no input norm': {'norm': 'layernorm', 'final_norm': True, 'input_rmsnorm': False},
+    'gelu, qk norm': {'activation': 'gelu', 'qk_norm': True},
+    'biases': {'bias': True},
+    'gpt2 init, 2 layers': {'init': 'gpt2', 'n_layer': 2},
+    'nanochat init, value embeddings, MQA': {'init': 'nanochat', 'value_embeddings': True, 'n_layer': 3,
+                                             'n_kv_head': 1},
+    'residual scalars, norm eps': {'residual_scalars': True, 'n_layer': 2, 'norm_eps': 1e-7}}
 
 
 def run_settings(mode='tensor', **choices):
@@ -29,7 +37,7 @@ def run_settings(mode='tensor', **choices):
     return dict(cfg, **choices)
 
 
-@pytest.mark.parametrize('choices', CHOICES, ids=str)
+@pytest.mark.parametrize('choices', CHOICES.values(), ids=list(CHOICES))
 def test_both_modes_build_the_same_weights_whose_shapes_are_known_beforehand(choices):
     scalar = models.build(run_settings('scalar', **choices), 7, random.Random(3))
     tensor = models.build(run_settings('tensor', **choices), 7, random.Random(3))
@@ -77,7 +85,8 @@ MUON = dict(optimizer='muon', muon_lr=0.02, weight_decay=0.1, value_embeddings=T
             residual_scalars=True, bias=True, norm='layernorm', n_layer=2, grad_clip=0.5)
 
 
-@pytest.mark.parametrize('mode, more', [('scalar', {}), ('tensor', {}), ('tensor', MUON)], ids=str)
+@pytest.mark.parametrize('mode, more', [('scalar', {}), ('tensor', {}), ('tensor', MUON)],
+                         ids=['scalar', 'tensor', 'tensor, Muon'])
 def test_a_restored_run_trains_on_as_if_it_had_not_stopped(tmp_path, mode, more):
     """Weights, the optimizer's moments and step, and dropout's draws, from its checkpoint."""
     cfg = run_settings(mode, **dict(dict(steps=6, lr=0.01, batch_size=2, grad_clip=0.0, warmup_steps=0,
@@ -120,7 +129,8 @@ def test_a_models_weights_are_microgpts_by_name_and_shape():
 BUILD = ('__init__', 'choose', 'skip_wpe')  # the methods that build; the rest run the model
 
 
-@pytest.mark.parametrize('module, most_branches', [(tensorgpt, 6), (microgpt, 8)])
+@pytest.mark.parametrize('module, most_branches', [(tensorgpt, 6), (microgpt, 8)],
+                         ids=['tensorgpt', 'microgpt'])
 def test_the_model_reads_as_its_parts_with_few_branches_at_run_time(module, most_branches):
     """No method of GPT over 25 lines; the methods that run the model test the config at most
     6 times in all in tensorgpt.py, 8 in microgpt.py (issue 34; before it: 13 and 11)."""
