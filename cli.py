@@ -72,7 +72,7 @@ Model options:
                       (its init_weights: uniform, the residual projections 0) [default: microgpt]
   --init-std S        Standard deviation of --init microgpt's weights [default: 0.08]
   --recipe NAME       microgpt, gpt2 or nanochat: every model and optimizer setting of those
-                      blocks as their authors' code has them (README); an option given
+                      blocks as their authors' code has them (docs/choices.md); an option given
                       beside it still counts. Recorded beside the settings it sets
                       (default: none).
 
@@ -148,7 +148,7 @@ Ablation options:
   --jobs N            Runs at once, up to 1024; results do not change, as every run
                       runs its own --threads; auto: the cores / threads [default: auto]
   --cluster ADDRESS   Run them on a Dask cluster instead, the same results: its scheduler's
-                      tcp://HOST:PORT, workers with --nthreads 1 (the cluster extra; README).
+                      tcp://HOST:PORT, workers with --nthreads 1 (the cluster extra; docs/cluster.md).
 
 Bench options:
   --bench-steps N     Timed steps a run, after --warmup (text: no scalar mode) [default: 100]

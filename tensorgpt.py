@@ -148,12 +148,24 @@ def mul(a, b):
 
 def index(x, key):
     """x[key], NumPy's indexing: a slice (x[:, :n]), or rows picked by an array of ids, each
-    as often as it is named. Its backward adds g back where each entry came from."""
+    as often as it is named. Its backward puts g back where each entry came from."""
+    ids = any(isinstance(k, np.ndarray) for k in (key if isinstance(key, tuple) else (key,)))
     def backward(g):
         dx = np.zeros_like(x.data)
-        np.add.at(dx, key, g)                          # a row named twice gets both
+        if ids:
+            np.add.at(dx, key, g)                      # a row named twice gets both
+        else:
+            dx[key] = g                                # a slice names each entry once
         return dx,
     return Tensor(x.data[key], (x,), backward)
+
+
+def place(x, shape, key):
+    """index's other way round: an array of `shape`, 0 but for x at [key] (x = out[key]).
+    Its backward takes g[key]."""
+    out = np.zeros(shape, x.data.dtype)
+    out[key] = x.data
+    return Tensor(out, (x,), lambda g: (g[key],))
 
 
 def reshape(x, shape):
@@ -279,6 +291,22 @@ def layernorm_backward(x, mu, r, gain, g):
 def qk_heads(a, n_head):
     """The heads of q and k in an array laid out as qkv, a view: [N, 3C] -> [N, 2H, D]."""
     return a.reshape(a.shape[0], 3 * n_head, -1)[:, :2 * n_head]
+
+
+def qk_rmsnorm(qkv, n_head, eps=1e-5):
+    """rmsnorm of each head's q and k (not v), nanochat's QK-norm: the attention scores
+    then stay within +-sqrt(D), whatever the weights grow to. [N, 3C] -> [N, 3C]."""
+    N, D = qkv.data.shape[0], qkv.data.shape[1] // (3 * n_head)
+    qk = lambda a: qk_heads(a, n_head)
+    x = qk(qkv.data).reshape(-1, D)                            # [N * 2H, D]: a row per head
+    y, inv_rms = rmsnorm_forward(x, eps)
+    out = qkv.data.copy()
+    qk(out)[...] = y.reshape(N, 2 * n_head, D)
+    def backward(g):
+        dqkv = g.copy()
+        qk(dqkv)[...] = rmsnorm_backward(x, inv_rms, qk(g).reshape(-1, D)).reshape(N, 2 * n_head, D)
+        return dqkv,
+    return Tensor(out, (qkv,), backward)
 
 
 def rope(qkv, angles, n_head):
@@ -625,7 +653,7 @@ class GPT:
                             for i in range(c.n_layer)}
         cos, sin = rope_angles(np.arange(c.block_size), D, c.dtype, c.rope_base)   # [block_size, D/2] each
         self.rotate = (lambda qkv, pos: rope(qkv, (cos[pos], sin[pos]), H)) if c.position == 'rope' else same
-        self.qk_norm = self.qk_rmsnorm if c.qk_norm else same
+        self.qk_norm = (lambda qkv: qk_rmsnorm(qkv, H, c.norm_eps)) if c.qk_norm else same
         s = np.repeat(np.array([c.qk_scale, c.qk_scale, 1], c.dtype), c.n_embd)   # q, k times s; v once
         self.qk_scale = (lambda qkv: mul(qkv, s)) if c.qk_scale != 1 else same
         # the head
@@ -701,14 +729,7 @@ class GPT:
         gate = mul(elementwise(linear(index(x, np.s_[:, :VE_GATE]), sd[at + 've_gate']), FUNCTIONS['sigmoid']), 3.0)
         ve = embedding(sd[at + 'value_embed'], tokens)                          # [N, K * D]
         gve = reshape(mul(reshape(ve, (N, K, -1)), reshape(gate, (N, K, 1))), (N, -1))  # [N, K * D]
-        return concat(index(qkv, np.s_[:, :2 * C]), index(qkv, np.s_[:, 2 * C:]) + self.share(gve, 1), axis=1)
-
-    def qk_rmsnorm(self, qkv):
-        """nanochat's QK-norm: each head of q and of k rmsnormed (not v), so the scores stay
-        within +-sqrt(D) whatever the weights grow to. [N, 3C] -> [N, 3C]."""
-        N, C, H = qkv.data.shape[0], self.config.n_embd, self.config.n_head
-        qk = reshape(rmsnorm(reshape(index(qkv, np.s_[:, :2 * C]), (N, 2 * H, -1)), self.config.norm_eps), (N, 2 * C))
-        return concat(qk, index(qkv, np.s_[:, 2 * C:]), axis=1)
+        return qkv + place(self.share(gve, 1), qkv.data.shape, np.s_[:, 2 * C:])    # added to v alone
 
     def keep(self, shape):
         """A dropout keep array of shape, from the model's stream."""
@@ -1056,7 +1077,7 @@ KERNELS = []  # every kernel, to be given numba's on-disk cache (see the plumbin
 PARALLEL_WORK = 2 ** 26  # operations, some 30 ms on one core: below it, a kernel runs in one
 #                          thread. On the 2-core machines here a parallel region inside a
 #                          training step ran slower than one thread at every size up to
-#                          config C's (README, "Threads"), so only larger models use them.
+#                          config C's (docs/speed.md, "Threads"), so only larger models use them.
 
 
 def kernel(f=None, **options):

@@ -119,7 +119,7 @@ CHOICES = ('activation', 'final_norm', 'norm', 'norm_eps', 'position', 'qk_norm'
 
 # The recipes, by name: every setting that makes each one's model and optimizer. `--recipe`
 # sets them all (an option given beside it still wins), and a run records the recipe beside
-# the settings it expanded to. The README says what each leaves out of its authors' code.
+# the settings it expanded to. docs/choices.md says what each leaves out of its authors' code.
 RECIPES = dict(
     # the reference's blocks: Karpathy's microgpt.py, which microgpt.py re-creates
     microgpt=dict(

@@ -172,6 +172,17 @@ def test_index_grad_matches_finite_difference_for_slices_and_repeated_rows(data)
 
 # reshape
 @given(st.data())
+def test_place_grad_matches_finite_difference_and_undoes_index(data):
+    """place(x, shape, key): zeros but x at [key], so that index(place(x), key) is x."""
+    N, C = data.draw(dims), data.draw(dims)
+    n = data.draw(st.integers(1, C))
+    grad_check(lambda t: tg.place(t, (N, C + n), np.s_[:, n:]), data.draw(arrays((N, C))))
+    x = data.draw(arrays((N, C)))
+    y = tg.place(tg.Tensor(x), (N, C + n), np.s_[:, n:]).data
+    assert not y[:, :n].any() and np.array_equal(tg.index(tg.Tensor(y), np.s_[:, n:]).data, x)
+
+
+@given(st.data())
 def test_reshape_grad_matches_finite_difference(data):
     N, K, D = data.draw(dims), data.draw(dims), data.draw(dims)
     grad_check(lambda t: tg.reshape(t, (N, K, D)), data.draw(arrays((N, K * D))))
@@ -246,6 +257,17 @@ def test_layernorm_is_the_textbook_formula():
 
 
 # rope
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), seeds)
+def test_qk_rmsnorm_grad_matches_finite_difference(N, n_head, D, seed):
+    qkv = np.random.default_rng(seed).standard_normal((N, 3 * n_head * D)) + 0.5
+    grad_check(lambda t: tg.qk_rmsnorm(t, n_head), qkv, rtol=1e-5, atol=1e-6)
+    y = tg.qk_rmsnorm(tg.Tensor(qkv), n_head).data.reshape(N, 3, n_head, D)
+    np.testing.assert_array_equal(y[:, 2], qkv.reshape(N, 3, n_head, D)[:, 2])  # v as it was
+    qk = qkv.reshape(N, 3, n_head, D)[:, :2]                                     # q, k: rmsnormed
+    np.testing.assert_allclose(y[:, :2], qk / np.sqrt(np.mean(qk ** 2, axis=-1, keepdims=True) + 1e-5),
+                               rtol=1e-12)
+
+
 @given(st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), seeds)
 def test_rope_grad_matches_finite_difference(N, n_head, half, seed):
     rng = np.random.default_rng(seed)
@@ -444,19 +466,6 @@ def test_value_embeddings_and_residual_scalars_grads_match_finite_difference(dat
     grad_check(choices, data.draw(arrays((N, 3 * H * D))), data.draw(arrays((N, H * D))),
                data.draw(arrays((V, K * D))), data.draw(arrays((K, min(12, H * D)))),
                data.draw(arrays((1, 1))))
-
-
-@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 4), seeds)
-def test_qk_rmsnorm_grad_matches_finite_difference(N, n_head, D, seed):
-    """QK-norm, built of index, reshape, rmsnorm and concat: q and k's heads rmsnormed, v kept."""
-    model = tg.GPT(tg.GPTConfig(3, n_embd=n_head * D, n_head=n_head, dtype='float64'), random.Random(0))
-    qkv = np.random.default_rng(seed).standard_normal((N, 3 * n_head * D)) + 0.5
-    grad_check(model.qk_rmsnorm, qkv, rtol=1e-5, atol=1e-6)
-    y = model.qk_rmsnorm(tg.Tensor(qkv)).data.reshape(N, 3, n_head, D)
-    np.testing.assert_array_equal(y[:, 2], qkv.reshape(N, 3, n_head, D)[:, 2])  # v as it was
-    qk = qkv.reshape(N, 3, n_head, D)[:, :2]                                     # q, k: rmsnormed
-    np.testing.assert_allclose(y[:, :2], qk / np.sqrt(np.mean(qk ** 2, axis=-1, keepdims=True) + 1e-5),
-                               rtol=1e-12)
 
 
 def test_dropout_is_on_while_training_only():
