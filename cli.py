@@ -148,7 +148,7 @@ Ablation options:
   --jobs N            Runs at once, up to 1024; results do not change, as every run
                       runs its own --threads; auto: the cores / threads [default: auto]
   --cluster ADDRESS   Run them on a Dask cluster instead, the same results: its scheduler's
-                      tcp://HOST:PORT, workers with --nthreads 1 (the cluster extra; docs/cluster.md).
+                      tcp://HOST:PORT, workers with --nthreads 1 (cluster extra: docs/cluster.md).
 
 Bench options:
   --bench-steps N     Timed steps a run, after --warmup (text: no scalar mode) [default: 100]
