@@ -258,15 +258,10 @@ def weight_table(c):
     return {name: Weight(shape, role, name.split('.')[-1]) for name, shape, role in rows}
 
 
-def weight_shapes(c):
-    """{name: shape} of weight_table(c)."""
-    return {name: w.shape for name, w in weight_table(c).items()}
-
-
 def init_rows(w, c, rng):
     """Weight w's first values, rows of Python floats, as c.init says, drawn from rng in
-    order. Gains start at 1, biases at 0, the residual scalars at
-    nanochat's values, drawn from none. microgpt: gauss(0, init_std). gpt2 (nanoGPT's):
+    order. Gains start at 1, biases at 0, the residual scalars at nanochat's values, drawn
+    from none. microgpt: gauss(0, init_std). gpt2 (nanoGPT's):
     gauss(0, 0.02), the projections into the residual stream 0.02 / sqrt(2 n_layer).
     nanochat (its init_weights): wte 0.8, lm_head 0.001, the blocks' input maps uniform with
     std 1/sqrt(C) (mlp_fc1 0.4 times that), the projections into the residual stream 0."""
@@ -291,8 +286,6 @@ def init_rows(w, c, rng):
 def same(x, *_):
     """A choice not taken: x as it is."""
     return x
-
-
 
 
 class GPT:

@@ -570,11 +570,6 @@ def weight_table(c):
     return {name: Weight(shape, role, name.split('.')[-1]) for name, shape, role in rows}
 
 
-def weight_shapes(c):
-    """{name: shape} of weight_table(c)."""
-    return {name: w.shape for name, w in weight_table(c).items()}
-
-
 def init_rows(w, c, rng):
     """Weight w's first values, rows of Python floats, as c.init says, drawn from rng in
     order (as microgpt.py draws them). Gains start at 1, biases at 0, the residual scalars at
@@ -616,8 +611,11 @@ class GPT:
         self.table = weight_table(c)
         # microgpt's draws in microgpt's order, as Python floats, so one seed gives both
         # models the same weights
-        self.state_dict = sd = {name: Tensor(np.array(init_rows(w, c, rng), np.float64).reshape(w.shape)
-                                             .astype(c.dtype)) for name, w in self.skip_wpe(rng)}
+        self.state_dict = sd = {}
+        for name, w in self.table.items():
+            sd[name] = Tensor(np.array(init_rows(w, c, rng), np.float64).reshape(w.shape).astype(c.dtype))
+            if name == 'wte' and c.position != 'learned':  # wpe's draws all the same: the rest keep theirs
+                init_rows(Weight((c.block_size, c.n_embd), 'embedding', 'wpe'), c, rng)
         self.params = list(sd.values())
         self.no_decay = [sd[n] for n, w in self.table.items() if w.role in ('gain', 'bias', 'scalar')]
         # dropout's draws: seeded from a copy of rng, so that rng's own draws (the batches,
@@ -626,14 +624,6 @@ class GPT:
         twin.setstate(rng.getstate())
         self.dropout_stream = DropoutStream(twin.getrandbits(64))
         self.choose(c, sd)
-
-    def skip_wpe(self, rng):
-        """The table's (name, weight) in order; without wpe, its draws are drawn all the same,
-        after wte's, so that the rest keep theirs."""
-        for name, w in self.table.items():
-            yield name, w
-            if name == 'wte' and self.config.position != 'learned':
-                init_rows(Weight((self.config.block_size, self.config.n_embd), 'embedding', 'wpe'), self.config, rng)
 
     def choose(self, c, sd):
         """Settle each choice into the part it changes (embed, blocks, head): a function, or `same`."""

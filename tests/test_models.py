@@ -47,7 +47,7 @@ def test_both_modes_build_the_same_weights_whose_shapes_are_known_beforehand(cho
     assert {n: w.shape for n, w in wt.items()} == shapes  # in the order they are made
     assert list(shapes) == list(wt)
     assert models.n_params(run_settings(**choices), 7) == sum(w.size for w in wt.values()) == len(scalar.params)
-    assert tensorgpt.weight_shapes(tensor.config) == microgpt.weight_shapes(scalar.config) == shapes
+    assert {n: w.shape for n, w in tensorgpt.weight_table(tensor.config).items()} == shapes
     assert tensorgpt.weight_table(tensor.config) == microgpt.weight_table(scalar.config)  # roles too
 
 
@@ -112,7 +112,7 @@ def test_a_numba_that_would_not_start_is_one_line(monkeypatch):
 
 
 def test_a_models_weights_are_microgpts_by_name_and_shape():
-    """Written out by hand for one model (the models draw theirs from weight_shapes)."""
+    """Written out by hand for one model (the models draw theirs from weight_table)."""
     config = dict(run_settings(norm='layernorm', final_norm=True, tie_lm_head=True,
                                position='rope', n_embd=4, n_head=2), vocab_size=5)
     assert models.weight_shapes(config) == {
@@ -126,7 +126,7 @@ def test_a_models_weights_are_microgpts_by_name_and_shape():
 
 # ---------------------------------------------------------------------------
 # The models read as blocks: each choice settled when the model is built.
-BUILD = ('__init__', 'choose', 'skip_wpe')  # the methods that build; the rest run the model
+BUILD = ('__init__', 'choose')  # the methods that build; the rest run the model
 
 
 @pytest.mark.parametrize('module, most_branches', [(tensorgpt, 6), (microgpt, 8)],
