@@ -25,10 +25,9 @@ Commands:
              heatmaps in the terminal, and a grid of heatmaps in a PNG.
 
 Data options:
-  --data PATH         A UTF-8 text file; default: the shipped names.txt (it and
-                      tinyshakespeare.txt are beside cli.py, or installed in
-                      share/microgpt-lab). A missing input.txt (the reference's way) is
-                      first downloaded: makemore's names.txt, pinned and checksummed.
+  --data PATH         A UTF-8 text file; default: the shipped names.txt (it and tinyshakespeare.txt
+                      are beside cli.py, or installed in share/microgpt-lab). A missing input.txt
+                      (the reference's way) is first downloaded: makemore's names.txt, checksummed.
   --data-format FMT   lines: one document a line, framed by BOS, shuffled. text: one stream
                       of characters, newlines included; a step trains on windows of block
                       size + 1 at random offsets, as nanoGPT does [default: lines]
@@ -41,8 +40,7 @@ Model options:
   --n-head N          Attention heads; must divide --n-embd [default: 4]
   --n-layer N         Transformer blocks [default: 1]
   --block-size N      Longest context, in tokens [default: 16]
-  --tie-lm-head       Compute the logits with wte (no separate lm_head matrix); not with
-                      nanochat's --optimizer muon or --init nanochat.
+  --tie-lm-head       Logits from wte, no lm_head (not with --optimizer muon, --init nanochat).
   --no-input-rmsnorm  Skip the rmsnorm of the token + position embedding.
   --activation ACT    The MLP's nonlinearity: relu (the reference's), relu2 (relu
                       squared, nanochat's) or gelu (GPT-2's tanh form) [default: relu]
@@ -84,17 +82,20 @@ Training options:
   --steps N           Training steps [default: 1000]
   --lr LR             AdamW's peak learning rate; with --optimizer muon, only the peak of
                       the schedule that every group's own follows [default: 0.01]
-  --optimizer OPT     adamw, or muon: nanochat's Muon for the blocks' matrices (its weight
-                      decay: --weight-decay's) and AdamW for the rest in its groups, each
-                      group's learning rate on --lr's schedule [default: adamw]
+  --optimizer OPT     adamw, or muon: nanochat's Muon for the blocks' matrices and AdamW for
+                      the rest in its groups, each on --lr's schedule [default: adamw]
   --muon-lr LR        Muon's peak learning rate (nanochat's) [default: 0.02]
+  --muon-schedule S   constant (momentum 0.95), or nanochat (its base_train.py's momentum,
+                      0.85 up to 0.97, down to 0.90; and its weight decay's, --weight-decay
+                      scaled to the model and batch, to 0 on a cosine) [default: constant]
   --lr-schedule S     linear or cosine: the decay after the warm-up, from --lr to --min-lr
                       at --steps [default: linear]
   --min-lr LR         Learning rate at the end of the decay [default: 0]
   --warmup-steps N    Steps of linear warm-up to --lr, the first at --lr / N [default: 0]
   --beta1 B           AdamW's decay of its running mean of gradients [default: 0.85]
   --beta2 B           AdamW's decay of its running mean of squared gradients [default: 0.99]
-  --weight-decay WD   AdamW's: each step every weight also shrinks by lr * WD [default: 0]
+  --weight-decay WD   Each step every weight matrix also shrinks by lr * WD: AdamW's, or
+                      with --optimizer muon Muon's (cautious) [default: 0]
   --grad-clip G       Cap the gradients' global norm at G; 0: no cap [default: 0]
   --batch-size B      Documents (or windows) a step in tensor mode (scalar: 1) [default: 32]
   --dtype DTYPE       float32 or float64, in tensor mode [default: float32]
@@ -119,8 +120,7 @@ Scalar mode keeps to documents and the reference's optimizer and schedule: the t
 format, cosine, --min-lr, --warmup-steps, --weight-decay, --grad-clip need tensor mode.
 
 Run options (train):
-  --stop-after N      Stop after step N with a checkpoint to --resume (the schedule still
-                      spans --steps).
+  --stop-after N      Stop after step N with a checkpoint to --resume (the schedule spans --steps).
   --resume DIR        train: continue the stopped or interrupted run recorded in DIR, in a
                       new record of all its steps (+ --out). ablate: finish the ablation
                       in DIR, its stopped runs continued (+ --jobs or --cluster).
@@ -193,7 +193,7 @@ TAKES = dict(train=RUN | SECTIONS['run'], ablate=(RUN | SECTIONS['ablation'])
              sample=SECTIONS['sample'] | SECTIONS['generation'] - {'--samples'} | {'--mode', '--seed'},
              bench=SECTIONS['data'] | SECTIONS['model'] | SECTIONS['bench'] | {
                  '--seed', '--lr', '--batch-size', '--dtype', '--threads', '--out', '--vary',
-                 '--optimizer', '--muon-lr'},
+                 '--optimizer', '--muon-lr', '--muon-schedule'},
              plot={'--png'}, attention={'--checkpoint', '--text', '--png'})
 
 

@@ -858,18 +858,21 @@ def muon_update(p, g, m, v, lr, momentum, beta2, weight_decay):
 
 class Muon:
     """nanochat's MuonAdamW for a GPT's weights, grouped by role: step(lr, grad_clip) as Adam's.
-    lr is the schedule's at this step, whose peak is `peak`: each group's learning rate is
-    its own times lr / peak. Muon's own is muon_lr; AdamW's are nanochat's (its
+    Each group has its own learning rate: Muon's is muon_lr; AdamW's are nanochat's (its
     base_train.py: embeddings 0.3, lm_head 0.008, each times sqrt(768 / C); scalars 0.5),
-    with its betas, eps 1e-10 and weight decays. weight_decay is Muon's."""
+    with its betas, eps 1e-10 and weight decays. All follow one schedule, as nanochat's
+    get_lr_multiplier: at a step whose lr is the schedule's for `lr`, a group's is its own
+    times lr_t / lr (written own * lr_t / lr: the order the records were made in).
+    momentum and weight_decay are Muon's: numbers, or functions of the step (from 0), as
+    nanochat's base_train.py schedules them (nanochat_momentum, cosine_decay)."""
     ADAMW = dict(  # group: (lr, times sqrt(768 / C)?, (beta1, beta2), weight decay)
         lm_head=(0.008, True, (0.8, 0.96), 0.01), embedding=(0.3, True, (0.8, 0.995), 0.001),
         value_embeds=(0.15, True, (0.8, 0.995), 0.01), resid_lambdas=(0.005, False, (0.8, 0.95), 0.05),
         x0_lambdas=(0.5, False, (0.96, 0.95), 0.0),
         other=(0.2, False, (0.8, 0.95), 0.0))  # nanochat's for its other small weights; here gains, biases
 
-    def __init__(self, model, peak, muon_lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.9):
-        self.params, self.peak, self.muon_lr = model.params, peak, muon_lr
+    def __init__(self, model, lr, muon_lr=0.02, weight_decay=0.0, momentum=0.95, beta2=0.9):
+        self.params, self.lr, self.muon_lr = model.params, lr, muon_lr
         self.weight_decay, self.momentum, self.beta2 = weight_decay, momentum, beta2
         groups = {}  # by each weight's role, as nanochat reads them off its model
         for w, p in zip(model.table.values(), model.params):
@@ -903,12 +906,35 @@ class Muon:
             norm = math.sqrt(sum(squared_norm(p.grad) for p in self.params))
             for p in self.params:
                 p.grad *= min(1.0, grad_clip / (norm + 1e-6))
+        at = lambda value: value(self._t) if callable(value) else value  # at this step
+        momentum, weight_decay = at(self.momentum), at(self.weight_decay)
         self._t += 1
         for p, (m, v) in zip(self.matrices, self.mv):
-            muon_update(p.data, p.grad, m, v, self.muon_lr * lr / self.peak, self.momentum,
-                        self.beta2, self.weight_decay)
+            muon_update(p.data, p.grad, m, v, self.muon_lr * lr / self.lr, momentum,
+                        self.beta2, weight_decay)
         for group_lr, adam in self.adamw:
-            adam.step(group_lr * lr / self.peak)
+            adam.step(group_lr * lr / self.lr)
+
+
+# nanochat's schedules of Muon's momentum and weight decay (base_train.py's get_muon_momentum
+# and get_weight_decay), over a run of num_steps: functions of the step s (from 0).
+def nanochat_momentum(num_steps, warmdown_ratio=0.65):
+    """From 0.85 up to 0.97 over the first 400 steps; from 0.97 down to 0.90 over the last
+    warmdown_ratio of the steps (nanochat's learning-rate warm-down)."""
+    warmdown = round(warmdown_ratio * num_steps)
+    def at(step):
+        if step < 400:
+            return (1 - step / 400) * 0.85 + step / 400 * 0.97
+        if step >= num_steps - warmdown:
+            progress = (step - (num_steps - warmdown)) / warmdown
+            return 0.97 * (1 - progress) + 0.90 * progress
+        return 0.97
+    return at
+
+
+def cosine_decay(value, num_steps):
+    """value at step 0, down to 0 at num_steps on a cosine."""
+    return lambda step: value * 0.5 * (1 + math.cos(math.pi * step / num_steps))
 
 
 # ---------------------------------------------------------------------------

@@ -158,11 +158,36 @@ def optimizer(cfg, model):
     """Adam as cfg sets it (AdamW in tensor mode, gains, biases and scalars not decayed); or
     nanochat's Muon with AdamW (tensor mode), its learning rates on the schedule of cfg's lr."""
     if cfg.get('optimizer') == 'muon':
-        return lib('tensor').Muon(model, cfg['lr'], cfg['muon_lr'], cfg['weight_decay'])
+        tg, momentum, decay = lib('tensor'), 0.95, cfg['weight_decay']
+        if cfg['muon_schedule'] == 'nanochat':
+            momentum = tg.nanochat_momentum(cfg['steps'])
+            decay = tg.cosine_decay(nanochat_weight_decay(cfg, model.config.vocab_size), cfg['steps'])
+        return tg.Muon(model, cfg['lr'], cfg['muon_lr'], decay, momentum)
     extra = dict(weight_decay=cfg['weight_decay'], no_decay=model.no_decay) \
         if cfg['mode'] == 'tensor' else {}
     return lib(cfg['mode']).Adam(model.params, beta1=cfg['beta1'], beta2=cfg['beta2'],
                                  eps=cfg['eps'], **extra)
+
+
+# nanochat's base_train.py (92d63d4) tunes its Muon at a 12-layer model trained on B_ref = 2^19
+# tokens a step for D_ref tokens (12 times its "scaling parameters": the blocks' matrices and
+# lm_head), and moves to another model and batch keeping B / (lr decay D) as it was (the
+# T_epoch rule): the learning rates times sqrt(B / B_ref), the decay 0.28 times
+# sqrt(B / B_ref) (D_ref / D). Here Muon's learning rate stays its own (at B = 768, the rule's
+# 0.02 x 0.038 would be 13 times below the best the lab measured), so the decay takes the
+# rule's whole: it shrinks a weight each step as much as nanochat's would at this batch.
+def nanochat_weight_decay(cfg, vocab_size):
+    """cfg's --weight-decay scaled by base_train.py's rule, with the learning rate unscaled:
+    times (B / 2^19) (D_ref / D), B the tokens of a step (batch_size windows of block_size;
+    documents take fewer), D_ref and D the scaling parameters of nanochat's reference (768
+    wide, heads of 128) with cfg's vocabulary and choices, and of cfg's model."""
+    def scaling_params(c):
+        table = weight_table(dict(c, vocab_size=vocab_size))
+        return sum(math.prod(w.shape) for w in table.values() if w.role == 'matrix') \
+            + vocab_size * c['n_embd']                  # lm_head's, tied or not
+    d12 = dict(cfg, n_layer=12, n_embd=768, n_head=6, n_kv_head=None)
+    B = cfg['batch_size'] * cfg['block_size']
+    return cfg['weight_decay'] * (B / 2 ** 19) * (scaling_params(d12) / scaling_params(cfg))
 
 
 def train(cfg, model, batches, adam=None, start_step=0):

@@ -89,6 +89,8 @@ SETTINGS = dict(
     optimizer=Setting(('adamw', 'muon'), 'adamw', modes=('tensor',), later=True),
     muon_lr=Setting(float, 0.02, 0, above=True, modes=('tensor',), later=True,
                     needs=('optimizer', 'muon')),
+    muon_schedule=Setting(('constant', 'nanochat'), 'constant', modes=('tensor',), later=True,
+                          needs=('optimizer', 'muon')),
     lr_schedule=Setting(('linear', 'cosine'), 'linear', modes=('tensor',), later=True),
     warmup_steps=Setting(int, 0, 0, modes=('tensor',), later=True),
     min_lr=Setting(float, 0.0, 0, modes=('tensor',), later=True),
@@ -117,37 +119,40 @@ CHOICES = ('activation', 'final_norm', 'norm', 'norm_eps', 'position', 'qk_norm'
            'rope_base', 'softcap', 'bias', 'n_kv_head', 'value_embeddings', 'residual_scalars',
            'dropout')  # the blocks'
 
-# The recipes, by name: every setting that makes each one's model and optimizer. `--recipe`
-# sets them all (an option given beside it still wins), and a run records the recipe beside
-# the settings it expanded to. docs/choices.md says what each leaves out of its authors' code.
+# The recipes, by name: every setting that makes each one's model and optimizer (steps, batch,
+# schedule and dropout stay the user's). `--recipe` sets them all (an option given beside it
+# still wins), and a run records the recipe beside the settings it expanded to.
+# docs/choices.md says what each leaves out of its authors' code.
 RECIPES = dict(
-    # the reference's blocks: Karpathy's microgpt.py, which microgpt.py re-creates
+    # the reference's blocks: Karpathy's microgpt.py, which microgpt.py re-creates; its Adam
     microgpt=dict(
         tie_lm_head=False, input_rmsnorm=True, activation='relu', final_norm=False,
         norm='rmsnorm', norm_eps=1e-5, position='learned', rope_base=10000.0,
         qk_norm=False, qk_scale=1.0, softcap=0.0, bias=False, n_kv_head=None,
-        value_embeddings=False, residual_scalars=False,
-        init='microgpt', optimizer='adamw'),
+        value_embeddings=False, residual_scalars=False, init='microgpt',
+        optimizer='adamw', beta1=0.85, beta2=0.99, weight_decay=0.0, grad_clip=0.0),
     # GPT-2's blocks, as nanoGPT's model.py at 3adf61e has them, with bias=True as GPT-2's
     # checkpoints: lm_head tied to wte, no norm of the embeddings, LayerNorm, GELU (tanh form),
-    # learned positions, ln_f; its _init_weights, and AdamW
+    # learned positions, ln_f; its _init_weights; and AdamW as its train.py with its
+    # Shakespeare config (config/train_shakespeare_char.py) runs it
     gpt2=dict(
         tie_lm_head=True, input_rmsnorm=False, activation='gelu', final_norm=True,
         norm='layernorm', norm_eps=1e-5, position='learned', rope_base=10000.0,
         qk_norm=False, qk_scale=1.0, softcap=0.0, bias=True, n_kv_head=None,
-        value_embeddings=False, residual_scalars=False,
-        init='gpt2', optimizer='adamw'),
+        value_embeddings=False, residual_scalars=False, init='gpt2',
+        optimizer='adamw', beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0),
     # nanochat's gpt.py and optim.py at 92d63d4 (2026-07-03): its rms_norm's eps is
     # float32's; RoPE at base 100000; QK-norm, then q and k times 1.2; logits softcapped at
     # 15; its configs have as many kv heads as heads; value embeddings and the residual
-    # scalars; its init_weights, and Muon with AdamW (MuonAdamW)
+    # scalars; its init_weights; and Muon with AdamW (MuonAdamW) as its base_train.py runs
+    # it: matrix_lr 0.02, weight decay 0.28 scaled, momentum and decay on its schedules
     nanochat=dict(
         tie_lm_head=False, input_rmsnorm=True, activation='relu2', final_norm=True,
         norm='rmsnorm', norm_eps=2.0 ** -23, position='rope', rope_base=100000.0,
         qk_norm=True, qk_scale=1.2, softcap=15.0, bias=False, n_kv_head=None,
-        value_embeddings=True, residual_scalars=True,
-        init='nanochat', optimizer='muon'))
-BLOCKS = tuple(RECIPES['microgpt'])  # the settings a recipe sets: every recipe sets them all
+        value_embeddings=True, residual_scalars=True, init='nanochat',
+        optimizer='muon', muon_lr=0.02, weight_decay=0.28, muon_schedule='nanochat', grad_clip=0.0))
+BLOCKS = tuple(name for name in RECIPES['microgpt'] if name in MODEL or name == 'init')  # every recipe's
 
 
 def with_recipe(cfg, given=()):

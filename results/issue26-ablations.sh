@@ -19,8 +19,8 @@ go() {  # go FOLDER ARGS...: start the ablation, or finish it if it was started
     if [ -e "results/$1/ablation.json" ]; then $PY cli.py ablate --resume "results/$1"
     else $PY cli.py ablate "${BASE[@]}" --out "results/$1" "${@:2}"; fi
 }
-# 1. The recipes as their authors wrote them
-go ablation-recipes-as-named --vary recipe=microgpt,gpt2,nanochat
+# 1. The recipes as their authors wrote them: re-made by issue 34, when each recipe's
+#    optimizer became its authors' (results/issue34-ablations.sh)
 # 2. Each new choice alone against microgpt's blocks
 go ablation-choices-alone --design alone --variants untied-norm --vary bias=off,on \
    --vary init=microgpt,gpt2,nanochat --vary softcap=0,15 --vary qk-scale=1,1.2 \

@@ -156,3 +156,36 @@ def test_the_models_constraints_are_one_function_copied_alike_into_both_files():
             with pytest.raises(ValueError, match=why.replace('(', r'\(').replace(')', r'\)')):
                 module.GPTConfig(5, **choice)
     assert tensorgpt.problem(tensorgpt.GPTConfig(5).__dict__) is None
+
+
+def test_nanochats_weight_decay_is_its_own_at_its_reference_and_scales_as_base_train():
+    """base_train.py: 0.28 sqrt(B / 2^19) (D_ref / D), D = 12 x (the blocks' matrices +
+    lm_head), its learning rates times sqrt(B / 2^19); here the rates stay, and the decay takes
+    both factors: 0.28 at nanochat's 12-layer reference (768 wide, heads of 128), B = 2^19."""
+    from microgpt_lab import settings
+    cfg = settings.with_recipe(dict({n: s.default for n, s in settings.SETTINGS.items()},
+                                    recipe='nanochat', mode='tensor'))
+    d12 = dict(cfg, n_layer=12, n_embd=768, n_head=6, block_size=2048, batch_size=256)
+    assert models.nanochat_weight_decay(d12, 65) == pytest.approx(0.28, rel=1e-15)
+    ours = dict(cfg, n_layer=4, n_embd=128, n_head=4, block_size=64, batch_size=12)  # nanoGPT's CPU config
+    gates = lambda L, K: L // 2 * K * 12   # value embeddings' gates: every other layer, 12 channels
+    D_ref = 12 * 12 * 768 ** 2 + gates(12, 6) + 65 * 768
+    D = 4 * 12 * 128 ** 2 + gates(4, 4) + 65 * 128
+    lr_scale = (768 / 2 ** 19) ** 0.5   # nanochat's learning rates' at this batch
+    decay = 0.28 * lr_scale * D_ref / D  # nanochat's decay at this batch and model: 1.146
+    assert models.nanochat_weight_decay(ours, 65) == pytest.approx(decay * lr_scale, rel=1e-14)
+    assert models.nanochat_weight_decay(ours, 65) == pytest.approx(0.04385, abs=1e-5)
+
+
+def test_the_nanochat_recipes_muon_runs_base_trains_schedules_and_a_plain_one_none():
+    from microgpt_lab import settings
+    defaults = dict({n: s.default for n, s in settings.SETTINGS.items()}, mode='tensor', steps=2000,
+                    n_embd=128, n_head=4, n_layer=4, block_size=64, batch_size=12)
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat'))
+    opt = models.optimizer(cfg, models.build(cfg, 65, random.Random(0)))
+    decay = models.nanochat_weight_decay(cfg, 65)
+    assert (opt.momentum(0), opt.momentum(400), opt.weight_decay(0), opt.weight_decay(2000)) == \
+        (0.85, 0.97, decay, pytest.approx(0))
+    plain = models.optimizer(dict(cfg, muon_schedule='constant', weight_decay=0.1),
+                             models.build(cfg, 65, random.Random(0)))
+    assert (plain.momentum, plain.weight_decay) == (0.95, 0.1)

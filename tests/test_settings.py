@@ -73,13 +73,23 @@ TUPLES = dict(
               False, None, True, True, 'nanochat', 'muon'))
 
 
+# Since issue 34, each recipe also sets its authors' optimizer settings, read from their code:
+OPTIMIZERS = dict(
+    microgpt=dict(beta1=0.85, beta2=0.99, weight_decay=0.0, grad_clip=0.0),  # microgpt.py's Adam
+    gpt2=dict(beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0),  # nanoGPT's train.py, beta2
+    #                                                 its config/train_shakespeare_char.py's
+    nanochat=dict(muon_lr=0.02, weight_decay=0.28, muon_schedule='nanochat',  # base_train.py's
+                  grad_clip=0.0))                                         # (it clips nothing)
+
+
 @pytest.mark.parametrize('name', TUPLES)
 def test_every_named_recipe_expands_to_exactly_the_values_of_its_tuple(name):
     defaults = {n: s.default for n, s in settings.SETTINGS.items()}
     expanded = settings.with_recipe(dict(defaults, recipe=name))
-    before = dict(defaults, recipe=name, **dict(zip(BEFORE, TUPLES[name])))
+    before = dict(defaults, recipe=name, **dict(zip(BEFORE, TUPLES[name])), **OPTIMIZERS[name])
     assert repr(sorted(expanded.items())) == repr(sorted(before.items()))  # types too: 1.0, not 1
-    assert set(settings.RECIPES[name]) == set(BEFORE) == set(settings.BLOCKS)
+    assert set(settings.RECIPES[name]) == set(BEFORE) | set(OPTIMIZERS[name])
+    assert set(settings.BLOCKS) == set(BEFORE) - {'optimizer'}
 
 
 def test_none_is_the_one_word_for_no_recipe_and_all_for_every_token():
@@ -108,6 +118,7 @@ def test_a_recipes_setting_goes_back_to_its_default_when_the_one_it_needs_is_giv
     (dict(optimizer='muon', beta2=0.95), '--beta2'),
     (dict(recipe='nanochat', beta1=0.9), "with --recipe nanochat's --optimizer muon it changes nothing"),
     (dict(muon_lr=0.03), "--muon-lr is muon's: it needs --optimizer muon; with --optimizer adamw"),
+    (dict(muon_schedule='nanochat'), "--muon-schedule is muon's: it needs --optimizer muon"),
     (dict(init='gpt2', init_std=0.02), "--init-std is microgpt's: it needs --init microgpt"),
     (dict(recipe='gpt2', init_std=0.02), "with --recipe gpt2's --init gpt2 it changes nothing"),
 ])
@@ -118,4 +129,4 @@ def test_a_new_run_refuses_a_setting_that_would_change_nothing(changes, message)
         settings.check_acting(cfg)
     settings.check(cfg, settings.option)  # a record may hold it: an ablation's base, acting elsewhere
     settings.check_acting(dict(defaults, **{k: v for k, v in changes.items()  # at its default: the same run
-                                             if k not in ('beta1', 'beta2', 'muon_lr', 'init_std')}))
+                                             if k not in ('beta1', 'beta2', 'muon_lr', 'init_std', 'muon_schedule')}))

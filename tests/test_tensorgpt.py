@@ -650,7 +650,7 @@ def test_muon_update_equals_nanochats_step_written_in_numpy(rows, cols, seed):
 def test_muon_groups_are_nanochats():
     model = tg.GPT(tg.GPTConfig(11, n_embd=64, n_head=4, n_layer=2, value_embeddings=True, residual_scalars=True,
                                 norm='layernorm', bias=True), random.Random(0))
-    opt = tg.Muon(model, peak=0.001)
+    opt = tg.Muon(model, lr=0.001)
     sd = model.state_dict
     assert [id(p) for p in opt.matrices] == [id(t) for name, t in sd.items() if name.startswith('layer') and
                                              name.split('.')[1] in ('attn_wq', 'attn_wk', 'attn_wv', 'attn_wo', 'mlp_fc1',
@@ -664,6 +664,47 @@ def test_muon_groups_are_nanochats():
     assert group[id(sd['x0_lambdas'])] == (0.5, (0.96, 0.95), 1e-10, 0.0)
     assert group[id(sd['layer0.attn_wq_bias'])] == group[id(sd['layer1.mlp_norm_gain'])] == (0.2, (0.8, 0.95), 1e-10, 0.0)
     assert len(group) + len(opt.matrices) == len(model.params) and len(opt.m) == len(model.params)
+
+
+def get_muon_momentum(it, num_iterations, warmdown_ratio=0.65):
+    """nanochat's base_train.py (92d63d4), its lines as they are."""
+    warmdown_iters = round(warmdown_ratio * num_iterations)
+    warmdown_start = num_iterations - warmdown_iters
+    if it < 400:
+        frac = it / 400
+        return (1 - frac) * 0.85 + frac * 0.97
+    elif it >= warmdown_start:
+        progress = (it - warmdown_start) / warmdown_iters
+        return 0.97 * (1 - progress) + 0.90 * progress
+    else:
+        return 0.97
+
+
+@pytest.mark.parametrize('num_steps', [1, 10, 600, 1000, 2000, 5000])
+def test_muon_momentum_and_decay_follow_nanochats_schedules(num_steps):
+    momentum, decay = tg.nanochat_momentum(num_steps), tg.cosine_decay(0.3, num_steps)
+    for s in range(num_steps + 1):  # nanochat's loop steps the optimizer at step num_steps too
+        assert momentum(s) == get_muon_momentum(s, num_steps)
+        assert decay(s) == 0.3 * 0.5 * (1 + math.cos(math.pi * s / num_steps))  # get_weight_decay
+    if num_steps == 2000:  # warm-up to 0.97 by step 400, the plateau, cool-down to 0.90 from 700
+        assert (momentum(0), momentum(200), momentum(400), momentum(700), momentum(2000)) == \
+            (0.85, pytest.approx(0.91), 0.97, 0.97, pytest.approx(0.90))
+        assert (decay(0), decay(1000), decay(2000)) == (0.3, pytest.approx(0.15), pytest.approx(0))
+
+
+def test_muon_takes_its_momentum_and_decay_at_each_step_from_their_schedules():
+    """Muon with functions of the step equals Muon given each step's numbers by hand."""
+    make = lambda: tg.GPT(tg.GPTConfig(7, n_embd=8, n_head=2, n_layer=1, block_size=4), random.Random(0))
+    scheduled, by_hand = make(), make()
+    a = tg.Muon(scheduled, lr=0.01, momentum=lambda s: (0.9, 0.5, 0.7)[s], weight_decay=lambda s: (0.1, 0.3, 0.0)[s])
+    b = tg.Muon(by_hand, lr=0.01)
+    for step, doc in enumerate([[0, 1, 2, 3], [3, 2, 1], [4, 5, 6, 0]]):
+        for model, opt in ((scheduled, a), (by_hand, b)):
+            b.momentum, b.weight_decay = (0.9, 0.5, 0.7)[step], (0.1, 0.3, 0.0)[step]
+            model.loss([doc]).backward()
+            opt.step(0.01)
+    assert all((p.data == q.data).all() for p, q in zip(scheduled.params, by_hand.params))
+    assert (a.t, b.t) == (3, 3)
 
 
 # ---------------------------------------------------------------------------

@@ -712,7 +712,7 @@ def test_a_recipe_sets_its_settings_an_option_beside_it_wins_and_both_are_record
     assert train_text(text / 'g', '--recipe', 'gpt2', '--activation', 'relu', '--steps', '3') == 0
     config = json.loads((text / 'g' / 'config.json').read_text())
     assert config['recipe'] == 'gpt2' and config['activation'] == 'relu'  # given: it stays
-    assert {k: config[k] for k in settings.BLOCKS if k != 'activation'} == \
+    assert {k: config[k] for k in settings.RECIPES['gpt2'] if k != 'activation'} == \
         {k: v for k, v in settings.RECIPES['gpt2'].items() if k != 'activation'}
     assert cli.main(['train', '--from', str(text / 'g'), '--out', str(text / 'g2')]) == 0
     assert losses_of(text / 'g2') == losses_of(text / 'g')
