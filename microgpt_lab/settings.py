@@ -155,12 +155,18 @@ RECIPES = dict(
 BLOCKS = tuple(name for name in RECIPES['microgpt'] if name in MODEL or name == 'init')  # every recipe's
 
 
+OPTIMIZER = ('beta1', 'beta2', 'muon_lr', 'muon_schedule', 'weight_decay', 'grad_clip')
+
+
 def with_recipe(cfg, given=()):
     """cfg with its recipe's settings (if it names one), less those in `given` (set apart
     from the recipe: given on the command line, or varied by an ablation's other axes). A
     recipe's setting that acts only beside one of those, given otherwise, goes back to its
-    default: nanochat's rope base, beside --position learned."""
+    default: nanochat's rope base, beside --position learned. So does a recipe's optimizer,
+    whole, beside another --optimizer: nanochat's decay of 0.28 is for its Muon, scaled."""
     recipe = RECIPES.get(cfg['recipe'], {})
+    if 'optimizer' in given and cfg['optimizer'] != recipe.get('optimizer', cfg['optimizer']):
+        recipe = {name: value for name, value in recipe.items() if name not in OPTIMIZER}
     cfg = dict(cfg, **{name: value for name, value in recipe.items() if name not in given})
     return dict(cfg, **{name: SETTINGS[name].default for name in idle(cfg)
                         if name in recipe and name not in given})

@@ -113,6 +113,17 @@ def test_a_recipes_setting_goes_back_to_its_default_when_the_one_it_needs_is_giv
         settings.check(cfg, settings.option)  # given both: the user's own conflict
 
 
+def test_another_optimizer_beside_a_recipe_takes_none_of_the_recipes_optimizer_settings():
+    defaults = {n: s.default for n, s in settings.SETTINGS.items()}
+    cfg = settings.with_recipe(dict(defaults, recipe='nanochat', optimizer='adamw'), {'optimizer'})
+    assert (cfg['weight_decay'], cfg['muon_schedule'], cfg['muon_lr'], cfg['qk_scale']) == (0.0, 'constant', 0.02, 1.2)
+    cfg = settings.with_recipe(dict(defaults, recipe='gpt2', optimizer='muon'), {'optimizer'})
+    assert (cfg['beta1'], cfg['weight_decay'], cfg['grad_clip'], cfg['norm']) == (0.85, 0.0, 0.0, 'layernorm')
+    cfg = settings.with_recipe(dict(defaults, recipe='gpt2', optimizer='adamw', weight_decay=0.2),
+                               {'optimizer', 'weight_decay'})  # the recipe's own optimizer: it stays
+    assert (cfg['beta1'], cfg['weight_decay'], cfg['grad_clip']) == (0.9, 0.2, 1.0)
+
+
 @pytest.mark.parametrize('changes, message', [
     (dict(optimizer='muon', beta1=0.9), "--beta1 is adamw's: it needs --optimizer adamw; with --optimizer muon"),
     (dict(optimizer='muon', beta2=0.95), '--beta2'),
