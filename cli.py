@@ -85,8 +85,8 @@ Training options:
   --optimizer OPT     adamw, or muon: nanochat's Muon for the blocks' matrices and AdamW for
                       the rest in its groups, each on --lr's schedule [default: adamw]
   --muon-lr LR        Muon's peak learning rate (nanochat's) [default: 0.02]
-  --muon-schedule S   constant (momentum 0.95), or nanochat (its base_train.py's momentum,
-                      0.85 up to 0.97, down to 0.90; and its weight decay's, --weight-decay
+  --muon-schedule S   constant (momentum 0.95, --weight-decay as given), or nanochat (its
+                      base_train.py's: momentum 0.85 up to 0.97, down to 0.90; --weight-decay
                       scaled to the model and batch, to 0 on a cosine) [default: constant]
   --lr-schedule S     linear or cosine: the decay after the warm-up, from --lr to --min-lr
                       at --steps [default: linear]

@@ -686,7 +686,7 @@ LARGER = ('--weight-decay', '0.1', '--grad-clip', '0.5',
           '--qk-norm', 'on', '--final-norm', 'on', '--activation', 'gelu', '--dropout', '0.1',
           '--qk-scale', '1.2', '--softcap', '15', '--norm-eps', '1e-06', '--bias', 'on',
           '--n-kv-head', '1', '--value-embeddings', 'on', '--residual-scalars', 'on', '--init',
-          'nanochat', '--optimizer', 'muon')
+          'nanochat', '--optimizer', 'muon', '--muon-schedule', 'nanochat')
 
 
 def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys):
@@ -696,6 +696,7 @@ def test_a_text_run_with_every_setting_reruns_and_resumes_bit_exact(text, capsys
     assert (config['norm_eps'], config['bias'], config['n_kv_head'], config['value_embeddings'],
             config['residual_scalars'], config['init'], config['optimizer'], config['recipe']) == \
         (1e-6, True, 1, True, True, 'nanochat', 'muon', None)
+    assert config['muon_schedule'] == 'nanochat'  # its momentum and decay at step 9, resumed
     assert (config['weight_decay'], config['grad_clip'], config['warmup_steps'], config['min_lr'],
             config['lr_schedule'], config['top_k'], config['norm'], config['position'],
             config['qk_norm'], config['dropout']) == \
