@@ -857,7 +857,7 @@ def muon_update(p, g, m, v, lr, momentum, beta2, weight_decay):
 
 
 class Muon:
-    """nanochat's MuonAdamW for a GPT's weights, grouped by role: step(lr, grad_clip) as Adam's.
+    """nanochat's MuonAdamW for a GPT's weights, grouped by role: step(lr_t, grad_clip) as Adam's.
     Each group has its own learning rate: Muon's is muon_lr; AdamW's are nanochat's (its
     base_train.py: embeddings 0.3, lm_head 0.008, each times sqrt(768 / C); scalars 0.5),
     with its betas, eps 1e-10 and weight decays. All follow one schedule, as nanochat's
@@ -901,7 +901,7 @@ class Muon:
         for _, adam in self.adamw:
             adam.t = t
 
-    def step(self, lr, grad_clip=0.0):
+    def step(self, lr_t, grad_clip=0.0):
         if grad_clip:  # the gradients' global norm capped first, as Adam caps it
             norm = math.sqrt(sum(squared_norm(p.grad) for p in self.params))
             for p in self.params:
@@ -910,10 +910,10 @@ class Muon:
         momentum, weight_decay = at(self.momentum), at(self.weight_decay)
         self._t += 1
         for p, (m, v) in zip(self.matrices, self.mv):
-            muon_update(p.data, p.grad, m, v, self.muon_lr * lr / self.lr, momentum,
+            muon_update(p.data, p.grad, m, v, self.muon_lr * lr_t / self.lr, momentum,
                         self.beta2, weight_decay)
         for group_lr, adam in self.adamw:
-            adam.step(group_lr * lr / self.lr)
+            adam.step(group_lr * lr_t / self.lr)
 
 
 # nanochat's schedules of Muon's momentum and weight decay (base_train.py's get_muon_momentum
@@ -924,7 +924,8 @@ def nanochat_momentum(num_steps, warmdown_ratio=0.65):
     warmdown = round(warmdown_ratio * num_steps)
     def at(step):
         if step < 400:
-            return (1 - step / 400) * 0.85 + step / 400 * 0.97
+            frac = step / 400
+            return (1 - frac) * 0.85 + frac * 0.97
         if step >= num_steps - warmdown:
             progress = (step - (num_steps - warmdown)) / warmdown
             return 0.97 * (1 - progress) + 0.90 * progress
