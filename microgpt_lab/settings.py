@@ -97,7 +97,7 @@ SETTINGS = dict(
     beta1=Setting(float, 0.85, 0, 1, below=True, needs=('optimizer', 'adamw')),  # Muon's
     beta2=Setting(float, 0.99, 0, 1, below=True, needs=('optimizer', 'adamw')),  # groups: nanochat's
     eps=Setting(float, 1e-8, 0, above=True, option='', fixed='it is not an option'),
-    weight_decay=Setting(float, 0.0, 0, 1, modes=('tensor',), later=True),
+    weight_decay=Setting(float, 0.0, 0, modes=('tensor',), later=True),  # (Muon's nanochat: scaled)
     grad_clip=Setting(float, 0.0, 0, modes=('tensor',), later=True),
     eval_every=Setting(int, 0, 0),
     val_docs=Setting(int, None, 1, optional=True, fixed=SAME_VALIDATION),
