@@ -10,13 +10,13 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python}
 BASE=(--mode tensor --data tinyshakespeare.txt --data-format text --n-embd 128 --n-head 4
       --n-layer 4 --block-size 64 --batch-size 12 --steps 2000 --lr 0.001 --lr-schedule cosine
-      --warmup-steps 100 --min-lr 0.0001 --eval-every 250 --init-std 0.02 --samples 0)
+      --warmup-steps 100 --min-lr 0.0001 --eval-every 250 --samples 0)
 go() {  # go FOLDER ARGS...: start the ablation, or finish it if it was started
     if [ -e "results/$1/ablation.json" ]; then $PY cli.py ablate --resume "results/$1"
     else $PY cli.py ablate "${BASE[@]}" --out "results/$1" "${@:2}"; fi
 }
 # 1. The recipes as their authors wrote them, optimizers included (5 seeds)
-go ablation-recipes-as-named --seeds 5 --vary recipe=microgpt,gpt2,nanochat
+go ablation-recipes-as-named --seeds 5 --init-std 0.02 --vary recipe=microgpt,gpt2,nanochat  # (microgpt's init at nanoGPT's std)
 # 2. nanochat's recipe, its Muon's decay and momentum (3 seeds). --weight-decay W is scaled
 #    by (B / 2^19) (D_ref / D) = 0.1566 at this model and batch (models.nanochat_weight_decay):
 #    0.28 (the recipe's: 0.0439), 0 (none), 1.788 (0.28 itself, nanochat's at its own
