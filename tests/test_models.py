@@ -10,7 +10,7 @@ import pytest
 
 import microgpt
 import tensorgpt
-from microgpt_lab import UserError, checkpoint, models
+from microgpt_lab import UserError, checkpoint, models, settings
 
 CHOICES = {  # architecture choices, by name
     'reference': {},
@@ -30,7 +30,8 @@ CHOICES = {  # architecture choices, by name
 
 def run_settings(mode='tensor', **choices):
     """A run's settings, as settings.py gives them, that build a small model."""
-    cfg = dict(mode=mode, dtype='float64', n_embd=8, n_head=2, n_layer=1, block_size=6,
+    cfg = dict({name: s.default for name, s in settings.SETTINGS.items()},
+               mode=mode, dtype='float64', n_embd=8, n_head=2, n_layer=1, block_size=6,
                tie_lm_head=False, input_rmsnorm=True, activation='relu', final_norm=False,
                norm='rmsnorm', position='learned', qk_norm=False, dropout=0.0, init_std=0.08,
                beta1=0.85, beta2=0.99, eps=1e-8, weight_decay=0.0)
@@ -85,8 +86,9 @@ MUON = dict(optimizer='muon', muon_lr=0.02, weight_decay=0.1, value_embeddings=T
             residual_scalars=True, bias=True, norm='layernorm', n_layer=2, grad_clip=0.5)
 
 
-@pytest.mark.parametrize('mode, more', [('scalar', {}), ('tensor', {}), ('tensor', MUON)],
-                         ids=['scalar', 'tensor', 'tensor, Muon'])
+@pytest.mark.parametrize('mode, more', [('scalar', {}), ('tensor', {}), ('tensor', MUON),
+                                        ('tensor', dict(MUON, muon_schedule='nanochat'))],
+                         ids=['scalar', 'tensor', 'tensor, Muon', "tensor, Muon on nanochat's schedules"])
 def test_a_restored_run_trains_on_as_if_it_had_not_stopped(tmp_path, mode, more):
     """Weights, the optimizer's moments and step, and dropout's draws, from its checkpoint."""
     cfg = run_settings(mode, **dict(dict(steps=6, lr=0.01, batch_size=2, grad_clip=0.0, warmup_steps=0,
@@ -162,7 +164,6 @@ def test_nanochats_weight_decay_is_its_own_at_its_reference_and_scales_as_base_t
     """base_train.py: 0.28 sqrt(B / 2^19) (D_ref / D), D = 12 x (the blocks' matrices +
     lm_head), its learning rates times sqrt(B / 2^19); here the rates stay, and the decay takes
     both factors: 0.28 at nanochat's 12-layer reference (768 wide, heads of 128), B = 2^19."""
-    from microgpt_lab import settings
     cfg = settings.with_recipe(dict({n: s.default for n, s in settings.SETTINGS.items()},
                                     recipe='nanochat', mode='tensor'))
     d12 = dict(cfg, n_layer=12, n_embd=768, n_head=6, block_size=2048, batch_size=256)
@@ -178,7 +179,6 @@ def test_nanochats_weight_decay_is_its_own_at_its_reference_and_scales_as_base_t
 
 
 def test_the_nanochat_recipes_muon_runs_base_trains_schedules_and_a_plain_one_none():
-    from microgpt_lab import settings
     defaults = dict({n: s.default for n, s in settings.SETTINGS.items()}, mode='tensor', steps=2000,
                     n_embd=128, n_head=4, n_layer=4, block_size=64, batch_size=12)
     cfg = settings.with_recipe(dict(defaults, recipe='nanochat'))
