@@ -158,11 +158,11 @@ def optimizer(cfg, model):
     """Adam as cfg sets it (AdamW in tensor mode, gains, biases and scalars not decayed); or
     nanochat's Muon with AdamW (tensor mode), its learning rates on the schedule of cfg's lr."""
     if cfg.get('optimizer') == 'muon':
-        tg, momentum, decay = lib('tensor'), 0.95, cfg['weight_decay']
-        if cfg['muon_schedule'] == 'nanochat':
-            momentum = tg.nanochat_momentum(cfg['steps'])
+        tg, decay, schedules = lib('tensor'), cfg['weight_decay'], {}
+        if cfg['muon_schedule'] == 'nanochat':  # base_train.py's momentum and decay
             decay = tg.cosine_decay(nanochat_weight_decay(cfg, model.config.vocab_size), cfg['steps'])
-        return tg.Muon(model, cfg['lr'], cfg['muon_lr'], decay, momentum)
+            schedules = dict(momentum=tg.nanochat_momentum(cfg['steps']))
+        return tg.Muon(model, cfg['lr'], cfg['muon_lr'], decay, **schedules)
     extra = dict(weight_decay=cfg['weight_decay'], no_decay=model.no_decay) \
         if cfg['mode'] == 'tensor' else {}
     return lib(cfg['mode']).Adam(model.params, beta1=cfg['beta1'], beta2=cfg['beta2'],

@@ -97,7 +97,8 @@ SETTINGS = dict(
     beta1=Setting(float, 0.85, 0, 1, below=True, needs=('optimizer', 'adamw')),  # Muon's
     beta2=Setting(float, 0.99, 0, 1, below=True, needs=('optimizer', 'adamw')),  # groups: nanochat's
     eps=Setting(float, 1e-8, 0, above=True, option='', fixed='it is not an option'),
-    weight_decay=Setting(float, 0.0, 0, modes=('tensor',), later=True),  # (Muon's nanochat: scaled)
+    weight_decay=Setting(float, 0.0, 0, modes=('tensor',), later=True),  # no cap: --muon-schedule
+    #                                                     nanochat scales it down
     grad_clip=Setting(float, 0.0, 0, modes=('tensor',), later=True),
     eval_every=Setting(int, 0, 0),
     val_docs=Setting(int, None, 1, optional=True, fixed=SAME_VALIDATION),
@@ -152,10 +153,7 @@ RECIPES = dict(
         qk_norm=True, qk_scale=1.2, softcap=15.0, bias=False, n_kv_head=None,
         value_embeddings=True, residual_scalars=True, init='nanochat',
         optimizer='muon', muon_lr=0.02, weight_decay=0.28, muon_schedule='nanochat', grad_clip=0.0))
-BLOCKS = tuple(name for name in RECIPES['microgpt'] if name in MODEL or name == 'init')  # every recipe's
-
-
-OPTIMIZER = ('beta1', 'beta2', 'muon_lr', 'muon_schedule', 'weight_decay', 'grad_clip')
+OPTIMIZER = ('beta1', 'beta2', 'muon_lr', 'muon_schedule', 'weight_decay', 'grad_clip')  # a recipe's
 
 
 def with_recipe(cfg, given=()):

@@ -699,8 +699,8 @@ def test_muon_takes_its_momentum_and_decay_at_each_step_from_their_schedules():
     a = tg.Muon(scheduled, lr=0.01, momentum=lambda s: (0.9, 0.5, 0.7)[s], weight_decay=lambda s: (0.1, 0.3, 0.0)[s])
     b = tg.Muon(by_hand, lr=0.01)
     for step, doc in enumerate([[0, 1, 2, 3], [3, 2, 1], [4, 5, 6, 0]]):
+        b.momentum, b.weight_decay = (0.9, 0.5, 0.7)[step], (0.1, 0.3, 0.0)[step]
         for model, opt in ((scheduled, a), (by_hand, b)):
-            b.momentum, b.weight_decay = (0.9, 0.5, 0.7)[step], (0.1, 0.3, 0.0)[step]
             model.loss([doc]).backward()
             opt.step(0.01)
     assert all((p.data == q.data).all() for p, q in zip(scheduled.params, by_hand.params))
