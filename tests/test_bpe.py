@@ -1,0 +1,84 @@
+"""bpe.py against its oracles: rustbpe's merges (what nanochat trains its tokenizer with) and
+tiktoken's encoding with the same ranks, both from the test extra, never run-time
+dependencies; and its own round trip, for any string."""
+import pytest
+import rustbpe
+import tiktoken
+from hypothesis import given, strategies as st
+
+import bpe
+import data
+
+MULTI_BYTE = "Ça déjà vu, naïve café. 東京は今日も晴れ。🙂🙂 👩‍👩‍👧 Привет, мир! 1234567 it's we're\r\n\n  x"
+TEXTS = dict(
+    ascii=["The quick brown fox jumps over the lazy dog. " * 3 + "It's 2026, isn't it?  \n\nYes!"],
+    multi_byte=[MULTI_BYTE * 2],
+    empty=[''],
+    names=open(data.NAMES).read().splitlines()[:2000],  # a document a text, as `lines` trains
+    shakespeare=[open(data.SHAKESPEARE).read()[:30000]])
+
+
+def rustbpe_tokens(texts, n_merges, pattern):
+    """rustbpe trained alike: (each merge's token, its bytes, in rustbpe's order; rustbpe). Its
+    Python side gives a token's bytes, not the pair that made it ('ana': 'an'+'a' or 'a'+'na');
+    the bytes of every token in order hold the pairs to rustbpe's (a pair chosen otherwise
+    would count its neighbours otherwise from then on)."""
+    tok = rustbpe.Tokenizer()
+    tok.train_from_iterator(texts, 256 + n_merges, pattern=pattern)
+    return [token for token, _ in sorted(tok.get_mergeable_ranks(), key=lambda r: r[1])][256:], tok
+
+
+def tiktoken_of(merges, pattern):
+    vocab = bpe.vocabulary(merges)
+    return tiktoken.Encoding('bpe', pat_str=pattern, special_tokens={},
+                             mergeable_ranks={token: i for i, token in enumerate(vocab)})
+
+
+@pytest.mark.parametrize('split', ['gpt4', 'gpt2'])
+@pytest.mark.parametrize('name', TEXTS)
+def test_the_merges_are_rustbpes_and_encoding_is_tiktokens(name, split):
+    texts, pattern = TEXTS[name], bpe.PATTERNS[split]
+    n_merges = 60 if name == 'shakespeare' else 30
+    merges = bpe.train(texts, n_merges, pattern)
+    expected, rust = rustbpe_tokens(texts, n_merges, pattern)
+    assert bpe.vocabulary(merges)[256:] == expected and len(merges) == min(n_merges, len(expected))
+    sample = '\n'.join(texts)[:3000] + MULTI_BYTE
+    assert bpe.encode(sample, merges, pattern) == tiktoken_of(merges, pattern).encode_ordinary(sample) \
+        == rust.encode(sample)
+
+
+def test_minbpes_wikipedia_example_takes_the_smaller_pair_on_a_tie():
+    """aaabdaaabac: 'aa' stands 4 times: 256. Then 'ab' (97, 98) and 'aa'+'a' (256, 97) stand
+    twice each: the tie goes to the smaller pair, 'ab', as rustbpe's MergeJob orders them,
+    and then 'aa'+'ab': Wikipedia's Z, Y, X. minbpe's max() takes the pair it counted first,
+    (256, 97), 'aaa', then 'aaa'+'b': other tokens, the same ids for this text."""
+    merges = bpe.train(['aaabdaaabac'], 3)
+    assert merges == [(97, 97), (97, 98), (256, 257)]
+    assert bpe.encode('aaabdaaabac', merges) == [258, 100, 258, 97, 99]  # XdXac
+    assert bpe.vocabulary(merges)[256:] == rustbpe_tokens(['aaabdaaabac'], 3, bpe.PATTERNS['gpt4'])[0]
+    ids, minbpes = list(b'aaabdaaabac'), []  # minbpe's BasicTokenizer.train, its tie rule
+    for i in range(3):
+        stats = bpe.pair_counts(ids, {})
+        pair = max(stats, key=stats.get)
+        ids = bpe.merge(ids, pair, 256 + i)
+        minbpes.append(pair)
+    assert minbpes == [(97, 97), (256, 97), (257, 98)] and ids == [258, 100, 258, 97, 99]
+
+
+def test_training_stops_where_the_text_runs_out_of_pairs():
+    assert bpe.train(['abab'], 10) == [(97, 98), (256, 256)]
+    assert bpe.train([''], 5) == [] and bpe.train(['a b'], 5, bpe.PATTERNS['gpt4']) == [(32, 98)]
+
+
+@given(st.text())
+def test_decoding_an_encoding_gives_the_text_back(s):
+    merges = bpe.train([MULTI_BYTE, s], 40)
+    vocab = bpe.vocabulary(merges)
+    assert bpe.decode(bpe.encode(s, merges), vocab) == s
+    assert bpe.decode(bpe.encode(s, merges, None), vocab) == s
+
+
+def test_a_token_sequence_cut_inside_a_character_decodes_with_a_replacement_character():
+    vocab = bpe.vocabulary([])
+    ids = bpe.encode('é🙂', [])  # bytes: c3 a9 f0 9f 99 82
+    assert bpe.decode(ids[:-1], vocab) == 'é\ufffd' and bpe.decode(ids[1:2], vocab) == '\ufffd'
