@@ -82,3 +82,15 @@ def test_a_token_sequence_cut_inside_a_character_decodes_with_a_replacement_char
     vocab = bpe.vocabulary([])
     ids = bpe.encode('é🙂', [])  # bytes: c3 a9 f0 9f 99 82
     assert bpe.decode(ids[:-1], vocab) == 'é\ufffd' and bpe.decode(ids[1:2], vocab) == '\ufffd'
+
+
+@pytest.mark.parametrize('name', TEXTS)
+def test_the_fast_training_merges_as_the_readable_one(name):
+    n_merges = 60 if name == 'shakespeare' else 30
+    assert bpe.train_fast(TEXTS[name], n_merges) == bpe.train(TEXTS[name], n_merges)
+
+
+def test_the_fast_training_gives_rustbpes_4096_tokens_on_all_of_shakespeare():
+    text = open(data.SHAKESPEARE).read()
+    expected, _ = rustbpe_tokens([text], 3840, bpe.PATTERNS['gpt4'])
+    assert bpe.vocabulary(bpe.train_fast([text], 3840))[256:] == expected
