@@ -94,3 +94,10 @@ def test_the_fast_training_gives_rustbpes_4096_tokens_on_all_of_shakespeare():
     text = open(data.SHAKESPEARE).read()
     expected, _ = rustbpe_tokens([text], 3840, bpe.PATTERNS['gpt4'])
     assert bpe.vocabulary(bpe.train_fast([text], 3840))[256:] == expected
+
+
+@pytest.mark.parametrize('name', TEXTS)
+def test_the_fast_encoding_encodes_as_the_readable_one(name):
+    merges = bpe.train_fast(TEXTS[name], 40)
+    sample = '\n'.join(TEXTS[name])[:5000] + MULTI_BYTE
+    assert bpe.encode_fast(sample, merges).tolist() == bpe.encode(sample, merges)
