@@ -122,17 +122,165 @@ from numba import types  # noqa: E402
 from numba.typed import Dict  # noqa: E402
 
 
-def train_fast(texts, n_merges, pattern=PATTERNS['gpt4']):
-    """train()'s merges, fast: a list of (a, b)."""
-    words = Counter(chunk for text in texts for chunk in chunks(text, pattern))
-    raw = [chunk.encode('utf-8') for chunk in words]
-    lengths = np.array([len(b) for b in raw], dtype=np.int64)
-    starts = np.zeros(len(raw) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    ids = np.frombuffer(b''.join(raw), dtype=np.uint8).astype(np.int64)
-    counts = np.array(list(words.values()), dtype=np.int64)
-    merges = _train(ids, starts, lengths, counts, n_merges)
-    return [(int(a), int(b)) for a, b in merges]
+# Cutting a text into chunks, fast: GPT-4's and GPT-2's patterns as a hand-written matcher
+# over the text's code points, each alternative in the pattern's order (the first that
+# matches wins, as a regular expression's alternation), their classes (\p{L}, \p{N}, \s)
+# read from the `regex` module itself for each distinct character of the text.
+LETTER, NUMBER, SPACE, NEWLINE, BLANK, QUOTE = 1, 2, 4, 8, 16, 32  # \p{L} \p{N} \s [\r\n] ' ' '
+CONTRACTED = 'sdmtlvre'  # the letters after a quote: 's, 'd, 'm, 't, 'll, 've, 're
+
+
+def classes(text, name):
+    """(code points, flags, letters) of text: each character's classes, and which letter of
+    CONTRACTED it is (1 + its index; 0: none), case-folded for gpt4's (?i:...)."""
+    cp = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
+    chars = np.flatnonzero(_seen(cp, np.zeros(0x110000, np.bool_)))
+    flags, letters = np.zeros(0x110000, np.uint8), np.zeros(0x110000, np.uint8)
+    for c in chars.tolist():
+        ch = chr(c)
+        flags[c] = (LETTER * bool(regex.match(r'\p{L}', ch)) + NUMBER * bool(regex.match(r'\p{N}', ch))
+                    + SPACE * bool(regex.match(r'\s', ch)) + NEWLINE * (ch in '\r\n')
+                    + BLANK * (ch == ' ') + QUOTE * (ch == "'"))
+        folded = (f'(?i:{x})' if name == 'gpt4' else x for x in CONTRACTED)
+        letters[c] = next((i + 1 for i, x in enumerate(folded) if regex.fullmatch(x, ch)), 0)
+    return cp, flags[cp], letters[cp]
+
+
+@numba.njit(cache=True)
+def _seen(cp, seen):
+    for c in cp:
+        seen[c] = True
+    return seen
+
+
+@numba.njit(cache=True)
+def _run(f, i, n, cls):
+    """The end of the run of characters of class cls from i."""
+    while i < n and f[i] & cls:
+        i += 1
+    return i
+
+
+@numba.njit(cache=True)
+def _other_run(f, i, n):
+    """The end of the run of characters that are none of \\s, \\p{L}, \\p{N}, from i."""
+    while i < n and not f[i] & (SPACE | LETTER | NUMBER):
+        i += 1
+    return i
+
+
+@numba.njit(cache=True)
+def _chunk_end(f, letter, i, n, gpt4):
+    """Where the chunk that starts at i ends, by GPT-4's pattern (gpt4) or GPT-2's."""
+    if f[i] & QUOTE and i + 1 < n:                       # '(?i:[sdmt]|ll|ve|re)
+        c, d = letter[i + 1], letter[i + 2] if i + 2 < n else 0
+        if 1 <= c <= 4:
+            return i + 2
+        if (c == 5 and d == 5) or (c in (6, 7) and d == 8):  # ll, ve, re
+            return i + 3
+    if gpt4:
+        j = i + 1 if not f[i] & (NEWLINE | LETTER | NUMBER) else i
+        if j < n and f[j] & LETTER:                       # [^\r\n\p{L}\p{N}]?+\p{L}+
+            return _run(f, j, n, LETTER)
+        if f[i] & NUMBER:                                 # \p{N}{1,3}
+            return min(_run(f, i, n, NUMBER), i + 3)
+        j = i + 1 if f[i] & BLANK else i
+        if j < n and not f[j] & (SPACE | LETTER | NUMBER):  # ?[^\s\p{L}\p{N}]++[\r\n]*
+            return _run(f, _other_run(f, j, n), n, NEWLINE)
+    else:
+        j = i + 1 if f[i] & BLANK else i
+        if j < n and f[j] & LETTER:                       # ?\p{L}+
+            return _run(f, j, n, LETTER)
+        if j < n and f[j] & NUMBER:                       # ?\p{N}+
+            return _run(f, j, n, NUMBER)
+        if j < n and not f[j] & (SPACE | LETTER | NUMBER):  # ?[^\s\p{L}\p{N}]+
+            return _other_run(f, j, n)
+    end = _run(f, i, n, SPACE)                            # whitespace: i < end
+    if gpt4:
+        for k in range(end - 1, i - 1, -1):               # \s*[\r\n]: to its last newline
+            if f[k] & NEWLINE:
+                return k + 1
+    if end == n or end - i == 1:                          # \s+(?!\S), else \s+
+        return end
+    return end - 1
+
+
+@numba.njit(cache=True)
+def _chunk_ends(f, letter, pattern, text_ends):
+    """Where each chunk ends (pattern 1: GPT-4's, 0: GPT-2's, -1: none, a text one chunk);
+    no chunk spans two texts: each ends at its text_ends."""
+    ends = np.zeros(len(f), np.int64)
+    i, k = 0, 0
+    for e in text_ends:
+        while i < e:
+            i = _chunk_end(f, letter, i, e, pattern == 1) if pattern >= 0 else e
+            ends[k] = i
+            k += 1
+    return ends[:k]
+
+
+def distinct_chunks(texts, name):
+    """The chunks of texts by PATTERNS[name], each distinct one once: (ids, starts, lengths,
+    counts, order): chunk u's UTF-8 bytes are ids[starts[u]:starts[u] + lengths[u]], it
+    stands counts[u] times, and the texts' chunks in order are order's."""
+    text = ''.join(texts)
+    cp, f, letter = classes(text, name)
+    text_ends = np.cumsum([len(t) for t in texts], dtype=np.int64)
+    ends = _chunk_ends(f, letter, dict(gpt4=1, gpt2=0, none=-1)[name], text_ends)
+    return _distinct(cp, ends)
+
+
+@numba.njit(cache=True)
+def _distinct(cp, ends):
+    seen = Dict.empty(key_type=types.int64, value_type=types.int64)  # a chunk's hash: u
+    first, size = np.zeros(len(ends), np.int64), np.zeros(len(ends), np.int64)  # u's code points
+    counts, order = np.zeros(len(ends), np.int64), np.zeros(len(ends), np.int64)
+    n_distinct, start = 0, 0
+    for k in range(len(ends)):
+        h = np.uint64(14695981039346656037)              # FNV-1a over the code points
+        for i in range(start, ends[k]):
+            h = (h ^ np.uint64(cp[i])) * np.uint64(1099511628211)
+        key = np.int64(h >> np.uint64(1))
+        while True:                                      # another chunk with its hash: probe on
+            u = _get(seen, key, -1)
+            if u < 0:
+                u, n_distinct = n_distinct, n_distinct + 1
+                seen[key], first[u], size[u] = u, start, ends[k] - start
+                break
+            if size[u] == ends[k] - start and (cp[first[u]:first[u] + size[u]] == cp[start:ends[k]]).all():
+                break
+            key += 1
+        counts[u] += 1
+        order[k] = u
+        start = ends[k]
+    lengths = np.zeros(n_distinct, np.int64)             # their UTF-8 bytes
+    for u in range(n_distinct):
+        for i in range(first[u], first[u] + size[u]):
+            lengths[u] += 1 + (cp[i] >= 0x80) + (cp[i] >= 0x800) + (cp[i] >= 0x10000)
+    starts = np.zeros(n_distinct + 1, np.int64)
+    starts[1:] = np.cumsum(lengths)
+    ids = np.zeros(starts[-1], np.int64)
+    for u in range(n_distinct):
+        k = starts[u]
+        for i in range(first[u], first[u] + size[u]):
+            c = np.int64(cp[i])
+            if c < 0x80:
+                ids[k] = c
+            elif c < 0x800:
+                ids[k], ids[k + 1] = 0xC0 | c >> 6, 0x80 | c & 0x3F
+            elif c < 0x10000:
+                ids[k], ids[k + 1], ids[k + 2] = 0xE0 | c >> 12, 0x80 | c >> 6 & 0x3F, 0x80 | c & 0x3F
+            else:
+                ids[k], ids[k + 1] = 0xF0 | c >> 18, 0x80 | c >> 12 & 0x3F
+                ids[k + 2], ids[k + 3] = 0x80 | c >> 6 & 0x3F, 0x80 | c & 0x3F
+            k += 1 + (c >= 0x80) + (c >= 0x800) + (c >= 0x10000)
+    return ids, starts, lengths, counts[:n_distinct], order
+
+
+def train_fast(texts, n_merges, name='gpt4'):
+    """train()'s merges, fast, by PATTERNS[name]: a list of (a, b)."""
+    ids, starts, lengths, counts, _ = distinct_chunks(texts, name)
+    return [(int(a), int(b)) for a, b in _train(ids, starts, lengths, counts, n_merges)]
 
 
 @numba.njit(cache=True)
@@ -284,22 +432,12 @@ def _train(ids, starts, lengths, wcount, n_merges):
     return merges[:n_merged]
 
 
-def encode_fast(text, merges, pattern=PATTERNS['gpt4']):
+def encode_fast(text, merges, name='gpt4'):
     """encode()'s ids, fast, as an int64 array: each distinct chunk encoded once."""
-    where, order = {}, []
-    for chunk in chunks(text, pattern):   # each chunk's index among the distinct ones
-        order.append(where.setdefault(chunk, len(where)))
-    raw = [chunk.encode('utf-8') for chunk in where]
-    lengths = np.array([len(b) for b in raw], dtype=np.int64)
-    starts = np.zeros(len(raw) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    ids = np.frombuffer(b''.join(raw), dtype=np.uint8).astype(np.int64)
-    pairs = np.array(merges, dtype=np.int64).reshape(-1, 2)
-    _encode_chunks(ids, starts, lengths, pairs)
-    order = np.array(order, dtype=np.int64)
+    ids, starts, lengths, _, order = distinct_chunks([text], name)
+    _encode_chunks(ids, starts, lengths, np.array(merges, dtype=np.int64).reshape(-1, 2))
     n = lengths[order]                       # each chunk's tokens, in the text's order
-    out_starts = np.cumsum(n) - n
-    take = np.repeat(starts[order] - out_starts, n) + np.arange(n.sum())
+    take = np.repeat(starts[order] - (np.cumsum(n) - n), n) + np.arange(n.sum())
     return ids[take]
 
 

@@ -84,10 +84,12 @@ def test_a_token_sequence_cut_inside_a_character_decodes_with_a_replacement_char
     assert bpe.decode(ids[:-1], vocab) == 'é\ufffd' and bpe.decode(ids[1:2], vocab) == '\ufffd'
 
 
+@pytest.mark.parametrize('split', ['gpt4', 'gpt2', 'none'])
 @pytest.mark.parametrize('name', TEXTS)
-def test_the_fast_training_merges_as_the_readable_one(name):
+def test_the_fast_training_merges_as_the_readable_one(name, split):
     n_merges = 60 if name == 'shakespeare' else 30
-    assert bpe.train_fast(TEXTS[name], n_merges) == bpe.train(TEXTS[name], n_merges)
+    texts = TEXTS[name][:300] if split == 'none' else TEXTS[name]  # (Part I: slow on one chunk)
+    assert bpe.train_fast(texts, n_merges, split) == bpe.train(texts, n_merges, bpe.PATTERNS[split])
 
 
 def test_the_fast_training_gives_rustbpes_4096_tokens_on_all_of_shakespeare():
@@ -101,3 +103,17 @@ def test_the_fast_encoding_encodes_as_the_readable_one(name):
     merges = bpe.train_fast(TEXTS[name], 40)
     sample = '\n'.join(TEXTS[name])[:5000] + MULTI_BYTE
     assert bpe.encode_fast(sample, merges).tolist() == bpe.encode(sample, merges)
+
+
+TRICKY = "'s'S'ſ'll'LL'Ve're'x '  \r\n\n \t\n\u00a0 y\u2028z \u3000 12345 x1 (hi) ..\n\n  \n"
+
+
+@pytest.mark.parametrize('split', ['gpt4', 'gpt2'])
+@given(st.text(alphabet=st.sampled_from(list(TRICKY + MULTI_BYTE + 'abc019'))) | st.text())
+def test_the_fast_chunks_are_the_patterns_own(split, s):
+    """GPT-4's and GPT-2's patterns, written out by hand over code points, cut as `regex` cuts."""
+    ids, starts, lengths, counts, order = bpe.distinct_chunks([s, TRICKY], split)
+    distinct = [bytes(ids[starts[u]:starts[u] + lengths[u]].tolist()).decode() for u in range(len(lengths))]
+    expected = bpe.chunks(s, bpe.PATTERNS[split]) + bpe.chunks(TRICKY, bpe.PATTERNS[split])
+    assert [distinct[u] for u in order] == expected
+    assert counts.tolist() == [expected.count(c) for c in distinct]
