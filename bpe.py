@@ -316,14 +316,12 @@ def _swap(hc, ha, hb, i, j):
 
 @numba.njit(cache=True)
 def _push(hc, ha, hb, n, c, a, b):
-    """Push (count c, pair (a, b)) on the heap of n entries; the heap's arrays (grown)."""
-    hc, ha, hb = _grow(hc, n), _grow(ha, n), _grow(hb, n)
+    """Push (count c, pair (a, b)) on the heap of n entries (its arrays have room for it)."""
     hc[n], ha[n], hb[n] = c, a, b
     i = n
     while i > 0 and _before(hc, ha, hb, i, (i - 1) // 2):
         _swap(hc, ha, hb, i, (i - 1) // 2)
         i = (i - 1) // 2
-    return hc, ha, hb
 
 
 @numba.njit(cache=True)
@@ -349,8 +347,10 @@ def _train(ids, starts, lengths, wcount, n_merges):
     lengths[w] ids (merged in place), standing wcount[w] times in the texts."""
     count = Dict.empty(key_type=types.int64, value_type=types.int64)  # a pair (a << 32 | b): how often
     head = Dict.empty(key_type=types.int64, value_type=types.int64)   # its chunks' list: the newest node
-    node_word = np.zeros(1024, np.int64)   # the lists' nodes: a chunk, the node after
-    node_next = np.zeros(1024, np.int64)
+    # the lists' nodes: a chunk, the node after. One a pair of neighbours at first, at most two
+    # more a merged pair: fewer than 3 an id in all
+    node_word = np.zeros(3 * len(ids) + 1, np.int32)
+    node_next = np.zeros(3 * len(ids) + 1, np.int32)
     n_nodes = 0
     for w in range(len(lengths)):          # the first counts, and where each pair stands
         for i in range(starts[w], starts[w] + lengths[w] - 1):
@@ -358,14 +358,13 @@ def _train(ids, starts, lengths, wcount, n_merges):
             count[key] = _get(count, key, 0) + wcount[w]
             h = _get(head, key, -1)
             if h < 0 or node_word[h] != w:
-                node_word, node_next = _grow(node_word, n_nodes), _grow(node_next, n_nodes)
                 node_word[n_nodes], node_next[n_nodes] = w, h
                 head[key] = n_nodes
                 n_nodes += 1
     hc, ha, hb = np.zeros(len(count) + 1, np.int64), np.zeros(len(count) + 1, np.int64), np.zeros(len(count) + 1, np.int64)
     n_heap = 0
     for key, c in count.items():
-        hc, ha, hb = _push(hc, ha, hb, n_heap, c, key >> 32, key & 0xFFFFFFFF)
+        _push(hc, ha, hb, n_heap, c, key >> 32, key & 0xFFFFFFFF)
         n_heap += 1
     merges = np.zeros((n_merges, 2), np.int64)
     done = np.full(len(lengths), -1, np.int64)  # the last merge done in each chunk
@@ -380,7 +379,7 @@ def _train(ids, starts, lengths, wcount, n_merges):
         if now <= 0:
             continue                            # gone: merged, or its chunks changed
         if now != c:                            # it fell since it was pushed: back in line
-            hc, ha, hb = _push(hc, ha, hb, n_heap, now, a, b)
+            _push(hc, ha, hb, n_heap, now, a, b)  # (in the place its pop left)
             n_heap += 1
             continue
         new = 256 + n_merged
@@ -412,7 +411,6 @@ def _train(ids, starts, lengths, wcount, n_merges):
                             made[n_made] = pair
                             n_made += 1
                         if h < 0 or node_word[h] != w:
-                            node_word, node_next = _grow(node_word, n_nodes), _grow(node_next, n_nodes)
                             node_word[n_nodes], node_next[n_nodes] = w, h
                             head[pair] = n_nodes
                             n_nodes += 1
@@ -426,7 +424,9 @@ def _train(ids, starts, lengths, wcount, n_merges):
         for j in range(n_made):
             c = count[made[j]]
             if c > 0:
-                hc, ha, hb = _push(hc, ha, hb, n_heap, c, made[j] >> 32, made[j] & 0xFFFFFFFF)
+                if n_heap == len(hc):
+                    hc, ha, hb = _grow(hc, n_heap), _grow(ha, n_heap), _grow(hb, n_heap)
+                _push(hc, ha, hb, n_heap, c, made[j] >> 32, made[j] & 0xFFFFFFFF)
                 n_heap += 1
         n_merged += 1
     return merges[:n_merged]
