@@ -133,9 +133,11 @@ CONTRACTED = 'sdmtlvre'  # the letters after a quote: 's, 'd, 'm, 't, 'll, 've, 
 def classes(text, name):
     """(code points, flags, letters) of text: each character's classes, and which letter of
     CONTRACTED it is (1 + its index; 0: none), case-folded for gpt4's (?i:...)."""
-    cp = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
-    chars = np.flatnonzero(_seen(cp, np.zeros(0x110000, np.bool_)))
-    flags, letters = np.zeros(0x110000, np.uint8), np.zeros(0x110000, np.uint8)
+    cp = np.frombuffer(text.encode('ascii'), np.uint8) if text.isascii() else \
+        np.frombuffer(text.encode('utf-32-le'), np.uint32)  # (a byte a character where it can)
+    size = 128 if text.isascii() else 0x110000
+    chars = np.flatnonzero(_seen(cp, np.zeros(size, np.bool_)))
+    flags, letters = np.zeros(size, np.uint8), np.zeros(size, np.uint8)
     for c in chars.tolist():
         ch = chr(c)
         flags[c] = (LETTER * bool(regex.match(r'\p{L}', ch)) + NUMBER * bool(regex.match(r'\p{N}', ch))
@@ -205,54 +207,47 @@ def _chunk_end(f, letter, i, n, gpt4):
     return end - 1
 
 
-@numba.njit(cache=True)
-def _chunk_ends(f, letter, pattern, text_ends):
-    """Where each chunk ends (pattern 1: GPT-4's, 0: GPT-2's, -1: none, a text one chunk);
-    no chunk spans two texts: each ends at its text_ends."""
-    ends = np.zeros(len(f), np.int64)
-    i, k = 0, 0
-    for e in text_ends:
-        while i < e:
-            i = _chunk_end(f, letter, i, e, pattern == 1) if pattern >= 0 else e
-            ends[k] = i
-            k += 1
-    return ends[:k]
-
-
-def distinct_chunks(texts, name):
+def distinct_chunks(texts, name, order=False):
     """The chunks of texts by PATTERNS[name], each distinct one once: (ids, starts, lengths,
     counts, order): chunk u's UTF-8 bytes are ids[starts[u]:starts[u] + lengths[u]], it
-    stands counts[u] times, and the texts' chunks in order are order's."""
+    stands counts[u] times, and (if order) the texts' chunks in order are order's."""
     text = ''.join(texts)
     cp, f, letter = classes(text, name)
     text_ends = np.cumsum([len(t) for t in texts], dtype=np.int64)
-    ends = _chunk_ends(f, letter, dict(gpt4=1, gpt2=0, none=-1)[name], text_ends)
-    return _distinct(cp, ends)
+    return _distinct(cp, f, letter, dict(gpt4=1, gpt2=0, none=-1)[name], text_ends, order)
 
 
 @numba.njit(cache=True)
-def _distinct(cp, ends):
+def _distinct(cp, f, letter, pattern, text_ends, want_order):
+    """distinct_chunks' work: the chunks, each where _chunk_end says (pattern 1: GPT-4's, 0:
+    GPT-2's, -1: none, a text one chunk), none across two texts (each ends at text_ends)."""
     seen = Dict.empty(key_type=types.int64, value_type=types.int64)  # a chunk's hash: u
-    first, size = np.zeros(len(ends), np.int64), np.zeros(len(ends), np.int64)  # u's code points
-    counts, order = np.zeros(len(ends), np.int64), np.zeros(len(ends), np.int64)
-    n_distinct, start = 0, 0
-    for k in range(len(ends)):
-        h = np.uint64(14695981039346656037)              # FNV-1a over the code points
-        for i in range(start, ends[k]):
-            h = (h ^ np.uint64(cp[i])) * np.uint64(1099511628211)
-        key = np.int64(h >> np.uint64(1))
-        while True:                                      # another chunk with its hash: probe on
-            u = _get(seen, key, -1)
-            if u < 0:
-                u, n_distinct = n_distinct, n_distinct + 1
-                seen[key], first[u], size[u] = u, start, ends[k] - start
-                break
-            if size[u] == ends[k] - start and (cp[first[u]:first[u] + size[u]] == cp[start:ends[k]]).all():
-                break
-            key += 1
-        counts[u] += 1
-        order[k] = u
-        start = ends[k]
+    first, size, counts = np.zeros(1024, np.int64), np.zeros(1024, np.int64), np.zeros(1024, np.int64)
+    order = np.zeros(len(cp) if want_order else 0, np.int32)  # (u of each chunk, at most one a character)
+    n_distinct, n_chunks, start = 0, 0, 0
+    for e in text_ends:
+        while start < e:
+            end = _chunk_end(f, letter, start, e, pattern == 1) if pattern >= 0 else e
+            h = np.uint64(14695981039346656037)          # FNV-1a over the code points
+            for i in range(start, end):
+                h = (h ^ np.uint64(cp[i])) * np.uint64(1099511628211)
+            key = np.int64(h >> np.uint64(1))
+            while True:                                  # another chunk with its hash: probe on
+                u = _get(seen, key, -1)
+                if u < 0:
+                    u, n_distinct = n_distinct, n_distinct + 1
+                    if u == len(first):
+                        first, size, counts = _grow(first, u), _grow(size, u), _grow(counts, u)
+                    seen[key], first[u], size[u], counts[u] = u, start, end - start, 0
+                    break
+                if size[u] == end - start and (cp[first[u]:first[u] + size[u]] == cp[start:end]).all():
+                    break
+                key += 1
+            counts[u] += 1
+            if want_order:
+                order[n_chunks] = u
+            n_chunks += 1
+            start = end
     lengths = np.zeros(n_distinct, np.int64)             # their UTF-8 bytes
     for u in range(n_distinct):
         for i in range(first[u], first[u] + size[u]):
@@ -274,7 +269,7 @@ def _distinct(cp, ends):
                 ids[k], ids[k + 1] = 0xF0 | c >> 18, 0x80 | c >> 12 & 0x3F
                 ids[k + 2], ids[k + 3] = 0x80 | c >> 6 & 0x3F, 0x80 | c & 0x3F
             k += 1 + (c >= 0x80) + (c >= 0x800) + (c >= 0x10000)
-    return ids, starts, lengths, counts[:n_distinct], order
+    return ids, starts, lengths, counts[:n_distinct], order[:n_chunks]
 
 
 def train_fast(texts, n_merges, name='gpt4'):
@@ -434,7 +429,7 @@ def _train(ids, starts, lengths, wcount, n_merges):
 
 def encode_fast(text, merges, name='gpt4'):
     """encode()'s ids, fast, as an int64 array: each distinct chunk encoded once."""
-    ids, starts, lengths, _, order = distinct_chunks([text], name)
+    ids, starts, lengths, _, order = distinct_chunks([text], name, order=True)
     _encode_chunks(ids, starts, lengths, np.array(merges, dtype=np.int64).reshape(-1, 2))
     n = lengths[order]                       # each chunk's tokens, in the text's order
     take = np.repeat(starts[order] - (np.cumsum(n) - n), n) + np.arange(n.sum())
