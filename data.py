@@ -22,6 +22,8 @@ import urllib.request
 
 import numpy as np
 
+import bpe
+
 # The shipped data sets: beside this file in a checkout (or a copy of it), and where pip
 # puts a package's data files (share/microgpt-lab under its prefix) in an installed copy.
 SHIPPED = next((folder for folder in (
@@ -170,6 +172,58 @@ class Tokenizer:
     def frame(self, doc, block_size):
         """[BOS] + ids + [BOS], cut to the block_size + 1 tokens a block can train on."""
         return ([self.bos] + self.encode(doc) + [self.bos])[:block_size + 1]
+
+
+class BPETokenizer:
+    """Byte-level BPE (bpe.py): ids 0..255 are bytes, 256 + i is merge i's token; for
+    documents also BOS, the last id. A token may end inside a character: decode() reads such
+    bytes as U+FFFD. n_bytes(ids): the UTF-8 bytes they stand for (BOS: none)."""
+    def __init__(self, merges, split='gpt4', bos=True):
+        self.merges, self.split = [tuple(m) for m in merges], split
+        self.vocab = bpe.vocabulary(self.merges)            # id -> its bytes
+        self.bos = len(self.vocab) if bos else None
+        self.vocab_size = len(self.vocab) + bos
+
+    def encode(self, text):
+        return bpe.encode_fast(text, self.merges, self.split).tolist()
+
+    def decode(self, ids):
+        return bpe.decode([i for i in ids if i != self.bos], self.vocab)
+
+    def n_bytes(self, ids):
+        return sum(len(self.vocab[i]) for i in ids if i != self.bos)
+
+    frame = Tokenizer.frame
+
+
+TOKENIZER_FIELDS = ('pattern', 'split_pattern', 'merges', 'special', 'vocab_size', 'train_tokens',
+                    'val_tokens', 'train_bytes', 'val_bytes', 'train_s')
+
+
+def read_tokenizer(path, record):
+    """The BPETokenizer of a tokenizer.json's record (a dict), every field checked: a
+    DataError names the first that is missing or not what `tokenizer` writes."""
+    def bad(field, why):
+        return DataError(f"{path}: {field} {why}: not a tokenizer.json that `tokenizer` wrote")
+    for field in TOKENIZER_FIELDS:
+        if field not in record:
+            raise bad(field, 'is missing')
+    split = record['split_pattern']
+    if split not in bpe.PATTERNS:
+        raise bad('split_pattern', f"must be {', '.join(bpe.PATTERNS)}, got {split!r}")
+    if record['pattern'] != (bpe.PATTERNS[split] or ''):
+        raise bad('pattern', f"is not {split}'s")
+    merges = record['merges']
+    if not isinstance(merges, list) or not all(
+            isinstance(m, list) and len(m) == 2 and all(type(x) is int and 0 <= x < 256 + i for x in m)
+            for i, m in enumerate(merges)):
+        raise bad('merges', "must be [[a, b], ...], merge i of two tokens below 256 + i")
+    special = record['special']
+    if not isinstance(special, dict) or special not in ({}, {'<BOS>': 256 + len(merges)}):
+        raise bad('special', f"must be {{}} or {{\"<BOS>\": {256 + len(merges)}}}")
+    if record['vocab_size'] != 256 + len(merges) + len(special):
+        raise bad('vocab_size', f"must be 256 + merges + special = {256 + len(merges) + len(special)}")
+    return BPETokenizer(merges, split, bos=bool(special))
 
 
 # ---------------------------------------------------------------------------

@@ -117,3 +117,37 @@ def test_the_fast_chunks_are_the_patterns_own(split, s):
     expected = bpe.chunks(s, bpe.PATTERNS[split]) + bpe.chunks(TRICKY, bpe.PATTERNS[split])
     assert [distinct[u] for u in order] == expected
     assert counts.tolist() == [expected.count(c) for c in distinct]
+
+
+# ---------------------------------------------------------------------------
+# data.py's BPE tokenizer, and its tokenizer.json
+def test_a_bpe_tokenizer_frames_documents_with_bos_and_counts_their_bytes():
+    merges = bpe.train_fast(TEXTS['names'], 40)
+    tok = data.BPETokenizer(merges)
+    assert (tok.bos, tok.vocab_size) == (296, 297)
+    framed = tok.frame('émilie', 50)
+    assert framed[0] == framed[-1] == tok.bos and tok.decode(framed) == 'émilie'
+    assert tok.n_bytes(framed) == len('émilie'.encode()) == 7
+
+
+def record_of(tok, **changes):
+    return dict(dict(pattern=bpe.PATTERNS[tok.split] or '', split_pattern=tok.split,
+                     merges=[list(m) for m in tok.merges], special={'<BOS>': tok.bos} if tok.bos else {},
+                     vocab_size=tok.vocab_size, train_tokens=1, val_tokens=1, train_bytes=1, val_bytes=1,
+                     train_s=0.1), **changes)
+
+
+@pytest.mark.parametrize('changes, field', [
+    (dict(merges=[[97, 98], [300, 97]]), 'merges'), (dict(merges=[[97]]), 'merges'),
+    (dict(split_pattern='gpt5'), 'split_pattern'), (dict(pattern='.'), 'pattern'),
+    (dict(special={'<BOS>': 5}), 'special'), (dict(vocab_size=9), 'vocab_size'),
+])
+def test_a_damaged_tokenizer_json_is_one_line_naming_its_field(changes, field):
+    tok = data.BPETokenizer([(97, 98), (256, 99)])
+    assert data.read_tokenizer('t.json', record_of(tok)).merges == tok.merges
+    with pytest.raises(data.DataError, match=f"^t.json: {field} "):
+        data.read_tokenizer('t.json', record_of(tok, **changes))
+    record = record_of(tok)
+    del record[field]
+    with pytest.raises(data.DataError, match=f"^t.json: {field} is missing"):
+        data.read_tokenizer('t.json', record)
