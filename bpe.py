@@ -209,8 +209,9 @@ def _chunk_end(f, letter, i, n, gpt4):
 
 def distinct_chunks(texts, name, order=False):
     """The chunks of texts by PATTERNS[name], each distinct one once: (ids, starts, lengths,
-    counts, order): chunk u's UTF-8 bytes are ids[starts[u]:starts[u] + lengths[u]], it
-    stands counts[u] times, and (if order) the texts' chunks in order are order's."""
+    counts, order, ends): chunk u's UTF-8 bytes are ids[starts[u]:starts[u] + lengths[u]], it
+    stands counts[u] times, and (if order) the texts' chunks in order are order's, text t's
+    ending before order[ends[t]]."""
     text = ''.join(texts)
     cp, f, letter = classes(text, name)
     text_ends = np.cumsum([len(t) for t in texts], dtype=np.int64)
@@ -224,8 +225,9 @@ def _distinct(cp, f, letter, pattern, text_ends, want_order):
     seen = Dict.empty(key_type=types.int64, value_type=types.int64)  # a chunk's hash: u
     first, size, counts = np.zeros(1024, np.int64), np.zeros(1024, np.int64), np.zeros(1024, np.int64)
     order = np.zeros(len(cp) if want_order else 0, np.int32)  # (u of each chunk, at most one a character)
+    ends = np.zeros(len(text_ends), np.int64)
     n_distinct, n_chunks, start = 0, 0, 0
-    for e in text_ends:
+    for t, e in enumerate(text_ends):
         while start < e:
             end = _chunk_end(f, letter, start, e, pattern == 1) if pattern >= 0 else e
             h = np.uint64(14695981039346656037)          # FNV-1a over the code points
@@ -248,6 +250,7 @@ def _distinct(cp, f, letter, pattern, text_ends, want_order):
                 order[n_chunks] = u
             n_chunks += 1
             start = end
+        ends[t] = n_chunks
     lengths = np.zeros(n_distinct, np.int64)             # their UTF-8 bytes
     for u in range(n_distinct):
         for i in range(first[u], first[u] + size[u]):
@@ -269,12 +272,12 @@ def _distinct(cp, f, letter, pattern, text_ends, want_order):
                 ids[k], ids[k + 1] = 0xF0 | c >> 18, 0x80 | c >> 12 & 0x3F
                 ids[k + 2], ids[k + 3] = 0x80 | c >> 6 & 0x3F, 0x80 | c & 0x3F
             k += 1 + (c >= 0x80) + (c >= 0x800) + (c >= 0x10000)
-    return ids, starts, lengths, counts[:n_distinct], order[:n_chunks]
+    return ids, starts, lengths, counts[:n_distinct], order[:n_chunks], ends
 
 
 def train_fast(texts, n_merges, name='gpt4'):
     """train()'s merges, fast, by PATTERNS[name]: a list of (a, b)."""
-    ids, starts, lengths, counts, _ = distinct_chunks(texts, name)
+    ids, starts, lengths, counts, _, _ = distinct_chunks(texts, name)
     return [(int(a), int(b)) for a, b in _train(ids, starts, lengths, counts, n_merges)]
 
 
@@ -429,11 +432,16 @@ def _train(ids, starts, lengths, wcount, n_merges):
 
 def encode_fast(text, merges, name='gpt4'):
     """encode()'s ids, fast, as an int64 array: each distinct chunk encoded once."""
-    ids, starts, lengths, _, order = distinct_chunks([text], name, order=True)
+    return encode_many([text], merges, name)[0]
+
+
+def encode_many(texts, merges, name='gpt4'):
+    """encode_fast of each of texts, in one pass: each distinct chunk of them all encoded once."""
+    ids, starts, lengths, _, order, ends = distinct_chunks(texts, name, order=True)
     _encode_chunks(ids, starts, lengths, np.array(merges, dtype=np.int64).reshape(-1, 2))
-    n = lengths[order]                       # each chunk's tokens, in the text's order
+    n = lengths[order]                       # each chunk's tokens, in the texts' order
     take = np.repeat(starts[order] - (np.cumsum(n) - n), n) + np.arange(n.sum())
-    return ids[take]
+    return np.split(ids[take], np.concatenate([[0], np.cumsum(n)])[ends[:-1]])
 
 
 @numba.njit(cache=True)

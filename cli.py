@@ -7,33 +7,37 @@ Usage:
   cli.py ablate [options] [--vary SPEC]...
   cli.py bench [options] [--vary SPEC]...
   cli.py plot DIR... [options]
+  cli.py tokenizer [options]
   cli.py attention --checkpoint PATH --text TEXT [options]
   cli.py -h | --help
 
 Commands:
-  train      Train a model: a line per step (loss, speed, time left), a summary, samples
-             (a passage, for a text), and a run record in --out: config.json,
-             metrics.json, losses.csv, samples.txt, checkpoint.json, losses.png.
+  train      Train a model: a line per step (loss, speed, time left), a summary, samples (a
+             passage, for a text), and a run record in --out: config.json, metrics.json,
+             losses.csv, samples.txt, checkpoint.json, losses.png (BPE: tokenizer.json).
   sample     Print samples (passages, for a text) from a checkpoint, in either mode.
-  ablate     Train a grid's cells alike (seeds, data, settings): the variants (tied or
-             untied lm_head x input rmsnorm on/off) crossed with each --vary's values, and
-             summarize them (JSON, CSV, a markdown table, a plot of the loss curves).
+  ablate     Train a grid's cells alike (seeds, data, settings): the variants (lm_head tied or
+             not x input rmsnorm on/off) x each --vary's values; summary: JSON, CSV, table, plots.
   bench      Time scalar mode, tensor mode (and PyTorch) side by side, taking turns;
              with --vary, each value alone too (a choice's cost; sizes, threads: scale).
   plot       Draw the loss curves of run records and ablations over each other, in a PNG.
   attention  Show how a checkpoint's model attends over TEXT, every layer and head: text
              heatmaps in the terminal, and a grid of heatmaps in a PNG.
+  tokenizer  Train byte-level BPE on the training part of --data, as train splits it; tokenizer.json.
 
 Data options:
   --data PATH         A UTF-8 text file; default: the shipped names.txt (it and tinyshakespeare.txt
                       are beside cli.py, or installed in share/microgpt-lab). A missing input.txt
                       (the reference's way) is first downloaded: makemore's names.txt, checksummed.
-  --data-format FMT   lines: one document a line, framed by BOS, shuffled. text: one stream
-                      of characters, newlines included; a step trains on windows of block
-                      size + 1 at random offsets, as nanoGPT does [default: lines]
+  --data-format FMT   lines: one document a line, framed by BOS, shuffled. text: one stream of
+                      characters; a step trains on windows at random offsets [default: lines]
   --no-fetch          Never download: a missing input.txt is an error.
   --val-fraction F    Share held out for validation: the last documents, or the end of
                       the text, all of its windows evaluated [default: 0.1]
+  --tokenizer T       char (an id a character), bpe (byte-level, trained on the training
+                      part) or a tokenizer.json that `tokenizer` wrote [default: char]
+  --vocab-size N      BPE's ids, the 256 bytes (and BOS, for documents) among them.
+  --split-pattern P   BPE's chunks: gpt4 or gpt2 (tiktoken's patterns), none [default: gpt4]
 
 Model options:
   --n-embd N          Embedding width [default: 16]
@@ -56,8 +60,7 @@ Model options:
   --softcap C         Logits C tanh(logits / C): within ±C (nanochat's: 15); 0: off [default: 0]
   --bias X            on: a bias in each linear map of the blocks, as GPT-2's [default: off]
   --n-kv-head K       Heads of k and v, each serving --n-head / K heads of q (grouped-query
-                      attention; tensor mode repeats their weights: no memory saved in the
-                      KV cache); auto: --n-head [default: auto]
+                      attention; no KV-cache memory saved); auto: --n-head [default: auto]
   --value-embeddings X  on: nanochat's; every other block (the last among them) adds to v
                       an embedding of the token, gated by 3 sigmoid(a map of its first 12
                       channels, or all if fewer) [default: off]
@@ -69,10 +72,8 @@ Model options:
                       0.02, the residual projections / sqrt(2 n_layer), biases 0) or nanochat
                       (its init_weights: uniform, the residual projections 0) [default: microgpt]
   --init-std S        Standard deviation of --init microgpt's weights [default: 0.08]
-  --recipe NAME       microgpt, gpt2 or nanochat: every model and optimizer setting of those
-                      blocks as their authors' code has them (docs/choices.md); an option given
-                      beside it still counts. Recorded beside the settings it sets
-                      (default: none).
+  --recipe NAME       microgpt, gpt2 or nanochat: the model and optimizer of their authors'
+                      code (docs/choices.md); an option given beside it still counts (default: none).
 
 Training options:
   --mode MODE         scalar or tensor; auto: scalar, except that a text's passages
@@ -111,8 +112,8 @@ Training options:
 
 Generation options:
   --samples N         Documents to sample after training [default: 20]
-  --length N          Characters of a text's passage; the model sees the last block size
-                      of them [default: 500]
+  --length N          Tokens of a text's passage (characters, with --tokenizer char); the
+                      model sees the last block size of them [default: 500]
   --temperature T     Sampling temperature, 0.001 to 1000; lower is safer [default: 0.5]
   --top-k K           Draw only among the K most likely next tokens (default: all).
 
@@ -136,15 +137,13 @@ Ablation options:
   --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 (K <= 10000) [default: 1]
   --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm: the first
                       axis, tie-lm-head+input-rmsnorm=off+on,on+on,... [default: all]
-  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train
-                      option --NAME (tie-lm-head, input-rmsnorm: on or off, no variants);
-                      repeatable. NAME+NAME=V+V,V+V,... varies settings together. The
-                      first value of every axis makes the reference cell, compared with.
+  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train option
+                      --NAME (tie-lm-head, input-rmsnorm: on or off, no variants); repeatable;
+                      NAME+NAME=V+V,... varies settings together. Axes' first values: the reference.
   --design D          product: every combination of the axes' values; alone: the reference
-                      cell, then one cell for each other value of each axis, the rest as
-                      the reference's: each choice alone against it; path: the reference,
-                      then one change at a time, each cell keeping the ones before it, axis
-                      by axis in their order: a staircase [default: product]
+                      cell, then each other value of each axis alone against it; path: one
+                      change at a time from the reference, each cell keeping those before
+                      it, axis by axis: a staircase [default: product]
   --jobs N            Runs at once, up to 1024; results do not change, as every run
                       runs its own --threads; auto: the cores / threads [default: auto]
   --cluster ADDRESS   Run them on a Dask cluster instead, the same results: its scheduler's
@@ -163,10 +162,9 @@ Picture options:
   --png PATH          The picture, a .png file; auto: plot.png, attention.png [default: auto]
   --text TEXT         attention: a document (framed by BOS) or passage, within the block.
 
-Exit status: 0 done; 1 an error (one line on stderr, no half-written file); 2 training
-diverged (the record up to then is kept); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: the step
-under way finishes, the record keeps every finished step, and --resume continues it.
-Output that cannot be written (a full disk, a closed terminal) never stops a run.
+Exit status: 0 done; 1 an error (one line on stderr, no half-written file); 2 training diverged (the
+record up to then is kept); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: the step under way finishes, the record
+keeps every finished step, --resume continues it. Output that cannot be written never stops a run.
 """
 
 import signal
@@ -178,7 +176,7 @@ import sys
 from docopt import DocoptExit, docopt
 
 from microgpt_lab import (UserError, ablation, attention_maps, bench, grid, output, overlay,
-                          sampling, settings, stopping, training)
+                          sampling, settings, stopping, tokenizers, training)
 
 
 # ---------------------------------------------------------------------------
@@ -194,7 +192,8 @@ TAKES = dict(train=RUN | SECTIONS['run'], ablate=(RUN | SECTIONS['ablation'])
              bench=SECTIONS['data'] | SECTIONS['model'] | SECTIONS['bench'] | {
                  '--seed', '--lr', '--batch-size', '--dtype', '--threads', '--out', '--vary',
                  '--optimizer', '--muon-lr', '--muon-schedule'},
-             plot={'--png'}, attention={'--checkpoint', '--text', '--png'})
+             plot={'--png'}, attention={'--checkpoint', '--text', '--png'},
+             tokenizer=SECTIONS['data'] - {'--tokenizer'} | {'--seed', '--out'})
 
 
 def options_given(argv):
@@ -284,7 +283,8 @@ COMMANDS = dict(
     ablate=lambda cfg, a: ablation.ablate_command(cfg, a['--resume'], a['--cluster']),
     bench=lambda cfg, a: bench.bench_command(cfg),
     plot=lambda cfg, a: overlay.plot_command(cfg),
-    attention=lambda cfg, a: attention_maps.attention_command(cfg))
+    attention=lambda cfg, a: attention_maps.attention_command(cfg),
+    tokenizer=lambda cfg, a: tokenizers.tokenizer_command(cfg))
 
 
 def main(argv=None):

@@ -1,5 +1,5 @@
 """
-data.py: what the models train on, and the character tokenizer.
+data.py: what the models train on, and the tokenizers: characters, or byte-level BPE.
 
 A data file is read in one of two formats. `lines` (the reference's, `input.txt`-style):
 UTF-8 text, one document a line; blank lines are skipped and each line is stripped; a
@@ -12,12 +12,14 @@ downloaded when missing, is kept: a missing file named input.txt is fetched, pin
 commit and checked by sha256. Every problem a user can cause raises `DataError` with a
 one-line message.
 """
+import codecs
 import hashlib
 import os
 import re
 import site
 import sys
 import tempfile
+import time
 import urllib.request
 
 import numpy as np
@@ -143,14 +145,18 @@ def sha256(raw):
 
 
 # ---------------------------------------------------------------------------
-# Tokenizer: one id per character; for documents also BOS, the last id, which marks a
-# document's start and end.
+# Tokenizers. Either makes ids of text and text of ids, frames a document, and counts the
+# UTF-8 bytes that ids stand for (a special token, BOS, stands for none): bits per byte
+# compare models whose tokens differ.
 class Tokenizer:
+    """One id per character; for documents also BOS, the last id, which marks a
+    document's start and end."""
     def __init__(self, chars, bos=True):
         self.chars = list(chars)                   # id -> character
         self.ids = {ch: i for i, ch in enumerate(self.chars)}
         self.bos = len(self.chars) if bos else None
         self.vocab_size = len(self.chars) + bos
+        self.sizes = np.array([len(ch.encode('utf-8')) for ch in self.chars] + [0] * bos)  # id -> bytes
 
     @classmethod
     def from_docs(cls, docs):
@@ -166,46 +172,97 @@ class Tokenizer:
         except KeyError as e:
             raise DataError(f"character {e.args[0]!r} is not in the vocabulary") from None
 
+    def encode_many(self, texts):
+        return [self.encode(text) for text in texts]
+
     def decode(self, ids):
         return ''.join(self.chars[i] for i in ids if i != self.bos)
 
+    def decoder(self):
+        """decode(), for ids that come a few at a time: the text each adds."""
+        return self.decode
+
+    def token_text(self, i):
+        return self.chars[i]
+
+    def n_bytes(self, ids):
+        """The UTF-8 bytes that ids stand for."""
+        return int(self.sizes[np.asarray(ids, dtype=np.int64)].sum())
+
     def frame(self, doc, block_size):
         """[BOS] + ids + [BOS], cut to the block_size + 1 tokens a block can train on."""
-        return ([self.bos] + self.encode(doc) + [self.bos])[:block_size + 1]
+        return self.frame_many([doc], block_size)[0]
+
+    def frame_many(self, docs, block_size):
+        return [([self.bos] + ids + [self.bos])[:block_size + 1] for ids in self.encode_many(docs)]
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.chars, self.bos) == (other.chars, other.bos)
 
 
-class BPETokenizer:
+class BPETokenizer(Tokenizer):
     """Byte-level BPE (bpe.py): ids 0..255 are bytes, 256 + i is merge i's token; for
     documents also BOS, the last id. A token may end inside a character: decode() reads such
-    bytes as U+FFFD. n_bytes(ids): the UTF-8 bytes they stand for (BOS: none)."""
+    bytes as U+FFFD, decoder() holds them until the character is whole."""
     def __init__(self, merges, split='gpt4', bos=True):
         self.merges, self.split = [tuple(m) for m in merges], split
         self.vocab = bpe.vocabulary(self.merges)            # id -> its bytes
         self.bos = len(self.vocab) if bos else None
         self.vocab_size = len(self.vocab) + bos
+        self.sizes = np.array([len(b) for b in self.vocab] + [0] * bos)
 
     def encode(self, text):
         return bpe.encode_fast(text, self.merges, self.split).tolist()
 
+    def encode_many(self, texts):
+        return [ids.tolist() for ids in bpe.encode_many(texts, self.merges, self.split)]
+
     def decode(self, ids):
         return bpe.decode([i for i in ids if i != self.bos], self.vocab)
 
-    def n_bytes(self, ids):
-        return sum(len(self.vocab[i]) for i in ids if i != self.bos)
+    def decoder(self):
+        utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace')
+        return lambda ids: utf8.decode(b''.join(self.vocab[i] for i in ids if i != self.bos))
 
-    frame = Tokenizer.frame
+    def token_text(self, i):
+        return self.vocab[i].decode('utf-8', errors='replace')
+
+    def record(self):
+        """What tokenizer.json and a checkpoint hold of it."""
+        return dict(pattern=bpe.PATTERNS[self.split] or '', split_pattern=self.split,
+                    merges=[list(m) for m in self.merges],
+                    special={} if self.bos is None else {'<BOS>': self.bos}, vocab_size=self.vocab_size)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.record() == other.record()
 
 
-TOKENIZER_FIELDS = ('pattern', 'split_pattern', 'merges', 'special', 'vocab_size', 'train_tokens',
-                    'val_tokens', 'train_bytes', 'val_bytes', 'train_s')
+def train_bpe(texts, vocab_size, split='gpt4', bos=True):
+    """(tokenizer, seconds): BPE trained on texts to vocab_size ids (BOS among them, if
+    bos), or fewer if they run out of pairs to merge; the seconds are the training's alone."""
+    if vocab_size < 256 + bos:
+        raise DataError(f"--vocab-size {vocab_size} is below {256 + bos}: the 256 bytes"
+                        f"{' and BOS' if bos else ''} are every byte-level vocabulary's")
+    bpe.train_fast(['ab'], 1, split)                           # numba's compile, not timed
+    t0 = time.perf_counter()
+    merges = bpe.train_fast(texts, vocab_size - 256 - bos, split)
+    return BPETokenizer(merges, split, bos), time.perf_counter() - t0
 
 
-def read_tokenizer(path, record):
+CORE_FIELDS = ('pattern', 'split_pattern', 'merges', 'special', 'vocab_size')  # a checkpoint's
+TOKENIZER_FIELDS = (*CORE_FIELDS, 'train_tokens', 'val_tokens', 'train_bytes', 'val_bytes', 'train_s',
+                    'data', 'data_sha256', 'data_format', 'val_fraction', 'seed')
+
+
+def read_tokenizer(path, record, fields=TOKENIZER_FIELDS):
     """The BPETokenizer of a tokenizer.json's record (a dict), every field checked: a
-    DataError names the first that is missing or not what `tokenizer` writes."""
+    DataError names the first that is missing or not what `tokenizer` writes. fields: those
+    it must have (a checkpoint's copy: CORE_FIELDS)."""
     def bad(field, why):
-        return DataError(f"{path}: {field} {why}: not a tokenizer.json that `tokenizer` wrote")
-    for field in TOKENIZER_FIELDS:
+        return DataError(f"{path}: {field} {why}: not a tokenizer that `tokenizer` wrote")
+    if not isinstance(record, dict):
+        raise bad('the file', 'is not a JSON object')
+    for field in fields:
         if field not in record:
             raise bad(field, 'is missing')
     split = record['split_pattern']
@@ -223,6 +280,17 @@ def read_tokenizer(path, record):
         raise bad('special', f"must be {{}} or {{\"<BOS>\": {256 + len(merges)}}}")
     if record['vocab_size'] != 256 + len(merges) + len(special):
         raise bad('vocab_size', f"must be 256 + merges + special = {256 + len(merges) + len(special)}")
+    counts = [f for f in fields if f.endswith(('_tokens', '_bytes'))]
+    for field in counts:
+        if type(record[field]) is not int or record[field] < 0:
+            raise bad(field, 'must be a count')
+    if 'train_s' in fields and (type(record['train_s']) not in (int, float) or not record['train_s'] >= 0):
+        raise bad('train_s', 'must be seconds')
+    if 'data_sha256' in fields and not (isinstance(record['data_sha256'], str)
+                                        and re.fullmatch('[0-9a-f]{64}', record['data_sha256'])):
+        raise bad('data_sha256', 'must be a sha256')
+    if 'data_format' in fields and record['data_format'] != ('lines' if special else 'text'):
+        raise bad('data_format', f"must be {'lines' if special else 'text'} (BOS is the documents')")
     return BPETokenizer(merges, split, bos=bool(special))
 
 

@@ -17,9 +17,9 @@ MAX_WIDE = 80     # the most characters a text heatmap shows: a terminal's width
 MAX_INCHES = 40   # the picture's longer side at most (4,400 pixels), whatever the text
 
 
-def show(ch):
-    """A character as the axes show it: BOS, a newline and a space made visible."""
-    return {'\n': '⏎', ' ': '␣'}.get(ch, ch)
+def show(token):
+    """A token's text as the axes show it: newlines and spaces made visible."""
+    return ''.join({'\n': '⏎', ' ': '␣'}.get(ch, ch) for ch in token)
 
 
 def attention_weights(ckpt, text):
@@ -40,7 +40,7 @@ def attention_weights(ckpt, text):
     with np.errstate(all='ignore'):  # huge weights overflow to inf, as training would
         model.forward(np.array(ids), np.arange(len(ids)), np.array([0, len(ids)]),
                       attention_maps=maps)
-    labels = ['BOS' if i == tok.bos else show(tok.chars[i]) for i in ids]
+    labels = ['BOS' if i == tok.bos else show(tok.token_text(i)) for i in ids]
     return labels, [m[0] for m in maps]
 
 

@@ -1,8 +1,9 @@
 """
 checkpoint.py: the checkpoint format, written and read by both modes.
 
-A checkpoint is JSON: the model's config, its vocabulary and the format of the data it learnt
-(documents, whose vocabulary has BOS, or a text), every weight by its reference name
+A checkpoint is JSON: the model's config, its tokenizer (a character vocabulary; or a BPE
+tokenizer's merges, as its tokenizer.json) and the format of the data it learnt (documents,
+whose vocabulary has BOS, or a text), every weight by its reference name
 (`wte`, `wpe`, `lm_head`, `layer0.attn_wq`, ...) as little-endian float64 bytes in base64
 (exact on reload, and no pickle), Adam's moments by the same names and its step count, the
 training step, the random generator's state and dropout's (two integers), so that a run
@@ -18,6 +19,7 @@ import random
 
 import numpy as np
 
+import data
 import microgpt
 from microgpt_lab import UserError, models, records, settings
 
@@ -37,13 +39,14 @@ def decode_array(d):
 
 # ---------------------------------------------------------------------------
 # Writing
-def checkpoint_text(model, chars, step, rng, adam, data_format='lines', run=None):
-    """The checkpoint of a model after `step` training steps, as JSON text. run: the
-    settings of the run that trained it (every setting, and its data's sha256)."""
-    return ''.join(checkpoint_pieces(model, chars, step, rng, adam, data_format, run))
+def checkpoint_text(model, tok, step, rng, adam, data_format='lines', run=None):
+    """The checkpoint of a model after `step` training steps, as JSON text. tok: its
+    tokenizer; run: the settings of the run that trained it (every setting, and its data's
+    sha256)."""
+    return ''.join(checkpoint_pieces(model, tok, step, rng, adam, data_format, run))
 
 
-def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines', run=None):
+def checkpoint_pieces(model, tok, step, rng, adam, data_format='lines', run=None):
     """checkpoint_text's JSON in pieces, each array encoded when its turn comes: in memory,
     one array's text at a time, not the whole (the weights and Adam's two moments, float64
     in base64: 32 bytes a weight, 340 MB at 10.7M weights, and as much again to join it)."""
@@ -52,7 +55,9 @@ def checkpoint_pieces(model, chars, step, rng, adam, data_format='lines', run=No
     stream = getattr(model, 'dropout_stream', None)  # tensor mode's dropout draws
     config = models.config_of(model)
     head = dict(format=FORMAT, version=VERSION,
-                config={k: config[k] for k in MODEL_KEYS}, vocab=''.join(chars),
+                config={k: config[k] for k in MODEL_KEYS},
+                vocab=''.join(getattr(tok, 'chars', '')),             # characters; BPE: its record
+                **({'tokenizer': tok.record()} if isinstance(tok, data.BPETokenizer) else {}),
                 data_format=data_format, step=step, rng_state=rng.getstate(),
                 **({} if run is None else dict(settings=run)))
     arrays = lambda names, arrays: (f"{', ' * (i > 0)}{json.dumps(n)}: {json.dumps(encode_array(a))}"
@@ -115,11 +120,21 @@ def load(path, need_adam=False, need_rng=False):
     data_format = ckpt.get('data_format', 'lines')  # checkpoints before text data: lines
     if data_format not in ('lines', 'text'):
         raise bad(f"data_format {data_format!r}")
-    if not isinstance(chars, str) or len(set(chars)) != len(chars) \
-            or len(chars) + (data_format == 'lines') != config['vocab_size']:
-        raise bad("its vocabulary does not match vocab_size")
-    if data_format == 'lines' and '\n' in chars:  # a document is a line: it holds no newline
-        raise bad("its vocabulary holds a newline, which documents (lines) cannot")
+    if 'tokenizer' in ckpt:                        # BPE
+        try:
+            tok = data.read_tokenizer('tokenizer', ckpt['tokenizer'], data.CORE_FIELDS)
+        except data.DataError as e:
+            raise bad(f"its {e}") from None
+        if tok.vocab_size != config['vocab_size'] or (tok.bos is not None) != (data_format == 'lines'):
+            raise bad(f"its tokenizer makes {tok.vocab_size} ids {'with' if tok.bos else 'without'} BOS, "
+                      f"not the vocab_size {config['vocab_size']} of {data_format}")
+    else:
+        if not isinstance(chars, str) or len(set(chars)) != len(chars) \
+                or len(chars) + (data_format == 'lines') != config['vocab_size']:
+            raise bad("its vocabulary does not match vocab_size")
+        if data_format == 'lines' and '\n' in chars:  # a document is a line: it holds no newline
+            raise bad("its vocabulary holds a newline, which documents (lines) cannot")
+        tok = data.Tokenizer(chars, bos=data_format == 'lines')
     if type(step) is not int or step < 0:
         raise bad(f"step = {step!r}")
     expected = models.weight_shapes(config)
@@ -174,5 +189,5 @@ def load(path, need_adam=False, need_rng=False):
         raise bad(f"dropout_stream = {stream!r}")
     if stream is None and need_adam and config['dropout']:
         raise bad("it has no dropout_stream, which continuing a run with dropout needs")
-    return dict(config=config, vocab=chars, data_format=data_format, step=step, weights=weights,
+    return dict(config=config, vocab=chars, tok=tok, data_format=data_format, step=step, weights=weights,
                 adam=adam, rng=rng, dropout_stream=stream, settings=run)

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 
-import data
 from microgpt_lab import UserError, settings
 
 
@@ -205,8 +204,15 @@ def train(cfg, model, batches, adam=None, start_step=0):
 
 
 def evaluate(model, docs):
-    """The model's mean loss over docs: framed documents, or a text's windows [n, T + 1]."""
-    return lib_of(model).evaluate(model, docs)
+    """(mean, nats) of the model's loss over docs, framed documents or a text's windows
+    [n, T + 1]: its mean (over documents, of each one's mean) and its sum over every target."""
+    if isinstance(docs, np.ndarray):                          # windows: each T targets
+        mean = lib_of(model).evaluate(model, docs)
+        return mean, mean * docs.shape[0] * (docs.shape[1] - 1)
+    if not is_scalar(model):
+        return lib('tensor').evaluate(model, docs), lib('tensor').evaluate(model, docs, total=True)
+    losses = [model.loss(doc).data for doc in docs]           # scalar: microgpt.evaluate's sum,
+    return sum(losses) / len(docs), sum(x * (len(doc) - 1) for x, doc in zip(losses, docs))  # once
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +222,7 @@ def from_checkpoint(ckpt, mode, dtype='float64'):
     cfg = dict(ckpt['config'], mode=mode, dtype=dtype, init_std=settings.SETTINGS['init_std'].default)
     model = build(cfg, ckpt['config']['vocab_size'], random.Random(0))
     load_weights(model, ckpt['weights'])
-    return model, data.Tokenizer(ckpt['vocab'], bos=ckpt['data_format'] == 'lines')
+    return model, ckpt['tok']
 
 
 def restore(cfg, ckpt):

@@ -176,12 +176,14 @@ def read_run(run_dir):
     m = read_json(path, 'a run record')
     for key in ('final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s'):
         field(m, key, path, (int, float, type(None)))
+    m.setdefault('val_bpb', None)  # (records before issue 35: none)
+    field(m, 'val_bpb', path, (int, float, type(None)))
     field(m, 'status', path, str)
     field(m, 'steps', path, int, lambda n: n >= 0, 'a step count')
     field(m, 'last_n', path, int)
     field(m, 'val_history', path, list, lambda h: all(
-        isinstance(e, list) and len(e) in (2, 3) and all(type(x) in (int, float) for x in e)
-        for e in h), 'a list of [step, validation loss, training time]')
+        isinstance(e, list) and len(e) in (2, 3, 4) and all(type(x) in (int, float) for x in e)
+        for e in h), 'a list of [step, validation loss, training time, bits per byte]')
     shares = m.get('samples') or {}
     if not isinstance(shares, dict) or set(shares) - {'train', 'val', 'new'}:
         raise UserError(f"{path}: samples should be the shares of train, val and new samples")

@@ -6,7 +6,7 @@ At the end of a training run: its samples, and how many of them it learnt by hea
 checkpoint.py), which holds the weights and the generator's state: with no --seed,
 `sample` continues the training run's random draws and prints the samples that `train`
 printed; the same checkpoint gives the same documents in scalar and tensor mode. A passage
-continues past the model's context by keeping its last block_size characters.
+continues past the model's context by keeping its last block_size tokens.
 """
 import random
 
@@ -27,7 +27,7 @@ def draw_samples(cfg, model, d, rng, should_stop):
     samples = []
     try:
         if cfg['data_format'] == 'text' and cfg['length']:
-            start = [tok.ids['\n']] if '\n' in tok.ids else [int(d.train[0])]
+            start = newline(tok) or [int(d.train[0])]
             ids = list(start)
             for chunk in passage(model, rng, start, cfg['length'], temperature, top_k):
                 ids += chunk
@@ -44,6 +44,14 @@ def draw_samples(cfg, model, d, rng, should_stop):
     if should_stop():
         raise stopping.Stopped('interrupted')
     return samples
+
+
+def newline(tok):
+    """The ids of a newline, where a passage begins; None if the vocabulary has none."""
+    try:
+        return tok.encode('\n')
+    except data.DataError:
+        return None
 
 
 def passage(model, rng, start, length, temperature, top_k, chunk=100):
@@ -64,7 +72,8 @@ def show_samples(cfg, d, samples, metrics):
     temperature = cfg['temperature']
     if cfg['data_format'] == 'text':
         for text in samples:
-            print(f"--- passage (temperature {temperature}, {cfg['length']} characters) ---")
+            print(f"--- passage (temperature {temperature}, {cfg['length']} "
+                  f"{'characters' if cfg['tokenizer'] == 'char' else 'tokens'}) ---")
             print(text, flush=True)
     elif samples:
         print(f"--- samples (temperature {temperature}) ---")
@@ -105,9 +114,9 @@ def sample_command(cfg):
     except data.DataError as e:
         raise UserError(f"--prompt: {e} of this checkpoint") from None
     if not text and len(prompt) >= config['block_size']:
-        raise UserError(f"--prompt is {len(prompt)} characters; the model's context holds "
+        raise UserError(f"--prompt is {len(prompt)} tokens; the model's context holds "
                         f"{config['block_size']} tokens, so at most {config['block_size'] - 1}")
-    if text and not prompt and '\n' not in tok.ids:
+    if text and not prompt and not newline(tok):
         raise UserError("this text has no newline to begin a passage at: give a --prompt")
     rng = ckpt['rng'] if cfg['seed'] is None else random.Random(cfg['seed'])
     num = cfg['num'] if cfg['num'] is not None else 1 if text else 20
@@ -115,11 +124,12 @@ def sample_command(cfg):
     try:
         with np.errstate(all='ignore'):
             if text:
-                start = prompt or [tok.ids['\n']]
-                for i in range(num):  # each passage shown as it grows
-                    print(f"--- passage {i + 1} ---\n{tok.decode(start)}", end='', flush=True)
+                start = prompt or newline(tok)
+                for i in range(num):  # each passage shown as it grows, a character once whole
+                    decode = tok.decoder()
+                    print(f"--- passage {i + 1} ---\n{decode(start)}", end='', flush=True)
                     for chunk in passage(model, rng, start, cfg['length'], temperature, top_k):
-                        print(tok.decode(chunk), end='', flush=True)
+                        print(decode(chunk), end='', flush=True)
                         if output.output_lost():
                             return
                     print(flush=True)

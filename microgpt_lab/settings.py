@@ -16,6 +16,7 @@ import math
 import os
 from typing import NamedTuple
 
+import bpe
 import data
 import microgpt
 from microgpt_lab import UserError
@@ -53,6 +54,10 @@ SETTINGS = dict(
                         later=True),
     fetch=Setting(bool, True, option='--no-fetch', fixed='it is a flag, with no value'),
     val_fraction=Setting(float, 0.1, 0, 0.99, fixed=SAME_VALIDATION),
+    # the tokens: characters, BPE trained on the run's training part, or a tokenizer.json
+    tokenizer=Setting(str, 'char', later=True),
+    vocab_size=Setting(int, None, 1, optional=True, later=True, needs=('tokenizer', 'bpe')),
+    split_pattern=Setting(tuple(bpe.PATTERNS), 'gpt4', later=True, needs=('tokenizer', 'bpe')),
     # the model
     mode=Setting(('scalar', 'tensor'), 'scalar'),
     dtype=Setting(('float32', 'float64'), 'float32', scalar='float64'),
@@ -280,6 +285,12 @@ def check(cfg, name_of):
     for name in idle(cfg):  # a model's setting that changes nothing would misdescribe it
         if SETTINGS[name].part == 'model' and cfg[name] != SETTINGS[name].default:
             raise UserError(needs(name, name_of))
+    if cfg['tokenizer'] == 'bpe' and cfg['vocab_size'] is None:
+        raise UserError(f"{name_of('tokenizer')} bpe needs {name_of('vocab_size')} N: how many ids, "
+                        "the 256 bytes among them")
+    if cfg['tokenizer'] not in ('char', 'bpe') and not cfg['tokenizer'].endswith('.json'):
+        raise UserError(f"{name_of('tokenizer')} must be char, bpe or a tokenizer.json, "
+                        f"got {cfg['tokenizer']!r}")
     if cfg['min_lr'] > cfg['lr']:
         raise UserError(f"{name_of('min_lr')} ({cfg['min_lr']}) must be <= {name_of('lr')} ({cfg['lr']})")
     if cfg['warmup_steps'] > cfg['steps']:

@@ -24,7 +24,7 @@ import numpy as np
 
 import data
 from microgpt_lab import (UserError, checkpoint, efficiency, models, output, plots, provenance,
-                          records, sampling, settings, stopping)
+                          records, sampling, settings, stopping, tokenizers)
 
 
 # ---------------------------------------------------------------------------
@@ -43,18 +43,18 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     provenance.reset_peak_memory()  # this run's own peak, even in an ablation's worker
     # data: the run's one generator shuffles it, then draws the weights, batches and samples
     rng = random.Random(cfg['seed'])
-    d = run_data(cfg, source, rng)
+    data_sha256 = data_sha256 or data.sha256_of(cfg['data'])
+    d = run_data(cfg, source, rng, data_sha256)
     # the model and its optimizer: new, or as a stopped run's checkpoint left them
     if resumed:
         ckpt = resumed['checkpoint']
-        if ckpt['vocab'] != ''.join(d.tok.chars):
-            raise UserError(f"the checkpoint's vocabulary is not that of {cfg['data']}")
+        if ckpt['tok'] != d.tok:
+            raise UserError(f"the checkpoint's tokenizer is not the one {cfg['data']} makes")
         (model, adam), rng, progress = models.restore(cfg, ckpt), ckpt['rng'], resumed['progress']
     else:
         model = models.build(cfg, d.tok.vocab_size, rng)
         adam, progress = models.optimizer(cfg, model), Progress()
-    cfg = dict(cfg, data=os.path.abspath(cfg['data']),
-               data_sha256=data_sha256 or data.sha256_of(cfg['data']),
+    cfg = dict(cfg, data=os.path.abspath(cfg['data']), data_sha256=data_sha256,
                out=os.path.abspath(out), threads=models.use_threads(cfg))
     n_params = models.n_params(cfg, d.tok.vocab_size)
     print_header(cfg, d, n_params, out, progress.step if resumed else None)
@@ -68,10 +68,10 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
             print(note)
     # the loop, then the end: the final validation and the samples. Any stage can stop the
     # run (Stopped), and this is where its status is decided.
-    status, val_loss, samples = 'completed', None, []
+    status, val, samples = 'completed', (None, None), []
     try:
-        train_loop(cfg, model, adam, batches(cfg, d, rng), d.val, progress, should_stop)
-        val_loss = final_validation(cfg, model, d, progress)
+        train_loop(cfg, model, adam, batches(cfg, d, rng), d, progress, should_stop)
+        val = final_validation(cfg, model, d, progress)
         if should_stop():
             raise stopping.Stopped('interrupted')
         # from a copy of the generator: the checkpoint keeps its state before the samples,
@@ -80,19 +80,21 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     except stopping.Stopped as stop:
         status = stop.status
         if status == 'interrupted':
-            val_loss = None  # --resume validates again
-    if val_loss is not None:
-        progress.val_history.append((progress.step, val_loss, progress.train_time_s))
-    metrics = summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env)
+            val = (None, None)  # --resume validates again
+    if val[0] is not None:
+        progress.val_history.append((progress.step, val[0], progress.train_time_s, val[1]))
+    metrics = summary(cfg, status, progress, val, d, warmup_s, n_params, env)
     sampling.show_samples(cfg, d, samples, metrics)
     # the record: every file whole, metrics.json last; a diverged run has no checkpoint
     files = {'config.json': records.json_text(dict(command='train', **cfg)),
              'losses.csv': records.csv_text(['step', 'loss'], (
                  (i + 1, repr(loss)) for i, loss in enumerate(progress.losses))),
              'samples.txt': ''.join(s + '\n' for s in samples)}
+    if d.tokenizer:
+        files['tokenizer.json'] = records.json_text(d.tokenizer)
     if status != 'diverged':
         files['checkpoint.json'] = lambda: checkpoint.checkpoint_pieces(  # written as made
-            model, d.tok.chars, progress.step, rng, adam, cfg['data_format'],
+            model, d.tok, progress.step, rng, adam, cfg['data_format'],
             {k: cfg[k] for k in (*settings.SETTINGS, 'data_sha256')})
     files['metrics.json'] = records.json_text(metrics)
     records.write_record(write_to or out, files)
@@ -106,30 +108,42 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
 # ---------------------------------------------------------------------------
 # Data: the split, and what a step trains on.
 class RunData(NamedTuple):
-    tok: data.Tokenizer
+    tok: data.Tokenizer  # or a data.BPETokenizer
     train: object       # framed training documents, or the training part of a text's ids
     val: object         # framed validation documents, or a text's windows [n, block + 1]
     check: object       # a batch to check the last update on when there is no validation
     sizes: str          # what the run prints of the split
     docs: tuple = None  # (training, validation) documents, as text; None for a text
+    val_bytes: int = 0  # the UTF-8 bytes that the validation targets stand for
+    tokenizer: dict = None  # a BPE tokenizer's tokenizer.json (tokenizers.record); else None
 
 
-def run_data(cfg, source, rng):
-    """A run's data (documents, or a text) tokenized and split: a text's first part trains
+def run_data(cfg, source, rng, sha256=None):
+    """A run's data (documents, or a text) split and tokenized: a text's first part trains
     and the rest validates, all of its windows; documents are shuffled with rng and the
-    last ones held out (all in tensor mode; 200 in scalar mode, unless --val-docs)."""
-    bs = cfg['block_size']
-    if cfg['data_format'] == 'text':
-        tok = data.Tokenizer.from_text(source)
-        train, val = data.split_text(np.array(tok.encode(source)), cfg['val_fraction'])
-        return RunData(tok, train, data.tiled_windows(val, bs), train[None, :bs + 1],
-                       f"{len(source)} characters ({len(train)} train, {len(val)} validation)")
-    tok = data.Tokenizer.from_docs(source)
-    train_docs, val_docs = data.split_docs(source, rng, cfg['val_fraction'])
-    train = [tok.frame(doc, bs) for doc in train_docs]
-    return RunData(tok, train, [tok.frame(doc, bs) for doc in val_docs[:val_docs_of(cfg)]], train[:1],
+    last ones held out (all in tensor mode; 200 in scalar mode, unless --val-docs). The
+    tokenizer is --tokenizer's, made of the training part alone (sha256: the data's)."""
+    bs, text = cfg['block_size'], cfg['data_format'] == 'text'
+    if text:
+        parts = data.split_text(source, cfg['val_fraction'])   # (training, validation) characters
+    else:
+        parts = data.split_docs(source, rng, cfg['val_fraction'])
+    tok, record = tokenizers.for_run(cfg, parts, sha256)
+    if text:
+        train, val = (np.array(ids, dtype=np.int64) for ids in tok.encode_many(parts))
+        if len(train) <= bs:
+            raise UserError(f"the text's training part ({len(train)} tokens) must be longer than "
+                            f"--block-size ({bs})")
+        windows = data.tiled_windows(val, bs)
+        return RunData(tok, train, windows, train[None, :bs + 1],
+                       f"{len(source)} characters ({len(parts[0])} train, {len(parts[1])} validation)"
+                       + ('' if cfg['tokenizer'] == 'char' else f"; {len(train)} + {len(val)} tokens"),
+                       val_bytes=tok.n_bytes(windows[:, 1:]), tokenizer=record)
+    train_docs, val_docs = parts
+    train, val = tok.frame_many(train_docs, bs), tok.frame_many(val_docs[:val_docs_of(cfg)], bs)
+    return RunData(tok, train, val, train[:1],
                    f"{len(source)} ({len(train_docs)} train, {len(val_docs)} validation)",
-                   (train_docs, val_docs))
+                   (train_docs, val_docs), sum(tok.n_bytes(doc[1:]) for doc in val), record)
 
 
 def val_docs_of(cfg):
@@ -168,7 +182,7 @@ class Progress:
         return len(self.losses)
 
 
-def train_loop(cfg, model, adam, batches, val, progress, should_stop):
+def train_loop(cfg, model, adam, batches, d, progress, should_stop):
     """Train from progress.step on to --steps, adding each step to progress. Raises Stopped
     at --stop-after, after the step under way once should_stop(), and when a loss or a
     weight is no longer finite."""
@@ -194,8 +208,9 @@ def train_loop(cfg, model, adam, batches, val, progress, should_stop):
                       f"eta {output.format_time((last - step) / rate)}", flush=True)
             if cfg['eval_every'] and step % cfg['eval_every'] == 0 and step < steps:
                 with clock.paused() as train_time:
-                    progress.val_history.append((step, evaluate(model, val), train_time))
-                print(f"step {step:4d} / {steps:4d} | val loss {progress.val_history[-1][1]:.4f} "
+                    loss, bpb = evaluate(model, d)
+                progress.val_history.append((step, loss, train_time, bpb))
+                print(f"step {step:4d} / {steps:4d} | val loss {loss:.4f} | val bpb {bpb:.4f} "
                       f"| {output.format_time(train_time)} training")
             if step == last < steps:
                 raise stopping.Stopped('stopped')
@@ -225,30 +240,36 @@ class Clock:
         self.before, self.t0 = before, time.perf_counter()
 
 
-def evaluate(model, val):
-    """The mean loss over the validation data; None when there is none."""
-    return models.evaluate(model, val) if len(val) else None
+def evaluate(model, d):
+    """(loss, bits per byte) on the validation data: the mean loss (over documents, of each
+    one's mean; or over a text's windows), and nanochat's bits per byte, the nats of every
+    target over ln 2 times the bytes they stand for. (None, None) when there is none."""
+    if not len(d.val):
+        return None, None
+    loss, nats = models.evaluate(model, d.val)
+    return loss, nats / (math.log(2) * d.val_bytes)  # (a target stands for a byte at least)
 
 
 # ---------------------------------------------------------------------------
 # The end: the last validation, the summary, the samples.
 def final_validation(cfg, model, d, progress):
-    """The validation loss after the last step, None without validation data. The last
-    update can break the model: a loss that is not finite (on the validation data, or else
-    on a training batch) raises Stopped('diverged')."""
+    """(loss, bits per byte) on the validation data after the last step, (None, None)
+    without it. The last update can break the model: a loss that is not finite (on the
+    validation data, or else on a training batch) raises Stopped('diverged')."""
     try:
-        val_loss = evaluate(model, d.val)
-        loss = models.evaluate(model, d.check) if val_loss is None else val_loss
+        val = evaluate(model, d)
+        loss = models.evaluate(model, d.check)[0] if val[0] is None else val[0]
     except (ArithmeticError, ValueError):  # scalar mode: math.exp overflow, log(0)
         loss = math.nan
     if not math.isfinite(loss):
         print(f"step {progress.step:4d} / {cfg['steps']:4d} | the model after this step gives NaN")
         raise stopping.Stopped('diverged')
-    return val_loss
+    return val
 
 
-def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
+def summary(cfg, status, progress, val, d, warmup_s, n_params, env):
     """The run's metrics (metrics.json), printed as the summary."""
+    val_loss, val_bpb = val
     losses, steps, time_s = progress.losses, progress.step, progress.train_time_s
     val_size = len(d.val)
     flops = efficiency.flops_per_token(cfg, d.tok.vocab_size, efficiency.mean_keys(d, cfg))
@@ -261,7 +282,7 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
     metrics = dict(
         status=status, steps=steps, final_loss=losses[-1] if losses else None,
         mean_loss_last_n=sum(losses[-last_n:]) / last_n if last_n else None, last_n=last_n,
-        val_loss=val_loss, val_docs=val_size, val_history=progress.val_history,
+        val_loss=val_loss, val_bpb=val_bpb, val_docs=val_size, val_history=progress.val_history,
         steps_per_s=steps / time_s if steps else None,
         tokens_per_s=progress.tokens / time_s if steps else None, tokens=progress.tokens,
         train_time_s=time_s, warmup_s=warmup_s, num_params=n_params,
@@ -272,7 +293,8 @@ def summary(cfg, status, progress, val_loss, d, warmup_s, n_params, env):
     if steps:
         print(f"final loss {metrics['final_loss']:.4f} | mean of the last {last_n} steps "
               f"{metrics['mean_loss_last_n']:.4f} | validation loss "
-              f"{'n/a' if val_loss is None else f'{val_loss:.4f}'} ({val_size} "
+              f"{'n/a' if val_loss is None else f'{val_loss:.4f}'}, "
+              f"{'n/a' if val_bpb is None else f'{val_bpb:.4f}'} bits per byte ({val_size} "
               f"{'windows' if cfg['data_format'] == 'text' else 'docs'})")
         print(f"{metrics['steps_per_s']:.1f} steps/s | {metrics['tokens_per_s']:.0f} tokens/s | "
               f"{output.format_time(time_s)} training" + (
@@ -408,9 +430,9 @@ def recorded_run(src, out, resume):
                         "as Muon keeps it: not a state that training left")
     val_history = records.field(
         metrics, 'val_history', mpath, list, lambda h: all(
-            isinstance(e, list) and len(e) in (2, 3) and type(e[0]) is int
+            isinstance(e, list) and len(e) in (2, 3, 4) and type(e[0]) is int
             and 0 < e[0] <= ckpt['step'] and all(type(x) in (int, float) for x in e[1:])
-            for e in h), 'a list of [step, validation loss, training time] up to the checkpoint')
+            for e in h), 'a list of [step, validation loss, training time, bits per byte] up to the checkpoint')
     number = lambda x: not isinstance(x, bool) and x >= 0 and math.isfinite(x)
     progress = Progress(
         records.read_losses(os.path.join(src, 'losses.csv'), ckpt['step']),
@@ -445,4 +467,4 @@ def check_data(cfg, source, needed_by=None, at_once=1):
             f"a document ({len(source)} document(s))"
         raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
                         f"{cfg['val_fraction']} leaves not even {what} for it")
-    models.check_memory(cfg, vocab, longest, at_once)
+    models.check_memory(cfg, max(vocab, cfg['vocab_size'] or 0), longest, at_once)

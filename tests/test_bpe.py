@@ -103,6 +103,9 @@ def test_the_fast_encoding_encodes_as_the_readable_one(name):
     merges = bpe.train_fast(TEXTS[name], 40)
     sample = '\n'.join(TEXTS[name])[:5000] + MULTI_BYTE
     assert bpe.encode_fast(sample, merges).tolist() == bpe.encode(sample, merges)
+    texts = ['', *TEXTS[name][:50], '', MULTI_BYTE]  # many at once: each its own, empty ones too
+    assert [ids.tolist() for ids in bpe.encode_many(texts, merges)] == \
+        [bpe.encode(text, merges) for text in texts]
 
 
 TRICKY = "'s'S'ſ'll'LL'Ve're'x '  \r\n\n \t\n\u00a0 y\u2028z \u3000 12345 x1 (hi) ..\n\n  \n"
@@ -112,7 +115,7 @@ TRICKY = "'s'S'ſ'll'LL'Ve're'x '  \r\n\n \t\n\u00a0 y\u2028z \u3000 12345 x1 (h
 @given(st.text(alphabet=st.sampled_from(list(TRICKY + MULTI_BYTE + 'abc019'))) | st.text())
 def test_the_fast_chunks_are_the_patterns_own(split, s):
     """GPT-4's and GPT-2's patterns, written out by hand over code points, cut as `regex` cuts."""
-    ids, starts, lengths, counts, order = bpe.distinct_chunks([s, TRICKY], split, order=True)
+    ids, starts, lengths, counts, order, _ = bpe.distinct_chunks([s, TRICKY], split, order=True)
     distinct = [bytes(ids[starts[u]:starts[u] + lengths[u]].tolist()).decode() for u in range(len(lengths))]
     expected = bpe.chunks(s, bpe.PATTERNS[split]) + bpe.chunks(TRICKY, bpe.PATTERNS[split])
     assert [distinct[u] for u in order] == expected
@@ -128,19 +131,35 @@ def test_a_bpe_tokenizer_frames_documents_with_bos_and_counts_their_bytes():
     framed = tok.frame('émilie', 50)
     assert framed[0] == framed[-1] == tok.bos and tok.decode(framed) == 'émilie'
     assert tok.n_bytes(framed) == len('émilie'.encode()) == 7
+    assert tok.frame_many(['émilie', '', 'zoé'], 3) == [tok.frame(d, 3) for d in ('émilie', '', 'zoé')]
+
+
+def test_a_bpe_decoder_holds_a_cut_character_until_it_is_whole():
+    tok = data.BPETokenizer([], bos=False)               # bytes alone: 'é' is two tokens
+    ids = tok.encode('né')
+    assert tok.decode(ids[:2]) == 'n\ufffd'                 # cut: U+FFFD, never a crash
+    decode = tok.decoder()
+    assert [decode(ids[:2]), decode(ids[2:])] == ['n', 'é']
+
+
+def test_the_characters_bytes_are_counted_and_bos_is_none():
+    tok = data.Tokenizer.from_docs(['né', 'a'])
+    assert tok.n_bytes(tok.frame('né', 16)) == 3 and tok.n_bytes([tok.bos]) == 0
 
 
 def record_of(tok, **changes):
-    return dict(dict(pattern=bpe.PATTERNS[tok.split] or '', split_pattern=tok.split,
-                     merges=[list(m) for m in tok.merges], special={'<BOS>': tok.bos} if tok.bos else {},
-                     vocab_size=tok.vocab_size, train_tokens=1, val_tokens=1, train_bytes=1, val_bytes=1,
-                     train_s=0.1), **changes)
+    return dict(dict(tok.record(), train_tokens=1, val_tokens=1, train_bytes=1, val_bytes=1, train_s=0.1,
+                     data='names.txt', data_sha256='0' * 64, data_format='lines', val_fraction=0.1,
+                     seed=42), **changes)
 
 
 @pytest.mark.parametrize('changes, field', [
     (dict(merges=[[97, 98], [300, 97]]), 'merges'), (dict(merges=[[97]]), 'merges'),
     (dict(split_pattern='gpt5'), 'split_pattern'), (dict(pattern='.'), 'pattern'),
     (dict(special={'<BOS>': 5}), 'special'), (dict(vocab_size=9), 'vocab_size'),
+    (dict(train_tokens=-1), 'train_tokens'), (dict(val_bytes=1.5), 'val_bytes'),
+    (dict(train_s='fast'), 'train_s'), (dict(data_sha256='abc'), 'data_sha256'),
+    (dict(data_format='text'), 'data_format'),
 ])
 def test_a_damaged_tokenizer_json_is_one_line_naming_its_field(changes, field):
     tok = data.BPETokenizer([(97, 98), (256, 99)])

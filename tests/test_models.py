@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+import data
 import microgpt
 import tensorgpt
 from microgpt_lab import UserError, checkpoint, models, settings
@@ -100,7 +101,7 @@ def test_a_restored_run_trains_on_as_if_it_had_not_stopped(tmp_path, mode, more)
     adam = models.optimizer(cfg, model)
     run = models.train(cfg, model, docs, adam)
     head = [next(run)[1] for _ in range(3)]
-    (tmp_path / 'c.json').write_text(checkpoint.checkpoint_text(model, 'abcd', 3, random.Random(0), adam))
+    (tmp_path / 'c.json').write_text(checkpoint.checkpoint_text(model, data.Tokenizer('abcd'), 3, random.Random(0), adam))
     model, adam = models.restore(cfg, checkpoint.load(tmp_path / 'c.json', need_adam=True))
     tail = [loss for _, loss, _ in models.train(cfg, model, docs, adam, start_step=3)]
     assert head + tail == losses
