@@ -36,7 +36,7 @@ Data options:
                       the text, all of its windows evaluated [default: 0.1]
   --tokenizer T       char (an id a character), bpe (byte-level, trained on the training
                       part) or a tokenizer.json that `tokenizer` wrote [default: char]
-  --vocab-size N      BPE's ids, the 256 bytes (and BOS, for documents) among them.
+  --vocab-size N      BPE's ids, the 256 bytes (and BOS, for documents) among them: bpe needs it.
   --split-pattern P   BPE's chunks: gpt4 or gpt2 (tiktoken's patterns), none [default: gpt4]
 
 Model options:
@@ -137,8 +137,8 @@ Ablation options:
   --seeds K           Run every cell with seeds S, S+1, ..., S+K-1 (K <= 10000) [default: 1]
   --variants NAMES    Some of untied-norm,tied-norm,untied-nonorm,tied-nonorm: the first
                       axis, tie-lm-head+input-rmsnorm=off+on,on+on,... [default: all]
-  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the train option
-                      --NAME (tie-lm-head, input-rmsnorm: on or off, no variants); repeatable;
+  --vary SPEC         NAME=V1,V2,...: cross the variants with these values of the option --NAME
+                      of train (tie-lm-head, input-rmsnorm: on or off, no variants); repeatable;
                       NAME+NAME=V+V,... varies settings together. Axes' first values: the reference.
   --design D          product: every combination of the axes' values; alone: the reference
                       cell, then each other value of each axis alone against it; path: one
@@ -176,7 +176,7 @@ import sys
 from docopt import DocoptExit, docopt
 
 from microgpt_lab import (UserError, ablation, attention_maps, bench, grid, output, overlay,
-                          sampling, settings, stopping, tokenizers, training)
+                          sampling, settings, stopping, tokens, training)
 
 
 # ---------------------------------------------------------------------------
@@ -261,8 +261,8 @@ def parse_config(args):
                     seed=None if args['--seed'] is None else value(args, 'seed'),
                     prompt=args['--prompt'], batched=args['--batched'])
     cfg = own(*settings.SETTINGS)
-    cfg.update(mode='tensor' if args['bench'] else cfg['mode'] or 'scalar',  # bench: every mode
-               out=None if args['--out'] in ('auto', None) else args['--out'])
+    cfg.update(mode='tensor' if args['bench'] or args['tokenizer'] else cfg['mode'] or 'scalar',
+               out=None if args['--out'] in ('auto', None) else args['--out'])  # (bench: every mode)
     vary = [grid.axis(spec) for spec in args['--vary']]
     given = {name for name in settings.SETTINGS if settings.option(name) in args['given']}
     cfg, set_by = settings.as_given(cfg, given, grid.modes(vary))  # set_by: how an error names them
@@ -284,7 +284,7 @@ COMMANDS = dict(
     bench=lambda cfg, a: bench.bench_command(cfg),
     plot=lambda cfg, a: overlay.plot_command(cfg),
     attention=lambda cfg, a: attention_maps.attention_command(cfg),
-    tokenizer=lambda cfg, a: tokenizers.tokenizer_command(cfg))
+    tokenizer=lambda cfg, a: tokens.tokenizer_command(cfg))
 
 
 def main(argv=None):

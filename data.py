@@ -24,8 +24,6 @@ import urllib.request
 
 import numpy as np
 
-import bpe
-
 # The shipped data sets: beside this file in a checkout (or a copy of it), and where pip
 # puts a package's data files (share/microgpt-lab under its prefix) in an installed copy.
 SHIPPED = next((folder for folder in (
@@ -200,25 +198,37 @@ class Tokenizer:
         return type(other) is type(self) and (self.chars, self.bos) == (other.chars, other.bos)
 
 
+SPLIT_PATTERNS = ('gpt4', 'gpt2', 'none')  # bpe.PATTERNS' names (a test holds them equal)
+
+
+def _bpe():
+    """bpe.py, loaded on first use: it loads numba, which a run of characters never needs."""
+    try:
+        import bpe
+    except (ImportError, ValueError) as e:  # ValueError: numba refuses its environment
+        raise DataError(f"byte-level BPE needs numba, which does not start here: {e}") from None
+    return bpe
+
+
 class BPETokenizer(Tokenizer):
     """Byte-level BPE (bpe.py): ids 0..255 are bytes, 256 + i is merge i's token; for
     documents also BOS, the last id. A token may end inside a character: decode() reads such
     bytes as U+FFFD, decoder() holds them until the character is whole."""
     def __init__(self, merges, split='gpt4', bos=True):
         self.merges, self.split = [tuple(m) for m in merges], split
-        self.vocab = bpe.vocabulary(self.merges)            # id -> its bytes
+        self.vocab = _bpe().vocabulary(self.merges)            # id -> its bytes
         self.bos = len(self.vocab) if bos else None
         self.vocab_size = len(self.vocab) + bos
         self.sizes = np.array([len(b) for b in self.vocab] + [0] * bos)
 
     def encode(self, text):
-        return bpe.encode_fast(text, self.merges, self.split).tolist()
+        return _bpe().encode_fast(text, self.merges, self.split).tolist()
 
     def encode_many(self, texts):
-        return [ids.tolist() for ids in bpe.encode_many(texts, self.merges, self.split)]
+        return [ids.tolist() for ids in _bpe().encode_many(texts, self.merges, self.split)]
 
     def decode(self, ids):
-        return bpe.decode([i for i in ids if i != self.bos], self.vocab)
+        return _bpe().decode([i for i in ids if i != self.bos], self.vocab)
 
     def decoder(self):
         utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace')
@@ -229,7 +239,7 @@ class BPETokenizer(Tokenizer):
 
     def record(self):
         """What tokenizer.json and a checkpoint hold of it."""
-        return dict(pattern=bpe.PATTERNS[self.split] or '', split_pattern=self.split,
+        return dict(pattern=_bpe().PATTERNS[self.split] or '', split_pattern=self.split,
                     merges=[list(m) for m in self.merges],
                     special={} if self.bos is None else {'<BOS>': self.bos}, vocab_size=self.vocab_size)
 
@@ -243,9 +253,9 @@ def train_bpe(texts, vocab_size, split='gpt4', bos=True):
     if vocab_size < 256 + bos:
         raise DataError(f"--vocab-size {vocab_size} is below {256 + bos}: the 256 bytes"
                         f"{' and BOS' if bos else ''} are every byte-level vocabulary's")
-    bpe.train_fast(['ab'], 1, split)                           # numba's compile, not timed
+    _bpe().train_fast(['ab'], 1, split)                 # numba's compile, not timed
     t0 = time.perf_counter()
-    merges = bpe.train_fast(texts, vocab_size - 256 - bos, split)
+    merges = _bpe().train_fast(texts, vocab_size - 256 - bos, split)
     return BPETokenizer(merges, split, bos), time.perf_counter() - t0
 
 
@@ -266,9 +276,9 @@ def read_tokenizer(path, record, fields=TOKENIZER_FIELDS):
         if field not in record:
             raise bad(field, 'is missing')
     split = record['split_pattern']
-    if split not in bpe.PATTERNS:
-        raise bad('split_pattern', f"must be {', '.join(bpe.PATTERNS)}, got {split!r}")
-    if record['pattern'] != (bpe.PATTERNS[split] or ''):
+    if split not in SPLIT_PATTERNS:
+        raise bad('split_pattern', f"must be {', '.join(SPLIT_PATTERNS)}, got {split!r}")
+    if record['pattern'] != (_bpe().PATTERNS[split] or ''):
         raise bad('pattern', f"is not {split}'s")
     merges = record['merges']
     if not isinstance(merges, list) or not all(

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import data
 from microgpt_lab import (UserError, cluster, output, provenance, records, settings, stopping,
-                          summary, training)
+                          summary, tokens, training)
 from microgpt_lab.grid import (VARIANT_AXIS, cell_config, cell_name, cells, check_grid, axes_of,
                                names, read_plan, run_folder, write_plan)
 
@@ -311,7 +311,7 @@ def ablate_command(cfg, resume=None, address=None):
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
         at_once = 1 if address else min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
         for cell in grid:
-            training.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
+            tokens.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
                                 at_once=at_once)
         seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
         with cluster.connect(address) if address else contextlib.nullcontext() as remote:
@@ -410,5 +410,6 @@ class Progress:
         num = lambda x, fmt: 'n/a' if x is None else format(x, fmt)
         print(f"[{self.finished:2d}/{self.runs}] {cell} seed {seed}: {m['status']}, final loss "
               f"{num(m['final_loss'], '.4f')}, val loss {num(m['val_loss'], '.4f')}, "
+              f"val bpb {num(m.get('val_bpb'), '.4f')}, "
               f"{num(m['tokens_per_s'], '.0f')} tok/s; {left} to go"
               f"{f', about {output.format_time(eta)} left' if left else ''}", flush=True)

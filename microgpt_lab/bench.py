@@ -23,14 +23,14 @@ import time
 
 import data
 from microgpt_lab import (UserError, efficiency, grid, models, provenance, records, scale,
-                          settings, training)
+                          settings, tokens)
 
 TORCH_REF = os.path.join(provenance.ROOT, '..', 'shared', 'bench', 'torch_ref.py')
 OURS = (*settings.CHOICES, 'optimizer')  # what torch_ref.py's model and AdamW do not have
 
 
 def time_ours(cfg, mode, batch_size, d, steps, warmup):
-    """One fresh run of warmup + steps steps on the run's data d (training.run_data):
+    """One fresh run of warmup + steps steps on the run's data d (tokens.run_data):
     (steps/s, tokens/s) over the last `steps`, and the process's peak memory (MB) during it."""
     run_cfg = dict(cfg, mode=mode, batch_size=batch_size, steps=warmup + steps,
                    dtype=cfg['dtype'] if mode == 'tensor' else 'float64')
@@ -40,7 +40,7 @@ def time_ours(cfg, mode, batch_size, d, steps, warmup):
     model = models.build(run_cfg, d.tok.vocab_size, rng)
     tokens, t0 = 0, time.perf_counter()
     adam = models.optimizer(run_cfg, model)
-    for step, _, n in models.train(run_cfg, model, training.batches(run_cfg, d, rng), adam):
+    for step, _, n in models.train(run_cfg, model, tokens.batches(run_cfg, d, rng), adam):
         if step == warmup:  # the timed steps begin after this one
             tokens, t0 = 0, time.perf_counter()
         else:
@@ -187,8 +187,8 @@ def bench_command(cfg):
         print(pinned)  # bench's output, beside its figures: an error alone goes to stderr
     # the data, split as a run splits it
     contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
-    training.check_data(cfg, contents)
-    d = training.run_data(cfg, contents, random.Random(cfg['seed']))
+    tokens.check_data(cfg, contents)
+    d = tokens.run_data(cfg, contents, random.Random(cfg['seed']))
     # the contenders: each a mode at a batch size, and the settings it runs
     contenders, config_of = contenders_of(cfg)
     if cfg['torch']:  # every contender starts before any is timed: PyTorch, one step

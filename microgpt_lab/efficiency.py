@@ -32,7 +32,7 @@ def flops_per_token(cfg, vocab_size, mean_keys):
 
 
 def trained_lengths(d, cfg):
-    """The positions trained on of each training document (d: training.RunData): its
+    """The positions trained on of each training document (d: tokens.RunData): its
     first block_size."""
     return [min(cfg['block_size'], len(doc) - 1) for doc in d.train]
 

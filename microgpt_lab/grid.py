@@ -16,7 +16,7 @@ import os
 import re
 
 import data
-from microgpt_lab import UserError, records, settings, training
+from microgpt_lab import UserError, records, settings, tokens
 
 # ---------------------------------------------------------------------------
 # The grid: its axes, each a setting (or settings varied together) with its values; its
@@ -82,18 +82,29 @@ def cells(axes, design='product'):
     reference: each choice alone against the reference, which all of them share. 'path':
     the reference cell, then one change at a time, each cell keeping the changes before it:
     the axes in their order, each through its values (a staircase from the first cell to the
-    last)."""
+    last). A cell whose own values leave one of its settings idle, at another value than its
+    axis's first, is the cell with that first value: it is left out (vocab-size=1024 beside
+    tokenizer=char, when both are varied)."""
     first = tuple((name, values[0]) for name, values in axes)
     if design == 'alone':
-        return [first] + [first[:i] + ((name, value),) + first[i + 1:]
+        grid = [first] + [first[:i] + ((name, value),) + first[i + 1:]
                           for i, (name, values) in enumerate(axes) for value in values[1:]]
-    if design == 'path':
-        path = [first]
+    elif design == 'path':
+        grid = [first]
         for i, (name, values) in enumerate(axes):
-            path += [path[-1][:i] + ((name, value),) + path[-1][i + 1:] for value in values[1:]]
-        return path
-    inner, *outer = [[(name, value) for value in values] for name, values in axes]
-    return [(combo[-1], *combo[:-1]) for combo in itertools.product(*outer, inner)]
+            grid += [grid[-1][:i] + ((name, value),) + grid[-1][i + 1:] for value in values[1:]]
+    else:
+        inner, *outer = [[(name, value) for value in values] for name, values in axes]
+        grid = [(combo[-1], *combo[:-1]) for combo in itertools.product(*outer, inner)]
+    return [cell for cell in grid if not idle_twin(cell, dict(axes))]
+
+
+def idle_twin(cell, axes):
+    """Whether a cell sets a setting that its own values leave idle (settings.idle) to
+    another value than its axis's first: the same run as the cell with the first."""
+    values = {n: v for name, value in cell for n, v in pairs(name, value)}
+    return any(s.needs[0] in values and values[s.needs[0]] != s.needs[1] and value != axes[name][0]
+               for name, value in cell for s in [settings.SETTINGS.get(name)] if s and s.needs)
 
 
 def pairs(name, value):
@@ -208,7 +219,7 @@ def check_grid(base, axes, name_of, design='product'):
         acting |= set(settings.SETTINGS) - set(idle)
         run = repr(sorted(dict({k: v for k, v in cfg.items() if k not in idle}, recipe=None,
                                n_kv_head=cfg['n_kv_head'] or cfg['n_head'],
-                               val_docs=training.val_docs_of(cfg)).items()))
+                               val_docs=tokens.val_docs_of(cfg)).items()))
         if run in runs:
             raise UserError(f"{name_of('vary')}: {cell_name(runs[run], against=cell)} and "
                             f"{cell_name(cell, against=runs[run])} make one run (auto, a recipe, or a "
@@ -222,7 +233,7 @@ def check_grid(base, axes, name_of, design='product'):
     if len(muon) != len({repr(sorted(cfg.items())) for cfg in muon}):  # cells only --lr tells apart
         raise UserError(f"{name_of('vary')} lr: with --optimizer muon, --lr is only the schedule's peak: "
                         "vary muon-lr (and the optimizer's groups follow the schedule)")
-    scored = {training.val_docs_of(cell_config(base, cell, base['seed'])) for cell in cells(axes, design)}
+    scored = {tokens.val_docs_of(cell_config(base, cell, base['seed'])) for cell in cells(axes, design)}
     if len(scored) > 1 and base['data_format'] == 'lines':
         raise UserError(f"{name_of('vary')} mode: its cells would be scored on different "
                         "validation sets (tensor mode: every held-out document; scalar mode: "

@@ -92,13 +92,19 @@ def mean_curve(runs):
     return moving_average(np.mean([losses[:n] for losses, _ in runs], axis=0))
 
 
-def mean_validation(runs):
+def in_bpb(groups):
+    """Whether every validation of the groups' runs has its bits per byte (records before
+    issue 35: none), which compare runs whose tokens differ."""
+    return all(len(e) == 4 for runs in groups.values() for _, history in runs for e in history)
+
+
+def mean_validation(runs, bpb=False):
     """(steps, means): at each step where any of the runs validated, the mean of their
-    validation losses."""
+    validation losses (bpb: bits per byte)."""
     vals = {}
     for _, history in runs:
-        for step, val, *_ in history:
-            vals.setdefault(step, []).append(val)
+        for e in history:
+            vals.setdefault(e[0], []).append(e[3] if bpb else e[1])
     steps = sorted(vals)
     return steps, [np.mean(vals[s]) for s in steps]
 
@@ -114,13 +120,15 @@ def curves(path, groups):
     lines = max(label.count('\n') + 1 for label in labels.values()) if labels else 1
     rows = math.ceil(len(groups) / 3) * lines  # of the legend's text: three labels a row
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5 + 0.3 * rows))
+    bpb = in_bpb(groups)
     for label, runs in groups.items():
         label = labels[label]
         ax_train.plot(*mean_curve(runs), label=label)
-        ax_val.plot(*mean_validation(runs), marker='o', label=label)
+        ax_val.plot(*mean_validation(runs, bpb), marker='o', label=label)
     ax_train.set(title='training loss (moving average, mean over seeds)', xlabel='step',
-                 ylabel='loss')
-    ax_val.set(title='validation loss (mean over seeds)', xlabel='step', ylabel='loss')
+                 ylabel='loss (nats per token)')
+    ax_val.set(title=f"validation {'bits per byte' if bpb else 'loss'} (mean over seeds)",
+               xlabel='step', ylabel='bits per byte' if bpb else 'loss')
     for ax in (ax_train, ax_val):
         ax.grid(alpha=0.3)
     handles, labels = ax_train.get_legend_handles_labels()
@@ -146,7 +154,7 @@ def small_multiples(path, groups):
     for ax, name in zip(axes.flat, labels):
         ax.plot(*reference, color='0.7', linewidth=1)
         ax.plot(*mean_curve(groups[name]), color='tab:blue')
-        ax.plot(*mean_validation(groups[name]), 'o', color='tab:orange', markersize=3)
+        ax.plot(*mean_validation(groups[name]), 'o', color='tab:orange', markersize=3)  # (in nats, as the curve)
         ax.set_title(name, fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(labels):]:
@@ -183,8 +191,8 @@ def scale(path, panels, title):
 
 
 def intervals(path, rows, title):
-    """An ablation's answer at a glance: each cell's difference in validation loss from the
-    reference, with its 95% interval, a row a cell in the table's order, and a line at
+    """An ablation's answer at a glance: each cell's difference in validation bits per byte
+    from the reference, with its 95% interval, a row a cell in the table's order, and a line at
     zero. rows: [(name, (mean, low, high); or None: the reference, a dot at zero; or words:
     why there is no interval, written in its row)]. Blue: better than the reference, red:
     worse, grey: no difference it can tell. Returns False without matplotlib."""
@@ -205,7 +213,7 @@ def intervals(path, rows, title):
         ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt='o', color=color, capsize=4)
     ax.axvline(0, color='black', lw=0.8)
     ax.set_yticks(ys, [textwrap.shorten(shown(name), 60) for name, _ in rows])
-    ax.set_xlabel('Δ validation loss vs the reference, 95% interval (< 0: better)')
+    ax.set_xlabel('Δ validation bits per byte vs the reference, 95% interval (< 0: better)')
     ax.grid(axis='x', alpha=0.3)
     fig.suptitle(textwrap.fill(shown(title), 100), fontsize=9)  # over the figure: the names' room too
     fig.tight_layout()

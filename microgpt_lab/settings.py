@@ -16,7 +16,6 @@ import math
 import os
 from typing import NamedTuple
 
-import bpe
 import data
 import microgpt
 from microgpt_lab import UserError
@@ -57,7 +56,7 @@ SETTINGS = dict(
     # the tokens: characters, BPE trained on the run's training part, or a tokenizer.json
     tokenizer=Setting(str, 'char', later=True),
     vocab_size=Setting(int, None, 1, optional=True, later=True, needs=('tokenizer', 'bpe')),
-    split_pattern=Setting(tuple(bpe.PATTERNS), 'gpt4', later=True, needs=('tokenizer', 'bpe')),
+    split_pattern=Setting(data.SPLIT_PATTERNS, 'gpt4', later=True, needs=('tokenizer', 'bpe')),
     # the model
     mode=Setting(('scalar', 'tensor'), 'scalar'),
     dtype=Setting(('float32', 'float64'), 'float32', scalar='float64'),

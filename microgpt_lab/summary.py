@@ -1,8 +1,11 @@
 """
 summary.py: what an ablation's runs say, cell by cell: summary.csv (a row a run),
 summary.json and table.md (a row a cell: the means over its seeds, and the paired difference
-of validation loss from the reference cell with its 95% interval), losses.png and
-intervals.png.
+from the reference cell with its 95% interval, in validation bits per byte, and in nats per
+token too where every cell shares a tokenizer), losses.png and intervals.png.
+
+Bits per byte compare cells whose tokens differ (nanochat's measure); records from before
+it (no val_bpb) are compared in validation loss alone.
 """
 import os
 
@@ -26,7 +29,7 @@ def run_row(base, cell, seed, run_dir, out):
                                         for name, value in cell if name != VARIANT_AXIS}, **dict(
         seed=seed, tie_lm_head=cfg['tie_lm_head'], input_rmsnorm=cfg['input_rmsnorm'],
         status=m['status'], final_loss=m['final_loss'], mean_loss_last_n=m['mean_loss_last_n'],
-        last_n=m['last_n'], val_loss=m['val_loss'], steps_per_s=m['steps_per_s'],
+        last_n=m['last_n'], val_loss=m['val_loss'], val_bpb=m['val_bpb'], steps_per_s=m['steps_per_s'],
         tokens_per_s=m['tokens_per_s'], samples_train=s.get('train'), samples_val=s.get('val'),
         samples_new=s.get('new'), run=os.path.relpath(run_dir, out))}
 
@@ -48,29 +51,30 @@ def summarize(out, base, runs, seeds, axes):
     grid = list(dict.fromkeys(cell for cell, _, _ in runs))
     reference = grid[0]
     done = lambda row: row['status'] == 'completed'  # a diverged run's figures are left out
-    val = {cell: {seed: row['val_loss'] for (c, seed, _), row in zip(runs, rows)
-                  if c == cell and done(row) and row['val_loss'] is not None} for cell in grid}
-    def delta(cell, against):  # the paired difference of validation loss, seed by seed
+    configs = [cell_config(base, cell, base['seed']) for cell in grid]
+    def delta(cell, against, key='val_bpb'):  # the paired difference, seed by seed
+        val = {c: {seed: row[key] for (c2, seed, _), row in zip(runs, rows)
+                   if c2 == c and done(row) and row[key] is not None} for c in (cell, against)}
         return paired_interval([v - val[against][seed] for seed, v in val[cell].items() if seed in val[against]])
     table = []
     for i, cell in enumerate(grid):
         rs = [row for (c, _, _), row in zip(runs, rows) if c == cell]
         ok = [r for r in rs if done(r)]
         stats = {k: mean_sd([r[k] for r in ok]) for k in (
-            'final_loss', 'mean_loss_last_n', 'val_loss', 'steps_per_s', 'tokens_per_s',
+            'final_loss', 'mean_loss_last_n', 'val_loss', 'val_bpb', 'steps_per_s', 'tokens_per_s',
             'samples_train', 'samples_val', 'samples_new')}
         table.append({'cell': cell_name(cell, 'label'), 'variant': variant_of(cell_config(base, cell, 0)),
                       **{name: value for name, value in cell if name in varied}, 'seeds': len(rs),
                       **stats, 'last_n': (ok or rs)[0]['last_n'],
-                      'val_delta': delta(cell, reference) if i else None,
+                      'bpb_delta': delta(cell, reference) if i else None,
+                      'val_delta': delta(cell, reference, 'val_loss') if i and one_tokenizer(configs) else None,
                       **({'step_delta': delta(cell, grid[i - 1]) if i else None}
                          if base['design'] == 'path' else {}),
                       'diverged': len(rs) - len(ok)})
     records.write_json(os.path.join(out, 'summary.json'), dict(
         seeds=seeds, reference=cell_name(reference, 'label'), varied=varied,
         design=base['design'], variants=table, runs=rows))
-    md = markdown_table(table, grid, varied, base['design'],
-                        [cell_config(base, cell, base['seed']) for cell in grid])
+    md = markdown_table(table, grid, varied, base['design'], configs)
     records.write_atomic(os.path.join(out, 'table.md'), md)
     print(md)
     plot(out, [(cell, run_dir) for cell, _, run_dir in runs], grid, base['design'])
@@ -106,31 +110,37 @@ def markdown_table(table, grid, varied, design='product', configs=None):
     if design == 'product':  # a column a setting, the variants' if they vary
         axes = (['variant'] if len({r['variant'] for r in table}) > 1 else []) + varied
         columns = [n.replace('_', '-') for name in axes for n in name.split('+')]
+        idle = {cell: settings.idle(cfg) for cell, cfg in zip(grid, configs or [])}  # said as –
         cell_values = lambda r, name, cell: r['variant'] if name == 'variant' else \
-            ' | '.join(said(n, v) for n, v in pairs(name, r[name]))  # settings varied together: each its own
+            ' | '.join('–' if n in idle.get(cell, ()) else said(n, v)  # settings varied together: each its own
+                       for n, v in pairs(name, r[name]))
     else:
         axes, columns = ['change'], ['change']
         words = dict(zip(grid, names(grid, design)))
         cell_values = lambda r, name, cell: words[cell] if cell != grid[0] else '(the reference)'
     with_samples = any(r[k][0] is not None for r in table for k in ('samples_train', 'samples_val', 'samples_new'))
     path = design == 'path'  # a column more: each step's own difference, from the cell above
-    lines = ['| ' + ''.join(f"{c} | " for c in columns) + "val loss | Δ val vs the reference "
-             "(95% CI) | " + ("Δ val vs the step before (95% CI) | " if path else '') +
-             f"final loss | mean loss, last {min(last_n) if len(last_n) == 1 else 'N'}"
-             " | tokens/s |" + (" samples: train / val / new |" if with_samples else ''),
-             '|' + ' --- |' * (len(columns) + 5 + path + with_samples)]
+    nats = one_tokenizer(configs)  # nats per token compare cells that share their tokens only
+    n = f"{min(last_n) if len(last_n) == 1 else 'N'}"
+    header = (["val bpb", "Δ val bpb vs the reference (95% CI)"]
+              + ["Δ val bpb vs the step before (95% CI)"] * path
+              + ["val loss", "Δ val loss vs the reference (95% CI)", "final loss", f"mean loss, last {n}"] * nats
+              + ["tokens/s"] + ["samples: train / val / new"] * with_samples)
+    lines = ['| ' + ''.join(f"{c} | " for c in columns + header).rstrip(),
+             '|' + ' --- |' * (len(columns) + len(header))]
     interval = lambda d: NO_INTERVAL if d is None else \
         f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
     for r, cell in zip(table, grid):
-        delta = '(reference)' if cell == grid[0] else interval(r['val_delta'])
-        if path:
-            delta += ' | ' + ('' if cell == grid[0] else interval(r['step_delta']))
-        shares = ' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
-                            for k in ('samples_train', 'samples_val', 'samples_new'))
-        lines.append('| ' + ''.join(f"{cell_values(r, name, cell)} | " for name in axes)
-                     + f"{pm(r['val_loss'])} | {delta} | {pm(r['final_loss'])}"
-                     f" | {pm(r['mean_loss_last_n'])}{own_n(r)} | {pm(r['tokens_per_s'], '.0f')} |"
-                     + (f" {shares} |" if with_samples else ''))
+        first = cell == grid[0]
+        figures = ([pm(r['val_bpb']), '(reference)' if first else interval(r['bpb_delta'])]
+                   + (['' if first else interval(r['step_delta'])] if path else [])
+                   + [pm(r['val_loss']), '(reference)' if first else interval(r['val_delta']),
+                      pm(r['final_loss']), f"{pm(r['mean_loss_last_n'])}{own_n(r)}"] * nats
+                   + [pm(r['tokens_per_s'], '.0f')]
+                   + [' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
+                                 for k in ('samples_train', 'samples_val', 'samples_new'))] * with_samples)
+        lines.append('| ' + ''.join(f"{v} | " for v in [cell_values(r, name, cell) for name in axes]
+                                    + figures).rstrip())
     lines += ['', f"The reference: {cell_name(grid[0])}. Every cell: "
                   f"{shared(configs, grid) if configs else '(not recorded)'}.",
               f"Design: {DESIGN_WORDS[design]}. Mean ± standard deviation over "
@@ -140,12 +150,18 @@ def markdown_table(table, grid, varied, design='product', configs=None):
     return '\n'.join(lines) + '\n'
 
 
+def one_tokenizer(configs):
+    """Whether the cells' settings (configs; None: not recorded) share one tokenizer."""
+    return not configs or len({(c['tokenizer'], c['vocab_size'], c['split_pattern'])
+                               for c in configs}) == 1
+
+
 def draw_intervals(out, table, grid, design='product'):
-    """intervals.png: each cell's Δ validation loss against the reference, with its 95%
-    interval, named by what it changes (plots.intervals); a cell without one says why, as
-    the table does."""
-    d = lambda r: NO_INTERVAL if r['val_delta'] is None else (
-        r['val_delta']['mean'], r['val_delta']['low'], r['val_delta']['high'])
+    """intervals.png: each cell's Δ validation bits per byte against the reference, with
+    its 95% interval, named by what it changes (plots.intervals); a cell without one says
+    why, as the table does."""
+    d = lambda r: NO_INTERVAL if r['bpb_delta'] is None else (
+        r['bpb_delta']['mean'], r['bpb_delta']['low'], r['bpb_delta']['high'])
     rows = [(name, d(r) if i else None) for i, (r, name) in enumerate(zip(table, names(grid, design)))]
     try:
         if plots.intervals(os.path.join(out, 'intervals.png'), rows,

@@ -18,13 +18,12 @@ import random
 import re
 import sys
 import time
-from typing import NamedTuple
 
 import numpy as np
 
 import data
 from microgpt_lab import (UserError, checkpoint, efficiency, models, output, plots, provenance,
-                          records, sampling, settings, stopping, tokenizers)
+                          records, sampling, settings, stopping, tokens)
 
 
 # ---------------------------------------------------------------------------
@@ -44,7 +43,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     # data: the run's one generator shuffles it, then draws the weights, batches and samples
     rng = random.Random(cfg['seed'])
     data_sha256 = data_sha256 or data.sha256_of(cfg['data'])
-    d = run_data(cfg, source, rng, data_sha256)
+    d = tokens.run_data(cfg, source, rng, data_sha256)
     # the model and its optimizer: new, or as a stopped run's checkpoint left them
     if resumed:
         ckpt = resumed['checkpoint']
@@ -70,7 +69,7 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     # run (Stopped), and this is where its status is decided.
     status, val, samples = 'completed', (None, None), []
     try:
-        train_loop(cfg, model, adam, batches(cfg, d, rng), d, progress, should_stop)
+        train_loop(cfg, model, adam, tokens.batches(cfg, d, rng), d, progress, should_stop)
         val = final_validation(cfg, model, d, progress)
         if should_stop():
             raise stopping.Stopped('interrupted')
@@ -103,63 +102,6 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     if status in ('stopped', 'interrupted'):
         print(f"to continue: {output.program()} train --resume {os.path.relpath(out)}")
     return metrics
-
-
-# ---------------------------------------------------------------------------
-# Data: the split, and what a step trains on.
-class RunData(NamedTuple):
-    tok: data.Tokenizer  # or a data.BPETokenizer
-    train: object       # framed training documents, or the training part of a text's ids
-    val: object         # framed validation documents, or a text's windows [n, block + 1]
-    check: object       # a batch to check the last update on when there is no validation
-    sizes: str          # what the run prints of the split
-    docs: tuple = None  # (training, validation) documents, as text; None for a text
-    val_bytes: int = 0  # the UTF-8 bytes that the validation targets stand for
-    tokenizer: dict = None  # a BPE tokenizer's tokenizer.json (tokenizers.record); else None
-
-
-def run_data(cfg, source, rng, sha256=None):
-    """A run's data (documents, or a text) split and tokenized: a text's first part trains
-    and the rest validates, all of its windows; documents are shuffled with rng and the
-    last ones held out (all in tensor mode; 200 in scalar mode, unless --val-docs). The
-    tokenizer is --tokenizer's, made of the training part alone (sha256: the data's)."""
-    bs, text = cfg['block_size'], cfg['data_format'] == 'text'
-    if text:
-        parts = data.split_text(source, cfg['val_fraction'])   # (training, validation) characters
-    else:
-        parts = data.split_docs(source, rng, cfg['val_fraction'])
-    tok, record = tokenizers.for_run(cfg, parts, sha256)
-    if text:
-        train, val = (np.array(ids, dtype=np.int64) for ids in tok.encode_many(parts))
-        if len(train) <= bs:
-            raise UserError(f"the text's training part ({len(train)} tokens) must be longer than "
-                            f"--block-size ({bs})")
-        windows = data.tiled_windows(val, bs)
-        return RunData(tok, train, windows, train[None, :bs + 1],
-                       f"{len(source)} characters ({len(parts[0])} train, {len(parts[1])} validation)"
-                       + ('' if cfg['tokenizer'] == 'char' else f"; {len(train)} + {len(val)} tokens"),
-                       val_bytes=tok.n_bytes(windows[:, 1:]), tokenizer=record)
-    train_docs, val_docs = parts
-    train, val = tok.frame_many(train_docs, bs), tok.frame_many(val_docs[:val_docs_of(cfg)], bs)
-    return RunData(tok, train, val, train[:1],
-                   f"{len(source)} ({len(train_docs)} train, {len(val_docs)} validation)",
-                   (train_docs, val_docs), sum(tok.n_bytes(doc[1:]) for doc in val), record)
-
-
-def val_docs_of(cfg):
-    """How many held-out documents a run evaluates: None for all of them (tensor mode's
-    default), else at most this many (scalar mode's default: 200, its evaluation is slow)."""
-    if cfg['val_docs'] is None and cfg['mode'] == 'tensor':
-        return None
-    return cfg['val_docs'] or 200
-
-
-def batches(cfg, d, rng):
-    """What the model's train() takes: the framed documents (step s takes the s-th batch of
-    them), or for a text a function of the step, which draws its windows from rng."""
-    if cfg['data_format'] == 'text':
-        return lambda step: data.random_windows(d.train, rng, cfg['batch_size'], cfg['block_size'])
-    return d.train
 
 
 def copy_of(rng):
@@ -293,8 +235,7 @@ def summary(cfg, status, progress, val, d, warmup_s, n_params, env):
     if steps:
         print(f"final loss {metrics['final_loss']:.4f} | mean of the last {last_n} steps "
               f"{metrics['mean_loss_last_n']:.4f} | validation loss "
-              f"{'n/a' if val_loss is None else f'{val_loss:.4f}'}, "
-              f"{'n/a' if val_bpb is None else f'{val_bpb:.4f}'} bits per byte ({val_size} "
+              f"{'n/a' if val_loss is None else f'{val_loss:.4f}, {val_bpb:.4f} bits per byte'} ({val_size} "
               f"{'windows' if cfg['data_format'] == 'text' else 'docs'})")
         print(f"{metrics['steps_per_s']:.1f} steps/s | {metrics['tokens_per_s']:.0f} tokens/s | "
               f"{output.format_time(time_s)} training" + (
@@ -376,7 +317,7 @@ def train_command(cfg, source=None, resume=False):
         else:
             settings.check_acting(cfg)  # what the user set (a record may hold such values)
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # before any folder
-        check_data(cfg, contents)
+        tokens.check_data(cfg, contents)
         out, made = records.new_folder(cfg['out'], 'runs', f"{cfg['mode']}-seed{cfg['seed']}",
                                        provenance.now())
         with records.owned(out, made=made):
@@ -414,8 +355,10 @@ def recorded_run(src, out, resume):
                             "can be resumed")
         cpath = os.path.join(src, 'checkpoint.json')
         ckpt = checkpoint.load(cpath, need_adam=True, need_rng=True)
+    model = lambda config: {k: v for k, v in config.items() if k != 'vocab_size'}  # the model's
+    #                                         vocabulary, not the --vocab-size that BPE was asked for
     cfg = settings.read(rec, f"{path}:", RECORD_FIELDS,
-                        against=(ckpt['settings'] or ckpt['config'], cpath) if resume else None)
+                        against=(ckpt['settings'] or model(ckpt['config']), cpath) if resume else None)
     sha = records.field(rec, 'data_sha256', path, str,
                         lambda s: re.fullmatch('[0-9a-f]{64}', s), 'a sha256')
     cfg.update(data=settings.recorded_data(cfg['data'], sha, src), out=out)
@@ -442,29 +385,3 @@ def recorded_run(src, out, resume):
     env = metrics.get('environment')  # what ran the steps so far (records before it: none)
     state = dict(checkpoint=ckpt, progress=progress, environment=env if isinstance(env, dict) else None)
     return dict(cfg, stop_after=None, resumed_from=os.path.abspath(src)), state
-
-
-# ---------------------------------------------------------------------------
-# What a run needs, checked before anything runs.
-def check_data(cfg, source, needed_by=None, at_once=1):
-    """A UserError, before anything runs, if the data (documents or a text) cannot make the
-    run: a text too short for a window, or no validation data when validation is asked for
-    (--eval-every, or by `needed_by`, e.g. 'ablate'); or `at_once` such runs too big for
-    the memory; or more threads than this machine's BLAS runs."""
-    models.threads_of(cfg)
-    if cfg['data_format'] == 'text':
-        train, val = data.split_text(source, cfg['val_fraction'])
-        if len(train) <= cfg['block_size']:
-            raise UserError(f"the text's training part ({len(train)} characters) must be longer "
-                            f"than --block-size ({cfg['block_size']})")
-        no_validation = (len(val) - 1) // cfg['block_size'] < 1  # no whole window (or no text)
-        vocab, longest = len(set(source)), cfg['block_size']
-    else:
-        no_validation = data.n_validation(len(source), cfg['val_fraction']) == 0
-        vocab, longest = len(set(''.join(source))) + 1, max(map(len, source)) + 1
-    if no_validation and (cfg['eval_every'] or needed_by):
-        what = 'a window of --block-size characters' if cfg['data_format'] == 'text' else \
-            f"a document ({len(source)} document(s))"
-        raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
-                        f"{cfg['val_fraction']} leaves not even {what} for it")
-    models.check_memory(cfg, max(vocab, cfg['vocab_size'] or 0), longest, at_once)

@@ -12,7 +12,7 @@ import pytest
 
 import cli
 import data
-from microgpt_lab import bench, efficiency, training
+from microgpt_lab import bench, efficiency, tokens
 from conftest import ROOT, main_output, one_line_error
 
 
@@ -46,7 +46,7 @@ def test_bench_times_both_modes_side_by_side_and_saves_the_table(small):
 def test_a_timed_run_counts_the_tokens_of_its_timed_steps_only(mode):
     docs = [[5, 0, 5], [5, 1, 1, 1, 5], [5, 2, 2, 5], [5, 0, 1, 2, 3, 4, 0, 5], [5, 3, 5], [5, 4, 4, 5]]
     cfg = cli.parse_config(cli.parse_args(['bench', '--n-embd', '8', '--n-head', '2']))
-    d = training.RunData(data.Tokenizer('abcde'), docs, val=docs[:1], check=docs[:1], sizes='')
+    d = tokens.RunData(data.Tokenizer('abcde'), docs, val=docs[:1], check=docs[:1], sizes='')
     steps_per_s, tokens_per_s, peak_mb = bench.time_ours(cfg, mode, 1, d, steps=3, warmup=2)
     assert tokens_per_s / steps_per_s * 3 == pytest.approx(sum(len(d) - 1 for d in docs[2:5]))
 

@@ -134,6 +134,10 @@ def test_a_bpe_tokenizer_frames_documents_with_bos_and_counts_their_bytes():
     assert tok.frame_many(['émilie', '', 'zoé'], 3) == [tok.frame(d, 3) for d in ('émilie', '', 'zoé')]
 
 
+def test_the_split_patterns_named_without_loading_bpe_are_bpes():
+    assert data.SPLIT_PATTERNS == tuple(bpe.PATTERNS)
+
+
 def test_a_bpe_decoder_holds_a_cut_character_until_it_is_whole():
     tok = data.BPETokenizer([], bos=False)               # bytes alone: 'é' is two tokens
     ids = tok.encode('né')

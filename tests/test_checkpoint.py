@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cli
+import data
 import microgpt
 import tensorgpt
 from microgpt_lab import UserError, checkpoint, models
@@ -20,7 +21,7 @@ def gpt(mode, vocab_size, rng, **config):
 
 def write(path, model, rng=None, step=0, chars='abc'):
     adam = models.lib_of(model).Adam(model.params)
-    path.write_text(checkpoint.checkpoint_text(model, chars, step, rng or random.Random(0), adam))
+    path.write_text(checkpoint.checkpoint_text(model, data.Tokenizer(chars), step, rng or random.Random(0), adam))
     return adam
 
 
@@ -42,7 +43,7 @@ def test_adam_state_and_generator_round_trip(tmp_path):
     adam.t = 7
     rng = random.Random(11)
     rng.random()
-    (tmp_path / 'c.json').write_text(checkpoint.checkpoint_text(model, 'abc', 7, rng, adam))
+    (tmp_path / 'c.json').write_text(checkpoint.checkpoint_text(model, data.Tokenizer('abc'), 7, rng, adam))
     ckpt = checkpoint.load(tmp_path / 'c.json', need_adam=True, need_rng=True)
     cfg = dict(ckpt['config'], mode='tensor', dtype='float64', beta1=0.85, beta2=0.99, eps=1e-8,
                weight_decay=0.0)
@@ -57,7 +58,7 @@ def test_checkpoint_pieces_make_json_dumps_own_text():
     model = gpt('tensor', 4, random.Random(5), n_embd=4, n_head=1, dropout=0.5)
     adam = tensorgpt.Adam(model.params)
     adam.m[1][...] = 0.5
-    text = checkpoint.checkpoint_text(model, 'abc', 3, random.Random(0), adam)
+    text = checkpoint.checkpoint_text(model, data.Tokenizer('abc'), 3, random.Random(0), adam)
     ckpt = json.loads(text)
     assert text == json.dumps(ckpt) + '\n'
     assert ckpt['adam']['m']['wpe']['float64'] != ckpt['adam']['v']['wpe']['float64']

@@ -153,7 +153,7 @@ def test_the_package_installs_the_top_level_modules_and_the_lab_package_only():
     setup = configparser.ConfigParser()
     setup.read(ROOT / 'setup.cfg')
     listed = {m.strip() for m in setup['options']['py_modules'].split(',')}
-    assert listed == {p.stem for p in ROOT.glob('*.py')} == {'microgpt', 'tensorgpt', 'data', 'cli'}
+    assert listed == {p.stem for p in ROOT.glob('*.py')} == {'microgpt', 'tensorgpt', 'data', 'bpe', 'cli'}
     assert setup['options']['packages'].split() == ['microgpt_lab']
     lab = {p.stem for p in (ROOT / 'microgpt_lab').glob('*.py')} - {'__init__'}
     tested = {p.stem[len('test_'):] for p in (ROOT / 'tests').glob('test_*.py')}

@@ -8,7 +8,7 @@ import pytest
 import data
 import microgpt
 import tensorgpt as tg
-from microgpt_lab import efficiency, models, training
+from microgpt_lab import efficiency, models, tokens
 
 
 @pytest.mark.parametrize('text, choices', [(False, {}), (True, {}), (False, dict(tie_lm_head=True, n_kv_head=1)),
@@ -31,10 +31,10 @@ def test_the_flops_formula_is_a_count_of_the_products_of_a_step(monkeypatch, tex
     monkeypatch.setattr(tg, 'linear', counted_linear)
     monkeypatch.setattr(tg, 'attention', counted_attention)
     batch = np.array([[0, 1, 2, 3, 4, 0, 1]] * 3) if text else [[4, 0, 1, 4], [4, 2, 2, 3, 1, 0, 1, 2, 4]]
-    d = training.RunData(data.Tokenizer('abcd'), batch, val=[], check=[], sizes='')
-    tokens = tg.n_targets(batch, 6)
+    d = tokens.RunData(data.Tokenizer('abcd'), batch, val=[], check=[], sizes='')
+    n = tg.n_targets(batch, 6)
     model.loss(batch)
-    expected = efficiency.flops_per_token(cfg, 5, efficiency.mean_keys(d, cfg)) * tokens
+    expected = efficiency.flops_per_token(cfg, 5, efficiency.mean_keys(d, cfg)) * n
     assert 3 * count[0] == pytest.approx(expected, rel=1e-12)
 
 
@@ -63,7 +63,7 @@ def test_the_matmul_peak_is_the_products_flops_over_their_time(monkeypatch):
 
 
 def test_tokens_per_step_are_a_batch_of_windows_or_of_mean_documents():
-    d = training.RunData(data.Tokenizer('ab'), [[2, 0, 2], [2, 0, 1, 1, 2]], val=[], check=[], sizes='')
+    d = tokens.RunData(data.Tokenizer('ab'), [[2, 0, 2], [2, 0, 1, 1, 2]], val=[], check=[], sizes='')
     assert efficiency.tokens_per_step(d, dict(data_format='lines', batch_size=4, block_size=16)) == 12
     assert efficiency.tokens_per_step(d, dict(data_format='lines', batch_size=4, block_size=2)) == 8
     assert efficiency.tokens_per_step(d, dict(data_format='text', batch_size=4, block_size=16)) == 64

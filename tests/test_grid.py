@@ -38,17 +38,17 @@ def test_cells_are_named_in_words_while_their_folders_keep_their_names():
     assert grid.cell_name(cell, 'folder') + '-seed42' == 'softcap=15.0-n-kv-head=None-optimizer+muon-lr=muon+0.01-seed42'
     # a product table gives each setting varied together its own column, its values in words
     row = lambda values, delta: dict(values, variant='untied-norm', seeds=2, diverged=0, last_n=100,
-                                     val_loss=(1.5, 0.1), final_loss=(1.4, 0.1), mean_loss_last_n=(1.45, 0.1),
+                                     val_loss=(1.5, 0.1), val_bpb=(2.1, 0.1), final_loss=(1.4, 0.1), mean_loss_last_n=(1.45, 0.1),
                                      tokens_per_s=(1000.0, 10.0), samples_train=(None, None),
-                                     samples_val=(None, None), samples_new=(None, None), val_delta=delta)
+                                     samples_val=(None, None), samples_new=(None, None), val_delta=delta, bpb_delta=delta)
     cells = [(('softcap', 0.0), ('optimizer+muon_lr', ('adamw', 0.02))),
              (('softcap', 15.0), ('optimizer+muon_lr', ('muon', 0.01)))]
     table = [row({'softcap': 0.0, 'optimizer+muon_lr': ('adamw', 0.02)}, None),
              row({'softcap': 15.0, 'optimizer+muon_lr': ('muon', 0.01)}, dict(mean=-0.1, low=-0.2, high=0.0))]
     lines = summary.markdown_table(table, cells, ['softcap', 'optimizer+muon_lr']).splitlines()
-    assert lines[0].startswith('| softcap | optimizer | muon-lr | val loss |')
-    assert lines[1].count('---') == 3 + 5 and lines[0].count('|') == lines[1].count('|')
-    assert lines[3].startswith('| 15 | muon | 0.01 | 1.5000 ± 0.1000 | -0.1000 [-0.2000, +0.0000] |')
+    assert lines[0].startswith('| softcap | optimizer | muon-lr | val bpb | Δ val bpb vs the reference (95% CI) | val loss |')
+    assert lines[1].count('---') == 3 + 7 and lines[0].count('|') == lines[1].count('|')
+    assert lines[3].startswith('| 15 | muon | 0.01 | 2.1000 ± 0.1000 | -0.1000 [-0.2000, +0.0000] | 1.5000 ± 0.1000 |')
 
 
 def test_the_path_design_adds_one_change_a_cell_keeping_those_before():

@@ -44,7 +44,7 @@ def test_the_usage_says_the_default_the_table_holds(name):
     elif name == 'mode':  # auto: scalar, but a text's samples are drawn in tensor mode
         assert said == 'auto' and s.default == 'scalar'
     elif said is None:  # the usage says it in words: --data's names.txt, --seed's 42, --top-k's all
-        assert name in ('data', 'seed', 'top_k', 'stop_after', 'recipe'), name
+        assert name in ('data', 'seed', 'top_k', 'stop_after', 'recipe', 'vocab_size'), name
     else:
         assert settings.convert(name, said, opt) == s.default, name
 

@@ -14,9 +14,9 @@ def test_a_cell_without_an_interval_says_so_in_the_table_and_the_picture_alike(t
     drawn = []
     monkeypatch.setattr(plots, 'intervals', lambda path, rows, title: drawn.append(rows))
     stat = (1.5, None)  # one seed: no spread, and no interval
-    row = lambda delta: dict(variant='untied-norm', seeds=1, diverged=0, last_n=1, val_loss=stat, final_loss=stat,
+    row = lambda delta: dict(variant='untied-norm', seeds=1, diverged=0, last_n=1, val_loss=stat, val_bpb=stat, final_loss=stat,
                              mean_loss_last_n=stat, tokens_per_s=stat, samples_train=(None, None),
-                             samples_val=(None, None), samples_new=(None, None), val_delta=delta, lr=0.01)
+                             samples_val=(None, None), samples_new=(None, None), val_delta=delta, bpb_delta=delta, lr=0.01)
     cells = [(('lr', 0.01),), (('lr', 0.02),)]
     table = [row(None), dict(row(None), lr=0.02)]
     summary.draw_intervals(str(tmp_path), table, cells)

@@ -450,7 +450,7 @@ def test_a_signal_during_training_keeps_a_record_that_resumes(small, signum, cod
 @pytest.mark.parametrize('when', ['evaluation', 'samples'])
 def test_a_signal_after_the_last_step_interrupts_and_resume_finishes(small, capsys, monkeypatch, when):
     train_small(small / 'whole', '--samples', '4')
-    stop, calls, evaluate, sample = [], [], microgpt.evaluate, microgpt.sample
+    stop, calls, evaluate, sample = [], [], models.evaluate, microgpt.sample
 
     def evaluate_then_signal(model, docs):  # Ctrl-C while the final evaluation runs
         stop.append(True)
@@ -461,7 +461,7 @@ def test_a_signal_after_the_last_step_interrupts_and_resume_finishes(small, caps
         calls.append(1)
         return sample(*args, **kwargs)
     if when == 'evaluation':
-        monkeypatch.setattr(microgpt, 'evaluate', evaluate_then_signal)
+        monkeypatch.setattr(models, 'evaluate', evaluate_then_signal)
     else:
         monkeypatch.setattr(microgpt, 'sample', sample_then_signal)
     cfg = config('--data', 'docs.txt', '--steps', '12', '--samples', '4', '--n-embd', '8',

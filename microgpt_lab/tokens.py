@@ -1,5 +1,6 @@
 """
-tokenizers.py: a run's tokenizer, and the `tokenizer` command.
+tokens.py: what a run trains on, as tokens: its data split, tokenized and checked, and what
+a step takes of it; the tokenizer; and the `tokenizer` command.
 
 A run reads characters (--tokenizer char, the reference's) or byte-level BPE (bpe.py):
 trained on the run's training part alone (--tokenizer bpe --vocab-size N), or trained
@@ -13,11 +14,97 @@ the training took (numba's compile apart).
 """
 import os
 import random
+from typing import NamedTuple
+
+import numpy as np
 
 import data
-from microgpt_lab import UserError, provenance, records
+from microgpt_lab import UserError, models, provenance, records
 
 
+# ---------------------------------------------------------------------------
+# Data: the split, and what a step trains on.
+class RunData(NamedTuple):
+    tok: data.Tokenizer  # or a data.BPETokenizer
+    train: object       # framed training documents, or the training part of a text's ids
+    val: object         # framed validation documents, or a text's windows [n, block + 1]
+    check: object       # a batch to check the last update on when there is no validation
+    sizes: str          # what the run prints of the split
+    docs: tuple = None  # (training, validation) documents, as text; None for a text
+    val_bytes: int = 0  # the UTF-8 bytes that the validation targets stand for
+    tokenizer: dict = None  # a BPE tokenizer's tokenizer.json (tokenizers.record); else None
+
+
+def run_data(cfg, source, rng, sha256=None):
+    """A run's data (documents, or a text) split and tokenized: a text's first part trains
+    and the rest validates, all of its windows; documents are shuffled with rng and the
+    last ones held out (all in tensor mode; 200 in scalar mode, unless --val-docs). The
+    tokenizer is --tokenizer's, made of the training part alone (sha256: the data's)."""
+    bs, text = cfg['block_size'], cfg['data_format'] == 'text'
+    if text:
+        parts = data.split_text(source, cfg['val_fraction'])   # (training, validation) characters
+    else:
+        parts = data.split_docs(source, rng, cfg['val_fraction'])
+    tok, record = for_run(cfg, parts, sha256)
+    if text:
+        train, val = (np.array(ids, dtype=np.int64) for ids in tok.encode_many(parts))
+        if len(train) <= bs:
+            raise UserError(f"the text's training part ({len(train)} tokens) must be longer than "
+                            f"--block-size ({bs})")
+        windows = data.tiled_windows(val, bs)
+        return RunData(tok, train, windows, train[None, :bs + 1],
+                       f"{len(source)} characters ({len(parts[0])} train, {len(parts[1])} validation)"
+                       + ('' if cfg['tokenizer'] == 'char' else f"; {len(train)} + {len(val)} tokens"),
+                       val_bytes=tok.n_bytes(windows[:, 1:]), tokenizer=record)
+    train_docs, val_docs = parts
+    train, val = tok.frame_many(train_docs, bs), tok.frame_many(val_docs[:val_docs_of(cfg)], bs)
+    return RunData(tok, train, val, train[:1],
+                   f"{len(source)} ({len(train_docs)} train, {len(val_docs)} validation)",
+                   (train_docs, val_docs), sum(tok.n_bytes(doc[1:]) for doc in val), record)
+
+
+def val_docs_of(cfg):
+    """How many held-out documents a run evaluates: None for all of them (tensor mode's
+    default), else at most this many (scalar mode's default: 200, its evaluation is slow)."""
+    if cfg['val_docs'] is None and cfg['mode'] == 'tensor':
+        return None
+    return cfg['val_docs'] or 200
+
+
+def batches(cfg, d, rng):
+    """What the model's train() takes: the framed documents (step s takes the s-th batch of
+    them), or for a text a function of the step, which draws its windows from rng."""
+    if cfg['data_format'] == 'text':
+        return lambda step: data.random_windows(d.train, rng, cfg['batch_size'], cfg['block_size'])
+    return d.train
+
+
+def check_data(cfg, source, needed_by=None, at_once=1):
+    """A UserError, before anything runs, if the data (documents or a text) cannot make the
+    run: a text too short for a window, or no validation data when validation is asked for
+    (--eval-every, or by `needed_by`, e.g. 'ablate'); or `at_once` such runs too big for
+    the memory; or more threads than this machine's BLAS runs."""
+    models.threads_of(cfg)
+    if cfg['data_format'] == 'text':
+        train, val = data.split_text(source, cfg['val_fraction'])
+        if len(train) <= cfg['block_size']:
+            raise UserError(f"the text's training part ({len(train)} characters) must be longer "
+                            f"than --block-size ({cfg['block_size']})")
+        no_validation = (len(val) - 1) // cfg['block_size'] < 1  # no whole window (or no text)
+        vocab, longest = len(set(source)), cfg['block_size']
+    else:
+        no_validation = data.n_validation(len(source), cfg['val_fraction']) == 0
+        vocab, longest = len(set(''.join(source))) + 1, max(map(len, source)) + 1
+    if no_validation and (cfg['eval_every'] or needed_by):
+        what = 'a window of --block-size characters' if cfg['data_format'] == 'text' else \
+            f"a document ({len(source)} document(s))"
+        raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
+                        f"{cfg['val_fraction']} leaves not even {what} for it")
+    models.check_memory(cfg, max(vocab, cfg['vocab_size'] or 0), longest, at_once)
+
+
+# ---------------------------------------------------------------------------
+# The tokenizer
 def for_run(cfg, parts, sha256):
     """(tokenizer, tokenizer.json's record or None) of a run whose data is split into parts
     (training, validation): documents, or a text's characters; sha256: the data's."""
