@@ -38,15 +38,15 @@ def time_ours(cfg, mode, batch_size, d, steps, warmup):
     rng = random.Random(cfg['seed'])
     provenance.reset_peak_memory()
     model = models.build(run_cfg, d.tok.vocab_size, rng)
-    tokens, t0 = 0, time.perf_counter()
+    n_tokens, t0 = 0, time.perf_counter()
     adam = models.optimizer(run_cfg, model)
     for step, _, n in models.train(run_cfg, model, tokens.batches(run_cfg, d, rng), adam):
         if step == warmup:  # the timed steps begin after this one
-            tokens, t0 = 0, time.perf_counter()
+            n_tokens, t0 = 0, time.perf_counter()
         else:
-            tokens += n
+            n_tokens += n
     dt = time.perf_counter() - t0
-    return steps / dt, tokens / dt, provenance.peak_memory_mb()
+    return steps / dt, n_tokens / dt, provenance.peak_memory_mb()
 
 
 def time_torch(cfg, batch_size, steps, warmup):
@@ -188,7 +188,7 @@ def bench_command(cfg):
     # the data, split as a run splits it
     contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])
     tokens.check_data(cfg, contents)
-    d = tokens.run_data(cfg, contents, random.Random(cfg['seed']))
+    d = tokens.run_data(cfg, contents, random.Random(cfg['seed']), data.sha256_of(cfg['data']))
     # the contenders: each a mode at a batch size, and the settings it runs
     contenders, config_of = contenders_of(cfg)
     if cfg['torch']:  # every contender starts before any is timed: PyTorch, one step

@@ -414,8 +414,13 @@ def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(sma
     assert sorted(name for name, _ in rows_drawn[1:]) == sorted(
         ['n-head=2', 'lr=0.005', 'lr=0.005, n-head=2', 'untied-nonorm', 'untied-nonorm, n-head=2',
          'untied-nonorm, lr=0.005', 'untied-nonorm, lr=0.005, n-head=2'])
-    assert [d for _, d in rows_drawn[1:]] == [(c['val_delta']['mean'], c['val_delta']['low'], c['val_delta']['high'])
+    assert [d for _, d in rows_drawn[1:]] == [(c['bpb_delta']['mean'], c['bpb_delta']['low'], c['bpb_delta']['high'])
                                               for c in summary['variants'][1:]]
+    bpb = {(r['variant'], r['lr'], r['n_head'], r['seed']): float(r['val_bpb']) for r in rows}
+    for cell in summary['variants'][1:]:  # in bits per byte
+        assert cell['bpb_delta']['mean'] == pytest.approx(statistics.fmean(
+            bpb[(cell['variant'], str(cell['lr']), str(cell['n_head']), str(s))] - bpb[('tied-norm', '0.02', '1', str(s))]
+            for s in (42, 43)))
     assert (small / 'g' / 'intervals.png').read_bytes()[:4] == b'\x89PNG'
     table = (small / 'g' / 'table.md').read_text()
     assert table.count('\n| ') == 1 + 8 and '| lr | n-head |' in table
@@ -577,10 +582,10 @@ def test_a_path_runs_as_a_staircase(small):
     table = (small / 'g' / 'table.md').read_text()
     assert '| + activation=relu2 |' in table and '| + norm=layernorm |' in table and 'Design: a path' in table
     summary = json.loads((small / 'g' / 'summary.json').read_text())
-    assert summary['design'] == 'path' and 'Δ val vs the step before (95% CI)' in table
-    val = {(r['activation'], r['norm'], r['seed']): r['val_loss'] for r in summary['runs']}
+    assert summary['design'] == 'path' and 'Δ val bpb vs the step before (95% CI)' in table
+    val = {(r['activation'], r['norm'], r['seed']): r['val_bpb'] for r in summary['runs']}
     steps = [c['step_delta'] for c in summary['variants']]  # each cell's own step, paired by seed
-    assert steps[0] is None and steps[1] == summary['variants'][1]['val_delta']
+    assert steps[0] is None and steps[1] == summary['variants'][1]['bpb_delta']
     assert steps[2] == stats.paired_interval([val['relu2', 'layernorm', s] - val['relu2', 'rmsnorm', s]
                                                  for s in (42, 43)])
     assert f"{steps[2]['mean']:+.4f} [{steps[2]['low']:+.4f}, {steps[2]['high']:+.4f}]" in table
