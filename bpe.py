@@ -6,6 +6,11 @@ pairs, one merge, the training loop, encoding by merge rank, decoding. Standard 
 and `regex` (the split patterns' \\p{L} and possessive quantifiers, as tiktoken's). It trains
 rustbpe's merges, in its order: the most frequent pair first, a tie to the smaller pair of
 ids; and encodes as tiktoken does with the same ranks.
+
+Part II is the speed, in numba, the same merges and ids as Part I (the tests hold them
+equal): the patterns as a hand-written matcher over code points, each distinct chunk counted
+once, training that updates only the pairs a merge touched (rustbpe's way), and encoding
+each distinct chunk once. data.py's BPETokenizer is what the lab uses of it.
 """
 from collections import Counter
 

@@ -301,6 +301,13 @@ def read_tokenizer(path, record, fields=TOKENIZER_FIELDS):
         raise bad('data_sha256', 'must be a sha256')
     if 'data_format' in fields and record['data_format'] != ('lines' if special else 'text'):
         raise bad('data_format', f"must be {'lines' if special else 'text'} (BOS is the documents')")
+    if 'data' in fields and not isinstance(record['data'], str):
+        raise bad('data', 'must be a path')
+    if 'val_fraction' in fields and not (type(record['val_fraction']) in (int, float)
+                                         and 0 <= record['val_fraction'] < 1):
+        raise bad('val_fraction', 'must be a number in [0, 1)')
+    if 'seed' in fields and not (type(record['seed']) is int if special else record['seed'] is None):
+        raise bad('seed', 'must be ' + ('an integer (the split of documents)' if special else 'null for a text'))
     return BPETokenizer(merges, split, bos=bool(special))
 
 

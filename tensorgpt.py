@@ -725,24 +725,27 @@ class GPT:
         """A dropout keep array of shape, from the model's stream."""
         return self.dropout_stream.keep(shape, self.config.dropout, self.config.dtype)
 
-    def loss(self, batch, training=False, total=False):
+    def loss(self, batch, training=False, counted=None):
         """Mean over the batch of each document's mean cross-entropy of predicting tokens[1:]
         from what precedes them, over its first block_size positions. `batch` is a list of
         documents ([BOS] + ids + [BOS]); with one document this is microgpt's loss. Or it is
         an array [B, T + 1] of windows of a text, T <= block_size: the mean over all of their
-        positions. training: with dropout. total: the sum over every position instead."""
+        positions. training: with dropout. counted: a [V] array of booleans; given, the sum of
+        the cross-entropies of the targets it counts instead (nats: bits per byte's)."""
         if isinstance(batch, np.ndarray):                            # windows: [B, T + 1]
             B, T = batch.shape[0], batch.shape[1] - 1
             logits = self.forward(batch[:, :-1].ravel(), np.tile(np.arange(T), B),
                                   np.arange(0, B * T + 1, T), training=training)  # [B * T, V]
-            return cross_entropy(logits, batch[:, 1:].ravel(), np.full(B * T, 1.0 if total else 1 / (B * T)))
+            weights = np.full(B * T, 1 / (B * T)) if counted is None else counted[batch[:, 1:].ravel()] * 1.0
+            return cross_entropy(logits, batch[:, 1:].ravel(), weights)
         docs = [doc[:self.config.block_size + 1] for doc in batch]
         lengths = [len(doc) - 1 for doc in docs]                     # positions with a target
         tokens = np.array([t for doc in docs for t in doc[:-1]])     # [N] inputs, packed
         targets = np.array([t for doc in docs for t in doc[1:]])     # [N]
         starts = np.concatenate([[0], np.cumsum(lengths)])           # [B + 1]
         positions = np.arange(starts[-1]) - np.repeat(starts[:-1], lengths)  # [N], from 0 in each
-        weights = np.repeat([1.0 if total else 1 / (n * len(docs)) for n in lengths], lengths)  # [N]
+        weights = np.repeat([1 / (n * len(docs)) for n in lengths], lengths) if counted is None \
+            else counted[targets] * 1.0                              # [N] float64
         logits = self.forward(tokens, positions, starts, training=training)  # [N, V]
         return cross_entropy(logits, targets, weights)               # []
 
@@ -982,14 +985,14 @@ def train(model, docs, num_steps, batch_size=32, lr=learning_rate, adam=None, st
         yield step + 1, value, n_targets(batch, model.config.block_size)  # after the next forward
 
 
-def evaluate(model, docs, batch_size=32, total=False):
-    """Mean over docs of each document's mean cross-entropy; no update. total: the sum of
-    the cross-entropies of every target instead (nats, what bits per byte divides)."""
+def evaluate(model, docs, batch_size=32, counted=None):
+    """Mean over docs of each document's mean cross-entropy; no update. counted: a [V] array
+    of booleans; given, the sum of the cross-entropies of the targets it counts instead."""
     out = 0.0
     for i in range(0, len(docs), batch_size):
         batch = docs[i:i + batch_size]
-        out += float(model.loss(batch, total=total).data) * (1 if total else len(batch))
-    return out if total else out / len(docs)
+        out += float(model.loss(batch, counted=counted).data) * (1 if counted is not None else len(batch))
+    return out if counted is not None else out / len(docs)
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Read top to bottom: a run as a task, the workers that run them, what a run's fol
 (to resume), handing the runs out, the command.
 """
 import concurrent.futures
+import concurrent.futures.process  # (BrokenProcessPool, with --jobs 1 too)
 import contextlib
 import multiprocessing
 import os
@@ -310,10 +311,13 @@ def ablate_command(cfg, resume=None, address=None):
         grid = cells(axes, cfg['design'])
         contents = data.load(cfg['data'], cfg['data_format'], cfg['fetch'])  # now, not in a worker
         at_once = 1 if address else min(cfg['jobs'] or os.cpu_count() or 1, len(grid) * cfg['seeds'])
+        seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
         for cell in grid:
             tokens.check_data(cell_config(cfg, cell, cfg['seed']), contents, needed_by='ablate',
-                                at_once=at_once)
-        seeds = [cfg['seed'] + i for i in range(cfg['seeds'])]
+                              at_once=at_once)
+            if cell_config(cfg, cell, cfg['seed'])['tokenizer'] not in ('char', 'bpe'):
+                for seed in seeds:  # documents: a tokenizer.json trained on one seed's split
+                    tokens.check_tokenizer(cell_config(cfg, cell, seed), data.sha256_of(cfg['data']))
         with cluster.connect(address) if address else contextlib.nullcontext() as remote:
             out, made = records.new_folder(cfg['out'], 'ablations', cfg['mode'], provenance.now())
             with records.owned(out, made=made):

@@ -82,9 +82,9 @@ def cells(axes, design='product'):
     reference: each choice alone against the reference, which all of them share. 'path':
     the reference cell, then one change at a time, each cell keeping the changes before it:
     the axes in their order, each through its values (a staircase from the first cell to the
-    last). A cell whose own values leave one of its settings idle, at another value than its
-    axis's first, is the cell with that first value: it is left out (vocab-size=1024 beside
-    tokenizer=char, when both are varied)."""
+    last). A cell that makes the same run as an earlier one, because its own values leave one
+    of its settings idle, is left out: tokenizer=char beside vocab-size=512 and beside 1024
+    are one cell, when both are varied."""
     first = tuple((name, values[0]) for name, values in axes)
     if design == 'alone':
         grid = [first] + [first[:i] + ((name, value),) + first[i + 1:]
@@ -96,15 +96,18 @@ def cells(axes, design='product'):
     else:
         inner, *outer = [[(name, value) for value in values] for name, values in axes]
         grid = [(combo[-1], *combo[:-1]) for combo in itertools.product(*outer, inner)]
-    return [cell for cell in grid if not idle_twin(cell, dict(axes))]
+    runs = {}  # a cell as it runs: its settings that its own values leave idle at their axis's first
+    for cell in grid:
+        runs.setdefault(as_run(cell, dict(axes)), cell)
+    return list(runs.values())
 
 
-def idle_twin(cell, axes):
-    """Whether a cell sets a setting that its own values leave idle (settings.idle) to
-    another value than its axis's first: the same run as the cell with the first."""
+def as_run(cell, axes):
+    """A cell with each (single) axis's setting that the cell's own values leave idle
+    (settings.idle: vocab-size beside tokenizer=char) at its axis's first value."""
     values = {n: v for name, value in cell for n, v in pairs(name, value)}
-    return any(s.needs[0] in values and values[s.needs[0]] != s.needs[1] and value != axes[name][0]
-               for name, value in cell for s in [settings.SETTINGS.get(name)] if s and s.needs)
+    idle = lambda s: s and s.needs and s.needs[0] in values and values[s.needs[0]] != s.needs[1]
+    return tuple((name, axes[name][0] if idle(settings.SETTINGS.get(name)) else value) for name, value in cell)
 
 
 def pairs(name, value):

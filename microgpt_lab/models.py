@@ -204,15 +204,28 @@ def train(cfg, model, batches, adam=None, start_step=0):
 
 
 def evaluate(model, docs):
-    """(mean, nats) of the model's loss over docs, framed documents or a text's windows
-    [n, T + 1]: its mean (over documents, of each one's mean) and its sum over every target."""
-    if isinstance(docs, np.ndarray):                          # windows: each T targets
-        mean = lib_of(model).evaluate(model, docs)
-        return mean, mean * docs.shape[0] * (docs.shape[1] - 1)
+    """The model's mean loss over docs: framed documents, or a text's windows [n, T + 1]."""
+    return lib_of(model).evaluate(model, docs)
+
+
+def nats(model, docs, counted, mean=None):
+    """The sum of the model's cross-entropies over the targets of docs (framed documents, or
+    a text's windows) that counted ([V] booleans) counts: bits per byte's numerator, as
+    nanochat's evaluate_bpb (a special token, BOS, stands for no byte and is not counted).
+    Windows whose every target counts: their mean loss (given) times their targets."""
+    if isinstance(docs, np.ndarray) and mean is not None and counted[docs[:, 1:]].all():
+        return mean * docs[:, 1:].size
     if not is_scalar(model):
-        return lib('tensor').evaluate(model, docs), lib('tensor').evaluate(model, docs, total=True)
-    losses = [model.loss(doc).data for doc in docs]           # scalar: microgpt.evaluate's sum,
-    return sum(losses) / len(docs), sum(x * (len(doc) - 1) for x, doc in zip(losses, docs))  # once
+        return lib('tensor').evaluate(model, docs, counted=counted)
+    total = 0.0                                               # scalar: floats off the logits
+    for doc in docs:
+        keys, values = model.kv_cache()
+        for pos in range(len(doc) - 1):
+            logits = [v.data for v in model(doc[pos], pos, keys, values)]
+            if counted[doc[pos + 1]]:
+                top = max(logits)
+                total += top + math.log(sum(math.exp(x - top) for x in logits)) - logits[doc[pos + 1]]
+    return total
 
 
 # ---------------------------------------------------------------------------

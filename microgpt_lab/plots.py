@@ -190,9 +190,9 @@ def scale(path, panels, title):
     return True
 
 
-def intervals(path, rows, title):
-    """An ablation's answer at a glance: each cell's difference in validation bits per byte
-    from the reference, with its 95% interval, a row a cell in the table's order, and a line at
+def intervals(path, rows, measure, title):
+    """An ablation's answer at a glance: each cell's difference in validation `measure` (bits
+    per byte, or loss) from the reference, with its 95% interval, a row a cell in the table's order, and a line at
     zero. rows: [(name, (mean, low, high); or None: the reference, a dot at zero; or words:
     why there is no interval, written in its row)]. Blue: better than the reference, red:
     worse, grey: no difference it can tell. Returns False without matplotlib."""
@@ -213,7 +213,7 @@ def intervals(path, rows, title):
         ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt='o', color=color, capsize=4)
     ax.axvline(0, color='black', lw=0.8)
     ax.set_yticks(ys, [textwrap.shorten(shown(name), 60) for name, _ in rows])
-    ax.set_xlabel('Δ validation bits per byte vs the reference, 95% interval (< 0: better)')
+    ax.set_xlabel(f'Δ validation {measure} vs the reference, 95% interval (< 0: better)')
     ax.grid(axis='x', alpha=0.3)
     fig.suptitle(textwrap.fill(shown(title), 100), fontsize=9)  # over the figure: the names' room too
     fig.tight_layout()

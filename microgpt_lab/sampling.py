@@ -35,7 +35,7 @@ def draw_samples(cfg, model, d, rng, should_stop):
                     raise stopping.Stopped('interrupted')
             samples.append(tok.decode(ids))
         for _ in range(cfg['samples'] if cfg['data_format'] == 'lines' else 0):
-            samples.append(tok.decode(models.sample(model, rng, tok.bos, temperature, top_k=top_k)))
+            samples.append(document(tok, models.sample(model, rng, tok.bos, temperature, top_k=top_k)))
             if should_stop():
                 break
     except ValueError:  # random.choices: the probabilities are not finite
@@ -44,6 +44,12 @@ def draw_samples(cfg, model, d, rng, should_stop):
     if should_stop():
         raise stopping.Stopped('interrupted')
     return samples
+
+
+def document(tok, ids):
+    """A sampled document's text. A byte-level model can draw a line break, which no
+    document (a line) holds: it shows as U+FFFD, and samples.txt keeps one a line."""
+    return tok.decode(ids).translate({10: 0xFFFD, 13: 0xFFFD})
 
 
 def newline(tok):
@@ -113,6 +119,8 @@ def sample_command(cfg):
         prompt = tok.encode(cfg['prompt'])
     except data.DataError as e:
         raise UserError(f"--prompt: {e} of this checkpoint") from None
+    if not text and ('\n' in cfg['prompt'] or '\r' in cfg['prompt']):
+        raise UserError("--prompt: a document is one line, with no line break")
     if not text and len(prompt) >= config['block_size']:
         raise UserError(f"--prompt is {len(prompt)} tokens; the model's context holds "
                         f"{config['block_size']} tokens, so at most {config['block_size'] - 1}")
@@ -139,7 +147,7 @@ def sample_command(cfg):
                 if cfg['batched'] else (models.sample(model, rng, tok.bos, temperature, prompt, top_k)
                                         for _ in range(num))
             for i, ids in enumerate(samples):
-                print(f"sample {i + 1:2d}: {cfg['prompt']}{tok.decode(ids)}", flush=True)
+                print(f"sample {i + 1:2d}: {cfg['prompt']}{document(tok, ids)}", flush=True)
                 if output.output_lost():  # the reader has gone (`| head`): stop drawing
                     return
     except ValueError:  # random.choices: the probabilities are not finite

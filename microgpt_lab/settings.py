@@ -262,6 +262,8 @@ def convert(name, raw, opt):
     why = problem(s, raw)
     if why:
         raise UserError(f"{opt} {why}")
+    if name == 'tokenizer' and raw not in ('char', 'bpe'):  # a tokenizer.json: recorded absolute,
+        return os.path.abspath(raw)                          # as the data, for --resume and --from
     return raw
 
 
@@ -287,6 +289,10 @@ def check(cfg, name_of):
     if cfg['tokenizer'] == 'bpe' and cfg['vocab_size'] is None:
         raise UserError(f"{name_of('tokenizer')} bpe needs {name_of('vocab_size')} N: how many ids, "
                         "the 256 bytes among them")
+    least = 256 + (cfg['data_format'] == 'lines')  # every byte, and BOS for documents
+    if cfg['tokenizer'] == 'bpe' and cfg['vocab_size'] < least:
+        raise UserError(f"{name_of('vocab_size')} {cfg['vocab_size']} is below {least}: the 256 bytes"
+                        f"{' and BOS' if least > 256 else ''} are every byte-level vocabulary's")
     if cfg['tokenizer'] not in ('char', 'bpe') and not cfg['tokenizer'].endswith('.json'):
         raise UserError(f"{name_of('tokenizer')} must be char, bpe or a tokenizer.json, "
                         f"got {cfg['tokenizer']!r}")

@@ -52,6 +52,7 @@ def summarize(out, base, runs, seeds, axes):
     reference = grid[0]
     done = lambda row: row['status'] == 'completed'  # a diverged run's figures are left out
     configs = [cell_config(base, cell, base['seed']) for cell in grid]
+    measure = 'val_bpb' if any(row['val_bpb'] is not None for row in rows) else 'val_loss'  # (older records)
     def delta(cell, against, key='val_bpb'):  # the paired difference, seed by seed
         val = {c: {seed: row[key] for (c2, seed, _), row in zip(runs, rows)
                    if c2 == c and done(row) and row[key] is not None} for c in (cell, against)}
@@ -68,7 +69,7 @@ def summarize(out, base, runs, seeds, axes):
                       **stats, 'last_n': (ok or rs)[0]['last_n'],
                       'bpb_delta': delta(cell, reference) if i else None,
                       'val_delta': delta(cell, reference, 'val_loss') if i and one_tokenizer(configs) else None,
-                      **({'step_delta': delta(cell, grid[i - 1]) if i else None}
+                      **({'step_delta': delta(cell, grid[i - 1], measure) if i else None}
                          if base['design'] == 'path' else {}),
                       'diverged': len(rs) - len(ok)})
     records.write_json(os.path.join(out, 'summary.json'), dict(
@@ -120,11 +121,14 @@ def markdown_table(table, grid, varied, design='product', configs=None):
         cell_values = lambda r, name, cell: words[cell] if cell != grid[0] else '(the reference)'
     with_samples = any(r[k][0] is not None for r in table for k in ('samples_train', 'samples_val', 'samples_new'))
     path = design == 'path'  # a column more: each step's own difference, from the cell above
-    nats = one_tokenizer(configs)  # nats per token compare cells that share their tokens only
+    bpb = any(r['val_bpb'][0] is not None for r in table)  # records before issue 35: loss alone
+    nats = one_tokenizer(configs) or not bpb  # nats per token compare cells that share their tokens only
     n = f"{min(last_n) if len(last_n) == 1 else 'N'}"
-    header = (["val bpb", "Δ val bpb vs the reference (95% CI)"]
-              + ["Δ val bpb vs the step before (95% CI)"] * path
-              + ["val loss", "Δ val loss vs the reference (95% CI)", "final loss", f"mean loss, last {n}"] * nats
+    header = (["val bpb", "Δ val bpb vs the reference (95% CI)"] * bpb
+              + ["Δ val bpb vs the step before (95% CI)"] * (path and bpb)
+              + ["val loss", "Δ val loss vs the reference (95% CI)"] * nats
+              + ["Δ val loss vs the step before (95% CI)"] * (path and not bpb)
+              + ["final loss", f"mean loss, last {n}"] * nats
               + ["tokens/s"] + ["samples: train / val / new"] * with_samples)
     lines = ['| ' + ''.join(f"{c} | " for c in columns + header).rstrip(),
              '|' + ' --- |' * (len(columns) + len(header))]
@@ -132,10 +136,11 @@ def markdown_table(table, grid, varied, design='product', configs=None):
         f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
     for r, cell in zip(table, grid):
         first = cell == grid[0]
-        figures = ([pm(r['val_bpb']), '(reference)' if first else interval(r['bpb_delta'])]
-                   + (['' if first else interval(r['step_delta'])] if path else [])
-                   + [pm(r['val_loss']), '(reference)' if first else interval(r['val_delta']),
-                      pm(r['final_loss']), f"{pm(r['mean_loss_last_n'])}{own_n(r)}"] * nats
+        step = (['' if first else interval(r['step_delta'])] if path else [])
+        figures = (([pm(r['val_bpb']), '(reference)' if first else interval(r['bpb_delta'])] + step if bpb else [])
+                   + ([pm(r['val_loss']), '(reference)' if first else interval(r['val_delta'])]
+                      + ([] if bpb else step) + [pm(r['final_loss']), f"{pm(r['mean_loss_last_n'])}{own_n(r)}"]
+                      if nats else [])
                    + [pm(r['tokens_per_s'], '.0f')]
                    + [' / '.join('n/a' if r[k][0] is None else f"{r[k][0]:.0%}"
                                  for k in ('samples_train', 'samples_val', 'samples_new'))] * with_samples)
@@ -157,14 +162,14 @@ def one_tokenizer(configs):
 
 
 def draw_intervals(out, table, grid, design='product'):
-    """intervals.png: each cell's Δ validation bits per byte against the reference, with
-    its 95% interval, named by what it changes (plots.intervals); a cell without one says
-    why, as the table does."""
-    d = lambda r: NO_INTERVAL if r['bpb_delta'] is None else (
-        r['bpb_delta']['mean'], r['bpb_delta']['low'], r['bpb_delta']['high'])
+    """intervals.png: each cell's Δ validation bits per byte (loss, for records before
+    them) against the reference, with its 95% interval, named by what it changes
+    (plots.intervals); a cell without one says why, as the table does."""
+    key = 'bpb_delta' if any(r['val_bpb'][0] is not None for r in table) else 'val_delta'  # (older records)
+    d = lambda r: NO_INTERVAL if r[key] is None else (r[key]['mean'], r[key]['low'], r[key]['high'])
     rows = [(name, d(r) if i else None) for i, (r, name) in enumerate(zip(table, names(grid, design)))]
     try:
-        if plots.intervals(os.path.join(out, 'intervals.png'), rows,
+        if plots.intervals(os.path.join(out, 'intervals.png'), rows, 'bits per byte' if key == 'bpb_delta' else 'loss',
                            f"{os.path.basename(os.path.normpath(out))}, {table[0]['seeds']} seeds a "
                            f"cell; the reference: {cell_name(grid[0])}"):
             print(f"plot: {os.path.relpath(out)}/intervals.png")

@@ -52,6 +52,9 @@ def run_data(cfg, source, rng, sha256=None):
             raise UserError(f"the text's training part ({len(train)} tokens) must be longer than "
                             f"--block-size ({bs})")
         windows = data.tiled_windows(val, bs)
+        if not len(windows) and cfg['tokenizer'] != 'char' and cfg['val_fraction'] > 0:
+            raise UserError(f"the text's validation part is {len(val)} tokens: not a window of "
+                            f"--block-size ({bs}) + 1 of them to validate on")
         return RunData(tok, train, windows, train[None, :bs + 1],
                        f"{len(source)} characters ({len(parts[0])} train, {len(parts[1])} validation)"
                        + ('' if cfg['tokenizer'] == 'char' else f"; {len(train)} + {len(val)} tokens"),
@@ -100,7 +103,17 @@ def check_data(cfg, source, needed_by=None, at_once=1):
             f"a document ({len(source)} document(s))"
         raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
                         f"{cfg['val_fraction']} leaves not even {what} for it")
+    if cfg['tokenizer'] not in ('char', 'bpe'):
+        vocab = check_tokenizer(cfg, data.sha256_of(cfg['data'])).vocab_size
     models.check_memory(cfg, max(vocab, cfg['vocab_size'] or 0), longest, at_once)
+
+
+def check_tokenizer(cfg, sha256):
+    """The tokenizer of a run with --tokenizer PATH, checked against its data (sha256) and
+    split (for_run's check, before anything runs)."""
+    tok, rec = load(cfg['tokenizer'])
+    check_fits(rec, cfg, sha256, cfg['tokenizer'])
+    return tok
 
 
 # ---------------------------------------------------------------------------
@@ -118,6 +131,13 @@ def for_run(cfg, parts, sha256):
     tok, rec = load(cfg['tokenizer'])
     check_fits(rec, cfg, sha256, cfg['tokenizer'])
     return tok, rec
+
+
+def same_merges(rec, path):
+    """A UserError if the tokenizer.json at path (a recorded run's) holds other merges than
+    rec (--from: a tokenizer file retrained since)."""
+    if os.path.exists(path) and records.read_json(path, 'a tokenizer.json', in_folder=False).get('merges') != rec['merges']:
+        raise UserError(f"the tokenizer is not the one {path} records: the file it was read from has changed")
 
 
 def train(train_part, vocab_size, split, text):

@@ -44,6 +44,8 @@ def run(cfg, out, source, resumed=None, should_stop=lambda: False, write_to=None
     rng = random.Random(cfg['seed'])
     data_sha256 = data_sha256 or data.sha256_of(cfg['data'])
     d = tokens.run_data(cfg, source, rng, data_sha256)
+    if cfg.get('rerun_of') and d.tokenizer:
+        tokens.same_merges(d.tokenizer, os.path.join(cfg['rerun_of'], 'tokenizer.json'))
     # the model and its optimizer: new, or as a stopped run's checkpoint left them
     if resumed:
         ckpt = resumed['checkpoint']
@@ -185,11 +187,12 @@ class Clock:
 def evaluate(model, d):
     """(loss, bits per byte) on the validation data: the mean loss (over documents, of each
     one's mean; or over a text's windows), and nanochat's bits per byte, the nats of every
-    target over ln 2 times the bytes they stand for. (None, None) when there is none."""
+    target that stands for bytes (BOS does not) over ln 2 times those bytes. (None, None)
+    when there is none."""
     if not len(d.val):
         return None, None
-    loss, nats = models.evaluate(model, d.val)
-    return loss, nats / (math.log(2) * d.val_bytes)  # (a target stands for a byte at least)
+    loss = models.evaluate(model, d.val)
+    return loss, models.nats(model, d.val, d.tok.sizes > 0, loss) / (math.log(2) * d.val_bytes)
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +203,7 @@ def final_validation(cfg, model, d, progress):
     validation data, or else on a training batch) raises Stopped('diverged')."""
     try:
         val = evaluate(model, d)
-        loss = models.evaluate(model, d.check)[0] if val[0] is None else val[0]
+        loss = models.evaluate(model, d.check) if val[0] is None else val[0]
     except (ArithmeticError, ValueError):  # scalar mode: math.exp overflow, log(0)
         loss = math.nan
     if not math.isfinite(loss):

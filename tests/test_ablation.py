@@ -390,7 +390,7 @@ def test_the_memory_check_counts_the_runs_at_once():
 # Grids: --vary and --variants
 def test_a_grid_crosses_variants_values_and_seeds_against_its_reference_cell(small, monkeypatch):
     drawn, draw = [], plots.intervals
-    monkeypatch.setattr(plots, 'intervals', lambda path, rows, title: drawn.append(rows) or draw(path, rows, title))
+    monkeypatch.setattr(plots, 'intervals', lambda path, rows, measure, title: drawn.append(rows) or draw(path, rows, measure, title))
     code, out, err = ablate(small / 'g', '--seeds', '2', '--jobs', '2', '--variants',
                             'tied-norm,untied-nonorm', '--vary', 'lr=0.02,0.005',
                             '--vary', 'n-head=1,2')

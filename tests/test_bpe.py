@@ -163,7 +163,8 @@ def record_of(tok, **changes):
     (dict(special={'<BOS>': 5}), 'special'), (dict(vocab_size=9), 'vocab_size'),
     (dict(train_tokens=-1), 'train_tokens'), (dict(val_bytes=1.5), 'val_bytes'),
     (dict(train_s='fast'), 'train_s'), (dict(data_sha256='abc'), 'data_sha256'),
-    (dict(data_format='text'), 'data_format'),
+    (dict(data_format='text'), 'data_format'), (dict(seed='42'), 'seed'), (dict(val_fraction=None), 'val_fraction'),
+    (dict(data=5), 'data'),
 ])
 def test_a_damaged_tokenizer_json_is_one_line_naming_its_field(changes, field):
     tok = data.BPETokenizer([(97, 98), (256, 99)])

@@ -65,7 +65,7 @@ def test_a_cell_without_an_interval_is_drawn_without_one_and_says_why(tmp_path, 
     drawn = []
     monkeypatch.setattr(plots, 'save', lambda fig, path: drawn.append(fig))
     rows = [('the reference', None), ('lr=0.02', 'n/a (needs ≥ 2 paired seeds)'), ('lr=0.03', (-0.1, -0.2, 0.0))]
-    assert plots.intervals(str(tmp_path / 'i.png'), rows, 'one seed')
+    assert plots.intervals(str(tmp_path / 'i.png'), rows, 'bits per byte', 'one seed')
     (ax,) = drawn[0].axes
     marks = [y for line in ax.lines for y in line.get_ydata() if line.get_marker() == 'o']
     assert 1 not in marks and 2 in marks  # the reference (top row) has its dot; the n/a row none

@@ -13,7 +13,7 @@ import pytest
 import cli
 import data
 import microgpt
-from microgpt_lab import checkpoint, models
+from microgpt_lab import checkpoint, models, sampling
 from conftest import ROOT, main_output, one_line_error, train_small
 
 
@@ -153,3 +153,9 @@ def test_samples_that_cannot_be_written_are_an_error(small, run):
                             'run/checkpoint.json'], cwd=small, stdout=full, stderr=subprocess.PIPE,
                            text=True, timeout=60)
     assert p.returncode == 1 and one_line_error(p.stderr) and 'No space left on device' in p.stderr
+
+
+def test_a_sampled_document_keeps_to_one_line():
+    """A byte-level model can draw a line break, which no document holds: U+FFFD instead."""
+    tok = data.BPETokenizer([])
+    assert sampling.document(tok, tok.encode('ab\ncd\r')) == 'ab\ufffdcd\ufffd'

@@ -12,7 +12,7 @@ def test_a_grid_too_big_for_one_picture_keeps_its_summary_and_skips_the_picture(
 
 def test_a_cell_without_an_interval_says_so_in_the_table_and_the_picture_alike(tmp_path, monkeypatch):
     drawn = []
-    monkeypatch.setattr(plots, 'intervals', lambda path, rows, title: drawn.append(rows))
+    monkeypatch.setattr(plots, 'intervals', lambda path, rows, measure, title: drawn.append(rows))
     stat = (1.5, None)  # one seed: no spread, and no interval
     row = lambda delta: dict(variant='untied-norm', seeds=1, diverged=0, last_n=1, val_loss=stat, val_bpb=stat, final_loss=stat,
                              mean_loss_last_n=stat, tokens_per_s=stat, samples_train=(None, None),
@@ -23,3 +23,20 @@ def test_a_cell_without_an_interval_says_so_in_the_table_and_the_picture_alike(t
     (rows,) = drawn
     assert rows == [('the reference', None), ('lr=0.02', summary.NO_INTERVAL)]
     assert f"| 0.02 | 1.5000 | {summary.NO_INTERVAL} |" in summary.markdown_table(table, cells, ['lr'])
+
+
+def test_records_from_before_bits_per_byte_keep_their_table_and_intervals_in_loss(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, 'intervals', lambda path, rows, measure, title: drawn.append((measure, rows)))
+    stat, none = (1.5, 0.1), (None, None)
+    delta = dict(mean=-0.1, low=-0.2, high=0.0)
+    row = lambda lr, d: dict(variant='untied-norm', seeds=2, diverged=0, last_n=1, val_loss=stat, val_bpb=none,
+                             final_loss=stat, mean_loss_last_n=stat, tokens_per_s=stat, samples_train=none,
+                             samples_val=none, samples_new=none, val_delta=d, bpb_delta=None, lr=lr)
+    cells = [(('lr', 0.01),), (('lr', 0.02),)]
+    table = [row(0.01, None), row(0.02, delta)]
+    summary.draw_intervals(str(tmp_path), table, cells)
+    assert drawn == [('loss', [('the reference', None), ('lr=0.02', (-0.1, -0.2, 0.0))])]
+    md = summary.markdown_table(table, cells, ['lr'])
+    assert md.startswith('| lr | val loss | Δ val loss vs the reference (95% CI) | final loss |')
+    assert '| 0.02 | 1.5000 ± 0.1000 | -0.1000 [-0.2000, +0.0000] |' in md and 'bpb' not in md

@@ -85,18 +85,25 @@ def test_char_runs_give_bits_per_byte_as_loss_per_character_over_ln2(files):
     assert m['val_history'][0][3] == pytest.approx(m['val_history'][0][1] / math.log(2), rel=1e-12)
 
 
-def test_bits_per_byte_sum_every_targets_nats_over_its_bytes_bos_none(files):
-    """Documents, scalar mode: each one's mean loss times its targets, over ln 2 times the
-    bytes of every target (BOS: 0), as nanochat's evaluate_bpb."""
+@pytest.mark.parametrize('mode', ['scalar', 'tensor'])
+def test_bits_per_byte_sum_the_nats_of_the_targets_that_stand_for_bytes(files, mode):
+    """Documents: the cross-entropy of every target but BOS (it stands for no byte), over
+    ln 2 times their bytes, as nanochat's evaluate_bpb; each position's loss from the
+    reference's own softmax."""
     assert main_output(cli.main, 'train', '--data', 'names.txt', '--tokenizer', 'bpe', '--vocab-size',
-                       '262', '--samples', '2', *TINY, '--out', 'r')[0] == 0
+                       '262', '--samples', '2', '--mode', mode, *TINY, '--out', 'r')[0] == 0
     m, ckpt = metrics_of(files / 'r'), checkpoint.load(str(files / 'r' / 'checkpoint.json'))
     model, tok = models.from_checkpoint(ckpt, 'scalar')
     _, val_docs = data.split_docs(NAMES, random.Random(42), 0.1)
-    framed = [tok.frame(doc, 16) for doc in val_docs]
-    nats = sum(microgpt.evaluate(model, [doc]) * (len(doc) - 1) for doc in framed)
-    assert m['val_bpb'] == pytest.approx(nats / (math.log(2) * sum(len(d.encode()) for d in val_docs)), rel=1e-12)
-    assert m['val_loss'] == pytest.approx(microgpt.evaluate(model, framed), rel=1e-12)
+    framed, nats = [tok.frame(doc, 16) for doc in val_docs], 0.0
+    for doc in framed:
+        keys, values = model.kv_cache()
+        for pos in range(len(doc) - 1):
+            probs = microgpt.softmax(model(doc[pos], pos, keys, values))
+            nats -= math.log(probs[doc[pos + 1]].data) if doc[pos + 1] != tok.bos else 0
+    assert m['val_bpb'] == pytest.approx(nats / (math.log(2) * sum(len(d.encode()) for d in val_docs)),
+                                         rel=1e-12 if mode == 'scalar' else 1e-5)
+    assert m['val_loss'] == pytest.approx(microgpt.evaluate(model, framed), rel=1e-12 if mode == 'scalar' else 1e-5)
 
 
 def test_a_bpe_run_records_its_tokenizer_and_its_checkpoint_stands_alone(files, capsys):
@@ -179,3 +186,32 @@ def test_a_bpe_passage_is_drawn_and_streamed_whole_characters(files):
     code, _, err = main_output(cli.main, 'sample', '--checkpoint', 'bad.json')
     assert code == 1 and one_line_error(err) and 'its tokenizer' in err
     assert np.isfinite(metrics_of(files / 'fr')['val_bpb'])
+
+
+def test_a_tokenizer_path_is_recorded_whole_and_checked_for_every_seed_before_an_ablation(files, monkeypatch):
+    assert main_output(cli.main, 'tokenizer', '--data', 'names.txt', '--vocab-size', '270', '--out', 't')[0] == 0
+    assert main_output(cli.main, 'train', '--data', 'names.txt', '--tokenizer', 't/tokenizer.json', *TINY,
+                       '--stop-after', '6', '--out', 'half')[0] == 0
+    assert json.loads((files / 'half' / 'config.json').read_text())['tokenizer'] == str(files / 't' / 'tokenizer.json')
+    (files / 'elsewhere').mkdir()
+    monkeypatch.chdir(files / 'elsewhere')                   # --resume from another folder
+    assert main_output(cli.main, 'train', '--resume', '../half', '--out', 'rest')[0] == 0
+    monkeypatch.chdir(files)
+    code, _, err = main_output(cli.main, 'ablate', '--data', 'names.txt', '--mode', 'tensor', *TINY,
+                               '--variants', 'untied-norm', '--tokenizer', 't/tokenizer.json', '--seeds', '2',
+                               '--jobs', '1', '--out', 'ab')
+    assert code == 1 and one_line_error(err) and 'this run\'s (--val-fraction 0.1 --seed 43)' in err, err
+    assert not (files / 'ab').exists()
+    # a re-run whose tokenizer file has changed since: refused
+    assert main_output(cli.main, 'tokenizer', '--data', 'names.txt', '--vocab-size', '265', '--out', 't2')[0] == 0
+    (files / 't2' / 'tokenizer.json').replace(files / 't' / 'tokenizer.json')
+    code, _, err = main_output(cli.main, 'train', '--from', 'half', '--out', 'again')
+    assert code == 1 and one_line_error(err) and 'the file it was read from has changed' in err, err
+
+
+def test_a_bpe_text_too_short_for_a_validation_window_is_one_line(files):
+    code, _, err = main_output(cli.main, 'train', '--mode', 'tensor', '--data', 'text.txt', '--data-format',
+                               'text', '--tokenizer', 'bpe', '--vocab-size', '400', '--block-size', '40',
+                               '--out', 'x')  # 150 characters held out: 32 tokens
+    assert code == 1 and one_line_error(err) and "validation part is" in err, err
+    assert not (files / 'x').exists()
