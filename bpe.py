@@ -227,8 +227,9 @@ def distinct_chunks(texts, name, order=False):
 def _distinct(cp, f, letter, pattern, text_ends, want_order):
     """distinct_chunks' work: the chunks, each where _chunk_end says (pattern 1: GPT-4's, 0:
     GPT-2's, -1: none, a text one chunk), none across two texts (each ends at text_ends)."""
-    seen = Dict.empty(key_type=types.int64, value_type=types.int64)  # a chunk's hash: u
+    table = np.full(1 << 12, -1, np.int64)  # open addressing on a chunk's hash: its u, or -1
     first, size, counts = np.zeros(1024, np.int64), np.zeros(1024, np.int64), np.zeros(1024, np.int64)
+    hashes = np.zeros(1024, np.uint64)
     order = np.zeros(len(cp) if want_order else 0, np.int32)  # (u of each chunk, at most one a character)
     ends = np.zeros(len(text_ends), np.int64)
     n_distinct, n_chunks, start = 0, 0, 0
@@ -238,18 +239,21 @@ def _distinct(cp, f, letter, pattern, text_ends, want_order):
             h = np.uint64(14695981039346656037)          # FNV-1a over the code points
             for i in range(start, end):
                 h = (h ^ np.uint64(cp[i])) * np.uint64(1099511628211)
-            key = np.int64(h >> np.uint64(1))
-            while True:                                  # another chunk with its hash: probe on
-                u = _get(seen, key, -1)
+            slot = np.int64(h & np.uint64(len(table) - 1))
+            while True:                                  # another chunk in its slot: probe on
+                u = table[slot]
                 if u < 0:
                     u, n_distinct = n_distinct, n_distinct + 1
                     if u == len(first):
                         first, size, counts = _grow(first, u), _grow(size, u), _grow(counts, u)
-                    seen[key], first[u], size[u], counts[u] = u, start, end - start, 0
+                        hashes = _grow(hashes, u)
+                    first[u], size[u], counts[u], hashes[u], table[slot] = start, end - start, 0, h, u
+                    if 2 * n_distinct > len(table):      # at most half full
+                        table = _rehash(hashes, n_distinct, 2 * len(table))
                     break
-                if size[u] == end - start and (cp[first[u]:first[u] + size[u]] == cp[start:end]).all():
+                if hashes[u] == h and _same(cp, first[u], start, end - start):
                     break
-                key += 1
+                slot = (slot + 1) & (len(table) - 1)
             counts[u] += 1
             if want_order:
                 order[n_chunks] = u
@@ -284,6 +288,27 @@ def train_fast(texts, n_merges, name='gpt4'):
     """train()'s merges, fast, by PATTERNS[name]: a list of (a, b)."""
     ids, starts, lengths, counts, _, _ = distinct_chunks(texts, name)
     return [(int(a), int(b)) for a, b in _train(ids, starts, lengths, counts, n_merges)]
+
+
+@numba.njit(cache=True)
+def _same(cp, a, b, n):
+    """Whether the n code points at a and at b are the same."""
+    for i in range(n):
+        if cp[a + i] != cp[b + i]:
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def _rehash(hashes, n, size):
+    """A table of `size` slots (a power of two) holding u = 0..n-1 by their hashes."""
+    table = np.full(size, -1, np.int64)
+    for u in range(n):
+        slot = np.int64(hashes[u] & np.uint64(size - 1))
+        while table[slot] >= 0:
+            slot = (slot + 1) & (size - 1)
+        table[slot] = u
+    return table
 
 
 @numba.njit(cache=True)

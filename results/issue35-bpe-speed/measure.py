@@ -1,10 +1,11 @@
 """Issue 35's tokenizer speed: bpe.py against rustbpe (training, Rust, on every core) and
-tiktoken (encoding, with the same ranks), and against its own Part I (minbpe's algorithm),
-on tinyshakespeare, taking turns, medians of 5; training's peak memory, in a fresh process.
+tiktoken (encoding, with the same ranks), and against minbpe (its own code, given a checkout
+as MINBPE=PATH; else Part I, its algorithm), on tinyshakespeare, taking turns, medians of 5;
+training's peak memory, in a fresh process.
 
 Run from the repository root with the test extra installed (rustbpe, tiktoken), the BLAS pin
 removed as every speed figure here (it does not touch these, but the record says so):
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. python results/issue35-bpe-speed/measure.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. MINBPE=/path/to/minbpe python results/issue35-bpe-speed/measure.py
 It writes results.md and results.json beside itself.
 """
 import json
@@ -56,24 +57,40 @@ assert enc.encode_ordinary(text) == bpe.encode_fast(text, merges).tolist()
 ours, tik = turns(lambda: bpe.encode_fast(text, merges), lambda: enc.encode_ordinary(text))
 out['encode_4096'] = dict(ours_s=ours, tiktoken_s=tik, speed_vs_tiktoken=tik / ours)
 rows.append(f"| encode, vocab 4096 | {ours:.3f} s | tiktoken {tik:.3f} s | {tik / ours:.2f}× |")
-# Part I, minbpe's algorithm (a pass over every chunk a merge), on a tenth of the text
+# minbpe's own code (karpathy/minbpe, a checkout named by MINBPE; its RegexTokenizer), else
+# Part I, which is its algorithm: training a pass over every chunk a merge, on a tenth of the text
 part = text[:len(text) // 10]
-slow_train = clock(lambda: bpe.train([part], 20)) / 20 / (len(part.encode()) / 1e6)  # s a merge per MB
+part_mb = len(part.encode()) / 1e6
+if os.environ.get('MINBPE'):
+    sys.path.insert(0, os.environ['MINBPE'])
+    from minbpe import RegexTokenizer
+    slow_name = 'minbpe ' + subprocess.run(['git', '-C', os.environ['MINBPE'], 'rev-parse', '--short', 'HEAD'],
+                                           capture_output=True, text=True).stdout.strip()
+    minbpe = RegexTokenizer()
+    slow_train = clock(lambda: minbpe.train(part, 256 + 20)) / 20 / part_mb
+    minbpe.merges = {pair: 256 + i for i, pair in enumerate(merges)}
+    minbpe.vocab = dict(enumerate(bpe.vocabulary(merges)))
+    assert minbpe.encode_ordinary(part) == bpe.encode_fast(part, merges).tolist()
+    slow_encode = clock(lambda: minbpe.encode_ordinary(part)) / part_mb
+else:
+    slow_name = "Part I (minbpe's way)"
+    slow_train = clock(lambda: bpe.train([part], 20)) / 20 / part_mb           # s a merge per MB
+    slow_encode = clock(lambda: bpe.encode(part, merges)) / part_mb           # s per MB
 fast_train = out['train_4096']['ours_s'] / 3840 / mb
-slow_encode = clock(lambda: bpe.encode(part, merges[:512])) / (len(part.encode()) / 1e6)  # s per MB
 fast_encode = out['encode_4096']['ours_s'] / mb
-out['part_one'] = dict(train_s_per_merge_per_mb=slow_train, encode_s_per_mb_512=slow_encode,
-                       train_speedup=slow_train / fast_train, encode_speedup=slow_encode / fast_encode)
-rows.append(f"| Part I train (minbpe's way), a merge per MB | {fast_train * 1e3:.3f} ms | "
-            f"Part I {slow_train:.3f} s | {slow_train / fast_train:.0f}× |")
-rows.append(f"| Part I encode, per MB | {fast_encode:.3f} s (vocab 4096) | Part I {slow_encode:.1f} s "
-            f"(vocab 768) | {slow_encode / fast_encode:.0f}× |")
+out['slow'] = dict(name=slow_name, train_s_per_merge_per_mb=slow_train, encode_s_per_mb=slow_encode,
+                   train_speedup=slow_train / fast_train, encode_speedup=slow_encode / fast_encode)
+rows.append(f"| train, a merge per MB (vocab 4096) | {fast_train * 1e3:.3f} ms | {slow_name} {slow_train:.3f} s | "
+            f"{slow_train / fast_train:.0f}× |")
+rows.append(f"| encode, per MB (vocab 4096) | {fast_encode:.3f} s | {slow_name} {slow_encode:.2f} s "
+            f"| {slow_encode / fast_encode:.0f}× |")
 # memory: the rise of a fresh process's peak RSS while training at 4096 (compiled already)
-probe = ("import resource, bpe, data; t = open(data.SHAKESPEARE).read(); bpe.train_fast(['ab'], 1); "
-         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; bpe.train_fast([t], 3840); "
-         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
-rise_mb = int(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, check=True,
-                             env=dict(os.environ, PYTHONPATH=os.getcwd())).stdout) / 1024
+# (the peak reset just before, as a run resets it: provenance.reset_peak_memory; in MB)
+probe = ("import bpe, data; from microgpt_lab import provenance as p; t = open(data.SHAKESPEARE).read(); "
+         "bpe.train_fast(['ab'], 1); p.reset_peak_memory(); before = p.peak_memory_mb(); "
+         "bpe.train_fast([t], 3840); print(p.peak_memory_mb() - before)")
+rise_mb = float(subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, check=True,
+                               env=dict(os.environ, PYTHONPATH=os.getcwd())).stdout)
 out['train_4096_peak_rss_rise_mb'] = rise_mb
 out['text_mb'] = mb
 cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), '?')
@@ -82,7 +99,7 @@ out['machine'] = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_vers
 md = [f"# bpe.py's speed, {time.strftime('%Y-%m-%d')}", '',
       f"tinyshakespeare ({mb:.2f} MB), GPT-4's pattern; medians of 5, taking turns; {cpu}, "
       f"{os.cpu_count()} cores (rustbpe and tiktoken use what they use; bpe.py one thread). "
-      f"Made by `{' '.join(['python', os.path.relpath(__file__)])}`.", '',
+      f"Made by `MINBPE=... python {os.path.relpath(__file__)}` (minbpe: a checkout of karpathy/minbpe).", '',
       '| what | bpe.py | against | bpe.py\'s speed, times |', '| --- | --- | --- | --- |', *rows, '',
       f"Training at vocab 4096 raises the process's peak memory by {rise_mb:.1f} MB: "
       f"{rise_mb / mb:.1f}× the text's {mb:.2f} MB.", '']
