@@ -208,24 +208,28 @@ def evaluate(model, docs):
     return lib_of(model).evaluate(model, docs)
 
 
-def nats(model, docs, counted, mean=None):
-    """The sum of the model's cross-entropies over the targets of docs (framed documents, or
-    a text's windows) that counted ([V] booleans) counts: bits per byte's numerator, as
-    nanochat's evaluate_bpb (a special token, BOS, stands for no byte and is not counted).
-    Windows whose every target counts: their mean loss (given) times their targets."""
-    if isinstance(docs, np.ndarray) and mean is not None and counted[docs[:, 1:]].all():
-        return mean * docs[:, 1:].size
+def validate(model, docs, counted):
+    """(mean, nats) of the model's loss over docs (framed documents, or a text's windows):
+    evaluate()'s mean, and the sum of the cross-entropies of the targets that counted ([V]
+    booleans) counts, bits per byte's numerator as nanochat's evaluate_bpb has it (BOS stands
+    for no byte and is not counted). Scalar mode: one pass, microgpt.evaluate's arithmetic
+    in floats (its Values hold these very floats), so the mean is its, bit for bit."""
     if not is_scalar(model):
-        return lib('tensor').evaluate(model, docs, counted=counted)
-    total = 0.0                                               # scalar: floats off the logits
+        mean = lib('tensor').evaluate(model, docs)
+        if isinstance(docs, np.ndarray) and counted[docs[:, 1:]].all():  # a text: every target
+            return mean, mean * docs[:, 1:].size
+        return mean, lib('tensor').evaluate(model, docs, counted=counted)
+    softmax, means, nats = lib('scalar').softmax, [], 0.0
     for doc in docs:
+        n = min(model.config.block_size, len(doc) - 1)
         keys, values = model.kv_cache()
-        for pos in range(len(doc) - 1):
-            logits = [v.data for v in model(doc[pos], pos, keys, values)]
-            if counted[doc[pos + 1]]:
-                top = max(logits)
-                total += top + math.log(sum(math.exp(x - top) for x in logits)) - logits[doc[pos + 1]]
-    return total
+        total = 0
+        for pos in range(n):                                  # microgpt's GPT.loss, in floats
+            nll = -math.log(softmax(model(doc[pos], pos, keys, values))[doc[pos + 1]].data)
+            total += nll
+            nats += nll if counted[doc[pos + 1]] else 0.0
+        means.append((1 / n) * total)
+    return sum(means) / len(docs), nats
 
 
 # ---------------------------------------------------------------------------

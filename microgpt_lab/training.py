@@ -191,8 +191,8 @@ def evaluate(model, d):
     when there is none."""
     if not len(d.val):
         return None, None
-    loss = models.evaluate(model, d.val)
-    return loss, models.nats(model, d.val, d.tok.sizes > 0, loss) / (math.log(2) * d.val_bytes)
+    loss, nats = models.validate(model, d.val, d.tok.sizes > 0)
+    return loss, nats / (math.log(2) * d.val_bytes)
 
 
 # ---------------------------------------------------------------------------

@@ -109,8 +109,8 @@ def test_a_base_recipe_sets_each_cell_and_its_dependents_step_back_where_a_cell_
 def test_cells_that_make_one_run_as_a_setting_is_idle_in_them_are_one_cell():
     """vocab-size acts beside tokenizer=bpe only: characters at 512 and at 1024 are one run."""
     axes = [('tokenizer', ['char', 'bpe']), ('vocab_size', [512, 1024])]
-    assert grid.cells(axes) == [(('vocab_size', 512), ('tokenizer', 'char')), (('vocab_size', 512), ('tokenizer', 'bpe')),
-                                (('vocab_size', 1024), ('tokenizer', 'bpe'))]
+    assert grid.cells(axes) == [(('tokenizer', 'char'), ('vocab_size', 512)), (('tokenizer', 'bpe'), ('vocab_size', 512)),
+                                (('tokenizer', 'bpe'), ('vocab_size', 1024))]
     axes = [('vocab_size', [280, 300]), ('tokenizer', ['bpe', 'char'])]  # a path ends at characters
     assert grid.cells(axes, 'path')[-1] == (('vocab_size', 300), ('tokenizer', 'char'))
     assert len(grid.cells(axes, 'path')) == 3 and len(grid.cells(axes, 'alone')) == 3

@@ -103,7 +103,9 @@ def test_bits_per_byte_sum_the_nats_of_the_targets_that_stand_for_bytes(files, m
             nats -= math.log(probs[doc[pos + 1]].data) if doc[pos + 1] != tok.bos else 0
     assert m['val_bpb'] == pytest.approx(nats / (math.log(2) * sum(len(d.encode()) for d in val_docs)),
                                          rel=1e-12 if mode == 'scalar' else 1e-5)
-    assert m['val_loss'] == pytest.approx(microgpt.evaluate(model, framed), rel=1e-12 if mode == 'scalar' else 1e-5)
+    if mode == 'scalar':  # one pass for both: the mean is microgpt.evaluate's, bit for bit
+        assert m['val_loss'] == microgpt.evaluate(model, framed)
+    assert m['val_loss'] == pytest.approx(microgpt.evaluate(model, framed), rel=1e-5)
 
 
 def test_a_bpe_run_records_its_tokenizer_and_its_checkpoint_stands_alone(files, capsys):

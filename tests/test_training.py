@@ -450,18 +450,18 @@ def test_a_signal_during_training_keeps_a_record_that_resumes(small, signum, cod
 @pytest.mark.parametrize('when', ['evaluation', 'samples'])
 def test_a_signal_after_the_last_step_interrupts_and_resume_finishes(small, capsys, monkeypatch, when):
     train_small(small / 'whole', '--samples', '4')
-    stop, calls, evaluate, sample = [], [], models.evaluate, microgpt.sample
+    stop, calls, validate, sample = [], [], models.validate, microgpt.sample
 
-    def evaluate_then_signal(model, docs):  # Ctrl-C while the final evaluation runs
+    def validate_then_signal(model, docs, counted):  # Ctrl-C while the final evaluation runs
         stop.append(True)
-        return evaluate(model, docs)
+        return validate(model, docs, counted)
 
     def sample_then_signal(*args, **kwargs):  # Ctrl-C while the second sample is drawn
         stop.extend([True] * (len(calls) == 1))
         calls.append(1)
         return sample(*args, **kwargs)
     if when == 'evaluation':
-        monkeypatch.setattr(models, 'evaluate', evaluate_then_signal)
+        monkeypatch.setattr(models, 'validate', validate_then_signal)
     else:
         monkeypatch.setattr(microgpt, 'sample', sample_then_signal)
     cfg = config('--data', 'docs.txt', '--steps', '12', '--samples', '4', '--n-embd', '8',
