@@ -128,12 +128,27 @@ def pytest_collection_modifyitems(session, config, items):
 START = {}  # the test before which the reference runs start
 
 
+# bpe.py's numba functions (about 10 s to compile on a fresh clone) compile into numba's cache
+# in the background from the start, on the core that the first tests leave idle as they
+# compile tensorgpt's kernels; test_bpe then loads them.
+WARM_BPE = ('import bpe; bpe.train_fast(["ab cd"], 2); bpe.train_fast(["\u00e9 ab"], 2); '
+            'bpe.encode_fast("ab", [(97, 98)]); bpe.encode_fast("\u00e9", [])')
+WARMING = {}
+
+
+def pytest_sessionstart(session):
+    WARMING['bpe'] = subprocess.Popen([sys.executable, '-c', WARM_BPE], cwd=ROOT,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def pytest_runtest_setup(item):
     if START.get('at') is item and not BACKGROUND:
         start_reference_runs()
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if WARMING:
+        WARMING.pop('bpe').kill()
     if BACKGROUND:
         if BACKGROUND['process'].poll() is None:
             os.killpg(BACKGROUND['process'].pid, signal.SIGKILL)  # sh and its python
