@@ -121,7 +121,7 @@ def markdown_table(table, grid, varied, design='product', configs=None):
         cell_values = lambda r, name, cell: words[cell] if cell != grid[0] else '(the reference)'
     with_samples = any(r[k][0] is not None for r in table for k in ('samples_train', 'samples_val', 'samples_new'))
     path = design == 'path'  # a column more: each step's own difference, from the cell above
-    bpb = any(r['val_bpb'][0] is not None for r in table)  # records before issue 35: loss alone
+    bpb = in_bpb(table)
     nats = one_tokenizer(configs) or not bpb  # nats per token compare cells that share their tokens only
     n = f"{min(last_n) if len(last_n) == 1 else 'N'}"
     header = (["val bpb", "Δ val bpb vs the reference (95% CI)"] * bpb
@@ -155,6 +155,11 @@ def markdown_table(table, grid, varied, design='product', configs=None):
     return '\n'.join(lines) + '\n'
 
 
+def in_bpb(table):
+    """Whether a table's runs have their bits per byte (records before issue 35: loss alone)."""
+    return any(r['val_bpb'][0] is not None for r in table)
+
+
 def one_tokenizer(configs):
     """Whether the cells' settings (configs; None: not recorded) share one tokenizer."""
     return not configs or len({(c['tokenizer'], c['vocab_size'], c['split_pattern'])
@@ -165,7 +170,7 @@ def draw_intervals(out, table, grid, design='product'):
     """intervals.png: each cell's Δ validation bits per byte (loss, for records before
     them) against the reference, with its 95% interval, named by what it changes
     (plots.intervals); a cell without one says why, as the table does."""
-    key = 'bpb_delta' if any(r['val_bpb'][0] is not None for r in table) else 'val_delta'  # (older records)
+    key = 'bpb_delta' if in_bpb(table) else 'val_delta'
     d = lambda r: NO_INTERVAL if r[key] is None else (r[key]['mean'], r[key]['low'], r[key]['high'])
     rows = [(name, d(r) if i else None) for i, (r, name) in enumerate(zip(table, names(grid, design)))]
     try:

@@ -32,7 +32,7 @@ class RunData(NamedTuple):
     sizes: str          # what the run prints of the split
     docs: tuple = None  # (training, validation) documents, as text; None for a text
     val_bytes: int = 0  # the UTF-8 bytes that the validation targets stand for
-    tokenizer: dict = None  # a BPE tokenizer's tokenizer.json (tokenizers.record); else None
+    tokenizer: dict = None  # a BPE tokenizer's tokenizer.json (record()); else None
 
 
 def run_data(cfg, source, rng, sha256=None):
@@ -104,16 +104,16 @@ def check_data(cfg, source, needed_by=None, at_once=1):
         raise UserError(f"{needed_by or '--eval-every'} needs validation data, but --val-fraction "
                         f"{cfg['val_fraction']} leaves not even {what} for it")
     if cfg['tokenizer'] not in ('char', 'bpe'):
-        vocab = check_tokenizer(cfg, data.sha256_of(cfg['data'])).vocab_size
+        vocab = check_tokenizer(cfg, data.sha256_of(cfg['data']))[0].vocab_size
     models.check_memory(cfg, max(vocab, cfg['vocab_size'] or 0), longest, at_once)
 
 
 def check_tokenizer(cfg, sha256):
-    """The tokenizer of a run with --tokenizer PATH, checked against its data (sha256) and
-    split (for_run's check, before anything runs)."""
+    """(tokenizer, record) of a run with --tokenizer PATH, checked against its data (sha256)
+    and split: else its merges would have seen the run's validation part."""
     tok, rec = load(cfg['tokenizer'])
     check_fits(rec, cfg, sha256, cfg['tokenizer'])
-    return tok
+    return tok, rec
 
 
 # ---------------------------------------------------------------------------
@@ -128,9 +128,7 @@ def for_run(cfg, parts, sha256):
     if cfg['tokenizer'] == 'bpe':
         tok, train_s = train(parts[0], cfg['vocab_size'], cfg['split_pattern'], text)
         return tok, record(tok, parts, train_s, cfg, sha256)
-    tok, rec = load(cfg['tokenizer'])
-    check_fits(rec, cfg, sha256, cfg['tokenizer'])
-    return tok, rec
+    return check_tokenizer(cfg, sha256)
 
 
 def same_merges(rec, path):

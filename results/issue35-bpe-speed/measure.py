@@ -17,6 +17,7 @@ import sys
 import time
 
 import rustbpe
+import threadpoolctl
 import tiktoken
 
 import bpe
@@ -94,11 +95,14 @@ rise_mb = float(subprocess.run([sys.executable, '-c', probe], capture_output=Tru
 out['train_4096_peak_rss_rise_mb'] = rise_mb
 out['text_mb'] = mb
 cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), '?')
-out['machine'] = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
+blas = [(p['internal_api'], p.get('architecture')) for p in threadpoolctl.threadpool_info()]  # (unused here)
+out['machine'] = dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(), blas=blas,
+                      openblas_coretype=os.environ.get('OPENBLAS_CORETYPE'),
                       rustbpe=getattr(rustbpe, '__version__', '?'), tiktoken=tiktoken.__version__)
 md = [f"# bpe.py's speed, {time.strftime('%Y-%m-%d')}", '',
       f"tinyshakespeare ({mb:.2f} MB), GPT-4's pattern; medians of 5, taking turns; {cpu}, "
-      f"{os.cpu_count()} cores (rustbpe and tiktoken use what they use; bpe.py one thread). "
+      f"{os.cpu_count()} cores (rustbpe and tiktoken use what they use; bpe.py one thread); "
+      f"OPENBLAS_CORETYPE {os.environ.get('OPENBLAS_CORETYPE') or 'unset'}, BLAS {blas} (no product here uses it). "
       f"Made by `MINBPE=... python {os.path.relpath(__file__)}` (minbpe: a checkout of karpathy/minbpe).", '',
       '| what | bpe.py | against | bpe.py\'s speed, times |', '| --- | --- | --- | --- |', *rows, '',
       f"Training at vocab 4096 raises the process's peak memory by {rise_mb:.1f} MB: "
